@@ -1,0 +1,31 @@
+#!/bin/sh
+# Install berth on a Debian/Ubuntu host, as root: the system packages it
+# drives (dockerd, containerd, runc, catatonit, iptables), then berth itself
+# in its own venv under /opt/berth, the `berth` command and a default config.
+#   ./scripts/install.sh              everything
+#   ./scripts/install.sh --deps-only  only the apt packages (used by test.sh)
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+prefix=${BERTH_PREFIX:-/opt/berth}
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: run it as root (sudo $0)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# docker.io brings dockerd, containerd and runc; catatonit (busybox-static as
+# the fallback) is the static binary of the net container's pause image.
+apt-get install -y -qq --no-install-recommends \
+    docker.io catatonit busybox-static iptables python3 python3-venv >/dev/null
+[ "${1:-}" = "--deps-only" ] && exit 0
+
+# Debian's interpreter: it starts several times faster than a pyenv one,
+# which matters on the login path.
+/usr/bin/python3 -m venv "$prefix"
+"$prefix/bin/pip" install -q --disable-pip-version-check "$here"
+ln -sf "$prefix/bin/berth" /usr/local/bin/berth
+install -d -m 0755 /etc/berth
+[ -e /etc/berth/berth.toml ] || "$prefix/bin/berth" config --example > /etc/berth/berth.toml
+echo "berth installed: $("$prefix/bin/berth" config --check)"

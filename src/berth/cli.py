@@ -1,0 +1,166 @@
+"""The `berth` command. The only place (with the PAM hook) that configures
+logging, turns errors into one line and an exit code, and exits."""
+
+import argparse
+import json
+import logging
+import os
+import pwd
+import signal
+import sys
+
+from . import config as config_mod
+from .errors import BerthError
+
+log = logging.getLogger("berth")
+
+EXAMPLES = {
+    "up": "berth up alice",
+    "down": "berth down alice",
+    "status": "berth status            # all users\n  berth status alice --json",
+    "env": "eval \"$(berth env)\"     # DOCKER_HOST for the current user",
+    "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
+}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="berth",
+        description="A Docker daemon of your own on a shared box: per-user dockerd, bridge, "
+                    "subnet and net container.",
+        epilog="Example: berth up alice && sudo -u alice DOCKER_HOST=unix:///run/berth/alice/docker.sock docker ps")
+    p.add_argument("--config", metavar="FILE",
+                   help=f"config file (default: ${config_mod.ENV_VAR} or {config_mod.DEFAULT_PATH})")
+    p.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text,
+                              epilog="Example:\n  " + EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    c = command("up", "bring a user's own Docker daemon up (idempotent)")
+    c.add_argument("user")
+    c = command("down", "stop a user's daemon, remove their bridge and rules; data and subnet are kept")
+    c.add_argument("user")
+    c = command("status", "show every user's daemon, or one user's in detail")
+    c.add_argument("user", nargs="?")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c = command("env", "print the shell line that points docker at a user's daemon")
+    c.add_argument("user", nargs="?", help="default: the user running the command")
+    c = command("config", "show the example config or check the current one")
+    g = c.add_mutually_exclusive_group(required=True)
+    g.add_argument("--example", action="store_true", help="print a commented example config")
+    g.add_argument("--check", action="store_true", help="validate the config and print the result")
+    return p
+
+
+class _Brief(logging.Formatter):
+    """One line for people: no traceback on the terminal unless --debug."""
+
+    def format(self, record):
+        return "berth: " + record.getMessage()
+
+
+def _setup_logging(cfg, debug):
+    root = logging.getLogger("berth")
+    root.setLevel(logging.DEBUG)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.DEBUG if debug else logging.WARNING)
+    err.setFormatter(logging.Formatter("berth: %(levelname)s %(name)s: %(message)s") if debug else _Brief())
+    root.addHandler(err)
+    if cfg is None or os.geteuid() != 0:
+        return None
+    path = os.path.join(cfg.paths.log_dir, "berth.log")
+    try:
+        os.makedirs(cfg.paths.log_dir, mode=0o755, exist_ok=True)
+        fh = logging.FileHandler(path)
+    except OSError:
+        return None
+    fh.setLevel(logging.DEBUG if debug else logging.INFO)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+    root.addHandler(fh)
+    return path
+
+
+def _raise_exit(signum, frame):
+    # SystemExit unwinds through the ExitStacks, so a half-done `up` is
+    # rolled back on Ctrl-C, SIGTERM or a dropped terminal too.
+    raise SystemExit(128 + signum)
+
+
+def _current_user():
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def run(args, cfg, out):
+    if args.command == "up":
+        from .lifecycle import up
+
+        r = up(cfg, args.user)
+        how = f"started in {r.seconds:.2f} s" if r.started else "already running"
+        print(f"{r.user} is up ({how}): block {r.block} on bridge {r.bridge}, dockerd pid {r.pid}, "
+              f"net container {r.net_ip or '-'}", file=out)
+        print(f"export DOCKER_HOST={r.docker_host}", file=out)
+    elif args.command == "down":
+        from .lifecycle import down
+
+        r = down(cfg, args.user)
+        what = "dockerd stopped" if r.was_running else "dockerd was not running"
+        print(f"{r.user} is down: {what}, {r.rules_removed} rule(s) removed, "
+              f"bridge {'removed' if r.bridge_removed else 'absent'}; data and subnet kept", file=out)
+    elif args.command == "status":
+        from . import status, users
+
+        if args.user:
+            users.check_name(args.user)
+        rows = status.collect(cfg, only=args.user)
+        if args.json:
+            print(json.dumps({"users": [r.to_json() for r in rows]}, indent=2), file=out)
+        elif args.user:
+            print(status.render_detail(rows[0]), file=out)
+        else:
+            print(status.render_table(rows), file=out)
+    elif args.command == "env":
+        from . import paths, users
+
+        account = users.resolve(args.user or _current_user(), cfg.users.min_uid)
+        print(f"export DOCKER_HOST={paths.for_user(cfg, account.name).docker_host}", file=out)
+    elif args.command == "config":
+        if args.example:
+            out.write(config_mod.example_text())
+        else:
+            print(f"{cfg.source}: ok (pool {cfg.network.pool}, /{cfg.network.block_prefix} blocks)", file=out)
+    return 0
+
+
+def main(argv=None, out=None):
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_exit)
+    cfg, log_path = None, None
+    try:
+        if not (args.command == "config" and args.example):
+            cfg = config_mod.load(args.config)
+        log_path = _setup_logging(cfg, args.debug)
+        return run(args, cfg, out)
+    except BerthError as e:
+        if log_path is None:
+            _setup_logging(None, args.debug)
+        log.debug("failed", exc_info=True)
+        logging.getLogger("berth.cli").info("%s failed: %s", args.command, e.one_line())
+        print(f"berth: {e.one_line()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("berth: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # the one place that catches everything: no traceback for people
+        log.error("unexpected error in %s", args.command, exc_info=True)
+        where = log_path or "the output of --debug"
+        print(f"berth: unexpected error ({type(e).__name__}: {e}); details in {where}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The config: read once from TOML into frozen dataclasses, validated whole.
+
+An unknown key, a wrong type or a value out of range is refused with the
+key's name and what is allowed, so a typo never silently means a default.
+"""
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+
+from .errors import ConfigError
+
+DEFAULT_PATH = "/etc/berth/berth.toml"
+ENV_VAR = "BERTH_CONFIG"
+
+# Keys of daemon.json that berth itself sets per user; a site may not
+# override them through [daemon_json] without breaking isolation.
+OWNED_DAEMON_KEYS = frozenset({
+    "data-root", "graph", "exec-root", "hosts", "host", "pidfile", "bridge",
+    "bip", "fixed-cidr", "iptables", "ip-masq", "default-address-pools",
+    "group", "live-restore",
+})
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    state_dir: Path = Path("/var/lib/berth")
+    run_dir: Path = Path("/run/berth")
+    log_dir: Path = Path("/var/log/berth")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    pool: ipaddress.IPv4Network = ipaddress.IPv4Network("10.213.0.0/16")
+    block_prefix: int = 24
+    bridge_prefix: str = "bth"
+    chain_prefix: str = "BERTH"
+
+
+@dataclass(frozen=True)
+class UsersConfig:
+    min_uid: int = 1000
+
+
+@dataclass(frozen=True)
+class NetContainerConfig:
+    name: str = "net"
+    image: str = ""  # empty: berth builds its pause image locally
+
+
+@dataclass(frozen=True)
+class ReaperConfig:
+    idle_timeout: int = 3600
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    dockerd: str = "dockerd"
+    start_timeout: float = 30.0
+    stop_timeout: float = 30.0
+    lock_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    users: UsersConfig = field(default_factory=UsersConfig)
+    net_container: NetContainerConfig = field(default_factory=NetContainerConfig)
+    reaper: ReaperConfig = field(default_factory=ReaperConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    daemon_json: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    source: str = "(defaults)"
+
+
+# --- validators: each takes (value) and returns the converted value or
+# raises ValueError with "what is allowed".
+
+def _abs_path(value):
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError("an absolute path, e.g. \"/var/lib/berth\"")
+    return Path(value)
+
+
+def _int_range(lo, hi):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"an integer from {lo} to {hi}")
+        return value
+    return check
+
+
+def _positive_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError("a number of seconds greater than 0")
+    return float(value)
+
+
+def _pattern(regex, example):
+    compiled = re.compile(regex)
+
+    def check(value):
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise ValueError(f"a string matching {regex} (e.g. \"{example}\")")
+        return value
+    return check
+
+
+def _pool(value):
+    try:
+        pool = ipaddress.ip_network(value, strict=True)
+    except (TypeError, ValueError):
+        raise ValueError("an IPv4 network in CIDR form with no host bits, e.g. \"10.213.0.0/16\"") from None
+    if pool.version != 4:
+        raise ValueError("an IPv4 network (IPv6 pools are not supported yet)")
+    return pool
+
+
+def _image(value):
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        raise ValueError("an image reference without spaces, or \"\" for berth's own pause image")
+    return value
+
+
+def _program(value):
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ValueError("a program name on PATH or an absolute path, e.g. \"dockerd\"")
+    return value
+
+
+SCHEMA = {
+    "paths": (PathsConfig, {
+        "state_dir": _abs_path, "run_dir": _abs_path, "log_dir": _abs_path,
+    }),
+    "network": (NetworkConfig, {
+        "pool": _pool,
+        "block_prefix": _int_range(8, 26),
+        # The bridge name is prefix + uid and must fit IFNAMSIZ (15): a uid
+        # has at most 10 digits, so the prefix gets 5.
+        "bridge_prefix": _pattern(r"[a-z][a-z0-9]{0,4}", "bth"),
+        "chain_prefix": _pattern(r"[A-Z][A-Z0-9_]{0,11}", "BERTH"),
+    }),
+    "users": (UsersConfig, {"min_uid": _int_range(1, 2**31)}),
+    "net_container": (NetContainerConfig, {
+        "name": _pattern(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", "net"),
+        "image": _image,
+    }),
+    "reaper": (ReaperConfig, {"idle_timeout": _int_range(0, 10**8)}),
+    "daemon": (DaemonConfig, {
+        "dockerd": _program,
+        "start_timeout": _positive_number,
+        "stop_timeout": _positive_number,
+        "lock_timeout": _positive_number,
+    }),
+}
+
+
+def config_path(environ=None):
+    environ = os.environ if environ is None else environ
+    return environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def load(path=None, environ=None):
+    """Read and validate the config; a missing default file means defaults."""
+    explicit = path is not None or bool((environ or os.environ).get(ENV_VAR))
+    path = path or config_path(environ)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist",
+                              hint=f"create it ('berth config --example > {path}') or unset {ENV_VAR}") from None
+        return Config()
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML ({e})") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}",
+                          hint="run berth as root or fix the file's permissions") from None
+    return parse(data, source=str(path))
+
+
+def parse(data, source="(config)"):
+    """Turn a parsed TOML mapping into a Config, refusing anything unknown."""
+    sections = {}
+    for name, value in data.items():
+        if name == "daemon_json":
+            sections[name] = _daemon_json(value, source)
+            continue
+        if name not in SCHEMA:
+            allowed = ", ".join(f"[{s}]" for s in [*SCHEMA, "daemon_json"])
+            raise ConfigError(f"{source}: unknown section [{name}]; allowed: {allowed}")
+        cls, keys = SCHEMA[name]
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        kwargs = {}
+        for key, raw in value.items():
+            if key not in keys:
+                raise ConfigError(f"{source}: unknown key [{name}].{key}; allowed: {', '.join(keys)}")
+            try:
+                kwargs[key] = keys[key](raw)
+            except ValueError as e:
+                raise ConfigError(f"{source}: [{name}].{key} = {raw!r} is invalid; it must be {e}") from None
+        sections[name] = cls(**kwargs)
+    cfg = Config(**sections, source=source)
+    _check_network(cfg.network, source)
+    return cfg
+
+
+def _daemon_json(value, source):
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [daemon_json] must be a table of daemon.json keys")
+    owned = sorted(OWNED_DAEMON_KEYS & set(value))
+    if owned:
+        raise ConfigError(
+            f"{source}: [daemon_json].{owned[0]} is set by berth for each user and cannot be overridden",
+            hint=f"remove it; berth owns {', '.join(sorted(OWNED_DAEMON_KEYS))}")
+    return MappingProxyType(dict(value))
+
+
+def _check_network(net, source):
+    if net.block_prefix <= net.pool.prefixlen:
+        raise ConfigError(
+            f"{source}: [network].block_prefix = {net.block_prefix} must be longer than the pool's "
+            f"/{net.pool.prefixlen} ({net.pool}), so the pool holds more than one block")
+
+
+def example_text():
+    return resources.files("berth").joinpath("data/berth.toml").read_text()

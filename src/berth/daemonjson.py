@@ -1,0 +1,36 @@
+"""Render one user's daemon.json. Pure: config, paths and layout in, dict out."""
+
+import json
+
+
+
+def render(cfg, upaths, layout, bridge):
+    owned = {
+        "data-root": upaths.data_root,
+        "exec-root": upaths.exec_root,
+        "hosts": [upaths.docker_host],
+        "pidfile": upaths.pidfile,
+        "bridge": bridge,
+        # Keep the bridge's containers inside the bridge subnet.
+        "fixed-cidr": str(layout.bridge_net),
+        # Every daemon with iptables on rewrites Docker's chains and breaks
+        # the others (moby#34567); berth owns NAT and isolation instead.
+        "iptables": False,
+        "ip-masq": False,
+        # User-defined networks come from the user's own half of the block,
+        # never from Docker's global default (where two users would collide).
+        "default-address-pools": [
+            {"base": str(layout.user_pool), "size": layout.user_network_prefix},
+        ],
+        # The socket is created root:root 0660 and handed to the user by
+        # berth afterwards; never the shared "docker" group.
+        "group": "root",
+        # The reaper only stops daemons with no running containers, and a
+        # daemon down for long would block containers on full log pipes.
+        "live-restore": False,
+    }
+    return {**dict(cfg.daemon_json), **owned}
+
+
+def dumps(doc):
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,50 @@
+"""A few read-only Docker API calls over the unix socket, without the SDK.
+
+The warm path and `status` only need "does it answer" and small GETs; the
+Docker SDK (requests, urllib3, ...) costs more to import than this whole
+exchange. HTTP/1.0 makes the daemon close the connection after the answer,
+so there is no chunked encoding to decode.
+"""
+
+import json
+import socket
+
+
+class EngineError(OSError):
+    pass
+
+
+def request(sock_path, path, timeout=2.0):
+    """GET `path`; returns (status, body bytes). Raises OSError if unreachable."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(sock_path)
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    raw = b"".join(chunks)
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise EngineError(f"short answer from {sock_path}")
+    status = int(head.split(b" ", 2)[1])
+    return status, body
+
+
+def ping(sock_path, timeout=1.0):
+    """True when the daemon behind the socket answers /_ping with OK."""
+    try:
+        status, body = request(sock_path, "/_ping", timeout)
+    except (OSError, ValueError, IndexError):
+        return False
+    return status == 200 and body.strip() == b"OK"
+
+
+def get_json(sock_path, path, timeout=5.0):
+    status, body = request(sock_path, path, timeout)
+    if status != 200:
+        raise EngineError(f"GET {path} on {sock_path} answered {status}")
+    return json.loads(body)

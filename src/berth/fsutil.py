@@ -1,0 +1,92 @@
+"""Files root can trust: made by us, written atomically, checked before use."""
+
+import errno
+import os
+import stat
+import tempfile
+
+from .errors import BerthError, NotTrusted
+
+
+def check_trusted(path, st=None):
+    """Refuse a path owned by someone else or writable by group/others.
+
+    Root acts on what these files say (which pid to signal, which block a
+    user has); a file a user could write would let them steer root.
+    """
+    st = st or os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise NotTrusted(f"{path} is a symlink; berth does not follow links it did not make",
+                         hint=f"remove it (rm {path}) and run again")
+    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise NotTrusted(
+            f"{path} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}; "
+            f"berth only trusts its own files",
+            hint=f"chown root:root {path} && chmod go-w {path}, or remove it")
+
+
+def ensure_dir(path, mode=0o755):
+    """mkdir -p that checks every directory it did not just create."""
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, mode=mode, exist_ok=True)
+    except OSError as e:
+        raise BerthError(f"cannot create {path}: {e.strerror}",
+                         hint="run berth as root and check the [paths] of the config") from None
+    check_trusted(path)
+    return path
+
+
+def atomic_write(path, data, mode=0o644):
+    """Write via a temp file in the same directory, fsync, rename.
+
+    A crash or a full disk leaves either the old file or the new one, never a
+    torn one.
+    """
+    path = os.fspath(path)
+    if isinstance(data, str):
+        data = data.encode()
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_trusted(path):
+    """Read a small file we wrote; None when it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symlink where our file should be
+            check_trusted(path)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        check_trusted(path, os.fstat(f.fileno()))
+        return f.read()
+
+
+def remove(path):
+    """rm -f: already gone is success."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False

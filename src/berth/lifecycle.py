@@ -1,0 +1,164 @@
+"""`up` and `down` for one user: the steps in order, each idempotent.
+
+up:   lease -> bridge -> dockerd (forked) -> rules (while dockerd starts)
+      -> socket answers -> socket handed to the user -> net container.
+A cold `up` that fails part-way undoes what it made, last first, so no
+bridge, rule or process is left behind; the lease stays (it is the user's
+for good). A warm `up` only repairs what is missing (e.g. rules wiped by a
+firewall reload) and never undoes what was already there.
+"""
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from . import blocks, bridge, daemonjson, engine, netcontainer, paths, users
+from .errors import DaemonError, UserRefused
+from .fsutil import atomic_write, ensure_dir
+from .leases import LeaseTable
+from .locks import user_lock
+from .rules import plan_user_rules
+from .spawner import DirectSpawner, find_dockerd
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UpResult:
+    user: str
+    block: str
+    bridge: str
+    pid: int
+    net_ip: str
+    docker_host: str
+    started: bool      # False: the daemon was already up
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DownResult:
+    user: str
+    was_running: bool
+    rules_removed: int
+    bridge_removed: bool
+
+
+def leases(cfg):
+    return LeaseTable(str(cfg.paths.state_dir), cfg.daemon.lock_timeout)
+
+
+def spawner_for(cfg, upaths, dockerd=None):
+    return DirectSpawner(upaths, dockerd or cfg.daemon.dockerd, cfg.daemon.stop_timeout)
+
+
+def _prepare_dirs(cfg, upaths):
+    ensure_dir(cfg.paths.state_dir, 0o755)
+    ensure_dir(cfg.paths.run_dir, 0o755)
+    # 0755: the user must reach the socket inside; nothing in it is theirs to write.
+    ensure_dir(upaths.run_dir, 0o755)
+    ensure_dir(os.path.dirname(upaths.data_root), 0o700)
+    if len(upaths.exec_root) + len("/containerd/containerd-debug.sock") > paths.MAX_SOCKET_PATH:
+        raise DaemonError(f"the exec-root {upaths.exec_root} is too long for containerd's sockets",
+                          hint="choose a shorter [paths].run_dir")
+
+
+def _enable_ip_forward(proc_sys="/proc/sys/net/ipv4/ip_forward"):
+    # NAT for the containers needs routing; dockerd turns it on too.
+    with open(proc_sys) as f:
+        if f.read().strip() == "1":
+            return
+    with open(proc_sys, "w") as f:
+        f.write("1")
+    log.info("enabled net.ipv4.ip_forward")
+
+
+def _hand_socket(upaths, account):
+    """Only the user (and root) may talk to their daemon: user:root 0600.
+
+    dockerd made it root:root 0660 ("group": "root"), so nobody else had a
+    window; a shared primary group such as 'users' gets nothing either.
+    """
+    os.chown(upaths.socket, account.uid, 0)
+    os.chmod(upaths.socket, 0o600)
+
+
+def up(cfg, name, now=time.monotonic):
+    t0 = now()
+    account = users.resolve(name, cfg.users.min_uid)
+    dockerd = find_dockerd(cfg.daemon.dockerd)
+    upaths = paths.for_user(cfg, account.name)
+    br = paths.bridge_name(cfg, account.uid)
+    _prepare_dirs(cfg, upaths)
+
+    with user_lock(cfg, account.name):
+        lease = leases(cfg).acquire(account.name, account.uid, cfg.network.pool,
+                                    cfg.network.block_prefix, bridge.host_networks)
+        layout = blocks.layout(lease.block)
+        spawner = spawner_for(cfg, upaths, dockerd)
+        with contextlib.ExitStack() as undo:
+            if bridge.ensure_bridge(br, layout.bridge_cidr):
+                undo.callback(bridge.remove_bridge, br)
+            rec = spawner.running()
+            started = rec is None
+            if started:
+                doc = daemonjson.render(cfg, upaths, layout, br)
+                atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o644)
+                rec = spawner.start()
+                undo.callback(spawner.stop)
+            # dockerd takes a moment to start; the rules (and iptc's import)
+            # are done meanwhile rather than before it.
+            _ensure_rules(cfg, account.name, lease.block, undo if started else None)
+            spawner.wait_ready(rec, cfg.daemon.start_timeout, lambda: engine.ping(upaths.socket))
+            _hand_socket(upaths, account)
+            dc = netcontainer.client(upaths.docker_host)
+            image = cfg.net_container.image or netcontainer.ensure_pause_image(dc)
+            net = netcontainer.ensure(dc, cfg.net_container.name, image)
+            undo.pop_all()
+
+    result = UpResult(account.name, str(lease.block), br, rec.pid, netcontainer.ip_address(net),
+                      upaths.docker_host, started, now() - t0)
+    log.info("%s is up (block %s, dockerd pid %d, %s in %.2f s)", result.user, result.block, result.pid,
+             "started" if started else "already running", result.seconds)
+    return result
+
+
+def _ensure_rules(cfg, user, block, undo):
+    from .firewall import Firewall
+
+    _enable_ip_forward()
+    fw = Firewall(cfg)
+    fw.ensure_user(user, plan_user_rules(cfg, user, block))
+    if undo is not None:
+        undo.callback(fw.remove_user, user)
+
+
+def _account_for_down(cfg, name):
+    """down works for a user who has since been deleted: the lease knows the uid."""
+    try:
+        return users.resolve(name, cfg.users.min_uid)
+    except UserRefused:
+        lease = leases(cfg).get(users.check_name(name))
+        if lease is None:
+            raise
+        return users.Account(name, lease.uid, 0, "")
+
+
+def down(cfg, name):
+    account = _account_for_down(cfg, name)
+    upaths = paths.for_user(cfg, account.name)
+    br = paths.bridge_name(cfg, account.uid)
+    with user_lock(cfg, account.name):
+        spawner = spawner_for(cfg, upaths)
+        was_running = spawner.running() is not None
+        spawner.stop()
+
+        from .firewall import Firewall
+
+        removed = Firewall(cfg).remove_user(account.name)
+        bridge_removed = bridge.remove_bridge(br)
+    log.info("%s is down (dockerd %s, %d rule(s) and %s removed; data and lease kept)",
+             account.name, "stopped" if was_running else "was not running", removed,
+             f"bridge {br}" if bridge_removed else "no bridge")
+    return DownResult(account.name, was_running, removed, bridge_removed)

@@ -1,0 +1,74 @@
+import io
+import subprocess
+import sys
+
+import pytest
+
+from berth import cli
+
+
+def run(argv, monkeypatch, tmp_path, config_text=None):
+    if config_text is not None:
+        p = tmp_path / "berth.toml"
+        p.write_text(config_text)
+        monkeypatch.setenv("BERTH_CONFIG", str(p))
+    out = io.StringIO()
+    return cli.main(argv, out=out), out.getvalue()
+
+
+@pytest.mark.parametrize("user, words", [
+    ("../etc", "not a valid user name"), ("a b", "not a valid user name"),
+    ("root", "is root"), ("no_such_user_berth", "does not exist"), ("daemon", "below [users].min_uid"),
+])
+def test_bad_users_one_line_exit_1(user, words, monkeypatch, tmp_path, capsys):
+    code, _ = run(["up", user], monkeypatch, tmp_path, "[paths]\nstate_dir = '%s/s'\n" % tmp_path)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert words in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert not (tmp_path / "s").exists(), "bad input must create nothing"
+
+
+def test_missing_dockerd_names_the_package(monkeypatch, tmp_path, capsys):
+    from berth import users
+    monkeypatch.setattr(users, "resolve", lambda name, min_uid: users.Account(name, 4321, 100, "/home/x"))
+    code, _ = run(["up", "alice"], monkeypatch, tmp_path,
+                  "[paths]\nstate_dir = '%s/s'\n[daemon]\ndockerd = '/nonexistent/dockerd'\n" % tmp_path)
+    err = capsys.readouterr().err
+    assert code == 1 and "apt-get install docker.io" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_bad_config_one_line(monkeypatch, tmp_path, capsys):
+    code, _ = run(["status"], monkeypatch, tmp_path, "[network]\npool = 'nope'\n")
+    err = capsys.readouterr().err
+    assert code == 1 and "[network].pool" in err and len(err.strip().splitlines()) == 1
+
+
+def test_usage_error_exit_2():
+    r = subprocess.run([sys.executable, "-m", "berth", "up"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "usage" in r.stderr
+
+
+def test_example_config_printed(monkeypatch, tmp_path):
+    code, out = run(["config", "--example"], monkeypatch, tmp_path)
+    assert code == 0 and "[network]" in out and "pool" in out
+
+
+def test_env_prints_docker_host(monkeypatch, tmp_path):
+    import pwd
+    users = [p.pw_name for p in pwd.getpwall() if 1000 <= p.pw_uid < 65534]
+    if not users:
+        pytest.skip("no ordinary user on this host")
+    code, out = run(["env", users[0]], monkeypatch, tmp_path, "[paths]\nrun_dir = '/run/x'\n")
+    assert code == 0
+    assert out == f"export DOCKER_HOST=unix:///run/x/{users[0]}/docker.sock\n"
+
+
+def test_help_of_every_command_has_an_example():
+    parser = cli.build_parser()
+    for name in cli.EXAMPLES:
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"])

@@ -1,0 +1,53 @@
+from types import MappingProxyType
+
+from berth import blocks, config, daemonjson, paths
+
+
+def cfg_with(extra=None):
+    return config.Config(daemon_json=MappingProxyType(extra or {}))
+
+
+def render(extra=None):
+    cfg = cfg_with(extra)
+    up = paths.for_user(cfg, "alice")
+    return daemonjson.render(cfg, up, blocks.layout("10.213.7.0/24"), "bth1001")
+
+
+def test_owned_keys():
+    doc = render()
+    assert doc["data-root"] == "/var/lib/berth/users/alice/docker"
+    assert doc["exec-root"] == "/run/berth/alice/x"
+    assert doc["hosts"] == ["unix:///run/berth/alice/docker.sock"]
+    assert doc["pidfile"] == "/run/berth/alice/docker.pid"
+    assert doc["bridge"] == "bth1001"
+    assert doc["iptables"] is False
+    assert doc["ip-masq"] is False
+    assert doc["group"] == "root"
+    assert doc["default-address-pools"] == [{"base": "10.213.7.128/25", "size": 28}]
+    assert doc["fixed-cidr"] == "10.213.7.0/25"
+
+
+def test_every_rendered_key_is_one_berth_refuses_from_config():
+    assert set(render()) <= config.OWNED_DAEMON_KEYS
+
+
+def test_extras_are_merged():
+    doc = render({"default-runtime": "nvidia", "runtimes": {"nvidia": {"path": "/usr/bin/nvidia-container-runtime"}},
+                  "registry-mirrors": ["https://mirror.internal"]})
+    assert doc["default-runtime"] == "nvidia"
+    assert doc["runtimes"]["nvidia"]["path"] == "/usr/bin/nvidia-container-runtime"
+    assert doc["registry-mirrors"] == ["https://mirror.internal"]
+    assert doc["bridge"] == "bth1001"
+
+
+def test_dumps_is_stable_json():
+    import json
+    text = daemonjson.dumps(render())
+    assert json.loads(text) == render()
+    assert text == daemonjson.dumps(render())
+
+
+def test_exec_root_short_enough_for_containerd_sockets():
+    cfg = config.Config()
+    up = paths.for_user(cfg, "a" * 32)
+    assert len(up.exec_root + "/containerd/containerd-debug.sock") <= paths.MAX_SOCKET_PATH

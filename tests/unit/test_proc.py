@@ -1,0 +1,30 @@
+import os
+
+from berth import proc
+
+
+def test_parse_stat_with_spaces_and_parens_in_comm():
+    text = "4242 (weird) name)) S 1 4242 4242 0 -1 4194560 " + " ".join(["0"] * 12) + " 123456 0 0"
+    st = proc.parse_stat(text)
+    assert st.pid == 4242
+    assert st.state == "S"
+    assert st.ppid == 1
+    assert st.start_ticks == 123456
+
+
+def test_alive_checks_start_time():
+    st = proc.stat(os.getpid())
+    assert proc.alive(os.getpid(), st.start_ticks)
+    assert not proc.alive(os.getpid(), st.start_ticks + 1)
+    assert not proc.alive(2 ** 22 + 1, 0)
+
+
+def test_descendants():
+    tree = {1: [2, 3], 2: [4], 4: [5]}
+    assert sorted(proc.descendants(1, tree)) == [2, 3, 4, 5]
+    assert proc.descendants(3, tree) == []
+
+
+def test_cmdline_and_rss_of_self():
+    assert proc.cmdline(os.getpid())
+    assert proc.rss_bytes(os.getpid()) > 0

@@ -1,0 +1,31 @@
+import pytest
+
+from berth import users
+from berth.errors import UserRefused
+
+
+@pytest.mark.parametrize("name", ["../etc", "a b", "", "-rf", ".hidden", "a/b", "x" * 33, "al\nice", "ali$e"])
+def test_bad_names_refused(name):
+    with pytest.raises(UserRefused) as e:
+        users.check_name(name)
+    assert "not a valid user name" in e.value.one_line()
+
+
+@pytest.mark.parametrize("name", ["alice", "bob_2", "Carol", "_svc", "d-e"])
+def test_good_names(name):
+    assert users.check_name(name) == name
+
+
+def test_root_refused():
+    with pytest.raises(UserRefused, match="root"):
+        users.resolve("root", 1000)
+
+
+def test_system_user_refused():
+    with pytest.raises(UserRefused, match="below \\[users\\].min_uid"):
+        users.resolve("daemon", 1000)
+
+
+def test_unknown_user_refused():
+    with pytest.raises(UserRefused, match="does not exist"):
+        users.resolve("no_such_user_berth", 1000)

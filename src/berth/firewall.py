@@ -125,6 +125,23 @@ class Firewall:
             return None, []
         return chain, [(r, _to_key(r, table.name, chain_name)) for r in chain.rules]
 
+    def _delete_where(self, table, chain_name, pred):
+        """Delete every rule of the chain whose key matches; returns how many.
+
+        iptc frees a table's rules on each autocommit, so rules read before a
+        delete must not be used after it: read afresh, delete one, repeat.
+        """
+        deleted = 0
+        while True:
+            table.refresh()
+            chain = self._chain(table, chain_name, create=False)
+            victim = None if chain is None else next(
+                (r for r in chain.rules if pred(_to_key(r, table.name, chain_name))), None)
+            if victim is None:
+                return deleted
+            chain.delete_rule(victim)
+            deleted += 1
+
     def _ensure_jumps(self):
         for jump in self.chains.jumps():
             table = self._table(jump.table)
@@ -150,23 +167,12 @@ class Firewall:
                 have = [key for _, key in existing if key.comment == comment]
                 if have == want:
                     continue
-                for r, key in existing:
-                    if key.comment == comment:
-                        chain.delete_rule(r)
+                self._delete_where(table, chain_name, lambda k: k.comment == comment)
                 for rule in want:
                     chain.append_rule(_build(self.iptc, rule))
                 changed = True
                 log.info("set %d rule(s) for %s in %s/%s", len(want), user, table_name, chain_name)
         return changed
-
-    def user_rules_present(self, user, planned):
-        comment = user_comment(user)
-        for chain_name in {r.chain for r in planned}:
-            table = self._table(next(r.table for r in planned if r.chain == chain_name))
-            _, existing = self._existing(table, chain_name)
-            if [k for _, k in existing if k.comment == comment] != [r for r in planned if r.chain == chain_name]:
-                return False
-        return True
 
     def remove_user(self, user):
         """Delete every rule carrying the user's comment; drop berth's chains once empty."""
@@ -175,32 +181,19 @@ class Firewall:
         with xtables_lock(), _translated(self.iptc, f"removing the rules of {user}"):
             for jump in self.chains.jumps():
                 table = self._table(jump.table)
-                chain, existing = self._existing(table, jump.target)
-                for r, key in existing:
-                    if key.comment == comment:
-                        chain.delete_rule(r)
-                        removed += 1
-                if chain is not None and not [k for _, k in existing if k.comment != comment]:
+                removed += self._delete_where(table, jump.target, lambda k: k.comment == comment)
+                table.refresh()
+                chain, rest = self._existing(table, jump.target)
+                if chain is not None and not rest:
                     self._remove_chain(table, jump)
         if removed:
             log.info("removed %d rule(s) of %s", removed, user)
         return removed
 
     def _remove_chain(self, table, jump):
-        builtin = self.iptc.Chain(table, jump.chain)
-        for r in builtin.rules:
-            if _to_key(r, jump.table, jump.chain) == jump:
-                builtin.delete_rule(r)
+        self._delete_where(table, jump.chain, lambda k: k == jump)
         table.refresh()
         chain = self.iptc.Chain(table, jump.target)
         chain.flush()
         chain.delete()
         log.info("removed the empty chain %s/%s", jump.table, jump.target)
-
-    def users_with_rules(self):
-        """Users who have rules in berth's chains (for orphan checks)."""
-        users = set()
-        for jump in self.chains.jumps():
-            _, existing = self._existing(self._table(jump.table), jump.target)
-            users.update(k.comment.split(":", 1)[1] for _, k in existing if k.comment.startswith("berth:"))
-        return users

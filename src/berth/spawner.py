@@ -114,7 +114,13 @@ class DirectSpawner:
         """
         if self.running():
             return
-        for path in (self.paths.pidfile, self.paths.socket, self.paths.record):
+        # An orphaned containerd of the dead daemon would keep its socket and
+        # make the new dockerd time out waiting for its own.
+        self.kill_leftovers()
+        # dockerd trusts containerd's pidfile with kill(pid, 0), which a dead
+        # but unreaped containerd still passes: it would wait on it forever.
+        containerd_pid = os.path.join(self.paths.exec_root, "containerd", "containerd.pid")
+        for path in (self.paths.pidfile, self.paths.socket, self.paths.record, containerd_pid):
             if remove(path):
                 log.info("removed stale %s", path)
 
@@ -197,7 +203,7 @@ class DirectSpawner:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        log.warning("killed %d leftover process(es) of %s's daemon: %s", len(victims), self.paths.user, victims)
+        log.info("killed %d leftover process(es) of %s's daemon: %s", len(victims), self.paths.user, victims)
         return victims
 
     # --- waiting for the socket --------------------------------------------

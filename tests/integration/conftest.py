@@ -1,0 +1,278 @@
+"""Integration fixtures: real dockerd, bridges, iptables rules and users.
+
+Everything a test makes is named with this run's tag (bridges `b<tag><uid>`,
+chains `BT<TAG>-…`, users `bt<tag><letter>`, a pool no host network uses,
+state under /tmp/bt…) and recorded, and the finalizers remove it all, also
+when a test fails. Only processes berth started for this run's users are
+stopped, found by their pid record or by this run's unique paths.
+"""
+
+import ctypes
+import ipaddress
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BUSYBOX = "/bin/busybox"
+APPLETS = ("sh", "httpd", "wget", "timeout", "sleep", "mkdir", "echo", "cat", "true", "ip", "ls", "nc", "hostname")
+
+
+def _probe():
+    """Why integration tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if not shutil.which("dockerd", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+        return "dockerd not installed (apt-get install docker.io)"
+    if not os.path.exists(BUSYBOX):
+        return "static busybox missing (apt-get install busybox-static)"
+    name = f"btprobe{os.getpid() % 10000}"
+    try:
+        from berth import bridge
+        bridge.ensure_bridge(name, "192.0.2.1/30")
+        bridge.remove_bridge(name)
+        import iptc
+        iptc.Table(iptc.Table.NAT).refresh()
+    except Exception as e:  # the probe's whole point is to turn any failure into a skip reason
+        return f"cannot manage bridges or iptables here: {e}"
+    return None
+
+
+SKIP_REASON = _probe()
+
+
+def pytest_collection_modifyitems(config, items):
+    if SKIP_REASON is None:
+        return
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.skip(reason=f"integration: {SKIP_REASON}"))
+
+
+def _become_subreaper():
+    """Orphaned dockerds re-parent to us instead of an init that may never
+    reap them (this VM's PID 1 does not), so we can collect their zombies."""
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_zombies():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _free_pool(tag_seed):
+    from berth import bridge
+    used = bridge.host_networks()
+    rnd = random.Random(tag_seed)
+    candidates = [ipaddress.IPv4Network(f"10.{b}.{c}.0/20") for b in range(240, 256) for c in range(0, 256, 16)]
+    rnd.shuffle(candidates)
+    for net in candidates:
+        if not any(net.overlaps(u) for u in used):
+            return net
+    raise RuntimeError("no free /20 for the test pool")
+
+
+class Harness:
+    """One isolated berth installation: config, dirs, pool, names, users."""
+
+    def __init__(self):
+        self.tag = "%03x" % random.randrange(0x1000)
+        self.root = tempfile.mkdtemp(prefix=f"bt{self.tag}", dir="/tmp")
+        os.chmod(self.root, 0o755)
+        self.pool = _free_pool(self.tag)
+        self.bridge_prefix = f"b{self.tag}"
+        self.chain_prefix = f"BT{self.tag.upper()}"
+        self.users = []
+        self.configs = []
+        self.config = self.write_config("berth.toml")
+
+    def write_config(self, name, extra="", **daemon):
+        daemon = {"start_timeout": 60, "stop_timeout": 20, **daemon}
+        daemon_lines = "\n".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in daemon.items())
+        path = os.path.join(self.root, name)
+        with open(path, "w") as f:
+            f.write(f"""
+[paths]
+state_dir = "{self.root}/state"
+run_dir = "{self.root}/run"
+log_dir = "{self.root}/log"
+[network]
+pool = "{self.pool}"
+block_prefix = 24
+bridge_prefix = "{self.bridge_prefix}"
+chain_prefix = "{self.chain_prefix}"
+[daemon]
+{daemon_lines}
+{extra}
+""")
+        self.configs.append(path)
+        return path
+
+    def cfg(self, path=None):
+        from berth import config
+        return config.load(path or self.config)
+
+    # --- users --------------------------------------------------------------
+
+    def add_user(self):
+        name = f"bt{self.tag}{chr(ord('a') + len(self.users))}"
+        # Shared primary group 'users': the socket must still be theirs alone.
+        subprocess.run(["useradd", "-M", "-N", "-g", "users", "-d", f"{self.root}/home/{name}",
+                        "-s", "/bin/sh", name], check=True)
+        self.users.append(name)
+        return name
+
+    # --- running berth --------------------------------------------------------
+
+    def berth(self, *args, config=None, check=True, timeout=180):
+        env = dict(os.environ, BERTH_CONFIG=config or self.config)
+        r = subprocess.run([sys.executable, "-m", "berth", *args], env=env, capture_output=True,
+                           text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"berth {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def sock(self, user):
+        return f"{self.root}/run/{user}/docker.sock"
+
+    def docker(self, user, *args, check=True, as_user=None, timeout=60):
+        cmd = ["docker", "-H", f"unix://{self.sock(user)}", *args]
+        if as_user:
+            cmd = ["runuser", "-u", as_user, "--", *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def import_busybox(self, user, tag="bt-busybox:1"):
+        tar = os.path.join(self.root, "busybox.tar")
+        if not os.path.exists(tar):
+            with tarfile.open(tar, "w") as t:
+                t.add(BUSYBOX, arcname="bin/busybox")
+                for applet in APPLETS:
+                    info = tarfile.TarInfo(f"bin/{applet}")
+                    info.type = tarfile.SYMTYPE
+                    info.linkname = "busybox"
+                    t.addfile(info)
+                for d in ("tmp", "www"):
+                    info = tarfile.TarInfo(d)
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o1777
+                    t.addfile(info)
+        self.docker(user, "import", "-c", 'ENV PATH=/bin', "-c", 'CMD ["sh"]', tar, tag)
+        return tag
+
+    def dockerd_pids(self, user):
+        """dockerd processes (not zombies) running with this user's daemon.json."""
+        from berth import proc
+        marker = f"{self.root}/run/{user}/daemon.json"
+        out = []
+        for pid in proc.pids():
+            st = proc.stat(pid)
+            if st and st.state != "Z" and marker in proc.cmdline(pid):
+                out.append(pid)
+        return out
+
+    def leftover_processes(self):
+        from berth import proc
+        out = []
+        for pid in proc.pids():
+            st = proc.stat(pid)
+            if st and st.state != "Z" and any(self.root in a for a in proc.cmdline(pid)) and pid != os.getpid():
+                out.append(pid)
+        return out
+
+    def rules_mentioning(self, text):
+        out = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True).stdout
+        return [line for line in out.splitlines() if text in line]
+
+    def bridges(self):
+        return sorted(n for n in os.listdir("/sys/class/net") if n.startswith(self.bridge_prefix))
+
+    # --- cleanup ----------------------------------------------------------------
+
+    def cleanup(self):
+        """Remove everything this run made; each step runs even if one fails."""
+        from berth import bridge, lifecycle, paths
+        errors = []
+        for user in self.users:
+            for cfg_path in self.configs:
+                try:
+                    cfg = self.cfg(cfg_path)
+                    lifecycle.down(cfg, user)
+                except Exception as e:  # keep cleaning; report at the end
+                    errors.append(f"down {user}: {e}")
+            try:
+                lifecycle.spawner_for(self.cfg(), paths.for_user(self.cfg(), user)).kill_leftovers()
+            except Exception as e:
+                errors.append(f"leftovers {user}: {e}")
+        for pid in self.leftover_processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+        reap_zombies()
+        for name in self.bridges():
+            bridge.remove_bridge(name)
+        self._remove_chains()
+        for user in self.users:
+            subprocess.run(["userdel", user], capture_output=True)
+        self._unmount_below(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+        if errors:
+            print("cleanup errors:", *errors, sep="\n  ", file=sys.stderr)
+
+    def _remove_chains(self):
+        import iptc
+        for table_name, builtin, chain in (("filter", "FORWARD", f"{self.chain_prefix}-FORWARD"),
+                                           ("nat", "POSTROUTING", f"{self.chain_prefix}-POSTROUTING")):
+            table = iptc.Table(table_name)
+            table.refresh()
+            for r in iptc.Chain(table, builtin).rules:
+                if r.target and r.target.name == chain:
+                    iptc.Chain(table, builtin).delete_rule(r)
+            table.refresh()
+            if table.is_chain(chain):
+                c = iptc.Chain(table, chain)
+                c.flush()
+                c.delete()
+
+    @staticmethod
+    def _unmount_below(root):
+        with open("/proc/self/mounts") as f:
+            points = [line.split()[1] for line in f if line.split()[1].startswith(root + "/")]
+        for point in sorted(points, key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reaper():
+    if SKIP_REASON is None:
+        _become_subreaper()
+    yield
+    reap_zombies()
+
+
+@pytest.fixture(scope="module")
+def harness():
+    h = Harness()
+    try:
+        yield h
+    finally:
+        h.cleanup()

@@ -1,0 +1,157 @@
+"""down/up cycles, crashes, concurrency and failures on real daemons."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+
+def block_of(harness, user, config=None):
+    doc = json.loads(harness.berth("status", user, "--json", config=config).stdout)
+    return doc["users"][0]["block"]
+
+
+def assert_nothing_left(harness, user):
+    assert harness.dockerd_pids(user) == []
+    assert not [p for p in harness.leftover_processes() if f"/run/{user}/" in " ".join(
+        open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace").split("\0"))]
+    assert not [b for b in harness.bridges() if b.endswith(str(__import__("pwd").getpwnam(user).pw_uid))]
+    assert harness.rules_mentioning(f"berth:{user}") == []
+    assert not os.path.exists(harness.sock(user))
+
+
+def test_data_and_block_survive_down_and_up(harness):
+    user = harness.add_user()
+    harness.berth("up", user)
+    block = block_of(harness, user)
+    image = harness.import_busybox(user)
+    harness.docker(user, "volume", "create", "keep")
+    harness.docker(user, "run", "-v", "keep:/data", "--name", "stopped", image, "sh", "-c", "echo kept > /data/f")
+
+    r = harness.berth("down", user)
+    assert "is down" in r.stdout
+    assert_nothing_left(harness, user)
+
+    harness.berth("up", user)
+    assert block_of(harness, user) == block
+    assert image in harness.docker(user, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    out = harness.docker(user, "run", "--rm", "-v", "keep:/data", image, "cat", "/data/f").stdout
+    assert out.strip() == "kept"
+    assert "stopped" in harness.docker(user, "ps", "-a", "--format", "{{.Names}}").stdout.split()
+    # the net container came back by itself and is the same container
+    assert "net" in harness.docker(user, "ps", "--format", "{{.Names}}").stdout.split()
+    harness.berth("down", user)
+    assert_nothing_left(harness, user)
+
+
+def test_up_twice_is_a_cheap_no_op(harness):
+    user = harness.add_user()
+    harness.berth("up", user)
+    pid = harness.dockerd_pids(user)
+    r = harness.berth("up", user)
+    assert "already running" in r.stdout
+    assert harness.dockerd_pids(user) == pid
+    harness.berth("down", user)
+    r = harness.berth("down", user)
+    assert "was not running" in r.stdout
+
+
+def test_five_concurrent_ups_give_one_daemon(harness):
+    user = harness.add_user()
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(lambda _: harness.berth("up", user, check=False), range(5)))
+    assert [r.returncode for r in results] == [0] * 5, [r.stderr for r in results]
+    assert sum("started in" in r.stdout for r in results) == 1
+    assert len(harness.dockerd_pids(user)) == 1
+    harness.berth("down", user)
+
+
+def test_crashed_daemon_comes_back(harness):
+    """SIGKILL leaves a pidfile, a socket and an orphaned containerd behind."""
+    user = harness.add_user()
+    harness.berth("up", user)
+    (pid,) = harness.dockerd_pids(user)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not harness.dockerd_pids(user):
+            break
+        time.sleep(0.05)
+    assert os.path.exists(f"{harness.root}/run/{user}/docker.pid")
+    st = json.loads(harness.berth("status", user, "--json").stdout)["users"][0]
+    assert st["state"] == "dead"
+    r = harness.berth("up", user)
+    assert "started in" in r.stdout
+    assert len(harness.dockerd_pids(user)) == 1
+    assert "net" in harness.docker(user, "ps", "--format", "{{.Names}}").stdout.split()
+    harness.berth("down", user)
+    assert_nothing_left(harness, user)
+
+
+def test_rules_wiped_by_a_firewall_reload_are_put_back(harness):
+    user = harness.add_user()
+    harness.berth("up", user)
+    before = harness.rules_mentioning(f"berth:{user}")
+    subprocess.run(["iptables-legacy", "-F", f"{harness.chain_prefix}-FORWARD"], check=True)
+    subprocess.run(["iptables-legacy", "-t", "nat", "-F", f"{harness.chain_prefix}-POSTROUTING"], check=True)
+    assert harness.rules_mentioning(f"berth:{user}") == []
+    harness.berth("up", user)
+    assert harness.rules_mentioning(f"berth:{user}") == before
+    harness.berth("down", user)
+
+
+def _fake_dockerd(harness, name, body):
+    path = os.path.join(harness.root, name)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + body + "\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+@pytest.mark.parametrize("body, words", [
+    ("echo 'failed to start daemon: pretend the disk is gone' >&2; exit 1", "pretend the disk is gone"),
+    ("echo 'hanging on purpose'; exec sleep 600", "did not answer"),
+])
+def test_failed_up_leaves_nothing_behind(harness, body, words):
+    user = harness.add_user()
+    fake = _fake_dockerd(harness, f"dockerd-{len(harness.users)}", body)
+    cfg = harness.write_config(f"broken-{len(harness.users)}.toml", dockerd=fake, start_timeout=2, stop_timeout=2)
+    r = harness.berth("up", user, config=cfg, check=False)
+    assert r.returncode == 1
+    assert words in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert_nothing_left(harness, user)
+    assert not [p for p in harness.leftover_processes() if fake in open(f"/proc/{p}/cmdline").read()]
+
+
+def test_gpu_style_wrapper_runtime_through_daemon_json(harness):
+    """How nvidia-container-runtime plugs in: a runtime registered in
+    [daemon_json] as default-runtime wraps runc for every container."""
+    user = harness.add_user()
+    calls = os.path.join(harness.root, "runtime-calls")
+    wrapper = os.path.join(harness.root, "wrapped-runtime")
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\necho "$@" >> {calls}\nexec runc "$@"\n')
+    os.chmod(wrapper, 0o755)
+    cfg = harness.write_config("gpu.toml", f'[daemon_json]\ndefault-runtime = "bt-wrapped"\n'
+                                           f'[daemon_json.runtimes.bt-wrapped]\npath = "{wrapper}"\n')
+    harness.berth("up", user, config=cfg)
+    image = harness.import_busybox(user)
+    out = harness.docker(user, "run", "--rm", image, "echo", "ran-through-wrapper").stdout
+    assert out.strip() == "ran-through-wrapper"
+    info = harness.docker(user, "info", "--format", "{{.DefaultRuntime}}").stdout.strip()
+    assert info == "bt-wrapped"
+    with open(calls) as f:
+        logged = f.read()
+    assert "create" in logged and "--bundle" in logged
+    harness.berth("down", user, config=cfg)
+    assert_nothing_left(harness, user)
+
+
+def test_cli_runs_as_a_module_and_console_script(harness):
+    r = subprocess.run([sys.executable, "-m", "berth", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "up" in r.stdout

@@ -1,6 +1,8 @@
-"""The user's bridge and the host's networks, through netlink (pyroute2).
+"""The user's bridge and the host's networks, through netlink.
 
-pyroute2 is imported inside the functions: the warm path never needs it.
+Creation uses raw rtnetlink (rtnl.py: it is on the cold login's critical
+path); reading the host's networks and removal use pyroute2, imported inside
+the functions, so neither the warm nor the cold path pays for its import.
 """
 
 import contextlib
@@ -8,7 +10,9 @@ import errno
 import ipaddress
 import logging
 import os
+import socket
 
+from . import rtnl
 from .errors import NetworkError
 
 log = logging.getLogger(__name__)
@@ -30,34 +34,40 @@ def _ipr():
                            hint="berth needs root (CAP_NET_ADMIN) to manage bridges") from None
 
 
-def _lookup(ipr, name):
-    found = ipr.link_lookup(ifname=name)
-    return found[0] if found else None
+def _rtnl(msg, what):
+    try:
+        rtnl.request(msg)
+    except OSError as e:
+        if e.errno == errno.EEXIST:
+            return False
+        hint = "berth needs root (CAP_NET_ADMIN) to manage bridges" if e.errno == errno.EPERM else \
+            "check the kernel's bridge support (modprobe bridge)"
+        raise NetworkError(f"the kernel refused to {what}: {e.strerror}", hint=hint) from None
+    return True
 
 
 def ensure_bridge(name, cidr):
     """Make bridge `name` exist, carry `cidr` (gateway/prefix) and be up.
 
-    Returns True if the bridge was created by this call.
+    Returns True if the bridge was created by this call (and so is the
+    caller's to remove on rollback). Raw rtnetlink, see rtnl.py for why.
     """
-    gateway = ipaddress.IPv4Interface(cidr)
-    created = False
-    with _ipr() as ipr:
-        index = _lookup(ipr, name)
-        if index is None:
-            ipr.link("add", ifname=name, kind="bridge")
-            index = _lookup(ipr, name)
-            created = True
-            log.info("created bridge %s", name)
-        else:
-            kind = ipr.get_links(index)[0].get(("linkinfo", "kind"))
-            if kind != "bridge":
-                raise NetworkError(f"network interface {name} exists and is a {kind or 'plain link'}, not a bridge",
-                                   hint=f"remove or rename it (ip link del {name}), or change [network].bridge_prefix")
-        have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(family=AF_INET, index=index)}
-        if (str(gateway.ip), gateway.network.prefixlen) not in have:
-            ipr.addr("add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
-        ipr.link("set", index=index, state="up")
+    iface = ipaddress.IPv4Interface(cidr)
+    created = _rtnl(rtnl.new_bridge_request(name), f"create bridge {name}")
+    if not created and not bridge_exists(name):
+        raise NetworkError(f"network interface {name} exists and is not a bridge",
+                           hint=f"remove or rename it (ip link del {name}), or change [network].bridge_prefix")
+    try:
+        index = socket.if_nametoindex(name)
+        _rtnl(rtnl.new_address_request(index, str(iface.ip), iface.network.prefixlen),
+              f"add {cidr} to {name}")
+        _rtnl(rtnl.link_up_request(index), f"bring {name} up")
+    except BaseException:
+        if created:
+            remove_bridge(name)
+        raise
+    if created:
+        log.info("created bridge %s with %s", name, cidr)
     return created
 
 

@@ -9,7 +9,6 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
@@ -231,4 +230,6 @@ def _check_network(net, source):
 
 
 def example_text():
+    from importlib import resources
+
     return resources.files("berth").joinpath("data/berth.toml").read_text()

@@ -11,6 +11,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import sys
 import time
 
 from .errors import NetworkError
@@ -40,7 +41,38 @@ def xtables_lock(timeout=30.0):
         os.close(fd)
 
 
+LIBDIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib")
+
+
+def _point_iptc_at_its_libraries(environ=os.environ):
+    """Tell python-iptables where its libraries are, through its own knobs.
+
+    Left to itself it runs `ldconfig -v` and ctypes' library search (gcc,
+    ld) on every import: a good part of 0.1 s on every cold `berth up`.
+    (The rest was setuptools' distutils shim, which is why the install
+    scripts leave setuptools out of berth's venv.)
+    """
+    import glob
+    import importlib.util
+
+    for libdir in LIBDIRS:
+        plugins = os.path.join(libdir, "xtables")
+        versions = sorted(glob.glob(os.path.join(libdir, "libxtables.so.*[0-9]")), key=len)
+        if not (os.path.isdir(plugins) and versions):
+            continue
+        environ.setdefault("XTABLES_LIBDIR", plugins)
+        environ.setdefault("PYTHON_IPTABLES_XTABLES_VERSION", versions[0].rsplit(".so.", 1)[1])
+        spec = importlib.util.find_spec("iptc")
+        if spec and spec.submodule_search_locations:
+            # libxtwrapper, python-iptables' own helper, sits beside the package.
+            site = os.path.dirname(list(spec.submodule_search_locations)[0])
+            environ.setdefault("IPTABLES_LIBDIR", f"{libdir}:{site}")
+        return
+
+
 def _iptc():
+    if "iptc" not in sys.modules:
+        _point_iptc_at_its_libraries()
     try:
         import iptc
     except Exception as e:  # iptc raises XTablesError/OSError when libxtables is missing

@@ -3,7 +3,7 @@
 import errno
 import os
 import stat
-import tempfile
+import time
 
 from .errors import BerthError, NotTrusted
 
@@ -47,7 +47,11 @@ def atomic_write(path, data, mode=0o644):
     if isinstance(data, str):
         data = data.encode()
     directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    # Our own unique name rather than tempfile's: the directory is root's
+    # alone, O_EXCL refuses anything in the way, and tempfile's import is not
+    # free on the login path.
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{time.monotonic_ns()}-{os.path.basename(path)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)

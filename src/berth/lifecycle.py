@@ -107,21 +107,36 @@ def up(cfg, name, now=time.monotonic):
                 atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o644)
                 rec = spawner.start()
                 undo.callback(spawner.stop)
-            # dockerd takes a moment to start; the rules (and iptc's import)
-            # are done meanwhile rather than before it.
+            # dockerd takes a moment to start: the rules, and the imports of
+            # iptc and the Docker SDK, are done meanwhile rather than before.
             _ensure_rules(cfg, account.name, lease.block, undo if started else None)
             spawner.wait_ready(rec, cfg.daemon.start_timeout, lambda: engine.ping(upaths.socket))
             _hand_socket(upaths, account)
-            dc = netcontainer.client(upaths.docker_host)
-            image = cfg.net_container.image or netcontainer.ensure_pause_image(dc)
-            net = netcontainer.ensure(dc, cfg.net_container.name, image)
+            net_ip = _ensure_net_container(cfg, upaths)
             undo.pop_all()
 
-    result = UpResult(account.name, str(lease.block), br, rec.pid, netcontainer.ip_address(net),
+    result = UpResult(account.name, str(lease.block), br, rec.pid, net_ip,
                       upaths.docker_host, started, now() - t0)
     log.info("%s is up (block %s, dockerd pid %d, %s in %.2f s)", result.user, result.block, result.pid,
              "started" if started else "already running", result.seconds)
     return result
+
+
+def _ensure_net_container(cfg, upaths):
+    """The net container's IP, starting (or creating) it only if needed.
+
+    dockerd restarts it by itself (restart policy "always"), so on most ups
+    one GET over the socket suffices and the Docker SDK is never imported.
+    """
+    name = cfg.net_container.name
+    try:
+        info = engine.get_json(upaths.socket, f"/containers/{name}/json")
+        if info.get("State", {}).get("Running"):
+            return netcontainer.ip_from_inspect(info)
+    except (OSError, ValueError):
+        pass  # absent or unreadable: the SDK path below creates or reports it
+    dc = netcontainer.client(upaths.docker_host)
+    return netcontainer.ip_from_inspect(netcontainer.ensure(dc, name, cfg.net_container.image).attrs)
 
 
 def _ensure_rules(cfg, user, block, undo):

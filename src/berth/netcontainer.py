@@ -16,10 +16,15 @@ log = logging.getLogger(__name__)
 ROLE_LABEL = "io.berth.role"
 
 
+# The API version of Docker 20.10 (Debian bookworm's docker.io); newer daemons
+# still speak it, and naming it spares a round trip to negotiate.
+API_VERSION = "1.41"
+
+
 def client(docker_host, timeout=30):
     import docker
 
-    return docker.DockerClient(base_url=docker_host, timeout=timeout)
+    return docker.DockerClient(base_url=docker_host, version=API_VERSION, timeout=timeout)
 
 
 def _translated(fn):
@@ -34,7 +39,6 @@ def _translated(fn):
     return wrapper
 
 
-@_translated
 def ensure_pause_image(dc):
     """Import berth's pause image if this daemon does not have it yet."""
     import docker.errors
@@ -53,13 +57,18 @@ def ensure_pause_image(dc):
 
 
 @_translated
-def ensure(dc, name, image):
-    """Make container `name` exist and run; returns the container."""
+def ensure(dc, name, image=""):
+    """Make container `name` exist and run; returns the container.
+
+    `image` "" means berth's own pause image, imported only when the
+    container has to be created.
+    """
     import docker.errors
 
     try:
         c = dc.containers.get(name)
     except docker.errors.NotFound:
+        image = image or ensure_pause_image(dc)
         c = dc.containers.create(image, name=name, detach=True, labels={ROLE_LABEL: "net"},
                                  restart_policy={"Name": "always"}, hostname=name)
         log.info("created net container %s from %s", name, image)
@@ -80,5 +89,5 @@ def ensure(dc, name, image):
     return c
 
 
-def ip_address(container):
-    return container.attrs.get("NetworkSettings", {}).get("IPAddress") or ""
+def ip_from_inspect(info):
+    return (info.get("NetworkSettings") or {}).get("IPAddress") or ""

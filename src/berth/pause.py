@@ -9,7 +9,6 @@ STOPSIGNAL SIGKILL for it.
 
 import io
 import struct
-import tarfile
 from dataclasses import dataclass
 
 from .errors import MissingBinary
@@ -74,6 +73,8 @@ def find_recipe(candidates=CANDIDATES):
 
 def tarball(recipe):
     """The image's root filesystem: one executable file."""
+    import tarfile
+
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tar.gettarinfo(recipe.binary, arcname=recipe.name_in_image)

@@ -189,6 +189,17 @@ class DirectSpawner:
                 found.append(pid)
         return found
 
+    def processes(self):
+        """Every live process of this user's daemon: dockerd, containerd, the
+        shims (which re-parent away from dockerd) and the containers below."""
+        rec = self.running()
+        roots = ([rec.pid] if rec else []) + self.leftovers()
+        tree = proc.children_map()
+        found = set(roots)
+        for pid in roots:
+            found.update(proc.descendants(pid, tree))
+        return sorted(found)
+
     def kill_leftovers(self):
         found = self.leftovers()
         if not found:

@@ -7,7 +7,7 @@ import pwd
 import time
 from dataclasses import asdict, dataclass
 
-from . import bridge, engine, paths
+from . import bridge, engine, netcontainer, paths
 from .lifecycle import leases, spawner_for
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def user_status(cfg, name, lease, now=None):
         try:
             running = len(engine.get_json(upaths.socket, "/containers/json"))
             net = engine.get_json(upaths.socket, f"/containers/{cfg.net_container.name}/json")
-            net_ip = net.get("NetworkSettings", {}).get("IPAddress") or ""
+            net_ip = netcontainer.ip_from_inspect(net)
         except (OSError, ValueError) as e:
             log.debug("status of %s: %s", name, e)
     return UserStatus(

@@ -62,12 +62,22 @@ class _Brief(logging.Formatter):
         return "berth: " + record.getMessage()
 
 
+def _no_tracebacks(record):
+    # Records with a traceback are for the log file; the terminal gets the
+    # one-line sentence that main() prints.
+    return record.exc_info is None
+
+
 def _setup_logging(cfg, debug):
     root = logging.getLogger("berth")
     root.setLevel(logging.DEBUG)
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.DEBUG if debug else logging.WARNING)
-    err.setFormatter(logging.Formatter("berth: %(levelname)s %(name)s: %(message)s") if debug else _Brief())
+    if debug:
+        err.setFormatter(logging.Formatter("berth: %(levelname)s %(name)s: %(message)s"))
+    else:
+        err.setFormatter(_Brief())
+        err.addFilter(_no_tracebacks)
     root.addHandler(err)
     if cfg is None or os.geteuid() != 0:
         return None
@@ -130,7 +140,10 @@ def run(args, cfg, out):
         if args.example:
             out.write(config_mod.example_text())
         else:
-            print(f"{cfg.source}: ok (pool {cfg.network.pool}, /{cfg.network.block_prefix} blocks)", file=out)
+            where = cfg.source if cfg.source != "(defaults)" else \
+                f"no config at {config_mod.config_path()}, defaults"
+            print(f"{where}: ok (pool {cfg.network.pool}, /{cfg.network.block_prefix} blocks, "
+                  f"state in {cfg.paths.state_dir})", file=out)
     return 0
 
 

@@ -9,7 +9,7 @@ from .errors import BerthError, NotTrusted
 
 
 def check_trusted(path, st=None):
-    """Refuse a path owned by someone else or writable by group/others.
+    """Refuse a path not owned by root (or us) or writable by group/others.
 
     Root acts on what these files say (which pid to signal, which block a
     user has); a file a user could write would let them steer root.
@@ -18,7 +18,7 @@ def check_trusted(path, st=None):
     if stat.S_ISLNK(st.st_mode):
         raise NotTrusted(f"{path} is a symlink; berth does not follow links it did not make",
                          hint=f"remove it (rm {path}) and run again")
-    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise NotTrusted(
             f"{path} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}; "
             f"berth only trusts its own files",

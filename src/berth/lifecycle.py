@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from . import blocks, bridge, daemonjson, engine, netcontainer, paths, users
-from .errors import DaemonError, UserRefused
+from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir
 from .leases import LeaseTable
 from .locks import user_lock
@@ -84,10 +84,17 @@ def _hand_socket(upaths, account):
     os.chmod(upaths.socket, 0o600)
 
 
+def _need_root(command):
+    if os.geteuid() != 0:
+        raise BerthError(f"'berth {command}' needs root: it makes bridges, firewall rules and daemons",
+                         hint=f"run it with sudo (sudo berth {command} ...)")
+
+
 def up(cfg, name, now=time.monotonic):
     t0 = now()
     account = users.resolve(name, cfg.users.min_uid)
     dockerd = find_dockerd(cfg.daemon.dockerd)
+    _need_root("up")
     upaths = paths.for_user(cfg, account.name)
     br = paths.bridge_name(cfg, account.uid)
     _prepare_dirs(cfg, upaths)
@@ -162,6 +169,7 @@ def _account_for_down(cfg, name):
 
 def down(cfg, name):
     account = _account_for_down(cfg, name)
+    _need_root("down")
     upaths = paths.for_user(cfg, account.name)
     br = paths.bridge_name(cfg, account.uid)
     with user_lock(cfg, account.name):

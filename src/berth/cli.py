@@ -10,6 +10,7 @@ import signal
 import sys
 
 from . import config as config_mod
+from . import logsetup
 from .errors import BerthError
 
 log = logging.getLogger("berth")
@@ -20,6 +21,9 @@ EXAMPLES = {
     "status": "berth status            # all users\n  berth status alice --json",
     "env": "eval \"$(berth env)\"     # DOCKER_HOST for the current user",
     "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
+    "install": "sudo berth install --dry-run && sudo berth install",
+    "uninstall": "sudo berth uninstall",
+    "pam": "session optional pam_exec.so quiet stdout /usr/local/bin/berth pam   # in /etc/pam.d/sshd",
 }
 
 
@@ -48,49 +52,23 @@ def build_parser():
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c = command("env", "print the shell line that points docker at a user's daemon")
     c.add_argument("user", nargs="?", help="default: the user running the command")
+    for name, text in (("install", "put the login hook in place: PAM lines, pam_env conf, profile.d script, config"),
+                       ("uninstall", "remove exactly what 'berth install' added (the config is kept)")):
+        c = command(name, text)
+        c.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+        c.add_argument("--pam-service", action="append", metavar="NAME",
+                       help="PAM service file(s) under /etc/pam.d to edit (default: sshd; "
+                            "common-session covers every login)")
+        c.add_argument("--root", default="/", help=argparse.SUPPRESS)  # tests install into a temp dir
+        if name == "install":
+            c.add_argument("--berth", metavar="PATH", help="the berth the PAM line runs (default: this one)")
+    c = command("pam", "the PAM session hook (run by pam_exec; reads PAM_USER and PAM_TYPE); always exits 0")
+    c.add_argument("--config", dest="pam_config", metavar="FILE", help=argparse.SUPPRESS)
     c = command("config", "show the example config or check the current one")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--example", action="store_true", help="print a commented example config")
     g.add_argument("--check", action="store_true", help="validate the config and print the result")
     return p
-
-
-class _Brief(logging.Formatter):
-    """One line for people: no traceback on the terminal unless --debug."""
-
-    def format(self, record):
-        return "berth: " + record.getMessage()
-
-
-def _no_tracebacks(record):
-    # Records with a traceback are for the log file; the terminal gets the
-    # one-line sentence that main() prints.
-    return record.exc_info is None
-
-
-def _setup_logging(cfg, debug):
-    root = logging.getLogger("berth")
-    root.setLevel(logging.DEBUG)
-    err = logging.StreamHandler(sys.stderr)
-    err.setLevel(logging.DEBUG if debug else logging.WARNING)
-    if debug:
-        err.setFormatter(logging.Formatter("berth: %(levelname)s %(name)s: %(message)s"))
-    else:
-        err.setFormatter(_Brief())
-        err.addFilter(_no_tracebacks)
-    root.addHandler(err)
-    if cfg is None or os.geteuid() != 0:
-        return None
-    path = os.path.join(cfg.paths.log_dir, "berth.log")
-    try:
-        os.makedirs(cfg.paths.log_dir, mode=0o755, exist_ok=True)
-        fh = logging.FileHandler(path)
-    except OSError:
-        return None
-    fh.setLevel(logging.DEBUG if debug else logging.INFO)
-    fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
-    root.addHandler(fh)
-    return path
 
 
 def _raise_exit(signum, frame):
@@ -136,6 +114,8 @@ def run(args, cfg, out):
 
         account = users.resolve(args.user or _current_user(), cfg.users.min_uid)
         print(f"export DOCKER_HOST={paths.for_user(cfg, account.name).docker_host}", file=out)
+    elif args.command in ("install", "uninstall"):
+        _install(args, cfg, out)
     elif args.command == "config":
         if args.example:
             out.write(config_mod.example_text())
@@ -147,20 +127,60 @@ def run(args, cfg, out):
     return 0
 
 
+def _this_berth():
+    """The absolute path of the berth being run, for the PAM line."""
+    import shutil
+
+    argv0 = sys.argv[0]
+    if os.path.basename(argv0) == "berth" and os.path.isabs(argv0):
+        return argv0
+    found = shutil.which("berth")
+    if found:
+        return os.path.abspath(found)
+    raise BerthError("cannot tell where the berth command is installed", hint="pass --berth /path/to/berth")
+
+
+def _install(args, cfg, out):
+    from . import install
+
+    host = install.Host(args.root)
+    services = tuple(args.pam_service or ("sshd",))
+    if args.command == "install":
+        config_path = args.config or os.environ.get(config_mod.ENV_VAR) or None
+        changes = install.plan_install(cfg, args.berth or _this_berth(), host.read, services, config_path)
+    else:
+        changes = install.plan_uninstall(host.read, services)
+    if not changes:
+        print(f"nothing to do: berth is {'already' if args.command == 'install' else 'not'} installed", file=out)
+        return
+    for change in changes:
+        if args.dry_run:
+            print(install.describe(change), file=out)
+        else:
+            host.apply(change)
+            print(change.summary[0].upper() + change.summary[1:], file=out)
+    if args.command == "uninstall" and not args.dry_run:
+        print(f"kept {install.CONFIG} and the users' data; remove them by hand if you want them gone", file=out)
+
+
 def main(argv=None, out=None):
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
+    if args.command == "pam":
+        from . import pam
+
+        return pam.main(out=out, config_path=getattr(args, "pam_config", None) or args.config)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_exit)
     cfg, log_path = None, None
     try:
         if not (args.command == "config" and args.example):
             cfg = config_mod.load(args.config)
-        log_path = _setup_logging(cfg, args.debug)
+        log_path = logsetup.for_cli(cfg, args.debug)
         return run(args, cfg, out)
     except BerthError as e:
         if log_path is None:
-            _setup_logging(None, args.debug)
+            logsetup.for_cli(None, args.debug)
         log.debug("failed", exc_info=True)
         logging.getLogger("berth.cli").info("%s failed: %s", args.command, e.one_line())
         print(f"berth: {e.one_line()}", file=sys.stderr)

@@ -58,6 +58,12 @@ class ReaperConfig:
 
 
 @dataclass(frozen=True)
+class LoginConfig:
+    deadline: float = 20.0            # seconds a login waits for a cold daemon
+    contact: str = "your administrator"  # whom the user is told to tell when it fails
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     dockerd: str = "dockerd"
     start_timeout: float = 30.0
@@ -73,6 +79,7 @@ class Config:
     net_container: NetContainerConfig = field(default_factory=NetContainerConfig)
     reaper: ReaperConfig = field(default_factory=ReaperConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    login: LoginConfig = field(default_factory=LoginConfig)
     daemon_json: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     source: str = "(defaults)"
 
@@ -126,6 +133,12 @@ def _image(value):
     return value
 
 
+def _text(value):
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
+        raise ValueError("a one-line, non-empty string")
+    return value
+
+
 def _program(value):
     if not isinstance(value, str) or not value or any(c.isspace() for c in value):
         raise ValueError("a program name on PATH or an absolute path, e.g. \"dockerd\"")
@@ -156,6 +169,7 @@ SCHEMA = {
         "stop_timeout": _positive_number,
         "lock_timeout": _positive_number,
     }),
+    "login": (LoginConfig, {"deadline": _positive_number, "contact": _text}),
 }
 
 

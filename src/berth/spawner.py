@@ -5,18 +5,16 @@ systemd). It records the pid *and* the start time, so a restarted berth picks
 its daemon back up and never signals a reused pid.
 """
 
-import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass
 
-from . import proc
+from . import proc, record
 from .errors import DaemonError, MissingBinary
-from .fsutil import atomic_write, ensure_dir, read_trusted, remove
+from .fsutil import ensure_dir, remove
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +35,6 @@ def find_dockerd(name, environ=None):
     return found
 
 
-@dataclass(frozen=True)
-class DaemonRecord:
-    pid: int
-    start_ticks: int
-    started_at: float
-    dockerd: str
-
-
 class DirectSpawner:
     def __init__(self, upaths, dockerd, stop_timeout=30.0, environ=None):
         self.paths = upaths
@@ -56,31 +46,17 @@ class DirectSpawner:
 
     def record(self):
         """The recorded daemon, or None. Says nothing about whether it runs."""
-        raw = read_trusted(self.paths.record)
-        if raw is None:
-            return None
-        try:
-            return DaemonRecord(**json.loads(raw))
-        except (ValueError, TypeError):
-            log.warning("ignoring unreadable %s", self.paths.record)
-            return None
-
-    def _is_ours(self, rec):
-        """The recorded pid is still the dockerd we started for this user."""
-        if rec is None or not proc.alive(rec.pid, rec.start_ticks):
-            return False
-        return self.paths.daemon_json in proc.cmdline(rec.pid)
+        return record.read(self.paths)
 
     def running(self):
-        rec = self.record()
-        return rec if self._is_ours(rec) else None
+        return record.running(self.paths)
 
     def poll(self):
         """None while our dockerd runs, else a short reason it does not."""
         rec = self.record()
         if rec is None:
             return "not started"
-        return None if self._is_ours(rec) else "exited"
+        return None if record.is_ours(self.paths, rec) else "exited"
 
     # --- start ------------------------------------------------------------
 
@@ -101,8 +77,8 @@ class DirectSpawner:
                 # Its own session: no controlling terminal, no SIGHUP at logout.
                 start_new_session=True)
         st = proc.stat(child.pid)
-        rec = DaemonRecord(child.pid, st.start_ticks if st else 0, time.time(), self.dockerd)
-        atomic_write(self.paths.record, json.dumps(asdict(rec)) + "\n", mode=0o644)
+        rec = record.DaemonRecord(child.pid, st.start_ticks if st else 0, time.time(), self.dockerd)
+        record.write(self.paths, rec)
         log.info("started dockerd for %s: pid %d", self.paths.user, child.pid)
         return rec
 

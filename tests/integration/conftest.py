@@ -276,3 +276,73 @@ def harness():
         yield h
     finally:
         h.cleanup()
+
+
+class Login:
+    """The login hook wired into real PAM files, as `berth install` writes them."""
+
+    def __init__(self, harness, config=None):
+        from berth import install
+        self.h = harness
+        self.config = config or harness.config
+        cfg = harness.cfg(self.config)
+        self.env_conf = os.path.join(harness.root, "pam_env.conf")
+        with open(self.env_conf, "w") as f:
+            f.write(install.env_conf(cfg))
+        berth = os.path.join(os.path.dirname(sys.executable), "berth")
+        self.block = install.pam_block(cfg, berth, self.config, self.env_conf)
+
+
+@pytest.fixture
+def pam_service(harness):
+    """A PAM service file of our own (auth/account permit, berth's session lines)."""
+    name = f"berth-test-{harness.tag}"
+    path = f"/etc/pam.d/{name}"
+    login = Login(harness)
+    with open(path, "w") as f:
+        # Like a real service file, other session modules come before berth's.
+        f.write("auth required pam_permit.so\naccount required pam_permit.so\n"
+                "session required pam_permit.so\n" + login.block)
+    try:
+        yield name
+    finally:
+        os.unlink(path)
+
+
+class PamSession:
+    """One PAM transaction through python-pam's libpam bindings.
+
+    python-pam's authenticate(call_end=False) lets its conversation callback
+    be freed when it returns, so a module that talks during open_session
+    (pam_exec's stdout) would crash the process; this keeps it alive for the
+    life of the handle, and collects what the modules say in `messages`.
+    """
+
+    def __init__(self, service, user):
+        import importlib
+        from ctypes import byref
+        pi = importlib.import_module("pam.__internals")  # a name class bodies would mangle
+        self.lib = pi.PamAuthenticator()
+        self.messages = []
+
+        def converse(n, msgs, p_response, app_data):
+            return pi.my_conv(n, msgs, p_response, self.lib.libc, self.messages, b"", "utf-8")
+        self._callback = pi.conv_func(converse)
+        self._conv = pi.PamConv(self._callback, None)
+        self.handle = pi.PamHandle()
+        assert self.lib.pam_start(service.encode(), user.encode(), byref(self._conv), byref(self.handle)) == 0
+        assert self.lib.pam_authenticate(self.handle, 0) == 0
+        assert self.lib.pam_acct_mgmt(self.handle, 0) == 0
+
+    def open(self):
+        return self.lib.pam_open_session(self.handle, 0)
+
+    def close(self):
+        return self.lib.pam_close_session(self.handle, 0)
+
+    def getenv(self, key):
+        value = self.lib.pam_getenv(self.handle, key.encode())
+        return value.decode() if value else None
+
+    def end(self):
+        self.lib.pam_end(self.handle, 0)

@@ -1,0 +1,151 @@
+"""`berth install` / `berth uninstall`: the login hook's files on the host.
+
+Planning is pure (what each file should contain, from the config and the
+files' current text); applying writes atomically and keeps a backup of every
+file it edits. What install adds is marked, so uninstall removes exactly that.
+"""
+
+import os
+from dataclasses import dataclass
+
+from . import config as config_mod
+from .errors import BerthError
+from .fsutil import atomic_write
+
+BEGIN = "# BEGIN berth"
+END = "# END berth"
+MARK = "(added by 'berth install')"
+
+ENV_CONF = "/etc/berth/pam_env.conf"
+PROFILE = "/etc/profile.d/berth.sh"
+CONFIG = "/etc/berth/berth.toml"
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str          # on the target system (before the --root prefix)
+    content: str | None  # the file's new text; None removes the file
+    summary: str
+
+
+def _template(name):
+    from importlib import resources
+
+    return resources.files("berth").joinpath(f"data/{name}").read_text()
+
+
+def pam_block(cfg, berth, config_path=None, env_conf_path=ENV_CONF):
+    """The PAM lines, with the absolute path of this berth."""
+    arg = f" --config {config_path}" if config_path else ""
+    return (_template("pam-session").replace("@MIN_UID@", str(cfg.users.min_uid)).replace("@BERTH@", berth)
+            .replace("@CONFIG_ARG@", arg).replace("@ENV_CONF@", env_conf_path))
+
+
+def env_conf(cfg):
+    return _template("pam_env.conf").replace("@RUN_DIR@", str(cfg.paths.run_dir))
+
+
+def profile_script(cfg):
+    return _template("profile.sh").replace("@RUN_DIR@", str(cfg.paths.run_dir))
+
+
+def strip_block(text):
+    """The text without berth's marked block (and the blank line it added)."""
+    out, inside = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith(BEGIN):
+            inside = True
+            if out and out[-1].strip() == "":
+                out.pop()
+            continue
+        if inside:
+            inside = not line.startswith(END)
+            continue
+        out.append(line)
+    return "".join(out)
+
+
+def with_block(text, block):
+    base = strip_block(text)
+    if base and not base.endswith("\n"):
+        base += "\n"
+    return base + ("\n" if base else "") + block
+
+
+def pam_files(services):
+    return [f"/etc/pam.d/{s}" for s in services]
+
+
+def plan_install(cfg, berth, read, services=("sshd",), config_path=None):
+    """Changes that make the host match; `read(path)` gives current text or None."""
+    changes = []
+    block = pam_block(cfg, berth, config_path)
+    for path in pam_files(services):
+        current = read(path)
+        if current is None:
+            raise BerthError(f"{path} does not exist",
+                             hint="name an existing PAM service (--pam-service), e.g. sshd or common-session")
+        wanted = with_block(current, block)
+        if wanted != current:
+            changes.append(Change(path, wanted, f"add berth's session lines to {path}"))
+    for path, text in ((ENV_CONF, env_conf(cfg)), (PROFILE, profile_script(cfg))):
+        if read(path) != text:
+            changes.append(Change(path, text, f"write {path}"))
+    if read(CONFIG) is None and config_path is None:
+        changes.append(Change(CONFIG, config_mod.example_text(), f"write the default config {CONFIG}"))
+    return changes
+
+
+def plan_uninstall(read, services=("sshd",)):
+    changes = []
+    for path in pam_files(services):
+        current = read(path)
+        if current is not None and BEGIN in current:
+            changes.append(Change(path, strip_block(current), f"remove berth's session lines from {path}"))
+    for path in (ENV_CONF, PROFILE):
+        current = read(path)
+        if current and MARK in current.splitlines()[0]:
+            changes.append(Change(path, None, f"remove {path}"))
+    return changes
+
+
+class Host:
+    """Reads and writes the target system's files, under `root` (tests use a temp dir)."""
+
+    def __init__(self, root="/"):
+        self.root = root
+
+    def real(self, path):
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def read(self, path):
+        try:
+            with open(self.real(path)) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def apply(self, change):
+        path = self.real(change.path)
+        if change.content is None:
+            os.unlink(path)
+            return
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        if os.path.exists(path) and change.path.startswith("/etc/pam.d/"):
+            backup = path + ".berth-backup"
+            if not os.path.exists(backup):
+                with open(path, "rb") as src:
+                    atomic_write(backup, src.read(), mode=0o644)
+        atomic_write(path, change.content, mode=0o644)
+
+
+def describe(change):
+    """What a dry run prints for one change."""
+    if change.content is None:
+        return f"would {change.summary}"
+    if change.path.startswith("/etc/pam.d/"):
+        block = change.content[change.content.index(BEGIN):] if BEGIN in change.content else ""
+        if not block:
+            return f"would {change.summary}"
+        return f"would {change.summary}:\n" + "".join(f"    {line}" for line in block.splitlines(keepends=True))
+    return f"would {change.summary} ({len(change.content.splitlines())} lines)"

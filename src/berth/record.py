@@ -1,0 +1,45 @@
+"""berth's record of the dockerd it started for a user: pid, start time and
+when. Reading it and checking it against /proc is all the warm login path
+needs, so this module imports nothing heavy."""
+
+import json
+from dataclasses import asdict, dataclass
+
+from . import proc
+from .fsutil import atomic_write, read_trusted
+
+
+@dataclass(frozen=True)
+class DaemonRecord:
+    pid: int
+    start_ticks: int
+    started_at: float
+    dockerd: str
+
+
+def read(upaths):
+    """The recorded daemon, or None. Says nothing about whether it runs."""
+    raw = read_trusted(upaths.record)
+    if raw is None:
+        return None
+    try:
+        return DaemonRecord(**json.loads(raw))
+    except (ValueError, TypeError):
+        return None
+
+
+def write(upaths, rec):
+    atomic_write(upaths.record, json.dumps(asdict(rec)) + "\n", mode=0o644)
+
+
+def is_ours(upaths, rec):
+    """The recorded pid is still the dockerd berth started for this user:
+    same start time, not a zombie, and our daemon.json on its command line."""
+    if rec is None or not proc.alive(rec.pid, rec.start_ticks):
+        return False
+    return upaths.daemon_json in proc.cmdline(rec.pid)
+
+
+def running(upaths):
+    rec = read(upaths)
+    return rec if is_ours(upaths, rec) else None

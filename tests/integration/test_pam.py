@@ -1,0 +1,52 @@
+"""A real PAM stack: libpam → pam_succeed_if → pam_exec → berth pam → pam_env,
+with the lines `berth install` writes, in a service file of the test's own."""
+
+import json
+import os
+
+from conftest import PamSession
+
+
+def state(harness, user):
+    return json.loads(harness.berth("status", user, "--json").stdout)["users"][0]["state"]
+
+
+def test_session_brings_the_daemon_up_and_sets_docker_host(harness, pam_service):
+    user = harness.add_user()
+    assert state(harness, user) == "down"
+    s = PamSession(pam_service, user)
+    try:
+        assert s.open() == 0
+        assert state(harness, user) == "up"
+        assert s.getenv("DOCKER_HOST") == f"unix://{harness.sock(user)}"
+        assert any("your Docker daemon is ready" in m for m in s.messages), s.messages
+        assert len(os.listdir(f"{harness.root}/run/{user}/sessions")) == 1
+        assert s.close() == 0
+    finally:
+        s.end()
+    # close only records activity: the daemon stays, the session is gone
+    assert state(harness, user) == "up"
+    assert os.listdir(f"{harness.root}/run/{user}/sessions") == []
+    assert os.path.exists(f"{harness.root}/run/{user}/last-active")
+
+    warm = PamSession(pam_service, user)
+    try:
+        assert warm.open() == 0
+        assert not any("berth" in m for m in warm.messages), "a warm login prints nothing"
+        assert warm.getenv("DOCKER_HOST") == f"unix://{harness.sock(user)}"
+        warm.close()
+    finally:
+        warm.end()
+    harness.berth("down", user)
+
+
+def test_users_berth_does_not_serve_get_nothing(harness, pam_service):
+    s = PamSession(pam_service, "root")
+    try:
+        assert s.open() == 0
+        assert s.getenv("DOCKER_HOST") is None
+        assert not any("berth" in m for m in s.messages)
+        s.close()
+    finally:
+        s.end()
+    assert not os.path.exists(f"{harness.root}/run/root")

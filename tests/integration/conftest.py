@@ -10,6 +10,7 @@ stopped, found by their pid record or by this run's unique paths.
 import ctypes
 import ipaddress
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -131,10 +132,12 @@ chain_prefix = "{self.chain_prefix}"
 
     def add_user(self):
         name = f"bt{self.tag}{chr(ord('a') + len(self.users))}"
+        home = f"{self.root}/home/{name}"
         # Shared primary group 'users': the socket must still be theirs alone.
-        subprocess.run(["useradd", "-M", "-N", "-g", "users", "-d", f"{self.root}/home/{name}",
-                        "-s", "/bin/sh", name], check=True)
+        subprocess.run(["useradd", "-M", "-N", "-g", "users", "-d", home, "-s", "/bin/sh", name], check=True)
         self.users.append(name)
+        os.makedirs(home, mode=0o755)
+        os.chown(home, pwd.getpwnam(name).pw_uid, -1)
         return name
 
     # --- running berth --------------------------------------------------------
@@ -346,3 +349,101 @@ class PamSession:
 
     def end(self):
         self.lib.pam_end(self.handle, 0)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sshd:
+    """Debian's sshd on 127.0.0.1, own config and keys, UsePAM yes, with
+    berth's lines in /etc/pam.d/sshd (restored afterwards)."""
+
+    PAM_FILE = "/etc/pam.d/sshd"
+
+    def __init__(self, harness):
+        from berth import install
+        self.h = harness
+        self.dir = os.path.join(harness.root, "ssh")
+        os.makedirs(os.path.join(self.dir, "keys"), mode=0o755)
+        self.port = _free_port()
+        for key in ("hostkey", "client"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(self.dir, key)],
+                           check=True)
+        self.config_path = os.path.join(self.dir, "sshd_config")
+        with open(self.config_path, "w") as f:
+            f.write(f"""Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {self.dir}/hostkey
+PidFile {self.dir}/sshd.pid
+UsePAM yes
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile {self.dir}/keys/%u
+StrictModes no
+PermitRootLogin no
+PrintMotd no
+PrintLastLog no
+MaxStartups 100
+MaxSessions 50
+LogLevel VERBOSE
+""")
+        self.made_privsep = not os.path.isdir("/run/sshd")
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        with open(self.PAM_FILE) as f:
+            self.pam_original = f.read()
+        login = Login(harness)
+        with open(self.PAM_FILE, "w") as f:
+            f.write(install.with_block(self.pam_original, login.block))
+        self.log = open(os.path.join(self.dir, "sshd.log"), "wb")
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", self.config_path],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_listening()
+
+    def _wait_listening(self):
+        import socket
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sshd did not start: " + open(os.path.join(self.dir, "sshd.log")).read())
+
+    def authorize(self, user):
+        with open(os.path.join(self.dir, "client.pub")) as src, \
+                open(os.path.join(self.dir, "keys", user), "w") as dst:
+            dst.write(src.read())
+
+    def ssh(self, user, *command, tty=False, timeout=120, stdin=None):
+        cmd = ["ssh", "-i", os.path.join(self.dir, "client"), "-p", str(self.port),
+               "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-F", "/dev/null"]
+        if tty:
+            cmd.append("-tt")
+        return subprocess.run([*cmd, f"{user}@127.0.0.1", *command], capture_output=True, text=True,
+                              timeout=timeout, input=stdin if stdin is not None else "")
+
+    def close(self):
+        try:
+            self.proc.terminate()
+            self.proc.wait(10)
+        finally:
+            with open(self.PAM_FILE, "w") as f:
+                f.write(self.pam_original)
+            self.log.close()
+            if self.made_privsep:
+                shutil.rmtree("/run/sshd", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sshd(harness):
+    server = Sshd(harness)
+    try:
+        yield server
+    finally:
+        server.close()

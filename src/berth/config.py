@@ -66,6 +66,7 @@ class LoginConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     dockerd: str = "dockerd"
+    supervisor: str = "auto"   # auto | direct | systemd
     start_timeout: float = 30.0
     stop_timeout: float = 30.0
     lock_timeout: float = 120.0
@@ -133,6 +134,14 @@ def _image(value):
     return value
 
 
+def _choice(*allowed):
+    def check(value):
+        if value not in allowed:
+            raise ValueError("one of " + ", ".join(f'"{a}"' for a in allowed))
+        return value
+    return check
+
+
 def _text(value):
     if not isinstance(value, str) or not value.strip() or "\n" in value:
         raise ValueError("a one-line, non-empty string")
@@ -165,6 +174,7 @@ SCHEMA = {
     "reaper": (ReaperConfig, {"idle_timeout": _int_range(0, 10**8)}),
     "daemon": (DaemonConfig, {
         "dockerd": _program,
+        "supervisor": _choice("auto", "direct", "systemd"),
         "start_timeout": _positive_number,
         "stop_timeout": _positive_number,
         "lock_timeout": _positive_number,

@@ -14,13 +14,13 @@ import os
 import time
 from dataclasses import dataclass
 
-from . import blocks, bridge, daemonjson, engine, netcontainer, paths, users
+from . import blocks, bridge, daemonjson, engine, netcontainer, paths, spawner, users
 from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir
 from .leases import LeaseTable
 from .locks import user_lock
 from .rules import plan_user_rules
-from .spawner import DirectSpawner, find_dockerd
+from .spawner import find_dockerd
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def leases(cfg):
 
 
 def spawner_for(cfg, upaths, dockerd=None):
-    return DirectSpawner(upaths, dockerd or cfg.daemon.dockerd, cfg.daemon.stop_timeout)
+    return spawner.for_host(upaths, dockerd or cfg.daemon.dockerd, cfg.daemon.stop_timeout, cfg.daemon.supervisor)
 
 
 def _prepare_dirs(cfg, upaths):

@@ -36,11 +36,10 @@ def find_dockerd(name, environ=None):
 
 
 class DirectSpawner:
-    def __init__(self, upaths, dockerd, stop_timeout=30.0, environ=None):
+    def __init__(self, upaths, dockerd, stop_timeout=30.0):
         self.paths = upaths
         self.dockerd = dockerd
         self.stop_timeout = stop_timeout
-        self.environ = os.environ if environ is None else environ
 
     # --- the record -----------------------------------------------------
 
@@ -61,26 +60,33 @@ class DirectSpawner:
     # --- start ------------------------------------------------------------
 
     def start(self):
-        """Fork dockerd detached; returns its record. Does not wait for the socket."""
+        """Launch dockerd detached; returns its record. Does not wait for the socket."""
         self.clear_stale()
         ensure_dir(os.path.dirname(self.paths.log_file), 0o755)
-        env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}
         with open(self.paths.log_file, "ab") as logf:
             os.fchmod(logf.fileno(), 0o640)
             logf.write(f"--- berth: starting dockerd for {self.paths.user} at "
                        f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
             logf.flush()
-            child = subprocess.Popen(
-                [self.dockerd, "--config-file", self.paths.daemon_json],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                cwd="/", env=env, close_fds=True,
-                # Its own session: no controlling terminal, no SIGHUP at logout.
-                start_new_session=True)
-        st = proc.stat(child.pid)
-        rec = record.DaemonRecord(child.pid, st.start_ticks if st else 0, time.time(), self.dockerd)
+            pid = self._launch(logf)
+        st = proc.stat(pid)
+        rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), self.dockerd)
         record.write(self.paths, rec)
-        log.info("started dockerd for %s: pid %d", self.paths.user, child.pid)
+        log.info("started dockerd for %s: pid %d (%s)", self.paths.user, pid, self.kind)
         return rec
+
+    kind = "direct"
+
+    def argv(self):
+        return [self.dockerd, "--config-file", self.paths.daemon_json]
+
+    def _launch(self, logf):
+        child = subprocess.Popen(
+            self.argv(), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}, close_fds=True,
+            # Its own session: no controlling terminal, no SIGHUP at logout.
+            start_new_session=True)
+        return child.pid
 
     def clear_stale(self):
         """After a crash: drop a pidfile and socket no live dockerd of ours owns.
@@ -111,19 +117,22 @@ class DirectSpawner:
         """
         rec = self.running()
         if rec is not None:
-            if not now:
-                self._signal(rec, signal.SIGTERM)
-                if self._wait_gone(rec, self.stop_timeout):
-                    log.info("dockerd of %s (pid %d) stopped", self.paths.user, rec.pid)
-                else:
-                    log.warning("dockerd of %s (pid %d) ignored SIGTERM for %gs; killing it",
-                                self.paths.user, rec.pid, self.stop_timeout)
-            if proc.alive(rec.pid, rec.start_ticks):
-                self._signal(rec, signal.SIGKILL)
-                self._wait_gone(rec, 10.0)
+            self._terminate(rec, now)
         self.kill_leftovers()
         for path in (self.paths.pidfile, self.paths.socket, self.paths.record):
             remove(path)
+
+    def _terminate(self, rec, now):
+        if not now:
+            self._signal(rec, signal.SIGTERM)
+            if self._wait_gone(rec, self.stop_timeout):
+                log.info("dockerd of %s (pid %d) stopped", self.paths.user, rec.pid)
+            else:
+                log.warning("dockerd of %s (pid %d) ignored SIGTERM for %gs; killing it",
+                            self.paths.user, rec.pid, self.stop_timeout)
+        if proc.alive(rec.pid, rec.start_ticks):
+            self._signal(rec, signal.SIGKILL)
+            self._wait_gone(rec, 10.0)
 
     def _signal(self, rec, sig):
         try:
@@ -224,3 +233,102 @@ class DirectSpawner:
             return "(no log)"
         tail = [t for t in tail if not t.startswith("--- berth:")][-lines:]
         return " | ".join(tail) or "(empty log)"
+
+
+# --- systemd hosts ------------------------------------------------------------
+
+def systemd_booted(run="/run/systemd/system"):
+    """sd_booted(3): systemd is PID 1."""
+    return os.path.isdir(run)
+
+
+def unit_name(user):
+    return f"berth-dockerd-{user}.service"
+
+
+def unit_properties(upaths, stop_timeout):
+    """How the unit runs dockerd: the same list feeds systemd-run and the
+    unit file text that `systemd-analyze verify` checks in the tests."""
+    return (
+        ("Description", f"berth: Docker daemon of {upaths.user}"),
+        # dockerd tells systemd when its API is up.
+        ("Type", "notify"),
+        # Its containers' cgroups live below the unit, as in docker.service.
+        ("Delegate", "yes"),
+        ("KillMode", "mixed"),
+        ("TimeoutStopSec", f"{int(stop_timeout)}s"),
+        ("TasksMax", "infinity"),
+        ("LimitNOFILE", "1048576"),
+        ("LimitNPROC", "infinity"),
+        ("LimitCORE", "infinity"),
+        ("Environment", f"PATH={SYSTEM_PATH}"),
+        ("StandardOutput", f"append:{upaths.log_file}"),
+        ("StandardError", f"append:{upaths.log_file}"),
+    )
+
+
+def systemd_run_argv(upaths, dockerd, stop_timeout):
+    argv = ["systemd-run", f"--unit={unit_name(upaths.user)}", "--collect", "--quiet",
+            # Return at once: berth does its other work while dockerd starts.
+            "--no-block"]
+    for key, value in unit_properties(upaths, stop_timeout):
+        if key == "Description":
+            argv.append(f"--description={value}")
+        else:
+            argv += ["--property", f"{key}={value}"]
+    return argv + ["--", dockerd, "--config-file", upaths.daemon_json]
+
+
+def unit_text(upaths, dockerd, stop_timeout):
+    props = dict(unit_properties(upaths, stop_timeout))
+    service = "\n".join(f"{k}={v}" for k, v in unit_properties(upaths, stop_timeout) if k != "Description")
+    return (f"[Unit]\nDescription={props['Description']}\n\n[Service]\n"
+            f"ExecStart={dockerd} --config-file {upaths.daemon_json}\n{service}\n")
+
+
+class SystemdSpawner(DirectSpawner):
+    """dockerd as a transient unit of its own.
+
+    Forked from a PAM session, dockerd would live in that session's scope,
+    and logind's KillUserProcesses kills the scope at logout (systemd#2900).
+    The record, identity checks and leftover cleanup are the direct ones.
+    """
+
+    kind = "systemd unit"
+
+    def _systemctl(self, *args, check=True):
+        r = subprocess.run(["systemctl", *args], capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise DaemonError(f"systemctl {' '.join(args)} failed: {r.stderr.strip()}",
+                              hint="see journalctl -u " + unit_name(self.paths.user))
+        return r.stdout.strip()
+
+    def _launch(self, logf):
+        unit = unit_name(self.paths.user)
+        # A failed run of the same unit would block the name.
+        self._systemctl("reset-failed", unit, check=False)
+        r = subprocess.run(systemd_run_argv(self.paths, self.dockerd, self.stop_timeout),
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise DaemonError(f"systemd-run could not start {unit}: {r.stderr.strip()}",
+                              hint="see journalctl -u " + unit)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pid = int(self._systemctl("show", "--property=MainPID", "--value", unit) or 0)
+            if pid:
+                return pid
+            time.sleep(0.02)
+        raise DaemonError(f"{unit} has no main process", hint="see journalctl -u " + unit)
+
+    def _terminate(self, rec, now):
+        if not now:
+            # systemd escalates to SIGKILL after TimeoutStopSec by itself.
+            self._systemctl("stop", unit_name(self.paths.user), check=False)
+        super()._terminate(rec, now)  # whatever still runs gets the direct treatment
+
+
+def for_host(upaths, dockerd, stop_timeout, supervisor="auto"):
+    """The supervisor for this host: a systemd unit where systemd runs."""
+    use_systemd = supervisor == "systemd" or (supervisor == "auto" and systemd_booted())
+    cls = SystemdSpawner if use_systemd else DirectSpawner
+    return cls(upaths, dockerd, stop_timeout)

@@ -50,3 +50,18 @@ def test_users_berth_does_not_serve_get_nothing(harness, pam_service):
     finally:
         s.end()
     assert not os.path.exists(f"{harness.root}/run/root")
+
+
+def test_warm_login_loads_no_heavy_library_and_no_lock(harness):
+    import subprocess
+    import sys
+    user = harness.add_user()
+    harness.berth("up", user)
+    env = dict(os.environ, PAM_TYPE="open_session", PAM_USER=user)
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "berth", "pam", "--config", harness.config],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == ""
+    modules = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    for heavy in ("docker", "pyroute2", "iptc", "filelock", "argparse"):
+        assert heavy not in modules, f"the warm path imported {heavy}"
+    harness.berth("down", user)

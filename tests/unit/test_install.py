@@ -1,0 +1,102 @@
+import os
+
+import pytest
+
+from berth import config, install
+from berth.errors import BerthError
+
+HERE = os.path.dirname(__file__)
+REPO = os.path.join(HERE, "..", "..")
+SSHD = "@include common-auth\nsession required pam_limits.so\n"
+
+
+def fake_fs(files):
+    return lambda path: files.get(path)
+
+
+def apply(files, changes):
+    files = dict(files)
+    for c in changes:
+        if c.content is None:
+            del files[c.path]
+        else:
+            files[c.path] = c.content
+    return files
+
+
+def test_shipped_files_match_the_rendered_defaults():
+    cfg = config.Config()
+    with open(os.path.join(REPO, "pam", "berth-session")) as f:
+        assert f.read() == install.pam_block(cfg, "/usr/local/bin/berth")
+    with open(os.path.join(REPO, "pam", "pam_env.conf")) as f:
+        assert f.read() == install.env_conf(cfg)
+    with open(os.path.join(REPO, "profile.d", "berth.sh")) as f:
+        assert f.read() == install.profile_script(cfg)
+
+
+def test_block_names_this_berth_and_config_values():
+    cfg = config.parse({"users": {"min_uid": 2000}, "paths": {"run_dir": "/run/x"}})
+    block = install.pam_block(cfg, "/opt/berth/bin/berth", "/etc/other.toml")
+    assert "uid < 2000" in block
+    assert "pam_exec.so quiet stdout /opt/berth/bin/berth pam --config /etc/other.toml" in block
+    assert "DOCKER_HOST DEFAULT=unix:///run/x/@{PAM_USER}/docker.sock" in install.env_conf(cfg)
+    assert '"/run/x/' in install.profile_script(cfg)
+
+
+def test_install_twice_is_install_once_and_uninstall_restores():
+    cfg = config.Config()
+    files = {"/etc/pam.d/sshd": SSHD}
+    once = apply(files, install.plan_install(cfg, "/usr/local/bin/berth", fake_fs(files)))
+    assert install.BEGIN in once["/etc/pam.d/sshd"] and once["/etc/pam.d/sshd"].startswith(SSHD)
+    assert set(once) == {"/etc/pam.d/sshd", install.ENV_CONF, install.PROFILE, install.CONFIG}
+    assert install.plan_install(cfg, "/usr/local/bin/berth", fake_fs(once)) == []
+    gone = apply(once, install.plan_uninstall(fake_fs(once)))
+    assert gone == {"/etc/pam.d/sshd": SSHD, install.CONFIG: once[install.CONFIG]}
+    assert install.plan_uninstall(fake_fs(gone)) == []
+
+
+def test_a_changed_berth_path_replaces_the_block():
+    cfg = config.Config()
+    files = {"/etc/pam.d/sshd": SSHD}
+    old = apply(files, install.plan_install(cfg, "/old/berth", fake_fs(files)))
+    new = apply(old, install.plan_install(cfg, "/new/berth", fake_fs(old)))
+    assert new["/etc/pam.d/sshd"].count(install.BEGIN) == 1
+    assert "/new/berth" in new["/etc/pam.d/sshd"] and "/old/berth" not in new["/etc/pam.d/sshd"]
+
+
+def test_uninstall_leaves_files_it_did_not_write():
+    files = {"/etc/pam.d/sshd": SSHD, install.PROFILE: "# my own profile script\n"}
+    assert install.plan_uninstall(fake_fs(files)) == []
+
+
+def test_missing_pam_service_is_a_clear_error():
+    with pytest.raises(BerthError) as e:
+        install.plan_install(config.Config(), "/b", fake_fs({}), services=("nosuch",))
+    assert "/etc/pam.d/nosuch does not exist" in e.value.one_line()
+
+
+def test_host_apply_keeps_a_backup(tmp_path):
+    host = install.Host(str(tmp_path))
+    (tmp_path / "etc/pam.d").mkdir(parents=True)
+    (tmp_path / "etc/pam.d/sshd").write_text(SSHD)
+    for c in install.plan_install(config.Config(), "/usr/local/bin/berth", host.read):
+        host.apply(c)
+    assert (tmp_path / "etc/pam.d/sshd.berth-backup").read_text() == SSHD
+    assert (tmp_path / "etc/profile.d/berth.sh").exists()
+
+
+def test_profile_script_is_silent_posix_sh(tmp_path):
+    import subprocess
+    script = install.profile_script(config.parse({"paths": {"run_dir": str(tmp_path)}}))
+    env = {"PATH": "/usr/bin:/bin", "USER": "alice"}
+    r = subprocess.run(["sh", "-c", script + '\necho "[$DOCKER_HOST]"'], env=env, capture_output=True, text=True)
+    assert r.stdout == "[]\n" and r.stderr == ""
+    import socket
+    (tmp_path / "alice").mkdir()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(tmp_path / "alice" / "docker.sock"))
+        r = subprocess.run(["sh", "-c", script + '\necho "[$DOCKER_HOST]"'], env=env, capture_output=True, text=True)
+        assert r.stdout == f"[unix://{tmp_path}/alice/docker.sock]\n" and r.stderr == ""
+        r = subprocess.run(["sh", "-c", script + '\necho "[$DOCKER_HOST]"'], env={**env, "DOCKER_HOST": "tcp://x"},
+                           capture_output=True, text=True)
+        assert r.stdout == "[tcp://x]\n"

@@ -1,0 +1,45 @@
+import shutil
+import subprocess
+
+import pytest
+
+from berth import config, paths, spawner
+
+
+def upaths():
+    return paths.for_user(config.Config(), "alice")
+
+
+def test_systemd_run_argv():
+    argv = spawner.systemd_run_argv(upaths(), "/usr/sbin/dockerd", 30)
+    assert argv[:2] == ["systemd-run", "--unit=berth-dockerd-alice.service"]
+    assert "--no-block" in argv and "--collect" in argv
+    props = [argv[i + 1] for i, a in enumerate(argv) if a == "--property"]
+    assert "Type=notify" in props and "Delegate=yes" in props and "KillMode=mixed" in props
+    assert "TimeoutStopSec=30s" in props
+    assert "StandardOutput=append:/var/log/berth/alice.log" in props
+    assert argv[argv.index("--") + 1:] == ["/usr/sbin/dockerd", "--config-file", "/run/berth/alice/daemon.json"]
+
+
+def test_supervisor_choice(tmp_path):
+    up = upaths()
+    assert isinstance(spawner.for_host(up, "d", 1, "systemd"), spawner.SystemdSpawner)
+    assert type(spawner.for_host(up, "d", 1, "direct")) is spawner.DirectSpawner
+    assert spawner.systemd_booted(str(tmp_path)) is True
+    assert spawner.systemd_booted(str(tmp_path / "nope")) is False
+
+
+def test_supervisor_config_is_validated():
+    with pytest.raises(config.ConfigError, match="one of"):
+        config.parse({"daemon": {"supervisor": "upstart"}})
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    dockerd = shutil.which("dockerd", path="/usr/sbin:/usr/bin") or "/bin/true"
+    unit = tmp_path / "berth-dockerd-alice.service"
+    unit.write_text(spawner.unit_text(upaths(), dockerd, 30))
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    # Complaints about this box (no systemd running) are not about the unit.
+    problems = [line for line in r.stderr.splitlines() if "berth-dockerd-alice" in line]
+    assert problems == [], r.stderr

@@ -41,10 +41,11 @@ def main():
                 f'[network]\npool = "10.254.80.0/20"\nbridge_prefix = "w{tag}"\nchain_prefix = "BW{tag.upper()}"\n')
     env = dict(os.environ, BERTH_CONFIG=cfg_path)
     hook_env = dict(env, PAM_TYPE="open_session", PAM_USER=user, PAM_SERVICE="sshd")
-    berth = [args.python, "-c", "import sys; sys.argv[1:] = ['pam']; from berth.entry import main; sys.exit(main())"]
+    hook_args = ["pam", "--run-dir", f"{root}/run", "--config", cfg_path]  # as `berth install` writes them
+    berth = [args.python, "-m", "berth", *hook_args]
     console = os.path.join(os.path.dirname(args.python), "berth")
     if os.path.exists(console):
-        berth = [console, "pam"]  # exactly what pam_exec runs
+        berth = [console, *hook_args]  # exactly what pam_exec runs
     bare = [args.python, "-c", "pass"]
     subprocess.run(["useradd", "-M", "-N", "-g", "users", user], check=True)
     try:

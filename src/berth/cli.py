@@ -64,6 +64,7 @@ def build_parser():
             c.add_argument("--berth", metavar="PATH", help="the berth the PAM line runs (default: this one)")
     c = command("pam", "the PAM session hook (run by pam_exec; reads PAM_USER and PAM_TYPE); always exits 0")
     c.add_argument("--config", dest="pam_config", metavar="FILE", help=argparse.SUPPRESS)
+    c.add_argument("--run-dir", metavar="DIR", help=argparse.SUPPRESS)
     c = command("config", "show the example config or check the current one")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--example", action="store_true", help="print a commented example config")
@@ -169,7 +170,7 @@ def main(argv=None, out=None):
     if args.command == "pam":
         from . import pam
 
-        return pam.main(out=out, config_path=getattr(args, "pam_config", None) or args.config)
+        return pam.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_exit)
     cfg, log_path = None, None

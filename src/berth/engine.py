@@ -7,7 +7,9 @@ so there is no chunked encoding to decode.
 """
 
 import json
-import socket
+
+# The C module: `socket` would pull in enum and selectors on the login path.
+import _socket
 
 
 class EngineError(OSError):
@@ -16,7 +18,8 @@ class EngineError(OSError):
 
 def request(sock_path, path, timeout=2.0):
     """GET `path`; returns (status, body bytes). Raises OSError if unreachable."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
         s.settimeout(timeout)
         s.connect(sock_path)
         s.sendall(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
@@ -26,6 +29,8 @@ def request(sock_path, path, timeout=2.0):
             if not data:
                 break
             chunks.append(data)
+    finally:
+        s.close()
     raw = b"".join(chunks)
     head, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:

@@ -38,7 +38,8 @@ def pam_block(cfg, berth, config_path=None, env_conf_path=ENV_CONF):
     """The PAM lines, with the absolute path of this berth."""
     arg = f" --config {config_path}" if config_path else ""
     return (_template("pam-session").replace("@MIN_UID@", str(cfg.users.min_uid)).replace("@BERTH@", berth)
-            .replace("@CONFIG_ARG@", arg).replace("@ENV_CONF@", env_conf_path))
+            .replace("@CONFIG_ARG@", arg).replace("@ENV_CONF@", env_conf_path)
+            .replace("@RUN_DIR@", str(cfg.paths.run_dir)))
 
 
 def env_conf(cfg):

@@ -49,8 +49,9 @@ def leases(cfg):
     return LeaseTable(str(cfg.paths.state_dir), cfg.daemon.lock_timeout)
 
 
-def spawner_for(cfg, upaths, dockerd=None):
-    return spawner.for_host(upaths, dockerd or cfg.daemon.dockerd, cfg.daemon.stop_timeout, cfg.daemon.supervisor)
+def spawner_for(cfg, upaths, dockerd=None, bridge=""):
+    return spawner.for_host(upaths, dockerd or cfg.daemon.dockerd, cfg.daemon.stop_timeout,
+                            cfg.daemon.supervisor, bridge)
 
 
 def _prepare_dirs(cfg, upaths):
@@ -103,21 +104,21 @@ def up(cfg, name, now=time.monotonic):
         lease = leases(cfg).acquire(account.name, account.uid, cfg.network.pool,
                                     cfg.network.block_prefix, bridge.host_networks)
         layout = blocks.layout(lease.block)
-        spawner = spawner_for(cfg, upaths, dockerd)
+        supervisor = spawner_for(cfg, upaths, dockerd, br)
         with contextlib.ExitStack() as undo:
             if bridge.ensure_bridge(br, layout.bridge_cidr):
                 undo.callback(bridge.remove_bridge, br)
-            rec = spawner.running()
+            rec = supervisor.running()
             started = rec is None
             if started:
                 doc = daemonjson.render(cfg, upaths, layout, br)
                 atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o644)
-                rec = spawner.start()
-                undo.callback(spawner.stop)
+                rec = supervisor.start()
+                undo.callback(supervisor.stop)
             # dockerd takes a moment to start: the rules, and the imports of
             # iptc and the Docker SDK, are done meanwhile rather than before.
             _ensure_rules(cfg, account.name, lease.block, undo if started else None)
-            spawner.wait_ready(rec, cfg.daemon.start_timeout, lambda: engine.ping(upaths.socket))
+            supervisor.wait_ready(rec, cfg.daemon.start_timeout, lambda: engine.ping(upaths.socket))
             _hand_socket(upaths, account)
             net_ip = _ensure_net_container(cfg, upaths)
             undo.pop_all()
@@ -173,9 +174,9 @@ def down(cfg, name):
     upaths = paths.for_user(cfg, account.name)
     br = paths.bridge_name(cfg, account.uid)
     with user_lock(cfg, account.name):
-        spawner = spawner_for(cfg, upaths)
-        was_running = spawner.running() is not None
-        spawner.stop()
+        supervisor = spawner_for(cfg, upaths)
+        was_running = supervisor.running() is not None
+        supervisor.stop()
 
         from .firewall import Firewall
 

@@ -14,22 +14,27 @@ import select
 import sys
 import time
 
-from . import activity, config, engine, paths, record, users
-from .errors import BerthError, UserRefused
+from . import activity, warm
 
 READY = "berth: your Docker daemon is ready ({seconds:.1f} s)"
 STILL_STARTING = "berth: your Docker daemon is still starting; docker will work in a moment"
 FAILED = "berth: your Docker daemon could not be started ({reason}); please tell {contact}"
 
 
-def main(environ=None, out=None, config_path=None):
+def main(environ=None, out=None, config_path=None, run_dir=None):
     environ = os.environ if environ is None else environ
     out = out or sys.stdout
     kind = environ.get("PAM_TYPE", "")
     if kind not in ("open_session", "close_session"):
         return 0
     try:
-        _session(kind, environ.get("PAM_USER", ""), environ, out, config_path)
+        name = environ.get("PAM_USER", "")
+        # The PAM line names the run dir, so a login whose daemon is up is
+        # answered without even reading the config.
+        if run_dir and kind == "open_session" and warm.is_up(run_dir, name):
+            activity.session_opened(warm.user_paths(run_dir, name), os.getppid())
+            return 0
+        _session(kind, name, environ, out, config_path)
     except BaseException as e:  # the login must go on whatever happened here
         _log(None).error("berth pam (%s) failed", kind, exc_info=True)
         if kind == "open_session":
@@ -38,6 +43,9 @@ def main(environ=None, out=None, config_path=None):
 
 
 def _session(kind, name, environ, out, config_path):
+    from . import config, paths, users
+    from .errors import BerthError, UserRefused
+
     try:
         cfg = config.load(config_path, environ=environ)
     except BerthError as e:
@@ -57,18 +65,9 @@ def _session(kind, name, environ, out, config_path):
         activity.session_closed(upaths, session_pid)
         return
     activity.session_opened(upaths, session_pid)
-    if _is_warm(cfg, account, upaths):
+    if warm.is_up(str(cfg.paths.run_dir), account.name):
         return
     _cold_start(cfg, account, out)
-
-
-def _is_warm(cfg, account, upaths):
-    """Daemon ours and answering, bridge present: nothing to do."""
-    if record.running(upaths) is None:
-        return False
-    if not os.path.isdir(f"/sys/class/net/{paths.bridge_name(cfg, account.uid)}/bridge"):
-        return False
-    return engine.ping(upaths.socket, timeout=2.0)
 
 
 def _cold_start(cfg, account, out):
@@ -117,6 +116,7 @@ def _child(cfg, account, w):
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         log = _log(cfg)
+        from .errors import BerthError
         from .lifecycle import up
 
         try:

@@ -1,19 +1,20 @@
 """Where one user's things live. Pure: computing a path touches nothing."""
 
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 
 # sun_path is 108 bytes with the NUL; containerd's sockets live under the
 # exec-root, so that root must stay short (moby#36914).
 MAX_SOCKET_PATH = 107
 
 
-@dataclass(frozen=True)
-class UserPaths:
-    user: str
-    run_dir: str      # root-owned, 0755: the user may reach the socket inside
-    data_root: str    # dockerd's data-root: images, volumes, build cache
-    log_file: str
+# Values on the login path are namedtuples, not dataclasses: importing
+# dataclasses alone costs more than the whole warm login check.
+class UserPaths(namedtuple("UserPaths", "user run_dir data_root log_file")):
+    """run_dir: root-owned, 0755 (the user reaches the socket inside);
+    data_root: dockerd's data-root (images, volumes, build cache)."""
+
+    __slots__ = ()
 
     @property
     def socket(self):

@@ -6,15 +6,10 @@ command line match what it recorded.
 """
 
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 
-
-@dataclass(frozen=True)
-class ProcStat:
-    pid: int
-    state: str        # R, S, D, Z, ...
-    ppid: int
-    start_ticks: int  # field 22: start time in clock ticks since boot
+# state: R, S, D, Z, ...; start_ticks: field 22, clock ticks since boot.
+ProcStat = namedtuple("ProcStat", "pid state ppid start_ticks")
 
 
 def parse_stat(text):

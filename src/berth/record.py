@@ -3,18 +3,14 @@ when. Reading it and checking it against /proc is all the warm login path
 needs, so this module imports nothing heavy."""
 
 import json
-from dataclasses import asdict, dataclass
+from collections import namedtuple
 
 from . import proc
 from .fsutil import atomic_write, read_trusted
 
 
-@dataclass(frozen=True)
-class DaemonRecord:
-    pid: int
-    start_ticks: int
-    started_at: float
-    dockerd: str
+# bridge is recorded so the login check needs no config to find it.
+DaemonRecord = namedtuple("DaemonRecord", "pid start_ticks started_at dockerd bridge")
 
 
 def read(upaths):
@@ -24,12 +20,12 @@ def read(upaths):
         return None
     try:
         return DaemonRecord(**json.loads(raw))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError):  # unreadable, or from another berth version
         return None
 
 
 def write(upaths, rec):
-    atomic_write(upaths.record, json.dumps(asdict(rec)) + "\n", mode=0o644)
+    atomic_write(upaths.record, json.dumps(rec._asdict()) + "\n", mode=0o644)
 
 
 def is_ours(upaths, rec):

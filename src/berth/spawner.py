@@ -36,10 +36,11 @@ def find_dockerd(name, environ=None):
 
 
 class DirectSpawner:
-    def __init__(self, upaths, dockerd, stop_timeout=30.0):
+    def __init__(self, upaths, dockerd, stop_timeout=30.0, bridge=""):
         self.paths = upaths
         self.dockerd = dockerd
         self.stop_timeout = stop_timeout
+        self.bridge = bridge
 
     # --- the record -----------------------------------------------------
 
@@ -70,7 +71,7 @@ class DirectSpawner:
             logf.flush()
             pid = self._launch(logf)
         st = proc.stat(pid)
-        rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), self.dockerd)
+        rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), self.dockerd, self.bridge)
         record.write(self.paths, rec)
         log.info("started dockerd for %s: pid %d (%s)", self.paths.user, pid, self.kind)
         return rec
@@ -327,8 +328,8 @@ class SystemdSpawner(DirectSpawner):
         super()._terminate(rec, now)  # whatever still runs gets the direct treatment
 
 
-def for_host(upaths, dockerd, stop_timeout, supervisor="auto"):
+def for_host(upaths, dockerd, stop_timeout, supervisor="auto", bridge=""):
     """The supervisor for this host: a systemd unit where systemd runs."""
     use_systemd = supervisor == "systemd" or (supervisor == "auto" and systemd_booted())
     cls = SystemdSpawner if use_systemd else DirectSpawner
-    return cls(upaths, dockerd, stop_timeout)
+    return cls(upaths, dockerd, stop_timeout, bridge)

@@ -2,7 +2,7 @@
 
 import pwd
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .errors import UserRefused
 
@@ -11,16 +11,15 @@ from .errors import UserRefused
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")
 
 
-@dataclass(frozen=True)
-class Account:
-    name: str
-    uid: int
-    gid: int
-    home: str
+Account = namedtuple("Account", "name uid gid home")
+
+
+def is_valid_name(name):
+    return isinstance(name, str) and NAME_RE.fullmatch(name) is not None
 
 
 def check_name(name):
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+    if not is_valid_name(name):
         raise UserRefused(f"{name!r} is not a valid user name",
                           hint="use a login name such as alice (letters, digits, _ and -, at most 32)")
     return name

@@ -58,10 +58,12 @@ def test_warm_login_loads_no_heavy_library_and_no_lock(harness):
     user = harness.add_user()
     harness.berth("up", user)
     env = dict(os.environ, PAM_TYPE="open_session", PAM_USER=user)
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "berth", "pam", "--config", harness.config],
-                       env=env, capture_output=True, text=True)
+    # exactly the PAM line's arguments
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "berth", "pam", "--run-dir", f"{harness.root}/run",
+                        "--config", harness.config], env=env, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout == ""
     modules = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
-    for heavy in ("docker", "pyroute2", "iptc", "filelock", "argparse"):
+    for heavy in ("docker", "pyroute2", "iptc", "filelock", "argparse", "tomllib", "dataclasses", "logging"):
         assert heavy not in modules, f"the warm path imported {heavy}"
+    assert len(os.listdir(f"{harness.root}/run/{user}/sessions")) == 1, "the session was still recorded"
     harness.berth("down", user)

@@ -38,7 +38,7 @@ def test_block_names_this_berth_and_config_values():
     cfg = config.parse({"users": {"min_uid": 2000}, "paths": {"run_dir": "/run/x"}})
     block = install.pam_block(cfg, "/opt/berth/bin/berth", "/etc/other.toml")
     assert "uid < 2000" in block
-    assert "pam_exec.so quiet stdout /opt/berth/bin/berth pam --config /etc/other.toml" in block
+    assert "pam_exec.so quiet stdout /opt/berth/bin/berth pam --run-dir /run/x --config /etc/other.toml" in block
     assert "DOCKER_HOST DEFAULT=unix:///run/x/@{PAM_USER}/docker.sock" in install.env_conf(cfg)
     assert '"/run/x/' in install.profile_script(cfg)
 

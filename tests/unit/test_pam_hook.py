@@ -42,3 +42,13 @@ def test_entry_point_routes_pam_without_the_cli(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin", "PAM_TYPE": "open_session", "PAM_USER": "root"})
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_hook_options():
+    from berth.entry import hook_options
+    assert hook_options(["pam"]) == {}
+    assert hook_options(["pam", "--run-dir", "/run/berth"]) == {"run_dir": "/run/berth"}
+    assert hook_options(["pam", "--run-dir", "/r", "--config", "/c"]) == {"run_dir": "/r", "config_path": "/c"}
+    assert hook_options(["pam", "--run-dir"]) is None
+    assert hook_options(["pam", "--bogus", "x"]) is None
+    assert hook_options(["up", "alice"]) is None

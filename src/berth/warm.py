@@ -1,0 +1,27 @@
+"""Is this user's daemon already up? The question every login asks first.
+
+Answered without the config (the PAM line names the run dir), without the
+Docker SDK, pyroute2, iptc or any lock: the record berth wrote when it
+started dockerd, /proc, sysfs and one /_ping over the socket. It must stay
+within a few milliseconds of a bare interpreter (benchmarks/warm_login.py).
+"""
+
+import os
+
+from . import engine, paths, record, users
+
+
+def user_paths(run_dir, user):
+    """The run-dir half of a user's paths (all the warm check needs)."""
+    return paths.UserPaths(user, os.path.join(run_dir, user), "", "")
+
+
+def is_up(run_dir, user):
+    """True when berth's dockerd for `user` runs, has its bridge and answers."""
+    if not users.is_valid_name(user):
+        return False
+    upaths = user_paths(run_dir, user)
+    rec = record.running(upaths)
+    if rec is None or not rec.bridge or not os.path.isdir(f"/sys/class/net/{rec.bridge}/bridge"):
+        return False
+    return engine.ping(upaths.socket, timeout=2.0)

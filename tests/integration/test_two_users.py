@@ -131,4 +131,5 @@ def test_down_of_both_leaves_no_process_bridge_or_rule(harness, pair):
     assert harness.bridges() == []
     # berth's chains and their jumps go with the last user
     assert harness.rules_mentioning(harness.chain_prefix) == []
-    assert harness.rules_mentioning("berth:") == []
+    for user in pair:
+        assert harness.rules_mentioning(f"berth:{user}") == []

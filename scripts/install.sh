@@ -1,9 +1,11 @@
 #!/bin/sh
 # Install berth on a Debian/Ubuntu host, as root: the system packages it
 # drives (dockerd, containerd, runc, catatonit, iptables), then berth itself
-# in its own venv under /opt/berth, the `berth` command and a default config.
-#   ./scripts/install.sh              everything
-#   ./scripts/install.sh --deps-only  only the apt packages (used by test.sh)
+# in its own venv under /opt/berth, the `berth` command, a default config and
+# the login hook (`berth install`: PAM lines for sshd, pam_env, profile.d).
+#   ./scripts/install.sh                  everything
+#   ./scripts/install.sh --no-login-hook  everything but the login hook
+#   ./scripts/install.sh --deps-only      only the apt packages (used by test.sh)
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${BERTH_PREFIX:-/opt/berth}
@@ -31,4 +33,7 @@ apt-get install -y -qq --no-install-recommends \
 ln -sf "$prefix/bin/berth" /usr/local/bin/berth
 install -d -m 0755 /etc/berth
 [ -e /etc/berth/berth.toml ] || "$prefix/bin/berth" config --example > /etc/berth/berth.toml
+if [ "${1:-}" != "--no-login-hook" ]; then
+    /usr/local/bin/berth install
+fi
 echo "berth installed: $("$prefix/bin/berth" config --check)"

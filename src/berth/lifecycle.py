@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from . import blocks, bridge, daemonjson, engine, netcontainer, paths, spawner, users
+from . import blocks, bridge, daemonjson, engine, netcontainer, paths, record, spawner, users
 from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir
 from .leases import LeaseTable
@@ -110,6 +110,10 @@ def up(cfg, name, now=time.monotonic):
                 undo.callback(bridge.remove_bridge, br)
             rec = supervisor.running()
             started = rec is None
+            if rec is not None and rec.bridge != br:
+                # Started by an older berth: record the bridge for the warm login check.
+                rec = rec._replace(bridge=br)
+                record.write(upaths, rec)
             if started:
                 doc = daemonjson.render(cfg, upaths, layout, br)
                 atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o644)

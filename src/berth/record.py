@@ -19,8 +19,12 @@ def read(upaths):
     if raw is None:
         return None
     try:
-        return DaemonRecord(**json.loads(raw))
-    except (ValueError, TypeError):  # unreadable, or from another berth version
+        data = json.loads(raw)
+        # Tolerate records of other berth versions: a daemon started before
+        # an upgrade must still be recognised, never killed as a stranger.
+        known = {k: data[k] for k in DaemonRecord._fields if k in data}
+        return DaemonRecord(**{"bridge": "", **known})
+    except (ValueError, TypeError, AttributeError):
         return None
 
 

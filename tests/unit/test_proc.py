@@ -28,3 +28,15 @@ def test_descendants():
 def test_cmdline_and_rss_of_self():
     assert proc.cmdline(os.getpid())
     assert proc.rss_bytes(os.getpid()) > 0
+
+
+def test_record_of_an_older_version_is_still_recognised(tmp_path):
+    import json
+    from berth import paths, record
+    up = paths.UserPaths("alice", str(tmp_path), "", "")
+    (tmp_path / "dockerd.json").write_text(json.dumps({"pid": 42, "start_ticks": 7, "started_at": 1.0,
+                                                       "dockerd": "/usr/sbin/dockerd", "future": 1}))
+    rec = record.read(up)
+    assert (rec.pid, rec.start_ticks, rec.bridge) == (42, 7, "")
+    (tmp_path / "dockerd.json").write_text("[1, 2]")
+    assert record.read(up) is None

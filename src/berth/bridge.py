@@ -46,7 +46,10 @@ def _rtnl(msg, what):
     return True
 
 
-def ensure_bridge(name, cidr):
+ALIAS_PREFIX = "berth:"
+
+
+def ensure_bridge(name, cidr, owner=""):
     """Make bridge `name` exist, carry `cidr` (gateway/prefix) and be up.
 
     Returns True if the bridge was created by this call (and so is the
@@ -61,7 +64,8 @@ def ensure_bridge(name, cidr):
         index = socket.if_nametoindex(name)
         _rtnl(rtnl.new_address_request(index, str(iface.ip), iface.network.prefixlen),
               f"add {cidr} to {name}")
-        _rtnl(rtnl.link_up_request(index), f"bring {name} up")
+        # The alias marks the bridge as berth's: cleanup never takes one it did not make.
+        _rtnl(rtnl.link_up_request(index, ALIAS_PREFIX + owner), f"bring {name} up")
     except BaseException:
         if created:
             remove_bridge(name)
@@ -84,6 +88,21 @@ def remove_bridge(name):
             return False
     log.info("removed bridge %s", name)
     return True
+
+
+def berth_bridges(prefix, sysfs="/sys/class/net"):
+    """Bridges berth made: named prefix + uid and marked with berth's alias."""
+    found = []
+    for name in sorted(os.listdir(sysfs)):
+        if not (name.startswith(prefix) and name[len(prefix):].isdigit()):
+            continue
+        try:
+            with open(os.path.join(sysfs, name, "ifalias")) as f:
+                if f.read().startswith(ALIAS_PREFIX):
+                    found.append(name)
+        except OSError:
+            continue
+    return found
 
 
 def bridge_exists(name):

@@ -17,7 +17,8 @@ log = logging.getLogger("berth")
 
 EXAMPLES = {
     "up": "berth up alice",
-    "down": "berth down alice",
+    "down": "berth down alice\n  berth down --purge alice     # deletes alice's images and volumes too",
+    "reap": "berth reap --dry-run",
     "status": "berth status            # all users\n  berth status alice --json",
     "env": "eval \"$(berth env)\"     # DOCKER_HOST for the current user",
     "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
@@ -47,6 +48,12 @@ def build_parser():
     c.add_argument("user")
     c = command("down", "stop a user's daemon, remove their bridge and rules; data and subnet are kept")
     c.add_argument("user")
+    c.add_argument("--purge", action="store_true",
+                   help="also delete the user's images, containers, volumes and build cache, and release their subnet")
+    c.add_argument("--yes", action="store_true", help="with --purge: do not ask for confirmation")
+    c = command("reap", "take idle users down (run from cron); say why each other user is kept")
+    c.add_argument("--dry-run", action="store_true", help="say who would be reaped and why, change nothing")
+    c.add_argument("--user", help="look at this user only")
     c = command("status", "show every user's daemon, or one user's in detail")
     c.add_argument("user", nargs="?")
     c.add_argument("--json", action="store_true", help="machine-readable output")
@@ -91,6 +98,8 @@ def run(args, cfg, out):
         print(f"{r.user} is up ({how}): block {r.block} on bridge {r.bridge}, dockerd pid {r.pid}, "
               f"net container {r.net_ip or '-'}", file=out)
         print(f"export DOCKER_HOST={r.docker_host}", file=out)
+    elif args.command == "down" and args.purge:
+        _purge(args, cfg, out)
     elif args.command == "down":
         from .lifecycle import down
 
@@ -98,6 +107,16 @@ def run(args, cfg, out):
         what = "dockerd stopped" if r.was_running else "dockerd was not running"
         print(f"{r.user} is down: {what}, {r.rules_removed} rule(s) removed, "
               f"bridge {'removed' if r.bridge_removed else 'absent'}; data and subnet kept", file=out)
+    elif args.command == "reap":
+        from . import reaper, users
+
+        if args.user:
+            users.check_name(args.user)
+        outcomes = reaper.reap_pass(cfg, only=args.user, dry_run=args.dry_run)
+        for o in outcomes:
+            print(reaper.render(o, args.dry_run), file=out)
+        if not outcomes:
+            print("no berth users", file=out)
     elif args.command == "status":
         from . import status, users
 
@@ -139,6 +158,24 @@ def _this_berth():
     if found:
         return os.path.abspath(found)
     raise BerthError("cannot tell where the berth command is installed", hint="pass --berth /path/to/berth")
+
+
+def _purge(args, cfg, out):
+    from . import lifecycle, paths, users
+
+    users.check_name(args.user)
+    where = os.path.dirname(paths.for_user(cfg, args.user).data_root)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise BerthError(f"refusing to delete {args.user}'s data without confirmation",
+                             hint=f"run it on a terminal, or add --yes: berth down --purge --yes {args.user}")
+        answer = input(f"This deletes {args.user}'s images, containers, volumes and build cache ({where}) "
+                       f"and releases their subnet. Type the user name to confirm: ")
+        if answer.strip() != args.user:
+            print("nothing deleted", file=out)
+            return
+    released = lifecycle.purge(cfg, args.user)
+    print(f"{args.user} is purged: {where} deleted" + (", subnet released" if released else ""), file=out)
 
 
 def _install(args, cfg, out):

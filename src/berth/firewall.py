@@ -229,3 +229,12 @@ class Firewall:
         chain.flush()
         chain.delete()
         log.info("removed the empty chain %s/%s", jump.table, jump.target)
+
+    def users_with_rules(self):
+        """Users who have rules in berth's chains."""
+        users = set()
+        with _translated(self.iptc, "reading berth's rules"):
+            for jump in self.chains.jumps():
+                _, existing = self._existing(self._table(jump.table), jump.target)
+                users.update(k.comment.split(":", 1)[1] for _, k in existing if k.comment.startswith("berth:"))
+        return users

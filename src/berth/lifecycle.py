@@ -11,6 +11,8 @@ firewall reload) and never undoes what was already there.
 import contextlib
 import logging
 import os
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -106,7 +108,7 @@ def up(cfg, name, now=time.monotonic):
         layout = blocks.layout(lease.block)
         supervisor = spawner_for(cfg, upaths, dockerd, br)
         with contextlib.ExitStack() as undo:
-            if bridge.ensure_bridge(br, layout.bridge_cidr):
+            if bridge.ensure_bridge(br, layout.bridge_cidr, account.name):
                 undo.callback(bridge.remove_bridge, br)
             rec = supervisor.running()
             started = rec is None
@@ -172,12 +174,16 @@ def _account_for_down(cfg, name):
         return users.Account(name, lease.uid, 0, "")
 
 
-def down(cfg, name):
+def down(cfg, name, locked=False):
+    """Stop the user's daemon, remove bridge and rules; data and lease stay.
+
+    `locked`: the caller already holds the user's lock (the reaper does).
+    """
     account = _account_for_down(cfg, name)
     _need_root("down")
     upaths = paths.for_user(cfg, account.name)
     br = paths.bridge_name(cfg, account.uid)
-    with user_lock(cfg, account.name):
+    with contextlib.nullcontext() if locked else user_lock(cfg, account.name):
         supervisor = spawner_for(cfg, upaths)
         was_running = supervisor.running() is not None
         supervisor.stop()
@@ -190,3 +196,33 @@ def down(cfg, name):
              account.name, "stopped" if was_running else "was not running", removed,
              f"bridge {br}" if bridge_removed else "no bridge")
     return DownResult(account.name, was_running, removed, bridge_removed)
+
+
+def _unmount_below(path, mounts="/proc/self/mounts"):
+    """dockerd leaves its data-root (and overlay) mounts behind; they must go
+    before the directory can."""
+    with open(mounts) as f:
+        points = [line.split()[1] for line in f]
+    prefix = path.rstrip("/") + "/"
+    for point in sorted((p for p in points if p == path or p.startswith(prefix)), key=len, reverse=True):
+        r = subprocess.run(["umount", "--lazy", point], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BerthError(f"cannot unmount {point}: {r.stderr.strip()}", hint=f"unmount it by hand: umount {point}")
+
+
+def purge(cfg, name):
+    """down, then delete the user's data-root and run dir and release their lease.
+
+    The only way berth ever deletes a user's images, volumes and containers.
+    """
+    result = down(cfg, name)
+    upaths = paths.for_user(cfg, result.user)
+    user_state = os.path.dirname(upaths.data_root)
+    with user_lock(cfg, result.user):
+        _unmount_below(user_state)
+        if os.path.exists(user_state):
+            shutil.rmtree(user_state)
+        shutil.rmtree(upaths.run_dir, ignore_errors=True)
+        released = leases(cfg).release(result.user)
+    log.info("purged %s: deleted %s%s", result.user, user_state, ", released the lease" if released else "")
+    return released

@@ -14,7 +14,7 @@ import select
 import sys
 import time
 
-from . import activity, warm
+from . import activity, users, warm
 
 READY = "berth: your Docker daemon is ready ({seconds:.1f} s)"
 STILL_STARTING = "berth: your Docker daemon is still starting; docker will work in a moment"
@@ -29,12 +29,18 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
         return 0
     try:
         name = environ.get("PAM_USER", "")
+        recorded_in = None
         # The PAM line names the run dir, so a login whose daemon is up is
         # answered without even reading the config.
-        if run_dir and kind == "open_session" and warm.is_up(run_dir, name):
-            activity.session_opened(warm.user_paths(run_dir, name), os.getppid())
-            return 0
-        _session(kind, name, environ, out, config_path)
+        if run_dir and kind == "open_session" and users.is_valid_name(name):
+            upaths = warm.user_paths(run_dir, name)
+            if os.path.isdir(upaths.run_dir):
+                # The session first, the check second: see reaper._reap.
+                activity.session_opened(upaths, os.getppid())
+                recorded_in = run_dir
+                if warm.is_up(run_dir, name):
+                    return 0
+        _session(kind, name, environ, out, config_path, recorded_in)
     except BaseException as e:  # the login must go on whatever happened here
         _log(None).error("berth pam (%s) failed", kind, exc_info=True)
         if kind == "open_session":
@@ -42,8 +48,8 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
     return 0
 
 
-def _session(kind, name, environ, out, config_path):
-    from . import config, paths, users
+def _session(kind, name, environ, out, config_path, recorded_in=None):
+    from . import config, paths
     from .errors import BerthError, UserRefused
 
     try:
@@ -64,7 +70,8 @@ def _session(kind, name, environ, out, config_path):
     if kind == "close_session":
         activity.session_closed(upaths, session_pid)
         return
-    activity.session_opened(upaths, session_pid)
+    if recorded_in != str(cfg.paths.run_dir):  # not yet, or under a stale --run-dir
+        activity.session_opened(upaths, session_pid)
     if warm.is_up(str(cfg.paths.run_dir), account.name):
         return
     _cold_start(cfg, account, out)

@@ -18,7 +18,7 @@ NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_NEWADDR = 16, 20
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLMSG_ERROR = 2
-IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND = 3, 18, 1
+IFLA_IFNAME, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_INFO_KIND = 3, 18, 20, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFF_UP = 0x1
 
@@ -53,8 +53,12 @@ def new_address_request(index, address, prefixlen):
     return message(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
 
 
-def link_up_request(index):
+def link_up_request(index, alias=""):
+    """Bring the link up, and set its alias (the kernel takes an alias only
+    on a change of an existing link, not at creation)."""
     body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
+    if alias:
+        body += attr(IFLA_IFALIAS, alias.encode() + b"\0")
     return message(RTM_NEWLINK, 0, body)
 
 

@@ -32,7 +32,7 @@ class UserStatus:
         return asdict(self)
 
 
-def _known_users(cfg, lease_table):
+def known_users(cfg, lease_table):
     names = set(lease_table)
     try:
         names.update(d for d in os.listdir(cfg.paths.run_dir)
@@ -80,7 +80,7 @@ def user_status(cfg, name, lease, now=None):
 
 def collect(cfg, only=None, now=None):
     table = leases(cfg).read()
-    names = [only] if only else _known_users(cfg, table)
+    names = [only] if only else known_users(cfg, table)
     return [user_status(cfg, n, table.get(n), now) for n in names]
 
 

@@ -21,6 +21,8 @@ def is_up(run_dir, user):
     if not users.is_valid_name(user):
         return False
     upaths = user_paths(run_dir, user)
+    if os.path.exists(os.path.join(upaths.run_dir, "reaping")):
+        return False  # the reaper is at work: take the slow path, which waits for it
     rec = record.running(upaths)
     if rec is None or not rec.bridge or not os.path.isdir(f"/sys/class/net/{rec.bridge}/bridge"):
         return False

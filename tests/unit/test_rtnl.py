@@ -41,10 +41,11 @@ def test_new_address_request():
     assert body[rtnl.IFA_LOCAL] == body[rtnl.IFA_ADDRESS] == socket.inet_aton("10.213.5.1")
 
 
-def test_link_up_request_sets_only_the_up_flag():
-    msg = rtnl.link_up_request(9)
+def test_link_up_request_sets_only_the_up_flag_and_the_alias():
+    msg = rtnl.link_up_request(9, "berth:alice")
     _, _, index, flags, change = struct.unpack_from("=BxHiII", msg, 16)
     assert (index, flags, change) == (9, rtnl.IFF_UP, rtnl.IFF_UP)
+    assert attrs(msg[16 + 16:]) == [(rtnl.IFLA_IFALIAS, b"berth:alice\0")]
 
 
 def test_parse_ack():

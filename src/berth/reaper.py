@@ -1,0 +1,208 @@
+"""`berth reap`: take idle users down, collect what died, keep everyone else.
+
+A user is active while any of these holds: a login session is open, a
+process of theirs runs on the host, or a container other than the net
+container runs in their daemon. Idle = none of these for
+[reaper].idle_timeout seconds. The decision is a pure function of what was
+observed (`decide`); the pass gathers, decides, acts and says why, also
+when it does nothing.
+
+Reaping stops dockerd and removes bridge and rules (`lifecycle.down`); the
+lease and the data-root stay, so the next login gets everything back.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from . import activity, bridge, engine, lifecycle, paths, proc
+from .leases import LeaseTable
+from .locks import user_lock
+from .status import human_duration, known_users
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Observed:
+    user: str
+    state: str                 # up | starting | dead | down
+    sessions: int
+    processes: int             # the user's own processes on the host
+    containers: tuple          # names of running containers, net container excluded
+    last_active: float | None  # when anything above last held
+    has_leftovers: bool = False  # a bridge of a daemon that is not running
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str   # reap | keep | collect | none
+    reason: str
+
+
+def decide(o, idle_timeout, now):
+    if o.state == "dead" or (o.state == "down" and o.has_leftovers):
+        return Decision("collect", "its dockerd is gone; cleaning bridge, rules, socket and pidfile")
+    if o.state == "down":
+        return Decision("none", "down")
+    if o.state == "starting":
+        return Decision("keep", "its daemon is starting")
+    if o.sessions:
+        return Decision("keep", f"{o.sessions} session{'s' if o.sessions > 1 else ''} open")
+    if o.containers:
+        names = ", ".join(f'"{c}"' for c in o.containers[:3]) + (" ..." if len(o.containers) > 3 else "")
+        return Decision("keep", f"container{'s' if len(o.containers) > 1 else ''} {names} running")
+    if o.processes:
+        return Decision("keep", f"{o.processes} process{'es' if o.processes > 1 else ''} running on the host")
+    idle = now - (o.last_active if o.last_active is not None else now)
+    if idle >= idle_timeout:
+        return Decision("reap", f"idle for {human_duration(idle)} (limit {human_duration(idle_timeout)})")
+    return Decision("keep", f"idle for {human_duration(idle)}, under the {human_duration(idle_timeout)} limit")
+
+
+# --- gathering -----------------------------------------------------------------
+
+def _user_processes(uid, exclude):
+    count = 0
+    for pid in proc.pids():
+        if pid in exclude:
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == uid and proc.stat(pid) and proc.stat(pid).state != "Z":
+                count += 1
+        except FileNotFoundError:
+            continue
+    return count
+
+
+def _running_containers(upaths, net_name):
+    try:
+        listing = engine.get_json(upaths.socket, "/containers/json")
+    except (OSError, ValueError):
+        return ()
+    names = [n.lstrip("/") for c in listing for n in c.get("Names", [])[:1]]
+    return tuple(sorted(n for n in names if n != net_name))
+
+
+def observe(cfg, name, lease, now):
+    from .status import user_status
+
+    st = user_status(cfg, name, lease, now)
+    upaths = paths.for_user(cfg, name)
+    supervisor = lifecycle.spawner_for(cfg, upaths)
+    sessions = len(activity.open_sessions(upaths))
+    containers = _running_containers(upaths, cfg.net_container.name) if st.state == "up" else ()
+    processes = _user_processes(st.uid, set(supervisor.processes())) if st.uid >= 0 and st.state == "up" else 0
+    last = activity.last_active(upaths)
+    rec = supervisor.record()
+    if last is None and rec is not None:
+        last = rec.started_at
+    leftovers = st.state == "down" and st.bridge_present
+    return Observed(name, st.state, sessions, processes, containers, last, leftovers)
+
+
+# --- the pass ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    user: str
+    decision: Decision
+    done: bool            # the action was carried out (False in a dry run or when aborted)
+    freed_bytes: int = 0
+
+
+def reap_pass(cfg, only=None, dry_run=False, now=None):
+    now = time.time() if now is None else now
+    table = LeaseTable(str(cfg.paths.state_dir), cfg.daemon.lock_timeout).read()
+    names = [only] if only else known_users(cfg, table)
+    outcomes = [_one(cfg, name, table.get(name), dry_run, now) for name in names]
+    if not only:
+        outcomes += collect_orphans(cfg, table, dry_run)
+    return outcomes
+
+
+def _one(cfg, name, lease, dry_run, now):
+    o = observe(cfg, name, lease, now)
+    d = decide(o, cfg.reaper.idle_timeout, now)
+    upaths = paths.for_user(cfg, name)
+    if d.action == "keep" and not dry_run and (o.sessions or o.processes or o.containers):
+        activity.touch(upaths, now)  # activity seen by this pass counts as activity
+    if d.action in ("none", "keep") or dry_run:
+        if d.action == "keep":
+            log.info("kept %s: %s", name, d.reason)
+        return Outcome(name, d, False)
+    if d.action == "collect":
+        lifecycle.down(cfg, name)
+        log.info("collected %s: %s", name, d.reason)
+        return Outcome(name, d, True)
+    return _reap(cfg, name, d)
+
+
+def _reap(cfg, name, d):
+    """Stop an idle user, unless a login slipped in meanwhile.
+
+    The warm login check takes no lock, so the two sides use a flag: the
+    reaper raises `reaping` and then looks for sessions; a login records
+    its session and then looks for the flag (warm.is_up). At least one of
+    them sees the other: the reaper backs off, or the login takes the slow
+    path, which waits for this lock and brings the daemon back up.
+    """
+    upaths = paths.for_user(cfg, name)
+    flag = os.path.join(upaths.run_dir, "reaping")
+    with user_lock(cfg, name):
+        open(flag, "w").close()
+        try:
+            if activity.open_sessions(upaths):
+                log.info("kept %s: a session opened while reaping", name)
+                return Outcome(name, Decision("keep", "a session opened while reaping"), False)
+            supervisor = lifecycle.spawner_for(cfg, upaths)
+            freed = sum(proc.rss_bytes(p) for p in supervisor.processes())
+            lifecycle.down(cfg, name, locked=True)
+        finally:
+            try:
+                os.unlink(flag)
+            except FileNotFoundError:
+                pass
+    log.info("reaped %s: %s; freed %d MiB", name, d.reason, freed // 2**20)
+    return Outcome(name, d, True, freed)
+
+
+def collect_orphans(cfg, table, dry_run):
+    """berth's bridges and rules that belong to no lease: left by a crash or
+    a purge that failed half-way. Only what carries berth's marks is touched."""
+    from .firewall import Firewall
+
+    outcomes = []
+    leased_bridges = {paths.bridge_name(cfg, lease.uid) for lease in table.values()}
+    for name in bridge.berth_bridges(cfg.network.bridge_prefix):
+        if name not in leased_bridges:
+            d = Decision("collect", f"bridge {name} belongs to no lease")
+            if not dry_run:
+                bridge.remove_bridge(name)
+                log.info("removed orphan bridge %s", name)
+            outcomes.append(Outcome(name, d, not dry_run))
+    fw = Firewall(cfg)
+    for user in sorted(fw.users_with_rules() - set(table)):
+        d = Decision("collect", f"rules of {user} belong to no lease")
+        if not dry_run:
+            fw.remove_user(user)
+            log.info("removed orphan rules of %s", user)
+        outcomes.append(Outcome(user, d, not dry_run))
+    return outcomes
+
+
+def render(outcome, dry_run):
+    d = outcome.decision
+    if d.action == "reap":
+        verb = "would be reaped" if dry_run else ("reaped" if outcome.done else "kept")
+    elif d.action == "collect":
+        verb = "would be collected" if dry_run else "collected"
+    elif d.action == "keep":
+        verb = "kept"
+    else:
+        verb = "down"
+    line = f"{outcome.user} {verb}: {d.reason}" if d.action != "none" else f"{outcome.user}: down"
+    if outcome.freed_bytes:
+        line += f" ({outcome.freed_bytes // 2**20} MiB freed)"
+    return line

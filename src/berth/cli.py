@@ -152,8 +152,8 @@ def _this_berth():
     import shutil
 
     argv0 = sys.argv[0]
-    if os.path.basename(argv0) == "berth" and os.path.isabs(argv0):
-        return argv0
+    if os.path.basename(argv0) == "berth" and os.path.isfile(argv0):
+        return os.path.abspath(argv0)
     found = shutil.which("berth")
     if found:
         return os.path.abspath(found)
@@ -181,13 +181,21 @@ def _purge(args, cfg, out):
 def _install(args, cfg, out):
     from . import install
 
+    from .spawner import systemd_booted
+
     host = install.Host(args.root)
     services = tuple(args.pam_service or ("sshd",))
+    # Where systemd runs, the reaper gets a timer; elsewhere a cron file.
+    use_systemd = args.root == "/" and systemd_booted()
     if args.command == "install":
         config_path = args.config or os.environ.get(config_mod.ENV_VAR) or None
-        changes = install.plan_install(cfg, args.berth or _this_berth(), host.read, services, config_path)
+        changes = install.plan_install(cfg, args.berth or _this_berth(), host.read, services, config_path,
+                                       schedule="systemd" if use_systemd else "cron")
     else:
         changes = install.plan_uninstall(host.read, services)
+    timer = os.path.basename(install.REAP_TIMER)
+    if use_systemd and not args.dry_run and args.command == "uninstall":
+        install.systemctl("disable", "--now", timer)
     if not changes:
         print(f"nothing to do: berth is {'already' if args.command == 'install' else 'not'} installed", file=out)
         return
@@ -197,6 +205,10 @@ def _install(args, cfg, out):
         else:
             host.apply(change)
             print(change.summary[0].upper() + change.summary[1:], file=out)
+    if use_systemd and not args.dry_run:
+        install.systemctl("daemon-reload")
+        if args.command == "install":
+            install.systemctl("enable", "--now", timer)
     if args.command == "uninstall" and not args.dry_run:
         print(f"kept {install.CONFIG} and the users' data; remove them by hand if you want them gone", file=out)
 

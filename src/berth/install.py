@@ -19,6 +19,10 @@ MARK = "(added by 'berth install')"
 ENV_CONF = "/etc/berth/pam_env.conf"
 PROFILE = "/etc/profile.d/berth.sh"
 CONFIG = "/etc/berth/berth.toml"
+CRON = "/etc/cron.d/berth"
+REAP_SERVICE = "/etc/systemd/system/berth-reap.service"
+REAP_TIMER = "/etc/systemd/system/berth-reap.timer"
+SCHEDULES = {"cron": (CRON,), "systemd": (REAP_SERVICE, REAP_TIMER)}
 
 
 @dataclass(frozen=True)
@@ -73,11 +77,20 @@ def with_block(text, block):
     return base + ("\n" if base else "") + block
 
 
+def schedule_files(cfg, berth, config_path=None, schedule="cron"):
+    """The reaper's schedule: a cron file, or a systemd service + timer."""
+    # cron's global --config goes before the command; the unit's too.
+    arg = f" --config {config_path}" if config_path else ""
+    names = {CRON: "cron", REAP_SERVICE: "berth-reap.service", REAP_TIMER: "berth-reap.timer"}
+    return {path: _template(names[path]).replace("@BERTH@", berth).replace("@CONFIG_ARG@", arg)
+            .replace("@LOG_DIR@", str(cfg.paths.log_dir)) for path in SCHEDULES[schedule]}
+
+
 def pam_files(services):
     return [f"/etc/pam.d/{s}" for s in services]
 
 
-def plan_install(cfg, berth, read, services=("sshd",), config_path=None):
+def plan_install(cfg, berth, read, services=("sshd",), config_path=None, schedule="cron"):
     """Changes that make the host match; `read(path)` gives current text or None."""
     changes = []
     block = pam_block(cfg, berth, config_path)
@@ -89,9 +102,15 @@ def plan_install(cfg, berth, read, services=("sshd",), config_path=None):
         wanted = with_block(current, block)
         if wanted != current:
             changes.append(Change(path, wanted, f"add berth's session lines to {path}"))
-    for path, text in ((ENV_CONF, env_conf(cfg)), (PROFILE, profile_script(cfg))):
+    files = {ENV_CONF: env_conf(cfg), PROFILE: profile_script(cfg),
+             **schedule_files(cfg, berth, config_path, schedule)}
+    for path, text in files.items():
         if read(path) != text:
             changes.append(Change(path, text, f"write {path}"))
+    # A host that changed from cron to systemd (or back) keeps one schedule.
+    for other in SCHEDULES:
+        if other != schedule:
+            changes += [Change(p, None, f"remove {p}") for p in SCHEDULES[other] if _ours(read(p))]
     if read(CONFIG) is None and config_path is None:
         changes.append(Change(CONFIG, config_mod.example_text(), f"write the default config {CONFIG}"))
     return changes
@@ -103,11 +122,14 @@ def plan_uninstall(read, services=("sshd",)):
         current = read(path)
         if current is not None and BEGIN in current:
             changes.append(Change(path, strip_block(current), f"remove berth's session lines from {path}"))
-    for path in (ENV_CONF, PROFILE):
-        current = read(path)
-        if current and MARK in current.splitlines()[0]:
+    for path in (ENV_CONF, PROFILE, CRON, REAP_SERVICE, REAP_TIMER):
+        if _ours(read(path)):
             changes.append(Change(path, None, f"remove {path}"))
     return changes
+
+
+def _ours(text):
+    return bool(text) and MARK in text.splitlines()[0]
 
 
 class Host:
@@ -150,3 +172,12 @@ def describe(change):
             return f"would {change.summary}"
         return f"would {change.summary}:\n" + "".join(f"    {line}" for line in block.splitlines(keepends=True))
     return f"would {change.summary} ({len(change.content.splitlines())} lines)"
+
+
+def systemctl(*args):
+    import subprocess
+
+    r = subprocess.run(["systemctl", *args], capture_output=True, text=True)
+    if r.returncode != 0 and args[0] != "disable":  # disabling what is gone is fine
+        raise BerthError(f"systemctl {' '.join(args)} failed: {r.stderr.strip()}",
+                         hint="check 'systemctl status berth-reap.timer'")

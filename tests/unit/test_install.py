@@ -48,7 +48,8 @@ def test_install_twice_is_install_once_and_uninstall_restores():
     files = {"/etc/pam.d/sshd": SSHD}
     once = apply(files, install.plan_install(cfg, "/usr/local/bin/berth", fake_fs(files)))
     assert install.BEGIN in once["/etc/pam.d/sshd"] and once["/etc/pam.d/sshd"].startswith(SSHD)
-    assert set(once) == {"/etc/pam.d/sshd", install.ENV_CONF, install.PROFILE, install.CONFIG}
+    assert set(once) == {"/etc/pam.d/sshd", install.ENV_CONF, install.PROFILE, install.CONFIG, install.CRON}
+    assert "*/5 * * * * root /usr/local/bin/berth reap" in once[install.CRON]
     assert install.plan_install(cfg, "/usr/local/bin/berth", fake_fs(once)) == []
     gone = apply(once, install.plan_uninstall(fake_fs(once)))
     assert gone == {"/etc/pam.d/sshd": SSHD, install.CONFIG: once[install.CONFIG]}
@@ -100,3 +101,29 @@ def test_profile_script_is_silent_posix_sh(tmp_path):
         r = subprocess.run(["sh", "-c", script + '\necho "[$DOCKER_HOST]"'], env={**env, "DOCKER_HOST": "tcp://x"},
                            capture_output=True, text=True)
         assert r.stdout == "[tcp://x]\n"
+
+
+def test_systemd_hosts_get_a_timer_instead_of_cron():
+    cfg = config.Config()
+    files = {"/etc/pam.d/sshd": SSHD}
+    with_cron = apply(files, install.plan_install(cfg, "/b", fake_fs(files)))
+    with_timer = apply(with_cron, install.plan_install(cfg, "/b", fake_fs(with_cron), schedule="systemd"))
+    assert install.CRON not in with_timer
+    assert "ExecStart=/b reap" in with_timer[install.REAP_SERVICE]
+    assert "OnUnitActiveSec=5min" in with_timer[install.REAP_TIMER]
+    gone = apply(with_timer, install.plan_uninstall(fake_fs(with_timer)))
+    assert install.REAP_SERVICE not in gone and install.REAP_TIMER not in gone
+
+
+def test_reaper_units_pass_systemd_analyze_verify(tmp_path):
+    import shutil
+    import subprocess
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze not installed")
+    units = install.schedule_files(config.Config(), "/bin/true", schedule="systemd")
+    for path, text in units.items():
+        (tmp_path / os.path.basename(path)).write_text(text)
+    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "berth-reap.timer"),
+                        str(tmp_path / "berth-reap.service")], capture_output=True, text=True)
+    problems = [line for line in r.stderr.splitlines() if "berth-reap" in line]
+    assert problems == [], r.stderr

@@ -110,17 +110,22 @@ def bridge_exists(name):
     return os.path.isdir(f"/sys/class/net/{name}/bridge")
 
 
-def host_networks():
-    """IPv4 networks the host already uses: its addresses and main-table routes.
-
-    A default route is left out: it overlaps everything.
-    """
-    nets = set()
+def host_networks_by_link():
+    """(network, link name) for every IPv4 address and main-table route of
+    the host; a default route is left out (it overlaps everything)."""
+    found = set()
     with _ipr() as ipr:
+        names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
         for a in ipr.get_addr(family=AF_INET):
-            nets.add(ipaddress.IPv4Network(f"{a.get('address')}/{a['prefixlen']}", strict=False))
+            net = ipaddress.IPv4Network(f"{a.get('address')}/{a['prefixlen']}", strict=False)
+            found.add((net, names.get(a["index"])))
         for r in ipr.get_routes(family=AF_INET, table=MAIN_TABLE):
             dst, length = r.get("dst"), r["dst_len"]
             if dst and length:
-                nets.add(ipaddress.IPv4Network(f"{dst}/{length}", strict=False))
-    return sorted(nets)
+                found.add((ipaddress.IPv4Network(f"{dst}/{length}", strict=False), names.get(r.get("oif"))))
+    return sorted(found, key=lambda item: (item[0], item[1] or ""))
+
+
+def host_networks():
+    """IPv4 networks the host already uses (for choosing a free block)."""
+    return sorted({net for net, _ in host_networks_by_link()})

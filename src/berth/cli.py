@@ -21,6 +21,7 @@ EXAMPLES = {
     "reap": "berth reap --dry-run",
     "status": "berth status            # all users\n  berth status alice --json",
     "env": "eval \"$(berth env)\"     # DOCKER_HOST for the current user",
+    "doctor": "sudo berth doctor",
     "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
     "install": "sudo berth install --dry-run && sudo berth install",
     "uninstall": "sudo berth uninstall",
@@ -72,6 +73,9 @@ def build_parser():
     c = command("pam", "the PAM session hook (run by pam_exec; reads PAM_USER and PAM_TYPE); always exits 0")
     c.add_argument("--config", dest="pam_config", metavar="FILE", help=argparse.SUPPRESS)
     c.add_argument("--run-dir", metavar="DIR", help=argparse.SUPPRESS)
+    c = command("doctor", "check the host and the install; one line per check, each problem with its fix")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("--root", default="/", help=argparse.SUPPRESS)  # tests check an install in a temp dir
     c = command("config", "show the example config or check the current one")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--example", action="store_true", help="print a commented example config")
@@ -134,6 +138,17 @@ def run(args, cfg, out):
 
         account = users.resolve(args.user or _current_user(), cfg.users.min_uid)
         print(f"export DOCKER_HOST={paths.for_user(cfg, account.name).docker_host}", file=out)
+    elif args.command == "doctor":
+        from . import doctor
+
+        checks = doctor.run(cfg, args.root, _this_berth_or_none())
+        if args.json:
+            print(json.dumps({"checks": [c.to_json() for c in checks],
+                              "ok": not any(c.level == doctor.FAIL for c in checks)}, indent=2), file=out)
+        else:
+            for c in checks:
+                print(doctor.render(c), file=out)
+        return 1 if any(c.level == doctor.FAIL for c in checks) else 0
     elif args.command in ("install", "uninstall"):
         _install(args, cfg, out)
     elif args.command == "config":
@@ -176,6 +191,13 @@ def _purge(args, cfg, out):
             return
     released = lifecycle.purge(cfg, args.user)
     print(f"{args.user} is purged: {where} deleted" + (", subnet released" if released else ""), file=out)
+
+
+def _this_berth_or_none():
+    try:
+        return _this_berth()
+    except BerthError:
+        return None
 
 
 def _install(args, cfg, out):

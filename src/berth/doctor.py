@@ -1,0 +1,213 @@
+"""`berth doctor`: one line per check of the host and the install, each
+non-ok line with the fix. Each check gathers a fact or two and judges it;
+a check that cannot run says so rather than taking the others down."""
+
+import ipaddress
+import os
+import pwd
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+
+from . import bridge, install, pause, paths, spawner
+from .errors import BerthError
+from .fsutil import check_trusted
+from .leases import LeaseTable
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: str
+    detail: str
+    fix: str = ""
+
+    def to_json(self):
+        return asdict(self)
+
+
+def _version(binary, args=("--version",)):
+    r = subprocess.run([binary, *args], capture_output=True, text=True, timeout=10)
+    first = (r.stdout or r.stderr).strip().splitlines()
+    return first[0] if first else "?"
+
+
+def check_binaries(cfg):
+    out = []
+    search = os.environ.get("PATH", spawner.SYSTEM_PATH) + ":" + spawner.SYSTEM_PATH
+    for name in (cfg.daemon.dockerd, "containerd", "runc"):
+        found = name if os.path.isabs(name) and os.access(name, os.X_OK) else shutil.which(name, path=search)
+        if found:
+            out.append(Check(os.path.basename(name), OK, f"{_version(found)} ({found})"))
+        else:
+            out.append(Check(os.path.basename(name), FAIL, f"{name} not found",
+                             "apt-get install docker.io (or set [daemon].dockerd)"))
+    try:
+        recipe = pause.find_recipe()
+        out.append(Check("pause image", OK, f"static {recipe.binary} → {recipe.tag}"))
+    except BerthError as e:
+        out.append(Check("pause image", FAIL, e.message, "apt-get install catatonit"))
+    return out
+
+
+def check_kernel():
+    out = []
+    has_bridge = os.path.isdir("/sys/module/bridge") or os.path.isdir("/sys/class/net/docker0/bridge")
+    out.append(Check("kernel: bridge", OK if has_bridge else WARN,
+                     "bridge support loaded" if has_bridge else "the bridge module is not loaded",
+                     "" if has_bridge else "modprobe bridge"))
+    with open("/proc/filesystems") as f:
+        overlay = "overlay" in f.read()
+    out.append(Check("kernel: overlayfs", OK if overlay else FAIL,
+                     "overlay filesystem available" if overlay else "no overlay filesystem (dockerd's overlay2 needs it)",
+                     "" if overlay else "modprobe overlay"))
+    try:
+        from .firewall import _iptc
+        iptc = _iptc()
+        iptc.Table(iptc.Table.NAT).refresh()
+        out.append(Check("kernel: netfilter NAT", OK, "iptables nat table usable (legacy backend, via libiptc)"))
+    except Exception as e:  # any failure here is the finding
+        out.append(Check("kernel: netfilter NAT", FAIL, f"the nat table is not usable: {e}",
+                         "modprobe iptable_nat; apt-get install iptables"))
+    return out
+
+
+def nft_forward_policy(text):
+    """The policy of FORWARD in `iptables-nft -S FORWARD` output, or None."""
+    m = re.search(r"^-P FORWARD (\w+)", text, re.M)
+    return m.group(1) if m else None
+
+
+def check_iptables_backend(cfg):
+    out = []
+    iptables = shutil.which("iptables", path=spawner.SYSTEM_PATH)
+    if not iptables:
+        return [Check("iptables backend", WARN, "no iptables command", "apt-get install iptables")]
+    version = _version(iptables)
+    backend = "nf_tables" if "nf_tables" in version else "legacy"
+    out.append(Check("iptables backend", OK, f"{version}; berth writes the legacy tables (libiptc)"))
+    nft = shutil.which("iptables-nft", path=spawner.SYSTEM_PATH)
+    if backend == "nf_tables" and nft:
+        r = subprocess.run([nft, "-S", "FORWARD"], capture_output=True, text=True, timeout=10)
+        if nft_forward_policy(r.stdout) == "DROP":
+            pool = cfg.network.pool
+            out.append(Check(
+                "nf_tables FORWARD policy", WARN,
+                "the nf_tables FORWARD chain drops by default (the system Docker sets that); "
+                "berth's ACCEPT rules live in the legacy tables and cannot override it, "
+                "so users' containers get no outside network",
+                f"iptables-nft -I FORWARD -s {pool} -j ACCEPT && "
+                f"iptables-nft -I FORWARD -d {pool} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"))
+    return out
+
+
+def check_pool(cfg):
+    berth_links = set(bridge.berth_bridges(cfg.network.bridge_prefix))
+    clashes = [(net, link) for net, link in bridge.host_networks_by_link()
+               if link not in berth_links and ipaddress.IPv4Network(net).overlaps(cfg.network.pool)]
+    if not clashes:
+        return [Check("address pool", OK, f"{cfg.network.pool} overlaps no host address or route")]
+    net, link = clashes[0]
+    return [Check("address pool", FAIL, f"{cfg.network.pool} overlaps {net} on {link or 'a route'}",
+                  "choose a free range for [network].pool (berth skips those blocks, but users expect it whole)")]
+
+
+def check_install(cfg, root, berth_path):
+    host = install.Host(root)
+    out = []
+    pam_hits = [p for p in ("/etc/pam.d/sshd", "/etc/pam.d/common-session")
+                if install.BEGIN in (host.read(p) or "")]
+    if not pam_hits:
+        out.append(Check("PAM lines", WARN, "no berth lines in /etc/pam.d/sshd or common-session",
+                         "berth install"))
+    else:
+        text = host.read(pam_hits[0])
+        exe = re.search(r"pam_exec\.so .*?(/\S+) pam", text)
+        named = exe.group(1) if exe else "?"
+        if berth_path and named != berth_path:
+            out.append(Check("PAM lines", WARN, f"{pam_hits[0]} runs {named}, not this berth ({berth_path})",
+                             "berth install (rewrites the line)"))
+        elif not os.path.exists(named):
+            out.append(Check("PAM lines", FAIL, f"{pam_hits[0]} runs {named}, which does not exist",
+                             "berth install"))
+        else:
+            out.append(Check("PAM lines", OK, f"{pam_hits[0]} runs {named}"))
+    for path, what in ((install.ENV_CONF, "pam_env conf"), (install.PROFILE, "profile.d script")):
+        ok = install._ours(host.read(path))
+        out.append(Check(what, OK if ok else WARN, path + (" in place" if ok else " missing"),
+                         "" if ok else "berth install"))
+    schedules = [p for p in (install.CRON, install.REAP_TIMER) if install._ours(host.read(p))]
+    out.append(Check("reaper schedule", OK if schedules else WARN,
+                     ", ".join(schedules) if schedules else "no cron file or systemd timer for berth reap",
+                     "" if schedules else "berth install"))
+    return out
+
+
+def check_dirs(cfg):
+    out = []
+    for d in (cfg.paths.state_dir, cfg.paths.run_dir, *_user_run_dirs(cfg)):
+        try:
+            check_trusted(str(d))
+        except FileNotFoundError:
+            continue
+        except BerthError as e:
+            out.append(Check("ownership", FAIL, e.message, e.hint))
+    if not out:
+        out.append(Check("ownership", OK, f"{cfg.paths.state_dir} and {cfg.paths.run_dir} are root's alone"))
+    return out
+
+
+def _user_run_dirs(cfg):
+    try:
+        return [os.path.join(cfg.paths.run_dir, d) for d in sorted(os.listdir(cfg.paths.run_dir))]
+    except FileNotFoundError:
+        return []
+
+
+def check_leases_and_orphans(cfg):
+    out = []
+    try:
+        table = LeaseTable(str(cfg.paths.state_dir)).read()
+    except BerthError as e:
+        return [Check("leases", FAIL, e.message, e.hint)]
+    out.append(Check("leases", OK, f"{len(table)} lease(s) in {cfg.paths.state_dir}/leases.json"))
+    for user in sorted(table):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            out.append(Check("orphan lease", WARN, f"{user} holds {table[user].block} but no longer exists",
+                             f"berth down --purge --yes {user}"))
+    leased = {paths.bridge_name(cfg, lease.uid) for lease in table.values()}
+    for name in bridge.berth_bridges(cfg.network.bridge_prefix):
+        if name not in leased:
+            out.append(Check("orphan bridge", WARN, f"bridge {name} belongs to no lease", "berth reap"))
+    try:
+        from .firewall import Firewall
+        for user in sorted(Firewall(cfg).users_with_rules() - set(table)):
+            out.append(Check("orphan rules", WARN, f"iptables rules of {user} belong to no lease", "berth reap"))
+    except BerthError:
+        pass  # reported by the NAT check
+    return out
+
+
+def run(cfg, root="/", berth_path=None):
+    checks = []
+    for step in (lambda: check_binaries(cfg), check_kernel, lambda: check_iptables_backend(cfg),
+                 lambda: check_pool(cfg), lambda: check_install(cfg, root, berth_path),
+                 lambda: check_dirs(cfg), lambda: check_leases_and_orphans(cfg)):
+        try:
+            checks += step()
+        except Exception as e:  # one broken check must not hide the others
+            checks.append(Check("doctor", WARN, f"a check could not run: {type(e).__name__}: {e}",
+                                "rerun with --debug and report it"))
+    return checks
+
+
+def render(check):
+    line = f"{check.level:<4}  {check.name}: {check.detail}"
+    if check.level != OK and check.fix:
+        line += f"\n      fix: {check.fix}"
+    return line

@@ -1,0 +1,116 @@
+"""berth doctor on a healthy install, then with one fault at a time."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from berth import bridge
+from berth.leases import LeaseTable
+
+
+@pytest.fixture(scope="module")
+def sysroot(harness):
+    """An install (`berth install`) into a directory of the test's own."""
+    root = os.path.join(harness.root, "sysroot")
+    os.makedirs(os.path.join(root, "etc/pam.d"))
+    shutil.copy("/etc/pam.d/sshd", os.path.join(root, "etc/pam.d/sshd"))
+    berth = os.path.join(os.path.dirname(sys.executable), "berth")
+    harness.berth("install", "--root", root, "--berth", berth)
+    return root
+
+
+def doctor(harness, sysroot, config=None):
+    r = harness.berth("doctor", "--root", sysroot, "--json", config=config, check=False)
+    return r.returncode, json.loads(r.stdout)["checks"]
+
+
+def problems(checks):
+    return [c for c in checks if c["level"] != "ok"]
+
+
+def test_healthy_install_is_all_ok(harness, sysroot):
+    code, checks = doctor(harness, sysroot)
+    assert problems(checks) == [] and code == 0
+    names = {c["name"] for c in checks}
+    for expected in ("dockerd", "containerd", "runc", "pause image", "kernel: bridge", "kernel: overlayfs",
+                     "kernel: netfilter NAT", "iptables backend", "address pool", "PAM lines", "pam_env conf",
+                     "profile.d script", "reaper schedule", "ownership", "leases"):
+        assert expected in names
+    text = harness.berth("doctor", "--root", sysroot).stdout
+    assert all(line.startswith("ok ") for line in text.splitlines())
+
+
+def test_missing_dockerd(harness, sysroot):
+    cfg = harness.write_config("doctor-nodockerd.toml", dockerd="dockerd-not-installed")
+    code, checks = doctor(harness, sysroot, cfg)
+    (bad,) = problems(checks)
+    assert code == 1 and bad["level"] == "FAIL" and "dockerd-not-installed not found" in bad["detail"]
+    assert "apt-get install docker.io" in bad["fix"]
+
+
+def test_pool_overlapping_a_host_network(harness, sysroot):
+    name = f"{harness.bridge_prefix}x"
+    net = list(harness.pool.subnets(new_prefix=24))[-1]
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{net[1]}/24", "dev", name], check=True)
+        code, checks = doctor(harness, sysroot)
+        (bad,) = problems(checks)
+        assert code == 1 and bad["name"] == "address pool" and f"overlaps {net} on {name}" in bad["detail"]
+        assert "[network].pool" in bad["fix"]
+    finally:
+        bridge.remove_bridge(name)
+
+
+def test_lease_of_a_deleted_user(harness, sysroot):
+    cfg = harness.cfg()
+    table = LeaseTable(str(cfg.paths.state_dir))
+    table.acquire("btghostuser", 4242, cfg.network.pool, 24, lambda: [])
+    try:
+        code, checks = doctor(harness, sysroot)
+        (bad,) = problems(checks)
+        assert bad["level"] == "warn" and "btghostuser" in bad["detail"] and "no longer exists" in bad["detail"]
+        assert bad["fix"] == "berth down --purge --yes btghostuser"
+    finally:
+        table.release("btghostuser")
+
+
+def test_leftover_bridge(harness, sysroot):
+    name = f"{harness.bridge_prefix}99997"
+    bridge.ensure_bridge(name, "192.0.2.5/30", "someone")
+    try:
+        code, checks = doctor(harness, sysroot)
+        (bad,) = problems(checks)
+        assert bad["name"] == "orphan bridge" and name in bad["detail"] and bad["fix"] == "berth reap"
+    finally:
+        bridge.remove_bridge(name)
+
+
+def test_user_writable_runtime_dir(harness, sysroot):
+    d = os.path.join(harness.root, "run", "btsomeone")
+    os.makedirs(d)
+    os.chmod(d, 0o777)
+    try:
+        code, checks = doctor(harness, sysroot)
+        (bad,) = problems(checks)
+        assert code == 1 and bad["level"] == "FAIL" and d in bad["detail"]
+        assert f"chmod go-w {d}" in bad["fix"]
+    finally:
+        os.rmdir(d)
+
+
+def test_missing_login_hook(harness, sysroot):
+    env_conf = os.path.join(sysroot, "etc/berth/pam_env.conf")
+    saved = open(env_conf).read()
+    os.unlink(env_conf)
+    try:
+        code, checks = doctor(harness, sysroot)
+        (bad,) = problems(checks)
+        assert code == 0 and bad["level"] == "warn" and bad["fix"] == "berth install"
+    finally:
+        with open(env_conf, "w") as f:
+            f.write(saved)

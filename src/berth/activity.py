@@ -58,8 +58,9 @@ def session_closed(upaths, pid, now=None):
         touch(upaths, now)
 
 
-def open_sessions(upaths):
-    """Sessions whose opening process still runs; stale ones are dropped."""
+def open_sessions(upaths, prune=True):
+    """Sessions whose opening process still runs; stale ones are dropped
+    (unless `prune` is off: a reader that is not root cannot)."""
     try:
         names = os.listdir(_sessions_dir(upaths))
     except FileNotFoundError:
@@ -69,6 +70,6 @@ def open_sessions(upaths):
         pid, _, ticks = name.partition("-")
         if pid.isdigit() and ticks.isdigit() and proc.alive(int(pid), int(ticks)):
             live.append(name)
-        else:
+        elif prune:
             remove(os.path.join(_sessions_dir(upaths), name))
     return sorted(live)

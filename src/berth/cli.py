@@ -22,6 +22,7 @@ EXAMPLES = {
     "status": "berth status            # all users\n  berth status alice --json",
     "env": "eval \"$(berth env)\"     # DOCKER_HOST for the current user",
     "doctor": "sudo berth doctor",
+    "logs": "sudo berth logs alice -n 50 -f",
     "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
     "install": "sudo berth install --dry-run && sudo berth install",
     "uninstall": "sudo berth uninstall",
@@ -73,6 +74,10 @@ def build_parser():
     c = command("pam", "the PAM session hook (run by pam_exec; reads PAM_USER and PAM_TYPE); always exits 0")
     c.add_argument("--config", dest="pam_config", metavar="FILE", help=argparse.SUPPRESS)
     c.add_argument("--run-dir", metavar="DIR", help=argparse.SUPPRESS)
+    c = command("logs", "show a user's dockerd log")
+    c.add_argument("user")
+    c.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
+    c.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
     c = command("doctor", "check the host and the install; one line per check, each problem with its fix")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.add_argument("--root", default="/", help=argparse.SUPPRESS)  # tests check an install in a temp dir
@@ -128,16 +133,18 @@ def run(args, cfg, out):
             users.check_name(args.user)
         rows = status.collect(cfg, only=args.user)
         if args.json:
-            print(json.dumps({"users": [r.to_json() for r in rows]}, indent=2), file=out)
+            print(json.dumps(status.to_json(cfg, rows), indent=2), file=out)
         elif args.user:
             print(status.render_detail(rows[0]), file=out)
         else:
-            print(status.render_table(rows), file=out)
+            print(status.render_table(cfg, rows), file=out)
     elif args.command == "env":
         from . import paths, users
 
         account = users.resolve(args.user or _current_user(), cfg.users.min_uid)
         print(f"export DOCKER_HOST={paths.for_user(cfg, account.name).docker_host}", file=out)
+    elif args.command == "logs":
+        _logs(args, cfg, out)
     elif args.command == "doctor":
         from . import doctor
 
@@ -191,6 +198,35 @@ def _purge(args, cfg, out):
             return
     released = lifecycle.purge(cfg, args.user)
     print(f"{args.user} is purged: {where} deleted" + (", subnet released" if released else ""), file=out)
+
+
+def _logs(args, cfg, out):
+    from . import logs, paths, users
+
+    users.check_name(args.user)
+    path = paths.for_user(cfg, args.user).log_file
+    if args.lines is not None and args.lines < 0:
+        raise BerthError("-n takes a number of lines, 0 or more", hint="e.g. berth logs alice -n 50")
+    try:
+        if args.lines is None:
+            with open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = b"".join(logs.last_lines(path, args.lines))
+    except FileNotFoundError:
+        raise BerthError(f"{args.user} has no dockerd log yet ({path})",
+                         hint=f"it appears with their first daemon: berth up {args.user}") from None
+    except PermissionError:
+        raise BerthError(f"cannot read {path}", hint="dockerd logs are root's: sudo berth logs ...") from None
+    sink = getattr(out, "buffer", None)
+    write = sink.write if sink else (lambda b: out.write(b.decode(errors="replace")))
+    write(data)
+    out.flush()
+    if args.follow:
+        try:
+            logs.follow(path, lambda b: (write(b), out.flush()))
+        except KeyboardInterrupt:
+            pass
 
 
 def _this_berth_or_none():

@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from . import blocks, bridge, daemonjson, engine, netcontainer, paths, record, spawner, users
+from . import activity, blocks, bridge, daemonjson, engine, netcontainer, paths, record, spawner, users
 from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir
 from .leases import LeaseTable
@@ -128,6 +128,8 @@ def up(cfg, name, now=time.monotonic):
             _hand_socket(upaths, account)
             net_ip = _ensure_net_container(cfg, upaths)
             undo.pop_all()
+        if started:
+            activity.touch(upaths)  # a daemon just brought up is not idle
 
     result = UpResult(account.name, str(lease.block), br, rec.pid, net_ip,
                       upaths.docker_host, started, now() - t0)

@@ -7,26 +7,33 @@ import pwd
 import time
 from dataclasses import asdict, dataclass
 
-from . import bridge, engine, netcontainer, paths
+from . import activity, blocks, bridge, engine, netcontainer, paths, proc
 from .lifecycle import leases, spawner_for
 
 log = logging.getLogger(__name__)
 
 
+SCHEMA_VERSION = 1
+
+
 @dataclass(frozen=True)
 class UserStatus:
+    """One user's row; its fields are the stable JSON schema (README)."""
     user: str
     uid: int
-    block: str
+    state: str                    # up | starting | dead | down
+    block: str                    # "" when the user holds no lease
     bridge: str
-    state: str            # up | starting | dead | down
-    pid: int | None
-    containers_running: int | None
-    uptime_seconds: float | None
+    bridge_present: bool
     net_ip: str
+    pid: int | None               # dockerd's pid
+    containers_running: int | None  # the net container included
+    memory_bytes: int             # RSS of dockerd, containerd, shims and containers
+    sessions: int                 # open login sessions
+    uptime_seconds: float | None
+    idle_seconds: float | None    # since the last activity; 0 while a session is open
     docker_host: str
     log_file: str
-    bridge_present: bool
 
     def to_json(self):
         return asdict(self)
@@ -54,14 +61,14 @@ def _uid(name, lease):
 def user_status(cfg, name, lease, now=None):
     now = time.time() if now is None else now
     upaths = paths.for_user(cfg, name)
-    spawner = spawner_for(cfg, upaths)
+    supervisor = spawner_for(cfg, upaths)
     uid = _uid(name, lease)
     br = paths.bridge_name(cfg, uid) if uid >= 0 else ""
-    rec = spawner.running()
+    rec = supervisor.running()
     state, running, net_ip = "down", None, ""
     if rec is not None:
         state = "up" if engine.ping(upaths.socket) else "starting"
-    elif spawner.record() is not None:
+    elif supervisor.record() is not None:
         state = "dead"
     if state == "up":
         try:
@@ -70,18 +77,51 @@ def user_status(cfg, name, lease, now=None):
             net_ip = netcontainer.ip_from_inspect(net)
         except (OSError, ValueError) as e:
             log.debug("status of %s: %s", name, e)
+    memory = sum(proc.rss_bytes(p) for p in supervisor.processes()) if rec else 0
+    sessions = len(activity.open_sessions(upaths, prune=os.geteuid() == 0))
+    last = activity.last_active(upaths) or (rec.started_at if rec else None)
     return UserStatus(
-        user=name, uid=uid, block=str(lease.block) if lease else "", bridge=br, state=state,
-        pid=rec.pid if rec else None, containers_running=running,
+        user=name, uid=uid, state=state, block=str(lease.block) if lease else "", bridge=br,
+        bridge_present=bool(br) and bridge.bridge_exists(br), net_ip=net_ip,
+        pid=rec.pid if rec else None, containers_running=running, memory_bytes=memory, sessions=sessions,
         uptime_seconds=round(now - rec.started_at, 1) if rec else None,
-        net_ip=net_ip, docker_host=upaths.docker_host, log_file=upaths.log_file,
-        bridge_present=bool(br) and bridge.bridge_exists(br))
+        idle_seconds=0.0 if sessions else (round(max(0.0, now - last), 1) if last else None),
+        docker_host=upaths.docker_host, log_file=upaths.log_file)
 
 
 def collect(cfg, only=None, now=None):
+    """Every user's status; for a user who is not root, only their own."""
     table = leases(cfg).read()
+    if os.geteuid() != 0:
+        only = pwd.getpwuid(os.getuid()).pw_name
     names = [only] if only else known_users(cfg, table)
     return [user_status(cfg, n, table.get(n), now) for n in names]
+
+
+def summary(cfg, rows):
+    table = leases(cfg).read()
+    return {
+        "users": len(rows),
+        "up": sum(1 for r in rows if r.state == "up"),
+        "memory_bytes": sum(r.memory_bytes for r in rows),
+        "pool": str(cfg.network.pool),
+        "blocks_leased": len(table),
+        "blocks_total": blocks.pool_size(cfg.network.pool, cfg.network.block_prefix),
+    }
+
+
+def to_json(cfg, rows):
+    return {"schema": SCHEMA_VERSION, "users": [r.to_json() for r in rows], "summary": summary(cfg, rows)}
+
+
+def human_bytes(n):
+    if not n:
+        return "-"
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def human_duration(seconds):
@@ -101,18 +141,20 @@ def _dash(value):
     return "-" if value in (None, "") else str(value)
 
 
-COLUMNS = ("USER", "UID", "BLOCK", "BRIDGE", "STATE", "PID", "RUNNING", "UPTIME")
+COLUMNS = ("USER", "UID", "STATE", "BLOCK", "BRIDGE", "NET-IP", "PID", "RUNNING", "MEMORY", "UPTIME", "IDLE")
 
 
-def render_table(rows):
+def render_table(cfg, rows):
     lines = [COLUMNS]
     for r in rows:
-        lines.append((r.user, str(r.uid), _dash(r.block), _dash(r.bridge), r.state, _dash(r.pid),
-                      _dash(r.containers_running), human_duration(r.uptime_seconds)))
+        lines.append((r.user, str(r.uid), r.state, _dash(r.block), _dash(r.bridge), _dash(r.net_ip), _dash(r.pid),
+                      _dash(r.containers_running), human_bytes(r.memory_bytes), human_duration(r.uptime_seconds),
+                      "active" if r.sessions else human_duration(r.idle_seconds)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
-    up = sum(1 for r in rows if r.state == "up")
-    out.append(f"{len(rows)} user(s), {up} up")
+    s = summary(cfg, rows)
+    out.append(f"{s['users']} user(s), {s['up']} up, {human_bytes(s['memory_bytes'])} in all; "
+               f"pool {s['pool']}: {s['blocks_leased']}/{s['blocks_total']} blocks leased")
     return "\n".join(out)
 
 
@@ -120,8 +162,10 @@ def render_detail(r):
     pairs = (
         ("user", f"{r.user} (uid {r.uid})"), ("state", r.state), ("block", _dash(r.block)),
         ("bridge", f"{_dash(r.bridge)}{'' if r.bridge_present else ' (absent)'}"),
-        ("dockerd pid", _dash(r.pid)), ("uptime", human_duration(r.uptime_seconds)),
-        ("containers running", _dash(r.containers_running)), ("net container IP", _dash(r.net_ip)),
+        ("net container IP", _dash(r.net_ip)), ("dockerd pid", _dash(r.pid)),
+        ("containers running", _dash(r.containers_running)), ("memory", human_bytes(r.memory_bytes)),
+        ("sessions open", str(r.sessions)), ("uptime", human_duration(r.uptime_seconds)),
+        ("idle for", "active" if r.sessions else human_duration(r.idle_seconds)),
         ("DOCKER_HOST", r.docker_host), ("log", r.log_file),
     )
     width = max(len(k) for k, _ in pairs)

@@ -1,39 +1,52 @@
-from berth import status
+from berth import config, status
 
 
 def row(**kw):
-    base = dict(user="alice", uid=1001, block="10.213.0.0/24", bridge="bth1001", state="up", pid=42,
-                containers_running=2, uptime_seconds=3725.0, net_ip="10.213.0.2",
-                docker_host="unix:///run/berth/alice/docker.sock", log_file="/var/log/berth/alice.log",
-                bridge_present=True)
+    base = dict(user="alice", uid=1001, state="up", block="10.213.0.0/24", bridge="bth1001", bridge_present=True,
+                net_ip="10.213.0.2", pid=42, containers_running=2, memory_bytes=130 * 2**20, sessions=0,
+                uptime_seconds=3725.0, idle_seconds=125.0,
+                docker_host="unix:///run/berth/alice/docker.sock", log_file="/var/log/berth/alice.log")
     base.update(kw)
     return status.UserStatus(**base)
 
 
-def test_human_duration():
+def test_human_units():
     assert status.human_duration(None) == "-"
     assert status.human_duration(5) == "5s"
     assert status.human_duration(125) == "2m05s"
     assert status.human_duration(3725) == "1h02m"
     assert status.human_duration(90000) == "1d1h"
+    assert status.human_bytes(0) == "-"
+    assert status.human_bytes(130 * 2**20) == "130 MiB"
+    assert status.human_bytes(3 * 2**30) == "3.0 GiB"
 
 
-def test_table_has_header_rows_and_summary():
-    text = status.render_table([row(), row(user="bob", uid=1002, state="down", pid=None,
-                                           containers_running=None, uptime_seconds=None)])
+def test_table_has_header_rows_and_summary(tmp_path):
+    cfg = config.parse({"paths": {"state_dir": str(tmp_path)}})
+    text = status.render_table(cfg, [row(), row(user="bob", uid=1002, state="down", pid=None, net_ip="",
+                                                containers_running=None, memory_bytes=0, uptime_seconds=None,
+                                                sessions=1)])
     lines = text.splitlines()
     assert lines[0].split() == list(status.COLUMNS)
-    assert lines[1].split() == ["alice", "1001", "10.213.0.0/24", "bth1001", "up", "42", "2", "1h02m"]
-    assert lines[2].split()[4:] == ["down", "-", "-", "-"]
-    assert lines[-1] == "2 user(s), 1 up"
+    assert lines[1].split() == ["alice", "1001", "up", "10.213.0.0/24", "bth1001", "10.213.0.2", "42", "2",
+                                "130", "MiB", "1h02m", "2m05s"]
+    assert lines[2].split()[2] == "down" and lines[2].split()[-1] == "active"
+    assert lines[-1] == "2 user(s), 1 up, 130 MiB in all; pool 10.213.0.0/16: 0/256 blocks leased"
 
 
-def test_detail_shows_block_ip_and_docker_host():
+def test_detail_shows_block_ip_docker_host_and_log():
     text = status.render_detail(row())
-    assert "10.213.0.0/24" in text and "10.213.0.2" in text
-    assert "unix:///run/berth/alice/docker.sock" in text
+    for needle in ("10.213.0.0/24", "10.213.0.2", "unix:///run/berth/alice/docker.sock",
+                   "/var/log/berth/alice.log", "130 MiB", "idle for"):
+        assert needle in text
 
 
-def test_json_schema_keys():
-    assert set(row().to_json()) == {"user", "uid", "block", "bridge", "state", "pid", "containers_running",
-                                    "uptime_seconds", "net_ip", "docker_host", "log_file", "bridge_present"}
+def test_json_schema_is_stable(tmp_path):
+    cfg = config.parse({"paths": {"state_dir": str(tmp_path)}})
+    doc = status.to_json(cfg, [row()])
+    assert doc["schema"] == 1
+    assert set(doc["users"][0]) == {
+        "user", "uid", "state", "block", "bridge", "bridge_present", "net_ip", "pid", "containers_running",
+        "memory_bytes", "sessions", "uptime_seconds", "idle_seconds", "docker_host", "log_file"}
+    assert doc["summary"] == {"users": 1, "up": 1, "memory_bytes": 130 * 2**20, "pool": "10.213.0.0/16",
+                              "blocks_leased": 0, "blocks_total": 256}

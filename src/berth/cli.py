@@ -22,6 +22,7 @@ EXAMPLES = {
     "status": "berth status            # all users\n  berth status alice --json",
     "env": "eval \"$(berth env)\"     # DOCKER_HOST for the current user",
     "doctor": "sudo berth doctor",
+    "demo": "sudo berth demo",
     "logs": "sudo berth logs alice -n 50 -f",
     "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
     "install": "sudo berth install --dry-run && sudo berth install",
@@ -78,6 +79,8 @@ def build_parser():
     c.add_argument("user")
     c.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
     c.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
+    c = command("demo", "show the idea end to end with two throwaway users, then clean up")
+    c.add_argument("--keep", action="store_true", help="leave the two users and their daemons in place")
     c = command("doctor", "check the host and the install; one line per check, each problem with its fix")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.add_argument("--root", default="/", help=argparse.SUPPRESS)  # tests check an install in a temp dir
@@ -145,6 +148,10 @@ def run(args, cfg, out):
         print(f"export DOCKER_HOST={paths.for_user(cfg, account.name).docker_host}", file=out)
     elif args.command == "logs":
         _logs(args, cfg, out)
+    elif args.command == "demo":
+        from .demo import Demo
+
+        Demo(cfg, out, keep=args.keep).run()
     elif args.command == "doctor":
         from . import doctor
 

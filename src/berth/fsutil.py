@@ -51,7 +51,10 @@ def atomic_write(path, data, mode=0o644):
     # alone, O_EXCL refuses anything in the way, and tempfile's import is not
     # free on the login path.
     tmp = os.path.join(directory, f".tmp-{os.getpid()}-{time.monotonic_ns()}-{os.path.basename(path)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise _write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
@@ -59,17 +62,29 @@ def atomic_write(path, data, mode=0o644):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from None
         raise
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _write_error(path, e):
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = f"free some space on the filesystem of {os.path.dirname(path)} (df -h {os.path.dirname(path)})"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "run berth as root, on a writable filesystem"
+    else:
+        hint = "check the filesystem and the [paths] of the config"
+    return BerthError(f"cannot write {path}: {e.strerror}; nothing was changed", hint=hint)
 
 
 def read_trusted(path):

@@ -19,6 +19,7 @@ MARK = "(added by 'berth install')"
 ENV_CONF = "/etc/berth/pam_env.conf"
 PROFILE = "/etc/profile.d/berth.sh"
 CONFIG = "/etc/berth/berth.toml"
+COMPLETION = "/usr/share/bash-completion/completions/berth"
 CRON = "/etc/cron.d/berth"
 REAP_SERVICE = "/etc/systemd/system/berth-reap.service"
 REAP_TIMER = "/etc/systemd/system/berth-reap.timer"
@@ -102,7 +103,7 @@ def plan_install(cfg, berth, read, services=("sshd",), config_path=None, schedul
         wanted = with_block(current, block)
         if wanted != current:
             changes.append(Change(path, wanted, f"add berth's session lines to {path}"))
-    files = {ENV_CONF: env_conf(cfg), PROFILE: profile_script(cfg),
+    files = {ENV_CONF: env_conf(cfg), PROFILE: profile_script(cfg), COMPLETION: _template("berth.bash"),
              **schedule_files(cfg, berth, config_path, schedule)}
     for path, text in files.items():
         if read(path) != text:
@@ -122,7 +123,7 @@ def plan_uninstall(read, services=("sshd",)):
         current = read(path)
         if current is not None and BEGIN in current:
             changes.append(Change(path, strip_block(current), f"remove berth's session lines from {path}"))
-    for path in (ENV_CONF, PROFILE, CRON, REAP_SERVICE, REAP_TIMER):
+    for path in (ENV_CONF, PROFILE, COMPLETION, CRON, REAP_SERVICE, REAP_TIMER):
         if _ours(read(path)):
             changes.append(Change(path, None, f"remove {path}"))
     return changes

@@ -48,7 +48,8 @@ def test_install_twice_is_install_once_and_uninstall_restores():
     files = {"/etc/pam.d/sshd": SSHD}
     once = apply(files, install.plan_install(cfg, "/usr/local/bin/berth", fake_fs(files)))
     assert install.BEGIN in once["/etc/pam.d/sshd"] and once["/etc/pam.d/sshd"].startswith(SSHD)
-    assert set(once) == {"/etc/pam.d/sshd", install.ENV_CONF, install.PROFILE, install.CONFIG, install.CRON}
+    assert set(once) == {"/etc/pam.d/sshd", install.ENV_CONF, install.PROFILE, install.CONFIG, install.CRON,
+                         install.COMPLETION}
     assert "*/5 * * * * root /usr/local/bin/berth reap" in once[install.CRON]
     assert install.plan_install(cfg, "/usr/local/bin/berth", fake_fs(once)) == []
     gone = apply(once, install.plan_uninstall(fake_fs(once)))
@@ -127,3 +128,19 @@ def test_reaper_units_pass_systemd_analyze_verify(tmp_path):
                         str(tmp_path / "berth-reap.service")], capture_output=True, text=True)
     problems = [line for line in r.stderr.splitlines() if "berth-reap" in line]
     assert problems == [], r.stderr
+
+
+def test_bash_completion(tmp_path):
+    import subprocess
+    script = install._template("berth.bash")
+
+    def complete(*words):
+        line = " ".join(words)
+        cmd = (f"{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _berth; echo \"${{COMPREPLY[*]}}\"")
+        return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True).stdout.split()
+
+    assert complete("berth", "u") == ["up", "uninstall"]
+    assert complete("berth", "down", "--p") == ["--purge"]
+    assert complete("berth", "reap", "--d") == ["--dry-run"]
+    assert complete("berth", "--config", "/etc/x.toml", "st") == ["status"]
+    assert "--json" in complete("berth", "doctor", "--")

@@ -22,13 +22,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
+sys.path.insert(0, HERE)
 
 from berth import config, lifecycle, pause, paths, proc  # noqa: E402
+from scratch import Scratch  # noqa: E402
 
 SEED = r"""
 set -e
@@ -74,15 +75,9 @@ def main():
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs berth")
     args = ap.parse_args()
 
-    tag = "%03x" % (os.getpid() % 4096)
-    root = tempfile.mkdtemp(prefix=f"btbench{tag}", dir="/tmp")
+    bench = Scratch("bench", "10.254.64.0/20", args.python)
+    tag, root = bench.tag, bench.root
     user = f"btbench{tag}"
-    cfg_path = os.path.join(root, "berth.toml")
-    with open(cfg_path, "w") as f:
-        f.write(f'[paths]\nstate_dir = "{root}/state"\nrun_dir = "{root}/run"\nlog_dir = "{root}/log"\n'
-                f'[network]\npool = "10.254.64.0/20"\nbridge_prefix = "k{tag}"\nchain_prefix = "BK{tag.upper()}"\n')
-    env = dict(os.environ, BERTH_CONFIG=cfg_path)
-    berth = [args.python, "-m", "berth"]
     seed_br, seed_block, seed_cidr = f"s{tag}seed", "10.254.127.0/24", "10.254.127.1/25"
     dockerd = shutil.which("dockerd", path=os.environ["PATH"] + ":/usr/sbin")
     os.makedirs(f"{root}/seed")
@@ -94,50 +89,39 @@ def main():
                    "default-address-pools": [{"base": "10.254.127.128/25", "size": 28}]}, f)
     fmt = dict(br=seed_br, cidr=seed_cidr, block=seed_block, dockerd=dockerd, root=root,
                image="berth/pause:catatonit")
-    subprocess.run(["useradd", "-M", "-N", "-g", "users", user], check=True)
-    try:
-        # Warm-up: first up imports the pause image; the seed gets it too.
-        subprocess.run([*berth, "up", user], env=env, check=True, capture_output=True)
-        subprocess.run([*berth, "down", user], env=env, check=True, capture_output=True)
-        sh(SEED.format(**fmt).replace(
-            f"docker -H unix://{root}/seed/docker.sock run", "true"))
-        recipe = pause.find_recipe()
-        subprocess.run(["docker", "-H", f"unix://{root}/seed/docker.sock", "import", "--change",
-                        recipe.changes[0], "-", "berth/pause:catatonit"],
-                       input=pause.tarball(recipe), check=True, capture_output=True)
-        sh(SEED_DOWN.format(**fmt))
-
-        seed_t, berth_t = [], []
-        for _ in range(args.rounds):
-            seed_t.append(timed(lambda: sh(SEED.format(**fmt))))
+    with bench:
+        try:
+            bench.add_user(user)
+            # Warm-up: the first up imports the pause image; the seed gets it too.
+            bench.berth("up", user)
+            bench.berth("down", user)
+            sh(SEED.format(**fmt).replace(f"docker -H unix://{root}/seed/docker.sock run", "true"))
+            recipe = pause.find_recipe()
+            subprocess.run(["docker", "-H", f"unix://{root}/seed/docker.sock", "import", "--change",
+                            recipe.changes[0], "-", "berth/pause:catatonit"],
+                           input=pause.tarball(recipe), check=True, capture_output=True)
             sh(SEED_DOWN.format(**fmt))
-            berth_t.append(timed(lambda: subprocess.run([*berth, "up", user], env=env, check=True,
-                                                        capture_output=True)))
-            subprocess.run([*berth, "down", user], env=env, check=True, capture_output=True)
 
-        subprocess.run([*berth, "up", user], env=env, check=True, capture_output=True)
-        time.sleep(2)  # let dockerd settle before reading its memory
-        rss, nproc = daemon_rss(cfg_path, user)
-        subprocess.run([*berth, "down", user], env=env, check=True, capture_output=True)
+            seed_t, berth_t = [], []
+            for _ in range(args.rounds):
+                seed_t.append(timed(lambda: sh(SEED.format(**fmt))))
+                sh(SEED_DOWN.format(**fmt))
+                berth_t.append(timed(lambda: bench.berth("up", user)))
+                bench.berth("down", user)
 
-        ms = statistics.median(seed_t), statistics.median(berth_t)
-        print(f"interpreter: {args.python}")
-        print(f"rounds: {args.rounds} (alternated)")
-        print(f"seed shell sequence   median {ms[0] * 1000:7.0f} ms  (min {min(seed_t) * 1000:.0f}, max {max(seed_t) * 1000:.0f})")
-        print(f"berth up (cold)       median {ms[1] * 1000:7.0f} ms  (min {min(berth_t) * 1000:.0f}, max {max(berth_t) * 1000:.0f})")
-        print(f"ratio berth/seed      {ms[1] / ms[0]:.2f}  (target <= 1.2)")
-        print(f"idle memory, one user {rss / 2**20:.0f} MiB RSS over {nproc} processes "
-              f"(dockerd, containerd, shim, pause)")
-    finally:
-        subprocess.run([*berth, "down", user], env=env, capture_output=True)
-        subprocess.run(["bash", "-c", SEED_DOWN.format(**fmt)], capture_output=True)
-        subprocess.run(["userdel", user], capture_output=True)
-        with open("/proc/self/mounts") as f:
-            points = [line.split()[1] for line in f if line.split()[1].startswith(root + "/")]
-        for point in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+            bench.berth("up", user)
+            time.sleep(2)  # let dockerd settle before reading its memory
+            rss, nproc = daemon_rss(bench.config, user)
+        finally:
+            subprocess.run(["bash", "-c", SEED_DOWN.format(**fmt)], capture_output=True)
 
+    ms = statistics.median(seed_t), statistics.median(berth_t)
+    print(f"interpreter: {args.python}")
+    print(f"rounds: {args.rounds} (alternated)")
+    print(f"seed shell sequence   median {ms[0] * 1000:7.0f} ms  (min {min(seed_t) * 1000:.0f}, max {max(seed_t) * 1000:.0f})")
+    print(f"berth up (cold)       median {ms[1] * 1000:7.0f} ms  (min {min(berth_t) * 1000:.0f}, max {max(berth_t) * 1000:.0f})")
+    print(f"ratio berth/seed      {ms[1] / ms[0]:.2f}  (target <= 1.2)")
+    print(f"idle memory, one user {rss / 2**20:.0f} MiB RSS over {nproc} processes (dockerd, containerd, shim, pause)")
 
 if __name__ == "__main__":
     main()

@@ -10,18 +10,18 @@ busy work) and removes users, daemons, bridges, rules and /tmp/btreap* again.
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
+sys.path.insert(0, HERE)
 
 from berth import config, lifecycle, paths, proc  # noqa: E402
+from scratch import Scratch  # noqa: E402
 
 
 def main():
@@ -30,69 +30,46 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="busy passes to time")
     args = ap.parse_args()
 
-    tag = "%03x" % (os.getpid() % 4096)
-    root = tempfile.mkdtemp(prefix=f"btreap{tag}", dir="/tmp")
-    cfg_path = os.path.join(root, "berth.toml")
-    with open(cfg_path, "w") as f:
-        f.write(f'[paths]\nstate_dir = "{root}/state"\nrun_dir = "{root}/run"\nlog_dir = "{root}/log"\n'
-                f'[network]\npool = "10.254.0.0/18"\nbridge_prefix = "r{tag}"\nchain_prefix = "BR{tag.upper()}"\n'
-                f'[reaper]\nidle_timeout = 0\n')
-    env = dict(os.environ, BERTH_CONFIG=cfg_path)
-    berth = [sys.executable, "-m", "berth"]
-    users = [f"btr{tag}{i:02d}" for i in range(args.users)]
-    tar = os.path.join(root, "busybox.tar")
-    with tarfile.open(tar, "w") as t:
-        t.add("/bin/busybox", arcname="bin/busybox")
-        for applet in ("sh", "sleep"):
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-            t.addfile(info)
+    with Scratch("reap", "10.254.0.0/18", extra="[reaper]\nidle_timeout = 0\n") as scratch:
+        users = [scratch.add_user(f"btr{scratch.tag}{i:02d}") for i in range(args.users)]
+        tar = os.path.join(scratch.root, "busybox.tar")
+        with tarfile.open(tar, "w") as t:
+            t.add("/bin/busybox", arcname="bin/busybox")
+            for applet in ("sh", "sleep"):
+                info = tarfile.TarInfo(f"bin/{applet}")
+                info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+                t.addfile(info)
 
-    def docker(user, *a):
-        subprocess.run(["docker", "-H", f"unix://{root}/run/{user}/docker.sock", *a], check=True,
-                       capture_output=True)
+        def docker(user, *a):
+            subprocess.run(["docker", "-H", f"unix://{scratch.root}/run/{user}/docker.sock", *a], check=True,
+                           capture_output=True)
 
-    def reap_once():
-        t0 = time.perf_counter()
-        out = subprocess.run([*berth, "reap"], env=env, check=True, capture_output=True, text=True).stdout
-        return time.perf_counter() - t0, out
+        def reap_once():
+            t0 = time.perf_counter()
+            out = scratch.berth("reap").stdout
+            return time.perf_counter() - t0, out
 
-    try:
         for user in users:
-            subprocess.run(["useradd", "-M", "-N", "-g", "users", user], check=True)
-            subprocess.run([*berth, "up", user], env=env, check=True, capture_output=True)
+            scratch.berth("up", user)
             docker(user, "import", "-c", "ENV PATH=/bin", tar, "bb:1")
             docker(user, "run", "-d", "--name", "train", "bb:1", "sleep", "3600")
-
         busy = []
         for _ in range(args.rounds):
             seconds, out = reap_once()
             assert out.count("kept") == len(users), out
             busy.append(seconds)
-
         for user in users:
             docker(user, "rm", "-f", "train")
-        cfg = config.load(cfg_path)
+        cfg = config.load(scratch.config)
         rss = sum(proc.rss_bytes(p) for u in users
                   for p in lifecycle.spawner_for(cfg, paths.for_user(cfg, u)).processes())
         idle_seconds, out = reap_once()
         assert out.count("reaped") == len(users), out
 
-        print(f"users: {len(users)}")
-        print(f"pass over busy users (all kept)   median {statistics.median(busy):.2f} s over {args.rounds} passes")
-        print(f"pass over idle users (all reaped) {idle_seconds:.2f} s")
-        print(f"memory given back                 {rss / 2**20:.0f} MiB RSS "
-              f"({rss / 2**20 / len(users):.0f} MiB a user)")
-    finally:
-        for user in users:
-            subprocess.run([*berth, "down", user], env=env, capture_output=True)
-            subprocess.run(["userdel", user], capture_output=True)
-        with open("/proc/self/mounts") as f:
-            points = [line.split()[1] for line in f if line.split()[1].startswith(root + "/")]
-        for point in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
+    print(f"users: {len(users)}")
+    print(f"pass over busy users (all kept)   median {statistics.median(busy):.2f} s over {args.rounds} passes")
+    print(f"pass over idle users (all reaped) {idle_seconds:.2f} s")
+    print(f"memory given back                 {rss / 2**20:.0f} MiB RSS ({rss / 2**20 / len(users):.0f} MiB a user)")
 
 if __name__ == "__main__":
     main()

@@ -12,12 +12,14 @@ runs berth (e.g. a venv of the pyenv interpreter, to compare).
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from scratch import Scratch  # noqa: E402
 
 
 def run_ms(cmd, env):
@@ -32,46 +34,30 @@ def main():
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs berth")
     args = ap.parse_args()
 
-    tag = "%03x" % (os.getpid() % 4096)
-    root = tempfile.mkdtemp(prefix=f"btwarm{tag}", dir="/tmp")
-    user = f"btwarm{tag}"
-    cfg_path = os.path.join(root, "berth.toml")
-    with open(cfg_path, "w") as f:
-        f.write(f'[paths]\nstate_dir = "{root}/state"\nrun_dir = "{root}/run"\nlog_dir = "{root}/log"\n'
-                f'[network]\npool = "10.254.80.0/20"\nbridge_prefix = "w{tag}"\nchain_prefix = "BW{tag.upper()}"\n')
-    env = dict(os.environ, BERTH_CONFIG=cfg_path)
-    hook_env = dict(env, PAM_TYPE="open_session", PAM_USER=user, PAM_SERVICE="sshd")
-    hook_args = ["pam", "--run-dir", f"{root}/run", "--config", cfg_path]  # as `berth install` writes them
-    berth = [args.python, "-m", "berth", *hook_args]
-    console = os.path.join(os.path.dirname(args.python), "berth")
-    if os.path.exists(console):
-        berth = [console, *hook_args]  # exactly what pam_exec runs
-    bare = [args.python, "-c", "pass"]
-    subprocess.run(["useradd", "-M", "-N", "-g", "users", user], check=True)
-    try:
-        subprocess.run([args.python, "-m", "berth", "up", user], env=env, check=True, capture_output=True)
+    with Scratch("warm", "10.254.80.0/20", args.python) as scratch:
+        user = scratch.add_user(f"btwarm{scratch.tag}")
+        hook_env = dict(scratch.env, PAM_TYPE="open_session", PAM_USER=user, PAM_SERVICE="sshd")
+        # exactly the arguments `berth install` writes into the PAM line
+        hook_args = ["pam", "--run-dir", f"{scratch.root}/run", "--config", scratch.config]
+        berth = [args.python, "-m", "berth", *hook_args]
+        console = os.path.join(os.path.dirname(args.python), "berth")
+        if os.path.exists(console):
+            berth = [console, *hook_args]  # what pam_exec runs
+        bare = [args.python, "-c", "pass"]
+        scratch.berth("up", user)
         for _ in range(3):  # warm the page cache for both
             run_ms(berth, hook_env)
-            run_ms(bare, env)
+            run_ms(bare, scratch.env)
         hook, base = [], []
         for _ in range(args.rounds):
             hook.append(run_ms(berth, hook_env))
-            base.append(run_ms(bare, env))
-        mh, mb = statistics.median(hook), statistics.median(base)
-        print(f"interpreter: {args.python}")
-        print(f"rounds: {args.rounds} (alternated)")
-        print(f"python -c pass          median {mb:6.1f} ms")
-        print(f"berth pam (warm login)  median {mh:6.1f} ms  (target < 60 ms)")
-        print(f"ratio                   {mh / mb:.2f}  (target < 2.5)")
-    finally:
-        subprocess.run([args.python, "-m", "berth", "down", user], env=env, capture_output=True)
-        subprocess.run(["userdel", user], capture_output=True)
-        with open("/proc/self/mounts") as f:
-            points = [line.split()[1] for line in f if line.split()[1].startswith(root + "/")]
-        for point in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
+            base.append(run_ms(bare, scratch.env))
+    mh, mb = statistics.median(hook), statistics.median(base)
+    print(f"interpreter: {args.python}")
+    print(f"rounds: {args.rounds} (alternated)")
+    print(f"python -c pass          median {mb:6.1f} ms")
+    print(f"berth pam (warm login)  median {mh:6.1f} ms  (target < 60 ms)")
+    print(f"ratio                   {mh / mb:.2f}  (target < 2.5)")
 
 if __name__ == "__main__":
     main()

@@ -191,6 +191,16 @@ chain_prefix = "{self.chain_prefix}"
                 out.append(pid)
         return out
 
+    def crash_daemon(self, user):
+        """SIGKILL the user's dockerd, as an OOM kill would, and wait till it is gone."""
+        (pid,) = self.dockerd_pids(user)
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            if not self.dockerd_pids(user):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"dockerd {pid} of {user} survived SIGKILL")
+
     def leftover_processes(self):
         from berth import proc
         out = []

@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -75,12 +73,7 @@ def test_crashed_daemon_comes_back(harness):
     """SIGKILL leaves a pidfile, a socket and an orphaned containerd behind."""
     user = harness.add_user()
     harness.berth("up", user)
-    (pid,) = harness.dockerd_pids(user)
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        if not harness.dockerd_pids(user):
-            break
-        time.sleep(0.05)
+    harness.crash_daemon(user)
     assert os.path.exists(f"{harness.root}/run/{user}/docker.pid")
     st = json.loads(harness.berth("status", user, "--json").stdout)["users"][0]
     assert st["state"] == "dead"

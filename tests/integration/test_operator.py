@@ -4,8 +4,6 @@ import json
 import os
 import subprocess
 
-import pytest
-
 
 def one_line(r):
     lines = r.stderr.strip().splitlines()

@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -100,12 +99,7 @@ def test_dry_run_changes_nothing(harness, reap0):
 def test_killed_daemon_is_collected(harness, reap0):
     user = harness.add_user()
     harness.berth("up", user)
-    (pid,) = harness.dockerd_pids(user)
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        if not harness.dockerd_pids(user):
-            break
-        time.sleep(0.05)
+    harness.crash_daemon(user)
     out = reap(harness, harness.config, "--user", user)
     assert f"{user} collected" in out
     assert harness.rules_mentioning(f"berth:{user}") == []

@@ -1,0 +1,45 @@
+"""A throwaway berth installation for one benchmark run: its own temp root,
+config, pool, bridge and chain names, and users, all removed at the end."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+
+class Scratch:
+    def __init__(self, kind, pool, python=sys.executable, extra=""):
+        self.tag = "%03x" % (os.getpid() % 4096)
+        self.root = tempfile.mkdtemp(prefix=f"bt{kind}{self.tag}", dir="/tmp")
+        self.config = os.path.join(self.root, "berth.toml")
+        with open(self.config, "w") as f:
+            f.write(f'[paths]\nstate_dir = "{self.root}/state"\nrun_dir = "{self.root}/run"\n'
+                    f'log_dir = "{self.root}/log"\n[network]\npool = "{pool}"\n'
+                    f'bridge_prefix = "{kind[0]}{self.tag}"\nchain_prefix = "B{kind[0].upper()}{self.tag.upper()}"\n'
+                    f"{extra}")
+        self.env = dict(os.environ, BERTH_CONFIG=self.config)
+        self.python = python
+        self.users = []
+
+    def add_user(self, name):
+        subprocess.run(["useradd", "-M", "-N", "-g", "users", name], check=True)
+        self.users.append(name)
+        return name
+
+    def berth(self, *args):
+        return subprocess.run([self.python, "-m", "berth", *args], env=self.env, check=True,
+                              capture_output=True, text=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for user in self.users:
+            subprocess.run([self.python, "-m", "berth", "down", user], env=self.env, capture_output=True)
+            subprocess.run(["userdel", user], capture_output=True)
+        with open("/proc/self/mounts") as f:
+            points = [line.split()[1] for line in f if line.split()[1].startswith(self.root + "/")]
+        for point in sorted(points, key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)

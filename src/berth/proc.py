@@ -43,6 +43,22 @@ def alive(pid, start_ticks, proc="/proc"):
     return st is not None and st.start_ticks == start_ticks and st.state not in ("Z", "X")
 
 
+def comm(pid, proc="/proc"):
+    try:
+        with open(f"{proc}/{pid}/comm") as f:
+            return f.read().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def owner(pid, proc="/proc"):
+    """The uid that owns the process, or None when it is gone."""
+    try:
+        return os.stat(f"{proc}/{pid}").st_uid
+    except FileNotFoundError:
+        return None
+
+
 def rss_bytes(pid, proc="/proc"):
     try:
         with open(f"{proc}/{pid}/statm") as f:

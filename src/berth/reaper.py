@@ -66,16 +66,19 @@ def decide(o, idle_timeout, now):
 
 # --- gathering -----------------------------------------------------------------
 
+# A user's systemd instance (kept alive by `loginctl enable-linger`) is
+# session plumbing, not work: it alone must not keep a daemon forever.
+PLUMBING = frozenset({"systemd", "(sd-pam)"})
+
+
 def _user_processes(uid, exclude):
     count = 0
     for pid in proc.pids():
-        if pid in exclude:
+        if pid in exclude or proc.owner(pid) != uid:
             continue
-        try:
-            if os.stat(f"/proc/{pid}").st_uid == uid and proc.stat(pid) and proc.stat(pid).state != "Z":
-                count += 1
-        except FileNotFoundError:
-            continue
+        st = proc.stat(pid)
+        if st is not None and st.state != "Z" and proc.comm(pid) not in PLUMBING:
+            count += 1
     return count
 
 

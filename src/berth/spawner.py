@@ -163,12 +163,13 @@ class DirectSpawner:
         """Processes that belong to this user's daemon by their command line.
 
         containerd and its shims name the exec-root in their arguments, and
-        that directory is berth's own, so a match is ours.
+        that directory is berth's own, so a match is ours. Only root's
+        processes count: a user's `ls /run/berth/alice/x/` is not a leftover.
         """
         marker = self.paths.exec_root + "/"
         found = []
         for pid in proc.pids():
-            if pid == os.getpid():
+            if pid == os.getpid() or proc.owner(pid) != 0:
                 continue
             args = proc.cmdline(pid)
             if any(marker in a or a == self.paths.daemon_json for a in args):

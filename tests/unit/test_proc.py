@@ -40,3 +40,8 @@ def test_record_of_an_older_version_is_still_recognised(tmp_path):
     assert (rec.pid, rec.start_ticks, rec.bridge) == (42, 7, "")
     (tmp_path / "dockerd.json").write_text("[1, 2]")
     assert record.read(up) is None
+
+
+def test_owner():
+    assert proc.owner(os.getpid()) == os.getuid()
+    assert proc.owner(2 ** 22 + 1) is None

@@ -20,7 +20,7 @@ apt-get update -qq
 # docker.io brings dockerd, containerd and runc; catatonit (busybox-static as
 # the fallback) is the static binary of the net container's pause image.
 apt-get install -y -qq --no-install-recommends \
-    docker.io catatonit busybox-static iptables cron python3 python3-venv >/dev/null
+    docker.io catatonit busybox-static iptables cron logrotate python3 python3-venv >/dev/null
 [ "${1:-}" = "--deps-only" ] && exit 0
 
 # Debian's interpreter: it starts several times faster than a pyenv one,

@@ -20,6 +20,7 @@ ENV_CONF = "/etc/berth/pam_env.conf"
 PROFILE = "/etc/profile.d/berth.sh"
 CONFIG = "/etc/berth/berth.toml"
 COMPLETION = "/usr/share/bash-completion/completions/berth"
+LOGROTATE = "/etc/logrotate.d/berth"
 CRON = "/etc/cron.d/berth"
 REAP_SERVICE = "/etc/systemd/system/berth-reap.service"
 REAP_TIMER = "/etc/systemd/system/berth-reap.timer"
@@ -104,6 +105,7 @@ def plan_install(cfg, berth, read, services=("sshd",), config_path=None, schedul
         if wanted != current:
             changes.append(Change(path, wanted, f"add berth's session lines to {path}"))
     files = {ENV_CONF: env_conf(cfg), PROFILE: profile_script(cfg), COMPLETION: _template("berth.bash"),
+             LOGROTATE: _template("logrotate").replace("@LOG_DIR@", str(cfg.paths.log_dir)),
              **schedule_files(cfg, berth, config_path, schedule)}
     for path, text in files.items():
         if read(path) != text:
@@ -123,7 +125,7 @@ def plan_uninstall(read, services=("sshd",)):
         current = read(path)
         if current is not None and BEGIN in current:
             changes.append(Change(path, strip_block(current), f"remove berth's session lines from {path}"))
-    for path in (ENV_CONF, PROFILE, COMPLETION, CRON, REAP_SERVICE, REAP_TIMER):
+    for path in (ENV_CONF, PROFILE, COMPLETION, LOGROTATE, CRON, REAP_SERVICE, REAP_TIMER):
         if _ours(read(path)):
             changes.append(Change(path, None, f"remove {path}"))
     return changes

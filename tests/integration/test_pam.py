@@ -67,3 +67,29 @@ def test_warm_login_loads_no_heavy_library_and_no_lock(harness):
         assert heavy not in modules, f"the warm path imported {heavy}"
     assert len(os.listdir(f"{harness.root}/run/{user}/sessions")) == 1, "the session was still recorded"
     harness.berth("down", user)
+
+
+def test_slow_daemon_past_the_deadline_finishes_in_the_background(harness):
+    """The login goes on at the deadline; the daemon still comes up."""
+    import subprocess
+    import sys
+    import time
+    slow = os.path.join(harness.root, "slow-dockerd")
+    with open(slow, "w") as f:
+        f.write("#!/bin/sh\nsleep 3\nexec dockerd \"$@\"\n")
+    os.chmod(slow, 0o755)
+    cfg = harness.write_config("slow.toml", dockerd=slow, extra="[login]\ndeadline = 0.5\n")
+    user = harness.add_user()
+    env = dict(os.environ, PAM_TYPE="open_session", PAM_USER=user)
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "berth", "pam", "--run-dir", f"{harness.root}/run", "--config", cfg],
+                       env=env, capture_output=True, text=True, timeout=30)
+    took = time.monotonic() - t0
+    assert r.returncode == 0 and took < 2.5, took
+    assert r.stdout.strip() == "berth: your Docker daemon is still starting; docker will work in a moment"
+    for _ in range(200):
+        if state(harness, user) == "up":
+            break
+        time.sleep(0.1)
+    assert state(harness, user) == "up"
+    harness.berth("down", user, config=cfg)

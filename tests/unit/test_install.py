@@ -49,7 +49,8 @@ def test_install_twice_is_install_once_and_uninstall_restores():
     once = apply(files, install.plan_install(cfg, "/usr/local/bin/berth", fake_fs(files)))
     assert install.BEGIN in once["/etc/pam.d/sshd"] and once["/etc/pam.d/sshd"].startswith(SSHD)
     assert set(once) == {"/etc/pam.d/sshd", install.ENV_CONF, install.PROFILE, install.CONFIG, install.CRON,
-                         install.COMPLETION}
+                         install.COMPLETION, install.LOGROTATE}
+    assert once[install.LOGROTATE].splitlines()[2] == "/var/log/berth/*.log {"
     assert "*/5 * * * * root /usr/local/bin/berth reap" in once[install.CRON]
     assert install.plan_install(cfg, "/usr/local/bin/berth", fake_fs(once)) == []
     gone = apply(once, install.plan_uninstall(fake_fs(once)))

@@ -97,83 +97,99 @@ def _raise_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _current_user():
-    return pwd.getpwuid(os.getuid()).pw_name
+def _up(args, cfg, out):
+    from .lifecycle import up
+
+    r = up(cfg, args.user)
+    how = f"started in {r.seconds:.2f} s" if r.started else "already running"
+    print(f"{r.user} is up ({how}): block {r.block} on bridge {r.bridge}, dockerd pid {r.pid}, "
+          f"net container {r.net_ip or '-'}", file=out)
+    print(f"export DOCKER_HOST={r.docker_host}", file=out)
+
+
+def _down(args, cfg, out):
+    if args.purge:
+        return _purge(args, cfg, out)
+    from .lifecycle import down
+
+    r = down(cfg, args.user)
+    what = "dockerd stopped" if r.was_running else "dockerd was not running"
+    print(f"{r.user} is down: {what}, {r.rules_removed} rule(s) removed, "
+          f"bridge {'removed' if r.bridge_removed else 'absent'}; data and subnet kept", file=out)
+
+
+def _reap(args, cfg, out):
+    from . import reaper, users
+
+    if args.user:
+        users.check_name(args.user)
+    outcomes = reaper.reap_pass(cfg, only=args.user, dry_run=args.dry_run)
+    for o in outcomes:
+        print(reaper.render(o, args.dry_run), file=out)
+    if not outcomes:
+        print("no berth users", file=out)
+
+
+def _status(args, cfg, out):
+    from . import status, users
+
+    if args.user:
+        users.check_name(args.user)
+    rows = status.collect(cfg, only=args.user)
+    if args.json:
+        print(json.dumps(status.to_json(cfg, rows), indent=2), file=out)
+    elif args.user:
+        print(status.render_detail(rows[0]), file=out)
+    else:
+        print(status.render_table(cfg, rows), file=out)
+
+
+def _env(args, cfg, out):
+    from . import paths, users
+
+    account = users.resolve(args.user or pwd.getpwuid(os.getuid()).pw_name, cfg.users.min_uid)
+    print(f"export DOCKER_HOST={paths.for_user(cfg, account.name).docker_host}", file=out)
+
+
+def _demo(args, cfg, out):
+    from .demo import Demo
+
+    Demo(cfg, out, keep=args.keep).run()
+
+
+def _doctor(args, cfg, out):
+    from . import doctor
+
+    checks = doctor.run(cfg, args.root, _this_berth_or_none())
+    failed = any(c.level == doctor.FAIL for c in checks)
+    if args.json:
+        print(json.dumps({"checks": [c.to_json() for c in checks], "ok": not failed}, indent=2), file=out)
+    else:
+        for c in checks:
+            print(doctor.render(c), file=out)
+    return 1 if failed else 0
+
+
+def _config(args, cfg, out):
+    if args.example:
+        out.write(config_mod.example_text())
+        return
+    where = cfg.source if cfg.source != "(defaults)" else f"no config at {config_mod.config_path()}, defaults"
+    print(f"{where}: ok (pool {cfg.network.pool}, /{cfg.network.block_prefix} blocks, "
+          f"state in {cfg.paths.state_dir})", file=out)
+
+
+def _pam(args, cfg, out):
+    from . import pam
+
+    return pam.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
 
 
 def run(args, cfg, out):
-    if args.command == "up":
-        from .lifecycle import up
-
-        r = up(cfg, args.user)
-        how = f"started in {r.seconds:.2f} s" if r.started else "already running"
-        print(f"{r.user} is up ({how}): block {r.block} on bridge {r.bridge}, dockerd pid {r.pid}, "
-              f"net container {r.net_ip or '-'}", file=out)
-        print(f"export DOCKER_HOST={r.docker_host}", file=out)
-    elif args.command == "down" and args.purge:
-        _purge(args, cfg, out)
-    elif args.command == "down":
-        from .lifecycle import down
-
-        r = down(cfg, args.user)
-        what = "dockerd stopped" if r.was_running else "dockerd was not running"
-        print(f"{r.user} is down: {what}, {r.rules_removed} rule(s) removed, "
-              f"bridge {'removed' if r.bridge_removed else 'absent'}; data and subnet kept", file=out)
-    elif args.command == "reap":
-        from . import reaper, users
-
-        if args.user:
-            users.check_name(args.user)
-        outcomes = reaper.reap_pass(cfg, only=args.user, dry_run=args.dry_run)
-        for o in outcomes:
-            print(reaper.render(o, args.dry_run), file=out)
-        if not outcomes:
-            print("no berth users", file=out)
-    elif args.command == "status":
-        from . import status, users
-
-        if args.user:
-            users.check_name(args.user)
-        rows = status.collect(cfg, only=args.user)
-        if args.json:
-            print(json.dumps(status.to_json(cfg, rows), indent=2), file=out)
-        elif args.user:
-            print(status.render_detail(rows[0]), file=out)
-        else:
-            print(status.render_table(cfg, rows), file=out)
-    elif args.command == "env":
-        from . import paths, users
-
-        account = users.resolve(args.user or _current_user(), cfg.users.min_uid)
-        print(f"export DOCKER_HOST={paths.for_user(cfg, account.name).docker_host}", file=out)
-    elif args.command == "logs":
-        _logs(args, cfg, out)
-    elif args.command == "demo":
-        from .demo import Demo
-
-        Demo(cfg, out, keep=args.keep).run()
-    elif args.command == "doctor":
-        from . import doctor
-
-        checks = doctor.run(cfg, args.root, _this_berth_or_none())
-        if args.json:
-            print(json.dumps({"checks": [c.to_json() for c in checks],
-                              "ok": not any(c.level == doctor.FAIL for c in checks)}, indent=2), file=out)
-        else:
-            for c in checks:
-                print(doctor.render(c), file=out)
-        return 1 if any(c.level == doctor.FAIL for c in checks) else 0
-    elif args.command in ("install", "uninstall"):
-        _install(args, cfg, out)
-    elif args.command == "config":
-        if args.example:
-            out.write(config_mod.example_text())
-        else:
-            where = cfg.source if cfg.source != "(defaults)" else \
-                f"no config at {config_mod.config_path()}, defaults"
-            print(f"{where}: ok (pool {cfg.network.pool}, /{cfg.network.block_prefix} blocks, "
-                  f"state in {cfg.paths.state_dir})", file=out)
-    return 0
+    handler = {"up": _up, "down": _down, "reap": _reap, "status": _status, "env": _env, "logs": _logs,
+               "demo": _demo, "doctor": _doctor, "install": _install, "uninstall": _install,
+               "config": _config, "pam": _pam}[args.command]
+    return handler(args, cfg, out) or 0
 
 
 def _this_berth():
@@ -281,20 +297,19 @@ def _install(args, cfg, out):
 def main(argv=None, out=None):
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
-    if args.command == "pam":
-        from . import pam
-
-        return pam.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
+    if args.command == "pam":  # the hook loads its own config and never fails a login
+        return _pam(args, None, out)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_exit)
-    cfg, log_path = None, None
+    cfg, log_path, logging_ready = None, None, False
     try:
         if not (args.command == "config" and args.example):
             cfg = config_mod.load(args.config)
         log_path = logsetup.for_cli(cfg, args.debug)
+        logging_ready = True
         return run(args, cfg, out)
     except BerthError as e:
-        if log_path is None:
+        if not logging_ready:  # a config that did not load: the terminal only
             logsetup.for_cli(None, args.debug)
         log.debug("failed", exc_info=True)
         logging.getLogger("berth.cli").info("%s failed: %s", args.command, e.one_line())

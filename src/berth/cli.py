@@ -319,6 +319,8 @@ def main(argv=None, out=None):
         print("berth: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # the one place that catches everything: no traceback for people
+        if not logging_ready:
+            logsetup.for_cli(None, args.debug)
         log.error("unexpected error in %s", args.command, exc_info=True)
         where = log_path or "the output of --debug"
         print(f"berth: unexpected error ({type(e).__name__}: {e}); details in {where}", file=sys.stderr)

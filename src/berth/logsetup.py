@@ -39,6 +39,9 @@ def add_file(root, cfg, level):
 
 def for_cli(cfg, debug):
     root = logging.getLogger("berth")
+    for handler in list(root.handlers):  # configured once per run, whoever called before
+        root.removeHandler(handler)
+        handler.close()
     root.setLevel(logging.DEBUG)
     err = logging.StreamHandler()
     if debug:

@@ -72,3 +72,16 @@ def test_help_of_every_command_has_an_example():
     for name in cli.EXAMPLES:
         with pytest.raises(SystemExit):
             parser.parse_args([name, "--help"])
+
+
+def test_unexpected_error_is_one_line_without_traceback(monkeypatch, tmp_path, capsys):
+    from berth import config
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(config, "load", boom)
+    code, _ = run(["status"], monkeypatch, tmp_path)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "berth: unexpected error (RuntimeError: disk on fire); details in the output of --debug"]

@@ -6,7 +6,7 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/install.sh" --deps-only
-apt-get install -y -qq --no-install-recommends openssh-server openssh-client procps >/dev/null
+apt-get install -y -qq --no-install-recommends openssh-server openssh-client procps iproute2 util-linux >/dev/null
 venv=${BERTH_TEST_VENV:-$here/.venv}
 [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"

@@ -160,6 +160,9 @@ def _demo(args, cfg, out):
 def _doctor(args, cfg, out):
     from . import doctor
 
+    if os.geteuid() != 0:
+        raise BerthError("'berth doctor' needs root: it reads iptables, PAM files and berth's state",
+                         hint="run it with sudo (sudo berth doctor)")
     checks = doctor.run(cfg, args.root, _this_berth_or_none())
     failed = any(c.level == doctor.FAIL for c in checks)
     if args.json:

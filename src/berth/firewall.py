@@ -7,14 +7,13 @@ never interleave. iptc is imported only here, only when rules change.
 """
 
 import contextlib
-import fcntl
 import ipaddress
 import logging
 import os
 import sys
-import time
 
 from .errors import NetworkError
+from .locks import flock
 from .rules import Rule, chains, user_comment
 
 log = logging.getLogger(__name__)
@@ -22,23 +21,8 @@ log = logging.getLogger(__name__)
 XTABLES_LOCK = os.environ.get("XTABLES_LOCKFILE", "/run/xtables.lock")
 
 
-@contextlib.contextmanager
 def xtables_lock(timeout=30.0):
-    fd = os.open(XTABLES_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise NetworkError(f"the xtables lock {XTABLES_LOCK} is held for over {timeout:g} s",
-                                       hint="another iptables run hangs; find it with: fuser " + XTABLES_LOCK) from None
-                time.sleep(0.02)
-        yield
-    finally:
-        os.close(fd)
+    return flock(XTABLES_LOCK, timeout, "iptables (the xtables lock)")
 
 
 LIBDIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib")

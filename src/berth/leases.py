@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from . import blocks
 from .errors import LeaseFileCorrupt, SubnetsExhausted
 from .fsutil import atomic_write, read_trusted
-from .locks import hold
+from .locks import filelock_held
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class LeaseTable:
         existing = self.get(user)
         if existing is not None:
             return existing
-        with hold(self.lock_path, self.lock_timeout, "the lease table"):
+        with filelock_held(self.lock_path, self.lock_timeout, "the lease table"):
             leases = self.read()
             if user in leases:
                 return leases[user]
@@ -76,7 +76,7 @@ class LeaseTable:
             return lease
 
     def release(self, user):
-        with hold(self.lock_path, self.lock_timeout, "the lease table"):
+        with filelock_held(self.lock_path, self.lock_timeout, "the lease table"):
             leases = self.read()
             if leases.pop(user, None) is None:
                 return False

@@ -118,8 +118,9 @@ def main():
     ms = statistics.median(seed_t), statistics.median(berth_t)
     print(f"interpreter: {args.python}")
     print(f"rounds: {args.rounds} (alternated)")
-    print(f"seed shell sequence   median {ms[0] * 1000:7.0f} ms  (min {min(seed_t) * 1000:.0f}, max {max(seed_t) * 1000:.0f})")
-    print(f"berth up (cold)       median {ms[1] * 1000:7.0f} ms  (min {min(berth_t) * 1000:.0f}, max {max(berth_t) * 1000:.0f})")
+    for label, times, median in (("seed shell sequence", seed_t, ms[0]), ("berth up (cold)", berth_t, ms[1])):
+        print(f"{label:<21} median {median * 1000:7.0f} ms  "
+              f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f})")
     print(f"ratio berth/seed      {ms[1] / ms[0]:.2f}  (target <= 1.2)")
     print(f"idle memory, one user {rss / 2**20:.0f} MiB RSS over {nproc} processes (dockerd, containerd, shim, pause)")
 

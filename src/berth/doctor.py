@@ -62,7 +62,8 @@ def check_kernel():
     with open("/proc/filesystems") as f:
         overlay = "overlay" in f.read()
     out.append(Check("kernel: overlayfs", OK if overlay else FAIL,
-                     "overlay filesystem available" if overlay else "no overlay filesystem (dockerd's overlay2 needs it)",
+                     "overlay filesystem available" if overlay
+                     else "no overlay filesystem (dockerd's overlay2 needs it)",
                      "" if overlay else "modprobe overlay"))
     try:
         from .firewall import _iptc
@@ -136,10 +137,10 @@ def check_install(cfg, root, berth_path):
         else:
             out.append(Check("PAM lines", OK, f"{pam_hits[0]} runs {named}"))
     for path, what in ((install.ENV_CONF, "pam_env conf"), (install.PROFILE, "profile.d script")):
-        ok = install._ours(host.read(path))
+        ok = install.written_by_berth(host.read(path))
         out.append(Check(what, OK if ok else WARN, path + (" in place" if ok else " missing"),
                          "" if ok else "berth install"))
-    schedules = [p for p in (install.CRON, install.REAP_TIMER) if install._ours(host.read(p))]
+    schedules = [p for p in (install.CRON, install.REAP_TIMER) if install.written_by_berth(host.read(p))]
     out.append(Check("reaper schedule", OK if schedules else WARN,
                      ", ".join(schedules) if schedules else "no cron file or systemd timer for berth reap",
                      "" if schedules else "berth install"))

@@ -34,7 +34,7 @@ class Change:
     summary: str
 
 
-def _template(name):
+def template(name):
     from importlib import resources
 
     return resources.files("berth").joinpath(f"data/{name}").read_text()
@@ -43,17 +43,17 @@ def _template(name):
 def pam_block(cfg, berth, config_path=None, env_conf_path=ENV_CONF):
     """The PAM lines, with the absolute path of this berth."""
     arg = f" --config {config_path}" if config_path else ""
-    return (_template("pam-session").replace("@MIN_UID@", str(cfg.users.min_uid)).replace("@BERTH@", berth)
+    return (template("pam-session").replace("@MIN_UID@", str(cfg.users.min_uid)).replace("@BERTH@", berth)
             .replace("@CONFIG_ARG@", arg).replace("@ENV_CONF@", env_conf_path)
             .replace("@RUN_DIR@", str(cfg.paths.run_dir)))
 
 
 def env_conf(cfg):
-    return _template("pam_env.conf").replace("@RUN_DIR@", str(cfg.paths.run_dir))
+    return template("pam_env.conf").replace("@RUN_DIR@", str(cfg.paths.run_dir))
 
 
 def profile_script(cfg):
-    return _template("profile.sh").replace("@RUN_DIR@", str(cfg.paths.run_dir))
+    return template("profile.sh").replace("@RUN_DIR@", str(cfg.paths.run_dir))
 
 
 def strip_block(text):
@@ -84,7 +84,7 @@ def schedule_files(cfg, berth, config_path=None, schedule="cron"):
     # cron's global --config goes before the command; the unit's too.
     arg = f" --config {config_path}" if config_path else ""
     names = {CRON: "cron", REAP_SERVICE: "berth-reap.service", REAP_TIMER: "berth-reap.timer"}
-    return {path: _template(names[path]).replace("@BERTH@", berth).replace("@CONFIG_ARG@", arg)
+    return {path: template(names[path]).replace("@BERTH@", berth).replace("@CONFIG_ARG@", arg)
             .replace("@LOG_DIR@", str(cfg.paths.log_dir)) for path in SCHEDULES[schedule]}
 
 
@@ -104,8 +104,8 @@ def plan_install(cfg, berth, read, services=("sshd",), config_path=None, schedul
         wanted = with_block(current, block)
         if wanted != current:
             changes.append(Change(path, wanted, f"add berth's session lines to {path}"))
-    files = {ENV_CONF: env_conf(cfg), PROFILE: profile_script(cfg), COMPLETION: _template("berth.bash"),
-             LOGROTATE: _template("logrotate").replace("@LOG_DIR@", str(cfg.paths.log_dir)),
+    files = {ENV_CONF: env_conf(cfg), PROFILE: profile_script(cfg), COMPLETION: template("berth.bash"),
+             LOGROTATE: template("logrotate").replace("@LOG_DIR@", str(cfg.paths.log_dir)),
              **schedule_files(cfg, berth, config_path, schedule)}
     for path, text in files.items():
         if read(path) != text:
@@ -113,7 +113,7 @@ def plan_install(cfg, berth, read, services=("sshd",), config_path=None, schedul
     # A host that changed from cron to systemd (or back) keeps one schedule.
     for other in SCHEDULES:
         if other != schedule:
-            changes += [Change(p, None, f"remove {p}") for p in SCHEDULES[other] if _ours(read(p))]
+            changes += [Change(p, None, f"remove {p}") for p in SCHEDULES[other] if written_by_berth(read(p))]
     if read(CONFIG) is None and config_path is None:
         changes.append(Change(CONFIG, config_mod.example_text(), f"write the default config {CONFIG}"))
     return changes
@@ -126,12 +126,12 @@ def plan_uninstall(read, services=("sshd",)):
         if current is not None and BEGIN in current:
             changes.append(Change(path, strip_block(current), f"remove berth's session lines from {path}"))
     for path in (ENV_CONF, PROFILE, COMPLETION, LOGROTATE, CRON, REAP_SERVICE, REAP_TIMER):
-        if _ours(read(path)):
+        if written_by_berth(read(path)):
             changes.append(Change(path, None, f"remove {path}"))
     return changes
 
 
-def _ours(text):
+def written_by_berth(text):
     return bool(text) and MARK in text.splitlines()[0]
 
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from . import activity, blocks, bridge, engine, netcontainer, paths, proc
+from .errors import BerthError
 from .lifecycle import leases, spawner_for
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,11 @@ def collect(cfg, only=None, now=None):
     """Every user's status; for a user who is not root, only their own."""
     table = leases(cfg).read()
     if os.geteuid() != 0:
-        only = pwd.getpwuid(os.getuid()).pw_name
+        me = pwd.getpwuid(os.getuid()).pw_name
+        if only not in (None, me):
+            raise BerthError(f"only root can look at {only}'s daemon",
+                             hint=f"berth status (yours), or sudo berth status {only}")
+        only = me
     names = [only] if only else known_users(cfg, table)
     return [user_status(cfg, n, table.get(n), now) for n in names]
 

@@ -406,6 +406,9 @@ LogLevel VERBOSE
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         with open(self.PAM_FILE) as f:
             self.pam_original = f.read()
+        if "--config /tmp/bt" in self.pam_original:
+            # a block some killed test run left behind: restore the file without it
+            self.pam_original = install.strip_block(self.pam_original)
         login = Login(harness)
         with open(self.PAM_FILE, "w") as f:
             f.write(install.with_block(self.pam_original, login.block))

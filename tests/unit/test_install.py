@@ -133,7 +133,7 @@ def test_reaper_units_pass_systemd_analyze_verify(tmp_path):
 
 def test_bash_completion(tmp_path):
     import subprocess
-    script = install._template("berth.bash")
+    script = install.template("berth.bash")
 
     def complete(*words):
         line = " ".join(words)

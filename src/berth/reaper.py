@@ -138,6 +138,9 @@ def _one(cfg, name, lease, dry_run, now):
     upaths = paths.for_user(cfg, name)
     if d.action == "keep" and not dry_run and (o.sessions or o.processes or o.containers):
         activity.touch(upaths, now)  # activity seen by this pass counts as activity
+    if d.action == "keep" and not dry_run and o.state == "up" and lease is not None:
+        if _restore_rules(cfg, name, lease):
+            d = Decision("keep", d.reason + "; its firewall rules were missing and are back")
     if d.action in ("none", "keep") or dry_run:
         if d.action == "keep":
             log.info("kept %s: %s", name, d.reason)
@@ -147,6 +150,22 @@ def _one(cfg, name, lease, dry_run, now):
         log.info("collected %s: %s", name, d.reason)
         return Outcome(name, d, True)
     return _reap(cfg, name, d)
+
+
+def _restore_rules(cfg, name, lease):
+    """Put back the rules of a running user that a firewall reload
+    (iptables-restore, firewalld) wiped; True if any were missing. Under the
+    user's lock, so a concurrent `down` never gets rules re-added after it."""
+    from .firewall import Firewall
+    from .rules import plan_user_rules
+
+    with user_lock(cfg, name):
+        if lifecycle.spawner_for(cfg, paths.for_user(cfg, name)).running() is None:
+            return False
+        changed = Firewall(cfg).ensure_user(name, plan_user_rules(cfg, name, lease.block))
+    if changed:
+        log.warning("restored the firewall rules of %s (wiped by a firewall reload?)", name)
+    return changed
 
 
 def _reap(cfg, name, d):

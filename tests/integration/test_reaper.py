@@ -154,3 +154,19 @@ def test_purge_deletes_data_and_releases_the_block(harness):
     assert not os.path.exists(f"{harness.root}/state/users/{user}")
     assert user not in json.load(open(f"{harness.root}/state/leases.json"))["leases"]
     assert harness.dockerd_pids(user) == []
+
+
+def test_reaper_puts_back_rules_a_firewall_reload_wiped(harness):
+    user = harness.add_user()
+    harness.berth("up", user)
+    image = harness.import_busybox(user)
+    harness.docker(user, "run", "-d", "--name", "train", image, "sleep", "600")
+    before = harness.rules_mentioning(f"berth:{user}")
+    subprocess.run(["iptables-legacy", "-F", f"{harness.chain_prefix}-FORWARD"], check=True)
+    subprocess.run(["iptables-legacy", "-t", "nat", "-F", f"{harness.chain_prefix}-POSTROUTING"], check=True)
+    out = reap(harness, harness.config, "--user", user)
+    assert "firewall rules were missing and are back" in out
+    assert harness.rules_mentioning(f"berth:{user}") == before
+    assert "are back" not in reap(harness, harness.config, "--user", user)
+    harness.docker(user, "rm", "-f", "train")
+    harness.berth("down", user)

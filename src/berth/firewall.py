@@ -214,11 +214,18 @@ class Firewall:
         chain.delete()
         log.info("removed the empty chain %s/%s", jump.table, jump.target)
 
-    def users_with_rules(self):
-        """Users who have rules in berth's chains."""
-        users = set()
+    def rules_by_user(self):
+        """{user: [Rule, ...]} for every rule in berth's chains, in chain order
+        (filter, then nat: the order plan_user_rules gives)."""
+        found = {}
         with _translated(self.iptc, "reading berth's rules"):
             for jump in self.chains.jumps():
                 _, existing = self._existing(self._table(jump.table), jump.target)
-                users.update(k.comment.split(":", 1)[1] for _, k in existing if k.comment.startswith("berth:"))
-        return users
+                for _, key in existing:
+                    if key.comment.startswith("berth:"):
+                        found.setdefault(key.comment.split(":", 1)[1], []).append(key)
+        return found
+
+    def users_with_rules(self):
+        """Users who have rules in berth's chains."""
+        return set(self.rules_by_user())

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from . import activity, bridge, engine, lifecycle, paths, proc
 from .leases import LeaseTable
 from .locks import user_lock
+from .rules import plan_user_rules
 from .status import human_duration, known_users
 
 log = logging.getLogger(__name__)
@@ -122,23 +123,27 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
     now = time.time() if now is None else now
     table = LeaseTable(str(cfg.paths.state_dir), cfg.daemon.lock_timeout).read()
     names = [only] if only else known_users(cfg, table)
+    from .firewall import Firewall
+
+    rules = Firewall(cfg).rules_by_user()  # read once; only users whose rules differ are touched
     # dockerd takes about a second to exit; users are independent (each has
     # its own lock, and rule changes queue on the xtables lock), so a pass
     # over many idle users stops them side by side.
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        outcomes = list(pool.map(lambda n: _one(cfg, n, table.get(n), dry_run, now), names))
+        outcomes = list(pool.map(lambda n: _one(cfg, n, table.get(n), dry_run, now, rules.get(n, [])), names))
     if not only:
         outcomes += collect_orphans(cfg, table, dry_run)
     return outcomes
 
 
-def _one(cfg, name, lease, dry_run, now):
+def _one(cfg, name, lease, dry_run, now, rules_seen=()):
     o = observe(cfg, name, lease, now)
     d = decide(o, cfg.reaper.idle_timeout, now)
     upaths = paths.for_user(cfg, name)
     if d.action == "keep" and not dry_run and (o.sessions or o.processes or o.containers):
         activity.touch(upaths, now)  # activity seen by this pass counts as activity
-    if d.action == "keep" and not dry_run and o.state == "up" and lease is not None:
+    if (d.action == "keep" and not dry_run and o.state == "up" and lease is not None
+            and list(rules_seen) != list(plan_user_rules(cfg, name, lease.block))):
         if _restore_rules(cfg, name, lease):
             d = Decision("keep", d.reason + "; its firewall rules were missing and are back")
     if d.action in ("none", "keep") or dry_run:
@@ -157,7 +162,6 @@ def _restore_rules(cfg, name, lease):
     (iptables-restore, firewalld) wiped; True if any were missing. Under the
     user's lock, so a concurrent `down` never gets rules re-added after it."""
     from .firewall import Firewall
-    from .rules import plan_user_rules
 
     with user_lock(cfg, name):
         if lifecycle.spawner_for(cfg, paths.for_user(cfg, name)).running() is None:

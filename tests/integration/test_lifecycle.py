@@ -148,3 +148,28 @@ def test_gpu_style_wrapper_runtime_through_daemon_json(harness):
 def test_cli_runs_as_a_module_and_console_script(harness):
     r = subprocess.run([sys.executable, "-m", "berth", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "up" in r.stdout
+
+
+def test_new_blocks_skip_networks_the_host_already_uses(harness):
+    """The allocator reads the host's addresses and routes (pyroute2) and
+    never hands out a block that overlaps one."""
+    import ipaddress
+    from berth import bridge
+    pool = list(harness.pool.subnets(new_prefix=22))[-1]   # 4 blocks of our own
+    cfg = harness.write_config("skip.toml")
+    text = open(cfg).read().replace(f'pool = "{harness.pool}"', f'pool = "{pool}"')
+    text = text.replace(f'state_dir = "{harness.root}/state"', f'state_dir = "{harness.root}/state-skip"')
+    with open(cfg, "w") as f:
+        f.write(text)
+    first = list(pool.subnets(new_prefix=24))[0]
+    squatter = f"{harness.bridge_prefix}sq"
+    subprocess.run(["ip", "link", "add", squatter, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{first[10]}/24", "dev", squatter], check=True)
+        user = harness.add_user()
+        harness.berth("up", user, config=cfg)
+        block = ipaddress.ip_network(block_of(harness, user, config=cfg))
+        assert block.subnet_of(pool) and not block.overlaps(first)
+        harness.berth("down", user, config=cfg)
+    finally:
+        bridge.remove_bridge(squatter)

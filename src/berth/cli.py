@@ -163,7 +163,11 @@ def _doctor(args, cfg, out):
     if os.geteuid() != 0:
         raise BerthError("'berth doctor' needs root: it reads iptables, PAM files and berth's state",
                          hint="run it with sudo (sudo berth doctor)")
-    checks = doctor.run(cfg, args.root, _this_berth_or_none())
+    try:
+        cfg, config_error = config_mod.load(args.config), None
+    except BerthError as e:  # reported as a check; the others run on the defaults
+        cfg, config_error = config_mod.Config(), e
+    checks = doctor.run(cfg, args.root, _this_berth_or_none(), config_error)
     failed = any(c.level == doctor.FAIL for c in checks)
     if args.json:
         print(json.dumps({"checks": [c.to_json() for c in checks], "ok": not failed}, indent=2), file=out)
@@ -306,7 +310,7 @@ def main(argv=None, out=None):
         signal.signal(sig, _raise_exit)
     cfg, log_path, logging_ready = None, None, False
     try:
-        if not (args.command == "config" and args.example):
+        if not (args.command == "config" and args.example) and args.command != "doctor":
             cfg = config_mod.load(args.config)
         log_path = logsetup.for_cli(cfg, args.debug)
         logging_ready = True

@@ -194,8 +194,15 @@ def check_leases_and_orphans(cfg):
     return out
 
 
-def run(cfg, root="/", berth_path=None):
-    checks = []
+def check_config(cfg, error):
+    if error is not None:
+        return [Check("config", FAIL, error.message + "; the other checks use the defaults", error.hint)]
+    where = cfg.source if cfg.source != "(defaults)" else "no config file: the defaults"
+    return [Check("config", OK, f"{where} (pool {cfg.network.pool}, /{cfg.network.block_prefix} blocks)")]
+
+
+def run(cfg, root="/", berth_path=None, config_error=None):
+    checks = check_config(cfg, config_error)
     for step in (lambda: check_binaries(cfg), check_kernel, lambda: check_iptables_backend(cfg),
                  lambda: check_pool(cfg), lambda: check_install(cfg, root, berth_path),
                  lambda: check_dirs(cfg), lambda: check_leases_and_orphans(cfg)):

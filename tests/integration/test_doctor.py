@@ -114,3 +114,14 @@ def test_missing_login_hook(harness, sysroot):
     finally:
         with open(env_conf, "w") as f:
             f.write(saved)
+
+
+def test_invalid_config_is_a_check_and_the_others_still_run(harness, sysroot):
+    cfg = os.path.join(harness.root, "doctor-bad.toml")
+    with open(cfg, "w") as f:
+        f.write("[network]\npool = 'not-a-network'\n")
+    r = harness.berth("doctor", "--root", sysroot, "--json", config=cfg, check=False)
+    checks = json.loads(r.stdout)["checks"]
+    (bad,) = [c for c in checks if c["name"] == "config"]
+    assert r.returncode == 1 and bad["level"] == "FAIL" and "[network].pool" in bad["detail"]
+    assert {c["name"] for c in checks} >= {"dockerd", "kernel: overlayfs", "iptables backend"}

@@ -154,7 +154,7 @@ def _one(cfg, name, lease, dry_run, now, rules_seen=()):
         lifecycle.down(cfg, name)
         log.info("collected %s: %s", name, d.reason)
         return Outcome(name, d, True)
-    return _reap(cfg, name, d)
+    return _reap(cfg, name, d, lease, now)
 
 
 def _restore_rules(cfg, name, lease):
@@ -172,23 +172,26 @@ def _restore_rules(cfg, name, lease):
     return changed
 
 
-def _reap(cfg, name, d):
-    """Stop an idle user, unless a login slipped in meanwhile.
+def _reap(cfg, name, d, lease, now):
+    """Stop an idle user, unless they became active meanwhile.
 
     The warm login check takes no lock, so the two sides use a flag: the
     reaper raises `reaping` and then looks for sessions; a login records
     its session and then looks for the flag (warm.is_up). At least one of
     them sees the other: the reaper backs off, or the login takes the slow
-    path, which waits for this lock and brings the daemon back up.
+    path, which waits for this lock and brings the daemon back up. Under
+    the lock everything is looked at again (a `docker run` may just have
+    started a job).
     """
     upaths = paths.for_user(cfg, name)
     flag = os.path.join(upaths.run_dir, "reaping")
     with user_lock(cfg, name):
         open(flag, "w").close()
         try:
-            if activity.open_sessions(upaths):
-                log.info("kept %s: a session opened while reaping", name)
-                return Outcome(name, Decision("keep", "a session opened while reaping"), False)
+            again = decide(observe(cfg, name, lease, now), cfg.reaper.idle_timeout, now)
+            if again.action != "reap":
+                log.info("kept %s: %s (seen while reaping)", name, again.reason)
+                return Outcome(name, Decision("keep", again.reason + " (seen while reaping)"), False)
             supervisor = lifecycle.spawner_for(cfg, upaths)
             freed = sum(proc.rss_bytes(p) for p in supervisor.processes())
             lifecycle.down(cfg, name, locked=True)

@@ -245,7 +245,12 @@ chain_prefix = "{self.chain_prefix}"
             bridge.remove_bridge(name)
         self._remove_chains()
         for user in self.users:
-            subprocess.run(["userdel", user], capture_output=True)
+            # what a test ran as this user (it made them) must not keep userdel from working
+            subprocess.run(["pkill", "-KILL", "-u", user], capture_output=True)
+            time.sleep(0.1)
+            r = subprocess.run(["userdel", user], capture_output=True, text=True)
+            if r.returncode != 0:
+                errors.append(f"userdel {user}: {r.stderr.strip()}")
         self._unmount_below(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
         if errors:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -61,14 +62,15 @@ def test_running_container_keeps_the_user(harness, reap0):
 def test_live_process_on_the_host_keeps_the_user(harness, reap0):
     user = harness.add_user()
     harness.berth("up", user)
-    sleeper = subprocess.Popen(["runuser", "-u", user, "--", "sleep", "600"])
+    # its own process group: runuser forks, and its `sleep` must go too
+    sleeper = subprocess.Popen(["runuser", "-u", user, "--", "sleep", "600"], start_new_session=True)
     try:
         time.sleep(0.3)
         out = reap(harness, reap0, "--user", user)
         assert f"{user} kept: 1 process running on the host" in out
         assert state(harness, user)["state"] == "up"
     finally:
-        sleeper.kill()
+        os.killpg(sleeper.pid, signal.SIGKILL)
         sleeper.wait()
     harness.berth("down", user)
 

@@ -1,0 +1,37 @@
+import os
+
+from berth import activity, paths, proc
+
+
+def upaths(tmp_path):
+    return paths.UserPaths("alice", str(tmp_path / "alice"), "", "")
+
+
+def test_open_close_and_last_active(tmp_path):
+    up = upaths(tmp_path)
+    activity.session_opened(up, os.getpid(), now=1000.0)
+    assert activity.open_sessions(up) == [activity.session_name(os.getpid())]
+    assert activity.last_active(up) == 1000.0
+    activity.session_closed(up, os.getpid(), now=2000.0)
+    assert activity.open_sessions(up) == []
+    assert activity.last_active(up) == 2000.0
+
+
+def test_a_session_whose_process_is_gone_does_not_count_forever(tmp_path):
+    up = upaths(tmp_path)
+    activity.session_opened(up, os.getpid())
+    dead = os.path.join(up.run_dir, "sessions", "4194000-12345")  # no such process
+    reused = os.path.join(up.run_dir, "sessions", f"{os.getpid()}-{proc.stat(os.getpid()).start_ticks + 1}")
+    for path in (dead, reused):  # gone, and a pid since given to another process
+        open(path, "w").close()
+    assert activity.open_sessions(up) == [activity.session_name(os.getpid())]
+    assert not os.path.exists(dead) and not os.path.exists(reused)
+
+
+def test_readers_that_are_not_root_do_not_prune(tmp_path):
+    up = upaths(tmp_path)
+    os.makedirs(os.path.join(up.run_dir, "sessions"))
+    stale = os.path.join(up.run_dir, "sessions", "4194000-1")
+    open(stale, "w").close()
+    assert activity.open_sessions(up, prune=False) == []
+    assert os.path.exists(stale)

@@ -99,6 +99,8 @@ def collect(cfg, only=None, now=None):
             raise BerthError(f"only root can look at {only}'s daemon",
                              hint=f"berth status (yours), or sudo berth status {only}")
         only = me
+    if only and only not in known_users(cfg, table) and _uid(only, None) < 0:
+        raise BerthError(f"berth knows no user {only!r}", hint="'berth status' lists the users it serves")
     names = [only] if only else known_users(cfg, table)
     return [user_status(cfg, n, table.get(n), now) for n in names]
 

@@ -209,7 +209,8 @@ def _unmount_below(path, mounts="/proc/self/mounts"):
     for point in sorted((p for p in points if p == path or p.startswith(prefix)), key=len, reverse=True):
         r = subprocess.run(["umount", "--lazy", point], capture_output=True, text=True)
         if r.returncode != 0:
-            raise BerthError(f"cannot unmount {point}: {r.stderr.strip()}", hint=f"unmount it by hand: umount {point}")
+            raise BerthError(f"cannot unmount {point}: {r.stderr.strip()}",
+                             hint=f"unmount it by hand: umount {point}")
 
 
 def purge(cfg, name):
@@ -222,8 +223,12 @@ def purge(cfg, name):
     user_state = os.path.dirname(upaths.data_root)
     with user_lock(cfg, result.user):
         _unmount_below(user_state)
-        if os.path.exists(user_state):
-            shutil.rmtree(user_state)
+        try:
+            if os.path.exists(user_state):
+                shutil.rmtree(user_state)
+        except OSError as e:
+            raise BerthError(f"cannot delete {user_state}: {e.strerror} ({e.filename}); the lease is kept",
+                             hint=f"see what holds it (fuser -vm {user_state}), then purge again") from None
         shutil.rmtree(upaths.run_dir, ignore_errors=True)
         released = leases(cfg).release(result.user)
     log.info("purged %s: deleted %s%s", result.user, user_state, ", released the lease" if released else "")

@@ -30,10 +30,11 @@ def client(docker_host, timeout=30):
 def _translated(fn):
     def wrapper(*args, **kwargs):
         import docker.errors
+        import requests.exceptions
 
         try:
             return fn(*args, **kwargs)
-        except docker.errors.DockerException as e:
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
             raise DaemonError(f"the Docker daemon refused: {e}",
                               hint="see the user's dockerd log (berth status USER shows its path)") from None
     return wrapper

@@ -69,7 +69,7 @@ def user_status(cfg, name, lease, now=None):
     state, running, net_ip = "down", None, ""
     if rec is not None:
         state = "up" if engine.ping(upaths.socket) else "starting"
-    elif supervisor.record() is not None:
+    elif supervisor.poll() == "exited":
         state = "dead"
     if state == "up":
         try:

@@ -214,6 +214,11 @@ chain_prefix = "{self.chain_prefix}"
         out = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True).stdout
         return [line for line in out.splitlines() if text in line]
 
+    def wipe_rules(self):
+        """What `iptables-restore` or a firewalld reload does to berth's rules."""
+        subprocess.run(["iptables-legacy", "-F", f"{self.chain_prefix}-FORWARD"], check=True)
+        subprocess.run(["iptables-legacy", "-t", "nat", "-F", f"{self.chain_prefix}-POSTROUTING"], check=True)
+
     def bridges(self):
         return sorted(n for n in os.listdir("/sys/class/net") if n.startswith(self.bridge_prefix))
 

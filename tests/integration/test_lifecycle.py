@@ -89,8 +89,7 @@ def test_rules_wiped_by_a_firewall_reload_are_put_back(harness):
     user = harness.add_user()
     harness.berth("up", user)
     before = harness.rules_mentioning(f"berth:{user}")
-    subprocess.run(["iptables-legacy", "-F", f"{harness.chain_prefix}-FORWARD"], check=True)
-    subprocess.run(["iptables-legacy", "-t", "nat", "-F", f"{harness.chain_prefix}-POSTROUTING"], check=True)
+    harness.wipe_rules()
     assert harness.rules_mentioning(f"berth:{user}") == []
     harness.berth("up", user)
     assert harness.rules_mentioning(f"berth:{user}") == before

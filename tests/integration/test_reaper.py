@@ -164,8 +164,7 @@ def test_reaper_puts_back_rules_a_firewall_reload_wiped(harness):
     image = harness.import_busybox(user)
     harness.docker(user, "run", "-d", "--name", "train", image, "sleep", "600")
     before = harness.rules_mentioning(f"berth:{user}")
-    subprocess.run(["iptables-legacy", "-F", f"{harness.chain_prefix}-FORWARD"], check=True)
-    subprocess.run(["iptables-legacy", "-t", "nat", "-F", f"{harness.chain_prefix}-POSTROUTING"], check=True)
+    harness.wipe_rules()
     out = reap(harness, harness.config, "--user", user)
     assert "firewall rules were missing and are back" in out
     assert harness.rules_mentioning(f"berth:{user}") == before

@@ -1,8 +1,11 @@
 """ssh into the box and docker just works: a real sshd with PAM."""
 
+import contextlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 
 def status(harness, user):
@@ -64,17 +67,18 @@ def test_eight_users_logging_in_at_once(harness, sshd):
         harness.berth("down", u)
 
 
-def _broken(harness, text):
-    """Swap the config the PAM line names for `text`; returns the restore."""
+@contextlib.contextmanager
+def broken_config(harness, break_it):
+    """The config the PAM line names, broken by `break_it(text)` for the block."""
     with open(harness.config) as f:
         good = f.read()
     with open(harness.config, "w") as f:
-        f.write(text)
-
-    def restore():
+        f.write(break_it(good))
+    try:
+        yield
+    finally:
         with open(harness.config, "w") as f:
             f.write(good)
-    return restore
 
 
 def berth_lines(r):
@@ -87,30 +91,17 @@ def interactive_login(sshd, user, typed):
     return sshd.ssh(user, tty=True, stdin=typed)
 
 
-def test_login_survives_a_config_with_a_syntax_error(harness, sshd):
+@pytest.mark.parametrize("break_it, code, words", [
+    (lambda good: "[network\npool = \n", 3, "not valid TOML"),
+    (lambda good: good.replace("[daemon]\n", '[daemon]\ndockerd = "dockerd-not-installed"\n'), 4,
+     "dockerd-not-installed not found"),
+], ids=["config-syntax-error", "dockerd-missing"])
+def test_login_survives_a_broken_setup(harness, sshd, break_it, code, words):
     user = new_user(harness, sshd)
-    restore = _broken(harness, "[network\npool = \n")
-    try:
-        r = interactive_login(sshd, user, "echo still-$((1+1))-here; exit 3\n")
-    finally:
-        restore()
-    assert r.returncode == 3
-    assert "still-2-here" in r.stdout
+    with broken_config(harness, break_it):
+        r = interactive_login(sshd, user, f"echo still-$((1+{code}))-here; exit {code}\n")
+    assert r.returncode == code, "the exit code is the command's own"
+    assert f"still-{code + 1}-here" in r.stdout
     lines = berth_lines(r)
-    assert len(lines) == 1 and "not valid TOML" in lines[0], r.stdout + r.stderr
-
-
-def test_login_survives_a_missing_dockerd(harness, sshd):
-    user = new_user(harness, sshd)
-    with open(harness.config) as f:
-        good = f.read()
-    restore = _broken(harness, good.replace("[daemon]\n", '[daemon]\ndockerd = "dockerd-not-installed"\n'))
-    try:
-        r = interactive_login(sshd, user, "echo still-$((2+2))-here; exit 4\n")
-    finally:
-        restore()
-    assert r.returncode == 4
-    assert "still-4-here" in r.stdout
-    lines = berth_lines(r)
-    assert len(lines) == 1 and "dockerd-not-installed not found" in lines[0], r.stdout + r.stderr
+    assert len(lines) == 1 and words in lines[0], r.stdout + r.stderr
     assert not os.path.exists(harness.sock(user))

@@ -36,13 +36,10 @@ def main():
 
     with Scratch("warm", "10.254.80.0/20", args.python) as scratch:
         user = scratch.add_user(f"btwarm{scratch.tag}")
-        hook_env = dict(scratch.env, PAM_TYPE="open_session", PAM_USER=user, PAM_SERVICE="sshd")
-        # exactly the arguments `berth install` writes into the PAM line
-        hook_args = ["pam", "--run-dir", f"{scratch.root}/run", "--config", scratch.config]
-        berth = [args.python, "-m", "berth", *hook_args]
-        console = os.path.join(os.path.dirname(args.python), "berth")
-        if os.path.exists(console):
-            berth = [console, *hook_args]  # what pam_exec runs
+        # exactly what `berth install` writes into the PAM line (pam_exec runs it)
+        berth = [args.python, "-I", "-m", "berth", "pam", "--run-dir", f"{scratch.root}/run",
+                 "--config", scratch.config]
+        hook_env = {"PATH": "/usr/bin:/bin", "PAM_TYPE": "open_session", "PAM_USER": user, "PAM_SERVICE": "sshd"}
         bare = [args.python, "-c", "pass"]
         scratch.berth("up", user)
         for _ in range(3):  # warm the page cache for both

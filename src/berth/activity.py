@@ -1,16 +1,18 @@
 """Who is using their daemon: open login sessions and the last activity.
 
-The PAM hook records a session when it opens and drops it when it closes;
-each session is named by the pid and start time of the process that opened
-it (sshd's per-connection process), so a session that ended without a
-close (a crash, a kill -9) is recognised as over once that process is gone.
-Files live in the user's root-owned run dir; no global lock is taken.
+The PAM hook records a session when it opens, named by the pid and start
+time of the process that opened it (sshd's per-connection process). Its end
+is learned from that process being gone, not from close_session: the PAM
+environment at close holds what pam_env read from the user's files, so
+berth runs nothing as root then. Files live in the user's root-owned run
+dir, root's alone; no global lock is taken.
 """
 
 import os
 import time
 
 from . import proc
+from .paths import ROOT_ONLY, TRAVERSE_ONLY
 from .fsutil import ensure_dir, remove
 
 
@@ -25,7 +27,7 @@ def _last_active_file(upaths):
 def touch(upaths, now=None):
     """Mark the user active now (the file's mtime is the time)."""
     path = _last_active_file(upaths)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     os.close(fd)
     now = time.time() if now is None else now
     os.utime(path, (now, now))
@@ -44,23 +46,17 @@ def session_name(pid):
 
 
 def session_opened(upaths, pid, now=None):
-    ensure_dir(upaths.run_dir, 0o755)
-    ensure_dir(_sessions_dir(upaths), 0o755)
+    ensure_dir(upaths.run_dir, TRAVERSE_ONLY)
+    ensure_dir(_sessions_dir(upaths), ROOT_ONLY)
     fd = os.open(os.path.join(_sessions_dir(upaths), session_name(pid)),
-                 os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+                 os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     os.close(fd)
     touch(upaths, now)
 
 
-def session_closed(upaths, pid, now=None):
-    remove(os.path.join(_sessions_dir(upaths), session_name(pid)))
-    if os.path.isdir(upaths.run_dir):
-        touch(upaths, now)
-
-
 def open_sessions(upaths, prune=True):
-    """Sessions whose opening process still runs; stale ones are dropped
-    (unless `prune` is off: a reader that is not root cannot)."""
+    """Sessions whose opening process still runs; ended ones are dropped
+    (unless `prune` is off: a dry run changes nothing)."""
     try:
         names = os.listdir(_sessions_dir(upaths))
     except FileNotFoundError:

@@ -54,3 +54,8 @@ def choose_block(pool, block_prefix, taken, host_networks):
 
 def pool_size(pool, block_prefix):
     return 2 ** (block_prefix - ipaddress.IPv4Network(pool).prefixlen)
+
+
+def block_of_bridge(bridge_subnet):
+    """The user's block, from the bridge subnet (its first half, see layout)."""
+    return ipaddress.IPv4Network(bridge_subnet, strict=False).supernet(prefixlen_diff=1)

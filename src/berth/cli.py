@@ -27,7 +27,8 @@ EXAMPLES = {
     "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
     "install": "sudo berth install --dry-run && sudo berth install",
     "uninstall": "sudo berth uninstall",
-    "pam": "session optional pam_exec.so quiet stdout /usr/local/bin/berth pam   # in /etc/pam.d/sshd",
+    "pam": "session optional pam_exec.so quiet stdout type=open_session /opt/berth/bin/python -I -m berth pam\n"
+           "  # in /etc/pam.d/sshd, above any pam_env user_readenv=1 line (berth install places it)",
 }
 
 
@@ -71,8 +72,13 @@ def build_parser():
                             "common-session covers every login)")
         c.add_argument("--root", default="/", help=argparse.SUPPRESS)  # tests install into a temp dir
         if name == "install":
-            c.add_argument("--berth", metavar="PATH", help="the berth the PAM line runs (default: this one)")
-    c = command("pam", "the PAM session hook (run by pam_exec; reads PAM_USER and PAM_TYPE); always exits 0")
+            # tests: a pam_env conf outside /etc, for a PAM dir mounted privately
+            c.add_argument("--env-conf", default=None, help=argparse.SUPPRESS)
+            c.add_argument("--python", metavar="PATH",
+                           help="the interpreter berth is installed for, which the PAM line runs "
+                                "(default: this one)")
+    c = command("pam", "the PAM session hook (run by pam_exec at session open; reads PAM_USER and PAM_TYPE); "
+                       "always exits 0")
     c.add_argument("--config", dest="pam_config", metavar="FILE", help=argparse.SUPPRESS)
     c.add_argument("--run-dir", metavar="DIR", help=argparse.SUPPRESS)
     c = command("logs", "show a user's dockerd log")
@@ -135,19 +141,19 @@ def _status(args, cfg, out):
 
     if args.user:
         users.check_name(args.user)
-    rows = status.collect(cfg, only=args.user)
+    rows, table = status.collect(cfg, only=args.user)
     if args.json:
-        print(json.dumps(status.to_json(cfg, rows), indent=2), file=out)
+        print(json.dumps(status.to_json(cfg, rows, table), indent=2), file=out)
     elif args.user:
         print(status.render_detail(rows[0]), file=out)
     else:
-        print(status.render_table(cfg, rows), file=out)
+        print(status.render_table(cfg, rows, table), file=out)
 
 
 def _env(args, cfg, out):
     from . import paths, users
 
-    account = users.resolve(args.user or pwd.getpwuid(os.getuid()).pw_name, cfg.users.min_uid)
+    account = users.resolve(args.user or pwd.getpwuid(os.getuid()).pw_name, cfg.users.min_uid, cfg.users.max_uid)
     print(f"export DOCKER_HOST={paths.for_user(cfg, account.name).docker_host}", file=out)
 
 
@@ -167,7 +173,7 @@ def _doctor(args, cfg, out):
         cfg, config_error = config_mod.load(args.config), None
     except BerthError as e:  # reported as a check; the others run on the defaults
         cfg, config_error = config_mod.Config(), e
-    checks = doctor.run(cfg, args.root, _this_berth_or_none(), config_error)
+    checks = doctor.run(cfg, args.root, _this_python(), config_error)
     failed = any(c.level == doctor.FAIL for c in checks)
     if args.json:
         print(json.dumps({"checks": [c.to_json() for c in checks], "ok": not failed}, indent=2), file=out)
@@ -199,17 +205,9 @@ def run(args, cfg, out):
     return handler(args, cfg, out) or 0
 
 
-def _this_berth():
-    """The absolute path of the berth being run, for the PAM line."""
-    import shutil
-
-    argv0 = sys.argv[0]
-    if os.path.basename(argv0) == "berth" and os.path.isfile(argv0):
-        return os.path.abspath(argv0)
-    found = shutil.which("berth")
-    if found:
-        return os.path.abspath(found)
-    raise BerthError("cannot tell where the berth command is installed", hint="pass --berth /path/to/berth")
+def _this_python():
+    """The interpreter running this berth (a venv's, not the one it links to)."""
+    return os.path.abspath(sys.executable)
 
 
 def _purge(args, cfg, out):
@@ -259,13 +257,6 @@ def _logs(args, cfg, out):
             pass
 
 
-def _this_berth_or_none():
-    try:
-        return _this_berth()
-    except BerthError:
-        return None
-
-
 def _install(args, cfg, out):
     from . import install
 
@@ -277,8 +268,9 @@ def _install(args, cfg, out):
     use_systemd = args.root == "/" and systemd_booted()
     if args.command == "install":
         config_path = args.config or os.environ.get(config_mod.ENV_VAR) or None
-        changes = install.plan_install(cfg, args.berth or _this_berth(), host.read, services, config_path,
-                                       schedule="systemd" if use_systemd else "cron")
+        changes = install.plan_install(cfg, args.python or _this_python(), host.read, services, config_path,
+                                       schedule="systemd" if use_systemd else "cron", others=host.pam_services(),
+                                       env_conf_path=args.env_conf or install.ENV_CONF)
     else:
         changes = install.plan_uninstall(host.read, services)
     timer = os.path.basename(install.REAP_TIMER)

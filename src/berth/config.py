@@ -44,6 +44,9 @@ class NetworkConfig:
 @dataclass(frozen=True)
 class UsersConfig:
     min_uid: int = 1000
+    # Debian's UID_MAX: above it are nobody (65534) and ranges such as
+    # systemd's dynamic users, who never get a daemon.
+    max_uid: int = 60000
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,17 @@ class Config:
 # --- validators: each takes (value) and returns the converted value or
 # raises ValueError with "what is allowed".
 
+# berth makes its [paths] root-only (mode 0711 / 0700); naming one of the
+# host's shared directories would lock everybody else out of it.
+SHARED_DIRS = frozenset({"/", "/run", "/var", "/var/lib", "/var/log", "/var/run", "/var/tmp", "/tmp",
+                         "/etc", "/home", "/usr", "/opt", "/srv", "/mnt", "/root", "/dev/shm"})
+
+
 def _abs_path(value):
     if not isinstance(value, str) or not value.startswith("/"):
         raise ValueError("an absolute path, e.g. \"/var/lib/berth\"")
+    if os.path.normpath(value) in SHARED_DIRS:
+        raise ValueError("a directory of berth's own, e.g. \"/var/lib/berth\", not a directory the host shares")
     return Path(value)
 
 
@@ -166,7 +177,7 @@ SCHEMA = {
         "bridge_prefix": _pattern(r"[a-z][a-z0-9]{0,4}", "bth"),
         "chain_prefix": _pattern(r"[A-Z][A-Z0-9_]{0,11}", "BERTH"),
     }),
-    "users": (UsersConfig, {"min_uid": _int_range(1, 2**31)}),
+    "users": (UsersConfig, {"min_uid": _int_range(1, 2**31), "max_uid": _int_range(1, 2**32 - 2)}),
     "net_container": (NetContainerConfig, {
         "name": _pattern(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", "net"),
         "image": _image,
@@ -190,7 +201,8 @@ def config_path(environ=None):
 
 def load(path=None, environ=None):
     """Read and validate the config; a missing default file means defaults."""
-    explicit = path is not None or bool((environ or os.environ).get(ENV_VAR))
+    environ = os.environ if environ is None else environ
+    explicit = path is not None or bool(environ.get(ENV_VAR))
     path = path or config_path(environ)
     try:
         with open(path, "rb") as f:
@@ -232,6 +244,9 @@ def parse(data, source="(config)"):
         sections[name] = cls(**kwargs)
     cfg = Config(**sections, source=source)
     _check_network(cfg.network, source)
+    if cfg.users.max_uid < cfg.users.min_uid:
+        raise ConfigError(f"{source}: [users].max_uid = {cfg.users.max_uid} is below min_uid = {cfg.users.min_uid}",
+                          hint="max_uid is the highest uid berth serves (default 60000)")
     return cfg
 
 

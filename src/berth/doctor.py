@@ -7,10 +7,11 @@ import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 from dataclasses import asdict, dataclass
 
-from . import bridge, install, pause, paths, spawner
+from . import bridge, install, pamlayout, pause, paths, spawner
 from .errors import BerthError
 from .fsutil import check_trusted
 from .leases import LeaseTable
@@ -116,26 +117,33 @@ def check_pool(cfg):
                   "choose a free range for [network].pool (berth skips those blocks, but users expect it whole)")]
 
 
-def check_install(cfg, root, berth_path):
-    host = install.Host(root)
+def check_pam(host, python):
+    """berth's hook: present, runnable, and out of reach of users' variables."""
+    services = host.pam_services()
+    with_block = [s for s in services if install.BEGIN in (host.read(pamlayout.service_path(s)) or "")]
+    if not with_block:
+        return [Check("PAM lines", WARN, f"no berth lines in {pamlayout.PAM_DIR}", "berth install")]
     out = []
-    pam_hits = [p for p in ("/etc/pam.d/sshd", "/etc/pam.d/common-session")
-                if install.BEGIN in (host.read(p) or "")]
-    if not pam_hits:
-        out.append(Check("PAM lines", WARN, "no berth lines in /etc/pam.d/sshd or common-session",
-                         "berth install"))
+    for service in services:
+        for f in pamlayout.findings(service, host.read):
+            out.append(Check("PAM layout", FAIL, f"{service}: {f.problem}", f.fix))
+    first = pamlayout.service_path(with_block[0])
+    hooks = [line for line in pamlayout.parse(host.read(first), first) if pamlayout.hook_command(line)]
+    named = pamlayout.hook_command(hooks[0])[0] if hooks else "?"
+    if not os.path.exists(named):
+        out.append(Check("PAM lines", FAIL, f"{first} runs {named}, which does not exist", "berth install"))
+    elif python and named != python:
+        out.append(Check("PAM lines", WARN, f"{first} runs {named}, not this berth's interpreter ({python})",
+                         "berth install (rewrites the line)"))
     else:
-        text = host.read(pam_hits[0])
-        exe = re.search(r"pam_exec\.so .*?(/\S+) pam", text)
-        named = exe.group(1) if exe else "?"
-        if berth_path and named != berth_path:
-            out.append(Check("PAM lines", WARN, f"{pam_hits[0]} runs {named}, not this berth ({berth_path})",
-                             "berth install (rewrites the line)"))
-        elif not os.path.exists(named):
-            out.append(Check("PAM lines", FAIL, f"{pam_hits[0]} runs {named}, which does not exist",
-                             "berth install"))
-        else:
-            out.append(Check("PAM lines", OK, f"{pam_hits[0]} runs {named}"))
+        out.append(Check("PAM lines", OK, f"{first} runs {named} -I -m berth pam, before any pam_env "
+                                          "that reads users' files"))
+    return out
+
+
+def check_install(cfg, root, python):
+    host = install.Host(root)
+    out = check_pam(host, python)
     for path, what in ((install.ENV_CONF, "pam_env conf"), (install.PROFILE, "profile.d script")):
         ok = install.written_by_berth(host.read(path))
         out.append(Check(what, OK if ok else WARN, path + (" in place" if ok else " missing"),
@@ -156,9 +164,35 @@ def check_dirs(cfg):
             continue
         except BerthError as e:
             out.append(Check("ownership", FAIL, e.message, e.hint))
+    for path, mode in _private_paths(cfg):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_IMODE(st.st_mode) & ~mode:
+            out.append(Check("privacy", FAIL, f"{path} has mode {stat.S_IMODE(st.st_mode):o}: other users can "
+                                              "read or list it (names, blocks and paths of every user)",
+                             f"chmod {mode:o} {path} (the next berth up does it too)"))
     if not out:
-        out.append(Check("ownership", OK, f"{cfg.paths.state_dir} and {cfg.paths.run_dir} are root's alone"))
+        out.append(Check("ownership", OK, f"{cfg.paths.state_dir}, {cfg.paths.run_dir} and {cfg.paths.log_dir} "
+                                          "are root's alone; users pass through to their socket only"))
     return out
+
+
+def _private_paths(cfg):
+    """berth's files and directories with the widest mode each may have."""
+    state, run, logs = str(cfg.paths.state_dir), str(cfg.paths.run_dir), str(cfg.paths.log_dir)
+    found = [(state, paths.TRAVERSE_ONLY), (os.path.join(state, "users"), paths.TRAVERSE_ONLY),
+             (os.path.join(state, "leases.json"), 0o600), (paths.locks_dir(cfg), paths.ROOT_ONLY),
+             (run, paths.TRAVERSE_ONLY), (logs, paths.ROOT_ONLY), (os.path.join(logs, "berth.log"), 0o600)]
+    try:
+        found += [(os.path.join(paths.locks_dir(cfg), n), 0o600) for n in os.listdir(paths.locks_dir(cfg))]
+    except FileNotFoundError:
+        pass
+    for d in _user_run_dirs(cfg):
+        found += [(d, paths.TRAVERSE_ONLY), (os.path.join(d, "daemon.json"), 0o600),
+                  (os.path.join(d, "dockerd.rec"), 0o600), (os.path.join(d, "sessions"), paths.ROOT_ONLY)]
+    return found
 
 
 def _user_run_dirs(cfg):
@@ -201,10 +235,10 @@ def check_config(cfg, error):
     return [Check("config", OK, f"{where} (pool {cfg.network.pool}, /{cfg.network.block_prefix} blocks)")]
 
 
-def run(cfg, root="/", berth_path=None, config_error=None):
+def run(cfg, root="/", python=None, config_error=None):
     checks = check_config(cfg, config_error)
     for step in (lambda: check_binaries(cfg), check_kernel, lambda: check_iptables_backend(cfg),
-                 lambda: check_pool(cfg), lambda: check_install(cfg, root, berth_path),
+                 lambda: check_pool(cfg), lambda: check_install(cfg, root, python),
                  lambda: check_dirs(cfg), lambda: check_leases_and_orphans(cfg)):
         try:
             checks += step()

@@ -6,8 +6,6 @@ exchange. HTTP/1.0 makes the daemon close the connection after the answer,
 so there is no chunked encoding to decode.
 """
 
-import json
-
 # The C module: `socket` would pull in enum and selectors on the login path.
 import _socket
 
@@ -52,4 +50,6 @@ def get_json(sock_path, path, timeout=5.0):
     status, body = request(sock_path, path, timeout)
     if status != 200:
         raise EngineError(f"GET {path} on {sock_path} answered {status}")
+    import json  # not on the warm login path, which only pings
+
     return json.loads(body)

@@ -18,7 +18,11 @@ from .rules import Rule, chains, user_comment
 
 log = logging.getLogger(__name__)
 
-XTABLES_LOCK = os.environ.get("XTABLES_LOCKFILE", "/run/xtables.lock")
+# The lock the iptables commands take. Always this path: the variable
+# iptables reads (XTABLES_LOCKFILE) is not for root to take from anyone's
+# environment. flock() makes it 0600 as iptables does: a lock file others
+# can open is one they can hold, and every iptables call would wait.
+XTABLES_LOCK = "/run/xtables.lock"
 
 
 def xtables_lock(timeout=30.0):
@@ -44,13 +48,15 @@ def _point_iptc_at_its_libraries(environ=os.environ):
         versions = sorted(glob.glob(os.path.join(libdir, "libxtables.so.*[0-9]")), key=len)
         if not (os.path.isdir(plugins) and versions):
             continue
-        environ.setdefault("XTABLES_LIBDIR", plugins)
-        environ.setdefault("PYTHON_IPTABLES_XTABLES_VERSION", versions[0].rsplit(".so.", 1)[1])
+        # Set, not defaulted: which libraries root loads is never taken
+        # from the environment berth was started with.
+        environ["XTABLES_LIBDIR"] = plugins
+        environ["PYTHON_IPTABLES_XTABLES_VERSION"] = versions[0].rsplit(".so.", 1)[1]
         spec = importlib.util.find_spec("iptc")
         if spec and spec.submodule_search_locations:
             # libxtwrapper, python-iptables' own helper, sits beside the package.
             site = os.path.dirname(list(spec.submodule_search_locations)[0])
-            environ.setdefault("IPTABLES_LIBDIR", f"{libdir}:{site}")
+            environ["IPTABLES_LIBDIR"] = f"{libdir}:{site}"
         return
 
 

@@ -26,15 +26,30 @@ def check_trusted(path, st=None):
 
 
 def ensure_dir(path, mode=0o755):
-    """mkdir -p that checks every directory it did not just create."""
+    """mkdir -p that checks every directory it did not just create, and
+    narrows a directory of berth's that is more open than `mode` (one an
+    older berth made 0755, so any user could list the users in it)."""
     path = os.fspath(path)
     try:
         os.makedirs(path, mode=mode, exist_ok=True)
     except OSError as e:
         raise BerthError(f"cannot create {path}: {e.strerror}",
                          hint="run berth as root and check the [paths] of the config") from None
-    check_trusted(path)
+    st = os.lstat(path)
+    check_trusted(path, st)
+    if stat.S_IMODE(st.st_mode) & ~mode:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
     return path
+
+
+def ensure_private_file(path, mode=0o600):
+    """Narrow an existing file of berth's to `mode` (see ensure_dir)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & ~mode:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
 
 
 def atomic_write(path, data, mode=0o644):

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from . import config as config_mod
+from . import pamlayout
 from .errors import BerthError
 from .fsutil import atomic_write
 
@@ -16,6 +17,8 @@ BEGIN = "# BEGIN berth"
 END = "# END berth"
 MARK = "(added by 'berth install')"
 
+# The interpreter of the venv scripts/install.sh makes: the shipped pam/ files name it.
+DEFAULT_PYTHON = "/opt/berth/bin/python"
 ENV_CONF = "/etc/berth/pam_env.conf"
 PROFILE = "/etc/profile.d/berth.sh"
 CONFIG = "/etc/berth/berth.toml"
@@ -40,10 +43,12 @@ def template(name):
     return resources.files("berth").joinpath(f"data/{name}").read_text()
 
 
-def pam_block(cfg, berth, config_path=None, env_conf_path=ENV_CONF):
-    """The PAM lines, with the absolute path of this berth."""
+def pam_block(cfg, python, config_path=None, env_conf_path=ENV_CONF):
+    """The PAM lines, running berth with `python` (the absolute path of the
+    interpreter berth is installed for)."""
     arg = f" --config {config_path}" if config_path else ""
-    return (template("pam-session").replace("@MIN_UID@", str(cfg.users.min_uid)).replace("@BERTH@", berth)
+    return (template("pam-session").replace("@MIN_UID@", str(cfg.users.min_uid))
+            .replace("@MAX_UID@", str(cfg.users.max_uid)).replace("@PYTHON@", python)
             .replace("@CONFIG_ARG@", arg).replace("@ENV_CONF@", env_conf_path)
             .replace("@RUN_DIR@", str(cfg.paths.run_dir)))
 
@@ -57,32 +62,44 @@ def profile_script(cfg):
 
 
 def strip_block(text):
-    """The text without berth's marked block (and the blank line it added)."""
-    out, inside = [], False
-    for line in text.splitlines(keepends=True):
-        if line.startswith(BEGIN):
-            inside = True
-            if out and out[-1].strip() == "":
-                out.pop()
-            continue
-        if inside:
-            inside = not line.startswith(END)
-            continue
-        out.append(line)
-    return "".join(out)
+    """The text without berth's marked block (and the blank line it added
+    above itself when it was appended at the end)."""
+    lines = text.splitlines(keepends=True)
+    begin = next((i for i, line in enumerate(lines) if line.startswith(BEGIN)), None)
+    if begin is None:
+        return text
+    end = next((i for i in range(begin, len(lines)) if lines[i].startswith(END)), len(lines) - 1)
+    if end == len(lines) - 1 and begin > 0 and lines[begin - 1].strip() == "":
+        begin -= 1
+    return strip_block("".join(lines[:begin] + lines[end + 1:]))
 
 
-def with_block(text, block):
+def with_block(text, block, read=None, path="/etc/pam.d/sshd"):
+    """`text` with berth's block: before the first line that brings a pam_env
+    reading users' files into the session stack (and the comments just above
+    it), else at the end. `read` gives the files that `text` includes."""
     base = strip_block(text)
     if base and not base.endswith("\n"):
         base += "\n"
-    return base + ("\n" if base else "") + block
+    index = pamlayout.insertion_index(base, path, read or (lambda p: None))
+    if index is None:
+        return base + ("\n" if base else "") + block
+    lines = base.splitlines(keepends=True)
+    while index > 0 and lines[index - 1].lstrip().startswith("#"):
+        index -= 1
+    return "".join(lines[:index]) + block + "".join(lines[index:])
 
 
-def schedule_files(cfg, berth, config_path=None, schedule="cron"):
+def berth_command(python):
+    """How root runs berth: the interpreter isolated from its environment."""
+    return f"{python} -I -m berth"
+
+
+def schedule_files(cfg, python, config_path=None, schedule="cron"):
     """The reaper's schedule: a cron file, or a systemd service + timer."""
     # cron's global --config goes before the command; the unit's too.
     arg = f" --config {config_path}" if config_path else ""
+    berth = berth_command(python)
     names = {CRON: "cron", REAP_SERVICE: "berth-reap.service", REAP_TIMER: "berth-reap.timer"}
     return {path: template(names[path]).replace("@BERTH@", berth).replace("@CONFIG_ARG@", arg)
             .replace("@LOG_DIR@", str(cfg.paths.log_dir)) for path in SCHEDULES[schedule]}
@@ -92,21 +109,38 @@ def pam_files(services):
     return [f"/etc/pam.d/{s}" for s in services]
 
 
-def plan_install(cfg, berth, read, services=("sshd",), config_path=None, schedule="cron"):
-    """Changes that make the host match; `read(path)` gives current text or None."""
+def plan_install(cfg, python, read, services=("sshd",), config_path=None, schedule="cron", others=(),
+                 env_conf_path=ENV_CONF):
+    """Changes that make the host match; `read(path)` gives current text or None.
+
+    `others`: the other PAM services on the host, checked too when an edited
+    file is included by them (common-session).
+
+    Raises:
+        BerthError: a PAM service is missing, or its layout would let users'
+            variables reach berth's hook wherever the block stands.
+    """
     changes = []
-    block = pam_block(cfg, berth, config_path)
+    block = pam_block(cfg, python, config_path, env_conf_path)
+    planned = {}
     for path in pam_files(services):
         current = read(path)
         if current is None:
             raise BerthError(f"{path} does not exist",
                              hint="name an existing PAM service (--pam-service), e.g. sshd or common-session")
-        wanted = with_block(current, block)
-        if wanted != current:
+        planned[path] = with_block(current, block, read, path)
+    after = lambda p: planned.get(p, read(p))  # noqa: E731 -- the host as it will be
+    for path in planned:
+        name = os.path.basename(path)
+        for service in (name, *pamlayout.services_including(name, others, after)):
+            for finding in pamlayout.findings(service, after):
+                raise BerthError(f"cannot install berth's hook safely: {finding.problem}", hint=finding.fix)
+    for path, wanted in planned.items():
+        if wanted != read(path):
             changes.append(Change(path, wanted, f"add berth's session lines to {path}"))
-    files = {ENV_CONF: env_conf(cfg), PROFILE: profile_script(cfg), COMPLETION: template("berth.bash"),
+    files = {env_conf_path: env_conf(cfg), PROFILE: profile_script(cfg), COMPLETION: template("berth.bash"),
              LOGROTATE: template("logrotate").replace("@LOG_DIR@", str(cfg.paths.log_dir)),
-             **schedule_files(cfg, berth, config_path, schedule)}
+             **schedule_files(cfg, python, config_path, schedule)}
     for path, text in files.items():
         if read(path) != text:
             changes.append(Change(path, text, f"write {path}"))
@@ -150,6 +184,12 @@ class Host:
                 return f.read()
         except FileNotFoundError:
             return None
+
+    def pam_services(self):
+        try:
+            return sorted(n for n in os.listdir(self.real(pamlayout.PAM_DIR)) if not n.endswith(".berth-backup"))
+        except FileNotFoundError:
+            return []
 
     def apply(self, change):
         path = self.real(change.path)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from . import blocks
 from .errors import LeaseFileCorrupt, SubnetsExhausted
-from .fsutil import atomic_write, read_trusted
+from .fsutil import atomic_write, ensure_dir, read_trusted
+from .paths import ROOT_ONLY, TRAVERSE_ONLY
 from .locks import filelock_held
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,10 @@ class Lease:
 class LeaseTable:
     def __init__(self, state_dir, lock_timeout=60.0):
         self.path = os.path.join(state_dir, "leases.json")
-        self.lock_path = os.path.join(state_dir, "leases.lock")
+        self.state_dir = state_dir
+        # In the root-only locks dir: a lock file a user can open is a lock
+        # they can hold, and nobody new would get a block.
+        self.lock_path = os.path.join(state_dir, "locks", "leases.lock")
         self.lock_timeout = lock_timeout
 
     def read(self):
@@ -58,7 +62,7 @@ class LeaseTable:
         existing = self.get(user)
         if existing is not None:
             return existing
-        with filelock_held(self.lock_path, self.lock_timeout, "the lease table"):
+        with self._locked():
             leases = self.read()
             if user in leases:
                 return leases[user]
@@ -75,8 +79,13 @@ class LeaseTable:
             log.info("leased %s to %s", block, user)
             return lease
 
+    def _locked(self):
+        ensure_dir(self.state_dir, TRAVERSE_ONLY)
+        ensure_dir(os.path.dirname(self.lock_path), ROOT_ONLY)
+        return filelock_held(self.lock_path, self.lock_timeout, "the lease table")
+
     def release(self, user):
-        with filelock_held(self.lock_path, self.lock_timeout, "the lease table"):
+        with self._locked():
             leases = self.read()
             if leases.pop(user, None) is None:
                 return False
@@ -87,7 +96,8 @@ class LeaseTable:
     def _write(self, leases):
         doc = {"version": FORMAT_VERSION,
                "leases": {u: lease.to_json() for u, lease in sorted(leases.items())}}
-        atomic_write(self.path, json.dumps(doc, indent=1) + "\n", mode=0o644)
+        # Root's alone: every user's name and block are in it.
+        atomic_write(self.path, json.dumps(doc, indent=1) + "\n", mode=0o600)
 
     def _parse(self, raw):
         try:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from . import activity, blocks, bridge, daemonjson, engine, netcontainer, paths, record, spawner, users
 from .errors import BerthError, DaemonError, UserRefused
-from .fsutil import atomic_write, ensure_dir
+from .fsutil import atomic_write, ensure_dir, ensure_private_file
 from .leases import LeaseTable
 from .locks import user_lock
+from .paths import ROOT_ONLY, TRAVERSE_ONLY
 from .rules import plan_user_rules
 from .spawner import find_dockerd
 
@@ -57,11 +58,15 @@ def spawner_for(cfg, upaths, dockerd=None, bridge=""):
 
 
 def _prepare_dirs(cfg, upaths):
-    ensure_dir(cfg.paths.state_dir, 0o755)
-    ensure_dir(cfg.paths.run_dir, 0o755)
-    # 0755: the user must reach the socket inside; nothing in it is theirs to write.
-    ensure_dir(upaths.run_dir, 0o755)
-    ensure_dir(os.path.dirname(upaths.data_root), 0o700)
+    """berth's directories, each as open as it must be and no more."""
+    ensure_dir(cfg.paths.state_dir, TRAVERSE_ONLY)
+    ensure_private_file(os.path.join(cfg.paths.state_dir, "leases.json"))  # 0644 under older berths
+    ensure_dir(os.path.dirname(os.path.dirname(upaths.data_root)), TRAVERSE_ONLY)
+    ensure_dir(os.path.dirname(upaths.data_root), ROOT_ONLY)
+    ensure_dir(cfg.paths.run_dir, TRAVERSE_ONLY)
+    # The user passes through to the socket inside; nothing in it is theirs to write.
+    ensure_dir(upaths.run_dir, TRAVERSE_ONLY)
+    ensure_dir(cfg.paths.log_dir, ROOT_ONLY)
     if len(upaths.exec_root) + len("/containerd/containerd-debug.sock") > paths.MAX_SOCKET_PATH:
         raise DaemonError(f"the exec-root {upaths.exec_root} is too long for containerd's sockets",
                           hint="choose a shorter [paths].run_dir")
@@ -95,14 +100,15 @@ def _need_root(command):
 
 def up(cfg, name, now=time.monotonic):
     t0 = now()
-    account = users.resolve(name, cfg.users.min_uid)
+    account = users.resolve(name, cfg.users.min_uid, cfg.users.max_uid)
     dockerd = find_dockerd(cfg.daemon.dockerd)
     _need_root("up")
     upaths = paths.for_user(cfg, account.name)
     br = paths.bridge_name(cfg, account.uid)
-    _prepare_dirs(cfg, upaths)
 
     with user_lock(cfg, account.name):
+        # Under the lock: a purge holds it until the last file is gone.
+        _prepare_dirs(cfg, upaths)
         lease = leases(cfg).acquire(account.name, account.uid, cfg.network.pool,
                                     cfg.network.block_prefix, bridge.host_networks)
         layout = blocks.layout(lease.block)
@@ -118,7 +124,7 @@ def up(cfg, name, now=time.monotonic):
                 record.write(upaths, rec)
             if started:
                 doc = daemonjson.render(cfg, upaths, layout, br)
-                atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o644)
+                atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o600)
                 rec = supervisor.start()
                 undo.callback(supervisor.stop)
             # dockerd takes a moment to start: the rules, and the imports of
@@ -168,7 +174,7 @@ def _ensure_rules(cfg, user, block, undo):
 def _account_for_down(cfg, name):
     """down works for a user who has since been deleted: the lease knows the uid."""
     try:
-        return users.resolve(name, cfg.users.min_uid)
+        return users.resolve(name, cfg.users.min_uid, cfg.users.max_uid)
     except UserRefused:
         lease = leases(cfg).get(users.check_name(name))
         if lease is None:
@@ -179,7 +185,8 @@ def _account_for_down(cfg, name):
 def down(cfg, name, locked=False):
     """Stop the user's daemon, remove bridge and rules; data and lease stay.
 
-    `locked`: the caller already holds the user's lock (the reaper does).
+    `locked`: the caller already holds the user's lock (the reaper and
+    purge do).
     """
     account = _account_for_down(cfg, name)
     _need_root("down")
@@ -189,6 +196,9 @@ def down(cfg, name, locked=False):
         supervisor = spawner_for(cfg, upaths)
         was_running = supervisor.running() is not None
         supervisor.stop()
+        # dockerd leaves mounts under its exec-root behind (a --net=host
+        # container's netns bind mount among them); none may outlive it.
+        _unmount_below(upaths.run_dir)
 
         from .firewall import Firewall
 
@@ -201,8 +211,7 @@ def down(cfg, name, locked=False):
 
 
 def _unmount_below(path, mounts="/proc/self/mounts"):
-    """dockerd leaves its data-root (and overlay) mounts behind; they must go
-    before the directory can."""
+    """Unmount everything at or below `path`, deepest first."""
     with open(mounts) as f:
         points = [line.split()[1] for line in f]
     prefix = path.rstrip("/") + "/"
@@ -217,11 +226,15 @@ def purge(cfg, name):
     """down, then delete the user's data-root and run dir and release their lease.
 
     The only way berth ever deletes a user's images, volumes and containers.
+    The user's lock is held from the stop to the last deletion, so a login
+    in between waits and then starts afresh, never on a half-deleted root.
     """
-    result = down(cfg, name)
-    upaths = paths.for_user(cfg, result.user)
+    account = _account_for_down(cfg, name)
+    _need_root("down --purge")
+    upaths = paths.for_user(cfg, account.name)
     user_state = os.path.dirname(upaths.data_root)
-    with user_lock(cfg, result.user):
+    with user_lock(cfg, account.name):
+        down(cfg, account.name, locked=True)
         _unmount_below(user_state)
         try:
             if os.path.exists(user_state):
@@ -230,6 +243,6 @@ def purge(cfg, name):
             raise BerthError(f"cannot delete {user_state}: {e.strerror} ({e.filename}); the lease is kept",
                              hint=f"see what holds it (fuser -vm {user_state}), then purge again") from None
         shutil.rmtree(upaths.run_dir, ignore_errors=True)
-        released = leases(cfg).release(result.user)
-    log.info("purged %s: deleted %s%s", result.user, user_state, ", released the lease" if released else "")
+        released = leases(cfg).release(account.name)
+    log.info("purged %s: deleted %s%s", account.name, user_state, ", released the lease" if released else "")
     return released

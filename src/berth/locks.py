@@ -11,6 +11,7 @@ import fcntl
 import os
 import time
 
+from . import paths
 from .errors import LockTimeout
 from .fsutil import ensure_dir
 
@@ -23,8 +24,12 @@ def _timeout(path, timeout, what):
 @contextlib.contextmanager
 def flock(path, timeout, what, poll=0.02):
     """Hold an exclusive flock on `path` (made if missing) for the block."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    # 0600: flock works on a read-only descriptor, so a lock file a user
+    # could open is a lock they could hold (and every login wait on).
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
+        if os.fstat(fd).st_mode & 0o077:  # one made by an older berth
+            os.fchmod(fd, 0o600)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -43,7 +48,7 @@ def flock(path, timeout, what, poll=0.02):
 def filelock_held(path, timeout, what):
     import filelock
 
-    lock = filelock.FileLock(path, timeout=timeout)
+    lock = filelock.FileLock(path, timeout=timeout, mode=0o600)
     try:
         lock.acquire()
     except filelock.Timeout:
@@ -54,6 +59,11 @@ def filelock_held(path, timeout, what):
         lock.release()
 
 
+def locks_dir(cfg):
+    """state_dir/locks, root's alone (the lock files in it are 0600 too)."""
+    ensure_dir(cfg.paths.state_dir, paths.TRAVERSE_ONLY)
+    return ensure_dir(paths.locks_dir(cfg), paths.ROOT_ONLY)
+
+
 def user_lock(cfg, user):
-    directory = ensure_dir(os.path.join(cfg.paths.state_dir, "locks"), 0o755)
-    return flock(os.path.join(directory, f"{user}.lock"), cfg.daemon.lock_timeout, f"user {user}")
+    return flock(os.path.join(locks_dir(cfg), f"{user}.lock"), cfg.daemon.lock_timeout, f"user {user}")

@@ -27,7 +27,11 @@ def add_file(root, cfg, level):
         return None
     path = os.path.join(cfg.paths.log_dir, "berth.log")
     try:
-        os.makedirs(cfg.paths.log_dir, mode=0o755, exist_ok=True)
+        # Root's alone: it names every user, their blocks and their failures.
+        os.makedirs(cfg.paths.log_dir, mode=0o700, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))
+        if os.stat(path).st_mode & 0o077:  # made by an older berth
+            os.chmod(path, 0o600)
         handler = logging.FileHandler(path)
     except OSError:
         return None

@@ -1,12 +1,15 @@
-"""`berth pam`: the session hook pam_exec runs at every login and logout.
+"""`berth pam`: the session hook pam_exec runs as root at every login.
 
 It never blocks or breaks a login: it always exits 0, and a cold start runs
 in a detached child that the login waits for at most [login].deadline
 seconds. The warm path (the user's daemon already answers) imports only
 what it needs to check that, takes no global lock, and prints nothing.
 
-pam_exec passes the session in the environment: PAM_USER, PAM_TYPE
-("open_session" / "close_session"), PAM_SERVICE, PAM_RHOST.
+It takes nothing from its environment but the PAM items PAM_TYPE, PAM_USER
+and PAM_SERVICE, and of each the one pam_exec set (`items_from`): the rest
+of the PAM environment may hold what pam_env read from the user's
+~/.pam_environment. It acts at open_session only; a session's end is
+learned from its process being gone (activity.open_sessions).
 """
 
 import os
@@ -15,24 +18,70 @@ import sys
 import time
 
 from . import activity, users, warm
+from .paths import SYSTEM_PATH
 
 READY = "berth: your Docker daemon is ready ({seconds:.1f} s)"
 STILL_STARTING = "berth: your Docker daemon is still starting; docker will work in a moment"
 FAILED = "berth: your Docker daemon could not be started ({reason}); please tell {contact}"
 
+ITEMS = ("PAM_TYPE", "PAM_USER", "PAM_SERVICE")
+
+
+def items_from(block):
+    """The PAM items in an environment block (b"K=V\0K=V..."), the last of
+    each winning, and the names that came more than once.
+
+    pam_exec puts the PAM environment first and its own items after it; a
+    PAM_USER a user put in ~/.pam_environment comes first, and getenv() and
+    os.environ (which keep the first) would take it. A repeated item is the
+    proof that a user's variables reach the hook (other variables prove
+    nothing: an admin's /etc/environment may set LD_LIBRARY_PATH for CUDA).
+    """
+    items, repeated = {}, set()
+    for entry in block.split(b"\0"):
+        key, sep, value = entry.partition(b"=")
+        if not sep:
+            continue
+        name = key.decode("ascii", "replace")
+        if name in ITEMS:
+            if name in items:
+                repeated.add(name)
+            items[name] = value.decode("utf-8", "surrogateescape")
+    return items, sorted(repeated)
+
+
+def items_from_process(path="/proc/self/environ"):
+    with open(path, "rb") as f:
+        return items_from(f.read())
+
+
+def scrub(environ):
+    """Leave the process nothing of the environment it was started with."""
+    environ.clear()
+    environ.update(PATH=SYSTEM_PATH, LANG="C.UTF-8")
+
 
 def main(environ=None, out=None, config_path=None, run_dir=None):
-    environ = os.environ if environ is None else environ
+    """Run the hook for the PAM items in `environ` (default: this process's
+    own, read from its environment block, which is then scrubbed)."""
+    suspicious = []
+    if environ is None:
+        environ, suspicious = items_from_process()
+        scrub(os.environ)
     out = out or sys.stdout
     kind = environ.get("PAM_TYPE", "")
-    if kind not in ("open_session", "close_session"):
-        return 0
+    if kind != "open_session":
+        return 0  # close_session: see the module's docstring
     try:
         name = environ.get("PAM_USER", "")
+        account = users.lookup(name)
+        if account is None or account.uid == 0:
+            return 0  # not a user berth could serve: say nothing
         recorded_in = None
         # The PAM line names the run dir, so a login whose daemon is up is
-        # answered without even reading the config.
-        if run_dir and kind == "open_session" and users.is_valid_name(name):
+        # answered without even reading the config (a suspicious one reads
+        # it, to log where the admin looks).
+        if run_dir and not suspicious:
             upaths = warm.user_paths(run_dir, name)
             if os.path.isdir(upaths.run_dir):
                 # The session first, the check second: see reaper._reap.
@@ -40,38 +89,36 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
                 recorded_in = run_dir
                 if warm.is_up(run_dir, name):
                     return 0
-        _session(kind, name, environ, out, config_path, recorded_in)
+        _session(name, out, config_path, recorded_in, suspicious)
     except BaseException as e:  # the login must go on whatever happened here
         _log(None).error("berth pam (%s) failed", kind, exc_info=True)
-        if kind == "open_session":
-            _tell(out, FAILED.format(reason=f"unexpected {type(e).__name__}", contact="your administrator"))
+        _tell(out, FAILED.format(reason=f"unexpected {type(e).__name__}", contact="your administrator"))
     return 0
 
 
-def _session(kind, name, environ, out, config_path, recorded_in=None):
+def _session(name, out, config_path, recorded_in=None, suspicious=()):
     from . import config, paths
     from .errors import BerthError, UserRefused
 
     try:
-        cfg = config.load(config_path, environ=environ)
+        # The PAM line's --config or the default path: never BERTH_CONFIG.
+        cfg = config.load(config_path, environ={})
     except BerthError as e:
         _log(None).error("berth pam: %s", e.one_line())
-        if kind == "open_session":
-            _tell(out, FAILED.format(reason=e.message, contact=config.LoginConfig().contact))
+        _tell(out, FAILED.format(reason=e.message, contact=config.LoginConfig().contact))
         return
+    if suspicious:
+        _log(cfg).error("berth pam: the PAM environment carries %s: users' variables reach berth's hook, "
+                        "which runs as root; fix the PAM layout (berth doctor)", ", ".join(suspicious))
     try:
-        account = users.resolve(name, cfg.users.min_uid)
+        account = users.resolve(name, cfg.users.min_uid, cfg.users.max_uid)
     except UserRefused:
-        return  # root, system users, unknown names: not ours, say nothing
+        return  # root, system users, nobody, unknown names: not ours, say nothing
     upaths = paths.for_user(cfg, account.name)
     # The process that runs PAM for this login (sshd's per-connection
-    # process) names the session; it is the same for open and close.
-    session_pid = os.getppid()
-    if kind == "close_session":
-        activity.session_closed(upaths, session_pid)
-        return
+    # process) names the session; when it is gone, so is the session.
     if recorded_in != str(cfg.paths.run_dir):  # not yet, or under a stale --run-dir
-        activity.session_opened(upaths, session_pid)
+        activity.session_opened(upaths, os.getppid())
     if warm.is_up(str(cfg.paths.run_dir), account.name):
         return
     _cold_start(cfg, account, out)

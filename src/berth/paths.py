@@ -3,6 +3,15 @@
 import os
 from collections import namedtuple
 
+# cron and PAM give a short PATH, and the login hook drops whatever PATH its
+# environment had; dockerd, containerd and runc live in sbin.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Modes of berth's own directories. Users may pass through the top ones to
+# reach their socket, but list nothing: no names, blocks or paths of others.
+TRAVERSE_ONLY = 0o711   # state_dir, state_dir/users, run_dir, run_dir/<user>
+ROOT_ONLY = 0o700       # locks, logs, a user's state dir, sessions
+
 # sun_path is 108 bytes with the NUL; containerd's sockets live under the
 # exec-root, so that root must stay short (moby#36914).
 MAX_SOCKET_PATH = 107
@@ -11,7 +20,7 @@ MAX_SOCKET_PATH = 107
 # Values on the login path are namedtuples, not dataclasses: importing
 # dataclasses alone costs more than the whole warm login check.
 class UserPaths(namedtuple("UserPaths", "user run_dir data_root log_file")):
-    """run_dir: root-owned, 0755 (the user reaches the socket inside);
+    """run_dir: root-owned, 0711 (the user reaches the socket inside);
     data_root: dockerd's data-root (images, volumes, build cache)."""
 
     __slots__ = ()
@@ -39,7 +48,16 @@ class UserPaths(namedtuple("UserPaths", "user run_dir data_root log_file")):
     @property
     def record(self):
         """berth's own record of the dockerd it started (pid + start time)."""
+        return os.path.join(self.run_dir, "dockerd.rec")
+
+    @property
+    def legacy_record(self):
+        """The same record as berth before 0.2 wrote it (JSON)."""
         return os.path.join(self.run_dir, "dockerd.json")
+
+
+def locks_dir(cfg):
+    return os.path.join(cfg.paths.state_dir, "locks")
 
 
 def for_user(cfg, user):

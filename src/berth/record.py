@@ -1,35 +1,47 @@
 """berth's record of the dockerd it started for a user: pid, start time and
 when. Reading it and checking it against /proc is all the warm login path
-needs, so this module imports nothing heavy."""
+needs, so this module imports nothing heavy: the record is `key=value`
+lines, not JSON (json imports re, and re enum: most of a warm login)."""
 
-import json
 from collections import namedtuple
 
 from . import proc
-from .fsutil import atomic_write, read_trusted
+from .fsutil import atomic_write, read_trusted, remove
 
 
 # bridge is recorded so the login check needs no config to find it.
 DaemonRecord = namedtuple("DaemonRecord", "pid start_ticks started_at dockerd bridge")
 
 
+TYPES = {"pid": int, "start_ticks": int, "started_at": float, "dockerd": str, "bridge": str}
+
+
 def read(upaths):
     """The recorded daemon, or None. Says nothing about whether it runs."""
     raw = read_trusted(upaths.record)
     if raw is None:
+        raw = read_trusted(upaths.legacy_record)
+    if raw is None:
         return None
     try:
-        data = json.loads(raw)
+        if raw.startswith(b"{"):  # written by a berth before 0.2
+            import json
+
+            data = json.loads(raw)
+        else:
+            data = dict(line.split("=", 1) for line in raw.decode().splitlines() if line)
         # Tolerate records of other berth versions: a daemon started before
         # an upgrade must still be recognised, never killed as a stranger.
-        known = {k: data[k] for k in DaemonRecord._fields if k in data}
+        known = {k: TYPES[k](data[k]) for k in DaemonRecord._fields if k in data}
         return DaemonRecord(**{"bridge": "", **known})
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
         return None
 
 
 def write(upaths, rec):
-    atomic_write(upaths.record, json.dumps(rec._asdict()) + "\n", mode=0o644)
+    text = "".join(f"{k}={v}\n" for k, v in rec._asdict().items())
+    atomic_write(upaths.record, text, mode=0o600)
+    remove(upaths.legacy_record)
 
 
 def is_ours(upaths, rec):

@@ -13,13 +13,12 @@ import subprocess
 import time
 
 from . import proc, record
+from .paths import ROOT_ONLY, SYSTEM_PATH
 from .errors import DaemonError, MissingBinary
 from .fsutil import ensure_dir, remove
 
 log = logging.getLogger(__name__)
 
-# cron and PAM give a short PATH; dockerd, containerd and runc live in sbin.
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def find_dockerd(name, environ=None):
@@ -63,7 +62,7 @@ class DirectSpawner:
     def start(self):
         """Launch dockerd detached; returns its record. Does not wait for the socket."""
         self.clear_stale()
-        ensure_dir(os.path.dirname(self.paths.log_file), 0o755)
+        ensure_dir(os.path.dirname(self.paths.log_file), ROOT_ONLY)
         with open(self.paths.log_file, "ab") as logf:
             os.fchmod(logf.fileno(), 0o640)
             logf.write(f"--- berth: starting dockerd for {self.paths.user} at "
@@ -103,7 +102,8 @@ class DirectSpawner:
         # dockerd trusts containerd's pidfile with kill(pid, 0), which a dead
         # but unreaped containerd still passes: it would wait on it forever.
         containerd_pid = os.path.join(self.paths.exec_root, "containerd", "containerd.pid")
-        for path in (self.paths.pidfile, self.paths.socket, self.paths.record, containerd_pid):
+        for path in (self.paths.pidfile, self.paths.socket, self.paths.record, self.paths.legacy_record,
+                     containerd_pid):
             if remove(path):
                 log.info("removed stale %s", path)
 
@@ -120,7 +120,7 @@ class DirectSpawner:
         if rec is not None:
             self._terminate(rec, now)
         self.kill_leftovers()
-        for path in (self.paths.pidfile, self.paths.socket, self.paths.record):
+        for path in (self.paths.pidfile, self.paths.socket, self.paths.record, self.paths.legacy_record):
             remove(path)
 
     def _terminate(self, rec, now):

@@ -79,7 +79,7 @@ def user_status(cfg, name, lease, now=None):
         except (OSError, ValueError) as e:
             log.debug("status of %s: %s", name, e)
     memory = sum(proc.rss_bytes(p) for p in supervisor.processes()) if rec else 0
-    sessions = len(activity.open_sessions(upaths, prune=os.geteuid() == 0))
+    sessions = len(activity.open_sessions(upaths))
     last = activity.last_active(upaths) or (rec.started_at if rec else None)
     return UserStatus(
         user=name, uid=uid, state=state, block=str(lease.block) if lease else "", bridge=br,
@@ -90,35 +90,60 @@ def user_status(cfg, name, lease, now=None):
         docker_host=upaths.docker_host, log_file=upaths.log_file)
 
 
+def own_status(cfg, name):
+    """A user's row as they may see it without root: only what their own
+    socket tells. berth's files are root's alone (they name other users),
+    so pid, memory, sessions and times are not known here."""
+    upaths = paths.for_user(cfg, name)
+    uid = _uid(name, None)
+    br = paths.bridge_name(cfg, uid)
+    state, running, net_ip, block = "down", None, "", ""
+    if engine.ping(upaths.socket):
+        state = "up"
+        try:
+            running = len(engine.get_json(upaths.socket, "/containers/json"))
+            net_ip = netcontainer.ip_from_inspect(
+                engine.get_json(upaths.socket, f"/containers/{cfg.net_container.name}/json"))
+            subnet = engine.get_json(upaths.socket, "/networks/bridge")["IPAM"]["Config"][0]["Subnet"]
+            block = str(blocks.block_of_bridge(subnet))
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+            log.debug("status of %s: %s", name, e)
+    return UserStatus(
+        user=name, uid=uid, state=state, block=block, bridge=br, bridge_present=bridge.bridge_exists(br),
+        net_ip=net_ip, pid=None, containers_running=running, memory_bytes=0, sessions=0,
+        uptime_seconds=None, idle_seconds=None, docker_host=upaths.docker_host, log_file=upaths.log_file)
+
+
 def collect(cfg, only=None, now=None):
-    """Every user's status; for a user who is not root, only their own."""
-    table = leases(cfg).read()
+    """Every user's status; for a user who is not root, only their own row."""
     if os.geteuid() != 0:
         me = pwd.getpwuid(os.getuid()).pw_name
         if only not in (None, me):
             raise BerthError(f"only root can look at {only}'s daemon",
                              hint=f"berth status (yours), or sudo berth status {only}")
-        only = me
+        return [own_status(cfg, me)], None
+    table = leases(cfg).read()
     if only and only not in known_users(cfg, table) and _uid(only, None) < 0:
         raise BerthError(f"berth knows no user {only!r}", hint="'berth status' lists the users it serves")
     names = [only] if only else known_users(cfg, table)
-    return [user_status(cfg, n, table.get(n), now) for n in names]
+    return [user_status(cfg, n, table.get(n), now) for n in names], table
 
 
-def summary(cfg, rows):
-    table = leases(cfg).read()
+def summary(cfg, rows, table):
+    """The totals under the table. Pure; `table` is None for a caller who
+    may not read the leases (blocks_leased is then null)."""
     return {
         "users": len(rows),
         "up": sum(1 for r in rows if r.state == "up"),
         "memory_bytes": sum(r.memory_bytes for r in rows),
         "pool": str(cfg.network.pool),
-        "blocks_leased": len(table),
+        "blocks_leased": None if table is None else len(table),
         "blocks_total": blocks.pool_size(cfg.network.pool, cfg.network.block_prefix),
     }
 
 
-def to_json(cfg, rows):
-    return {"schema": SCHEMA_VERSION, "users": [r.to_json() for r in rows], "summary": summary(cfg, rows)}
+def to_json(cfg, rows, table):
+    return {"schema": SCHEMA_VERSION, "users": [r.to_json() for r in rows], "summary": summary(cfg, rows, table)}
 
 
 def human_bytes(n):
@@ -151,7 +176,7 @@ def _dash(value):
 COLUMNS = ("USER", "UID", "STATE", "BLOCK", "BRIDGE", "NET-IP", "PID", "RUNNING", "MEMORY", "UPTIME", "IDLE")
 
 
-def render_table(cfg, rows):
+def render_table(cfg, rows, table):
     lines = [COLUMNS]
     for r in rows:
         lines.append((r.user, str(r.uid), r.state, _dash(r.block), _dash(r.bridge), _dash(r.net_ip), _dash(r.pid),
@@ -159,9 +184,9 @@ def render_table(cfg, rows):
                       "active" if r.sessions else human_duration(r.idle_seconds)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
-    s = summary(cfg, rows)
+    s = summary(cfg, rows, table)
     out.append(f"{s['users']} user(s), {s['up']} up, {human_bytes(s['memory_bytes'])} in all; "
-               f"pool {s['pool']}: {s['blocks_leased']}/{s['blocks_total']} blocks leased")
+               f"pool {s['pool']}: {_dash(s['blocks_leased'])}/{s['blocks_total']} blocks leased")
     return "\n".join(out)
 
 

@@ -7,7 +7,9 @@ when a test fails. Only processes berth started for this run's users are
 stopped, found by their pid record or by this run's unique paths.
 """
 
+import collections
 import ctypes
+import ctypes.util
 import ipaddress
 import os
 import pwd
@@ -131,7 +133,13 @@ chain_prefix = "{self.chain_prefix}"
     # --- users --------------------------------------------------------------
 
     def add_user(self):
-        name = f"bt{self.tag}{chr(ord('a') + len(self.users))}"
+        n, suffix = len(self.users), ""
+        while True:  # a, b, ..., z, ba, bb, ...: letters only, short enough for any name rule
+            n, digit = divmod(n, 26)
+            suffix = chr(ord("a") + digit) + suffix
+            if not n:
+                break
+        name = f"bt{self.tag}{suffix}"
         home = f"{self.root}/home/{name}"
         # Shared primary group 'users': the socket must still be theirs alone.
         subprocess.run(["useradd", "-M", "-N", "-g", "users", "-d", home, "-s", "/bin/sh", name], check=True)
@@ -302,7 +310,7 @@ def harness():
 
 
 class Login:
-    """The login hook wired into real PAM files, as `berth install` writes them."""
+    """The login hook's lines, as `berth install` renders them for this run."""
 
     def __init__(self, harness, config=None):
         from berth import install
@@ -312,38 +320,39 @@ class Login:
         self.env_conf = os.path.join(harness.root, "pam_env.conf")
         with open(self.env_conf, "w") as f:
             f.write(install.env_conf(cfg))
-        berth = os.path.join(os.path.dirname(sys.executable), "berth")
-        self.block = install.pam_block(cfg, berth, self.config, self.env_conf)
+        self.block = install.pam_block(cfg, sys.executable, self.config, self.env_conf)
+
+
+PamService = collections.namedtuple("PamService", "name confdir")
 
 
 @pytest.fixture
 def pam_service(harness):
-    """A PAM service file of our own (auth/account permit, berth's session lines)."""
+    """A PAM service of our own (auth/account permit, berth's session lines),
+    in a PAM directory of the test's own: the host's /etc/pam.d is never touched."""
+    confdir = tempfile.mkdtemp(prefix="pam.d-", dir=harness.root)
     name = f"berth-test-{harness.tag}"
-    path = f"/etc/pam.d/{name}"
-    login = Login(harness)
-    with open(path, "w") as f:
+    with open(os.path.join(confdir, name), "w") as f:
         # Like a real service file, other session modules come before berth's.
         f.write("auth required pam_permit.so\naccount required pam_permit.so\n"
-                "session required pam_permit.so\n" + login.block)
-    try:
-        yield name
-    finally:
-        os.unlink(path)
+                "session required pam_permit.so\n" + Login(harness).block)
+    return PamService(name, confdir)
 
 
 class PamSession:
-    """One PAM transaction through python-pam's libpam bindings.
+    """One PAM transaction through libpam, as python-pam binds it.
 
-    python-pam's authenticate(call_end=False) lets its conversation callback
-    be freed when it returns, so a module that talks during open_session
-    (pam_exec's stdout) would crash the process; this keeps it alive for the
-    life of the handle, and collects what the modules say in `messages`.
+    pam_start_confdir (libpam >= 1.4) reads the service from the test's own
+    directory. python-pam's authenticate(call_end=False) lets its
+    conversation callback be freed when it returns, so a module that talks
+    during open_session (pam_exec's stdout) would crash the process; this
+    keeps it alive for the life of the handle, and collects what the modules
+    say in `messages`.
     """
 
     def __init__(self, service, user):
         import importlib
-        from ctypes import byref
+        from ctypes import POINTER, byref, c_char_p, c_int
         pi = importlib.import_module("pam.__internals")  # a name class bodies would mangle
         self.lib = pi.PamAuthenticator()
         self.messages = []
@@ -353,7 +362,11 @@ class PamSession:
         self._callback = pi.conv_func(converse)
         self._conv = pi.PamConv(self._callback, None)
         self.handle = pi.PamHandle()
-        assert self.lib.pam_start(service.encode(), user.encode(), byref(self._conv), byref(self.handle)) == 0
+        start = ctypes.CDLL(ctypes.util.find_library("pam")).pam_start_confdir
+        start.restype = c_int
+        start.argtypes = [c_char_p, c_char_p, POINTER(pi.PamConv), c_char_p, POINTER(pi.PamHandle)]
+        assert start(service.name.encode(), user.encode(), byref(self._conv), service.confdir.encode(),
+                     byref(self.handle)) == 0
         assert self.lib.pam_authenticate(self.handle, 0) == 0
         assert self.lib.pam_acct_mgmt(self.handle, 0) == 0
 
@@ -370,7 +383,6 @@ class PamSession:
     def end(self):
         self.lib.pam_end(self.handle, 0)
 
-
 def _free_port():
     import socket
     with socket.socket() as s:
@@ -378,21 +390,29 @@ def _free_port():
         return s.getsockname()[1]
 
 
+STOCK_SSHD_PAM = os.path.join(os.path.dirname(__file__), "..", "data", "debian12-sshd.pam")
+
+
 class Sshd:
-    """Debian's sshd on 127.0.0.1, own config and keys, UsePAM yes, with
-    berth's lines in /etc/pam.d/sshd (restored afterwards)."""
+    """Debian's sshd on 127.0.0.1, own config and keys, UsePAM yes.
 
-    PAM_FILE = "/etc/pam.d/sshd"
+    Its PAM directory is a private copy of the host's, mounted over
+    /etc/pam.d in a mount namespace of its own, whose `sshd` is Debian's
+    stock file with `berth install`'s block in it: the host's PAM files are
+    never touched, even by a run that is killed. Logins (and the daemons a
+    cold login starts) live in that namespace too.
+    """
 
-    def __init__(self, harness):
-        from berth import install
+    def __init__(self, harness, stock=STOCK_SSHD_PAM, extra_env_lines=None):
         self.h = harness
-        self.dir = os.path.join(harness.root, "ssh")
+        self.dir = tempfile.mkdtemp(prefix="ssh-", dir=harness.root)
+        os.chmod(self.dir, 0o755)
         os.makedirs(os.path.join(self.dir, "keys"), mode=0o755)
         self.port = _free_port()
         for key in ("hostkey", "client"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(self.dir, key)],
                            check=True)
+        self.pam_dir = self._private_pam_dir(stock)
         self.config_path = os.path.join(self.dir, "sshd_config")
         with open(self.config_path, "w") as f:
             f.write(f"""Port {self.port}
@@ -411,21 +431,32 @@ PrintLastLog no
 MaxStartups 100
 MaxSessions 50
 LogLevel VERBOSE
+AcceptEnv LANG LC_* BERTH_* PYTHON* LD_* PATH PAM_*
 """)
         self.made_privsep = not os.path.isdir("/run/sshd")
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        with open(self.PAM_FILE) as f:
-            self.pam_original = f.read()
-        if "--config /tmp/bt" in self.pam_original:
-            # a block some killed test run left behind: restore the file without it
-            self.pam_original = install.strip_block(self.pam_original)
-        login = Login(harness)
-        with open(self.PAM_FILE, "w") as f:
-            f.write(install.with_block(self.pam_original, login.block))
         self.log = open(os.path.join(self.dir, "sshd.log"), "wb")
-        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", self.config_path],
+        script = (f"mount --make-rslave / && mount --bind {self.pam_dir} /etc/pam.d && "
+                  f"exec /usr/sbin/sshd -D -e -f {self.config_path}")
+        self.proc = subprocess.Popen(["unshare", "--mount", "--", "sh", "-c", script],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self._wait_listening()
+
+    def _private_pam_dir(self, stock):
+        """A copy of the host's PAM dir whose sshd is `stock` + berth install."""
+        root = os.path.join(self.dir, "sysroot")
+        pam_dir = os.path.join(root, "etc", "pam.d")
+        shutil.copytree("/etc/pam.d", pam_dir, symlinks=True)
+        shutil.copy(stock, os.path.join(pam_dir, "sshd"))
+        self.h.berth("install", "--root", root, "--python", sys.executable,
+                     "--env-conf", os.path.join(self.h.root, "pam_env.conf"))
+        shutil.copy(os.path.join(root, self.h.root.lstrip("/"), "pam_env.conf"),
+                    os.path.join(self.h.root, "pam_env.conf"))
+        return pam_dir
+
+    def pam_file(self):
+        with open(os.path.join(self.pam_dir, "sshd")) as f:
+            return f.read()
 
     def _wait_listening(self):
         import socket
@@ -434,6 +465,8 @@ LogLevel VERBOSE
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
             except OSError:
+                if self.proc.poll() is not None:
+                    break
                 time.sleep(0.05)
         raise RuntimeError("sshd did not start: " + open(os.path.join(self.dir, "sshd.log")).read())
 
@@ -442,10 +475,24 @@ LogLevel VERBOSE
                 open(os.path.join(self.dir, "keys", user), "w") as dst:
             dst.write(src.read())
 
-    def ssh(self, user, *command, tty=False, timeout=120, stdin=None):
-        cmd = ["ssh", "-i", os.path.join(self.dir, "client"), "-p", str(self.port),
+    def ssh(self, user, *command, tty=False, timeout=120, stdin=None, env=None):
+        """ssh as `user`; `env` is sent (SendEnv) by a client that runs as
+        that user, as an attacker's would, so its LD_PRELOAD acts on no root
+        process of the test's."""
+        key = os.path.join(self.dir, "client")
+        prefix = []
+        if env:
+            key = os.path.join(self.dir, f"client-{user}")
+            shutil.copy(os.path.join(self.dir, "client"), key)
+            os.chown(key, pwd.getpwnam(user).pw_uid, -1)
+            os.chmod(key, 0o600)
+            # set only once runuser has dropped root
+            prefix = ["runuser", "-u", user, "--", "env", *(f"{k}={v}" for k, v in env.items())]
+        cmd = [*prefix, "ssh", "-i", key, "-p", str(self.port),
                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-F", "/dev/null"]
+        for key in env or {}:
+            cmd += ["-o", f"SendEnv={key}"]
         if tty:
             cmd.append("-tt")
         return subprocess.run([*cmd, f"{user}@127.0.0.1", *command], capture_output=True, text=True,
@@ -456,8 +503,6 @@ LogLevel VERBOSE
             self.proc.terminate()
             self.proc.wait(10)
         finally:
-            with open(self.PAM_FILE, "w") as f:
-                f.write(self.pam_original)
             self.log.close()
             if self.made_privsep:
                 shutil.rmtree("/run/sshd", ignore_errors=True)

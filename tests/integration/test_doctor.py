@@ -10,6 +10,7 @@ import pytest
 
 from berth import bridge
 from berth.leases import LeaseTable
+from conftest import STOCK_SSHD_PAM
 
 
 @pytest.fixture(scope="module")
@@ -17,9 +18,8 @@ def sysroot(harness):
     """An install (`berth install`) into a directory of the test's own."""
     root = os.path.join(harness.root, "sysroot")
     os.makedirs(os.path.join(root, "etc/pam.d"))
-    shutil.copy("/etc/pam.d/sshd", os.path.join(root, "etc/pam.d/sshd"))
-    berth = os.path.join(os.path.dirname(sys.executable), "berth")
-    harness.berth("install", "--root", root, "--berth", berth)
+    shutil.copy(STOCK_SSHD_PAM, os.path.join(root, "etc/pam.d/sshd"))
+    harness.berth("install", "--root", root, "--python", sys.executable)
     return root
 
 
@@ -92,11 +92,12 @@ def test_leftover_bridge(harness, sysroot):
 
 def test_user_writable_runtime_dir(harness, sysroot):
     d = os.path.join(harness.root, "run", "btsomeone")
+    os.makedirs(os.path.dirname(d), mode=0o711, exist_ok=True)  # as berth makes it
     os.makedirs(d)
     os.chmod(d, 0o777)
     try:
         code, checks = doctor(harness, sysroot)
-        (bad,) = problems(checks)
+        (bad,) = [c for c in problems(checks) if c["name"] == "ownership"]
         assert code == 1 and bad["level"] == "FAIL" and d in bad["detail"]
         assert f"chmod go-w {d}" in bad["fix"]
     finally:
@@ -125,3 +126,35 @@ def test_invalid_config_is_a_check_and_the_others_still_run(harness, sysroot):
     (bad,) = [c for c in checks if c["name"] == "config"]
     assert r.returncode == 1 and bad["level"] == "FAIL" and "[network].pool" in bad["detail"]
     assert {c["name"] for c in checks} >= {"dockerd", "kernel: overlayfs", "iptables backend"}
+
+
+def test_a_pam_env_reading_users_files_above_berths_hook_fails(harness, sysroot):
+    """An admin's hand edit: the stock line moved above berth's block."""
+    path = os.path.join(sysroot, "etc/pam.d/sshd")
+    good = open(path).read()
+    reader = "session    required     pam_env.so user_readenv=1 envfile=/etc/default/locale\n"
+    with open(path, "w") as f:
+        f.write(good.replace(reader, "").replace("# BEGIN berth", reader + "# BEGIN berth", 1))
+    try:
+        code, checks = doctor(harness, sysroot)
+        (bad,) = problems(checks)
+        assert code == 1 and bad["level"] == "FAIL" and bad["name"] == "PAM layout"
+        assert "reads users' ~/.pam_environment before berth's hook" in bad["detail"]
+        assert "move berth's block above that line" in bad["fix"]
+    finally:
+        with open(path, "w") as f:
+            f.write(good)
+
+
+def test_privacy_of_berths_files(harness, sysroot):
+    leases = os.path.join(harness.root, "state", "leases.json")
+    LeaseTable(str(harness.cfg().paths.state_dir)).acquire("btprivacy", 4243, harness.pool, 24, lambda: [])
+    os.chmod(leases, 0o644)  # as an older berth left it
+    try:
+        code, checks = doctor(harness, sysroot)
+        (bad,) = [c for c in problems(checks) if c["name"] == "privacy"]
+        assert code == 1 and bad["level"] == "FAIL" and leases in bad["detail"]
+        assert bad["fix"].startswith(f"chmod 600 {leases}")
+    finally:
+        LeaseTable(str(harness.cfg().paths.state_dir)).release("btprivacy")
+        os.chmod(leases, 0o600)

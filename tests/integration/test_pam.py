@@ -24,9 +24,10 @@ def test_session_brings_the_daemon_up_and_sets_docker_host(harness, pam_service)
         assert s.close() == 0
     finally:
         s.end()
-    # close only records activity: the daemon stays, the session is gone
+    # close runs nothing of berth's (type=open_session): the daemon stays, and
+    # the session counts until the process that opened it (here: us) is gone
     assert state(harness, user) == "up"
-    assert os.listdir(f"{harness.root}/run/{user}/sessions") == []
+    assert len(os.listdir(f"{harness.root}/run/{user}/sessions")) == 1
     assert os.path.exists(f"{harness.root}/run/{user}/last-active")
 
     warm = PamSession(pam_service, user)
@@ -59,11 +60,12 @@ def test_warm_login_loads_no_heavy_library_and_no_lock(harness):
     harness.berth("up", user)
     env = dict(os.environ, PAM_TYPE="open_session", PAM_USER=user)
     # exactly the PAM line's arguments
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "berth", "pam", "--run-dir", f"{harness.root}/run",
-                        "--config", harness.config], env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-X", "importtime", "-I", "-m", "berth", "pam", "--run-dir",
+                        f"{harness.root}/run", "--config", harness.config], env=env, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout == ""
     modules = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
-    for heavy in ("docker", "pyroute2", "iptc", "filelock", "argparse", "tomllib", "dataclasses", "logging"):
+    for heavy in ("docker", "pyroute2", "iptc", "filelock", "argparse", "tomllib", "dataclasses", "logging",
+                  "json", "re", "enum"):
         assert heavy not in modules, f"the warm path imported {heavy}"
     assert len(os.listdir(f"{harness.root}/run/{user}/sessions")) == 1, "the session was still recorded"
     harness.berth("down", user)

@@ -75,16 +75,22 @@ def test_live_process_on_the_host_keeps_the_user(harness, reap0):
     harness.berth("down", user)
 
 
-def test_open_session_keeps_the_user(harness, reap0):
+def test_open_session_keeps_the_user_until_its_process_is_gone(harness, reap0):
+    """A session lasts as long as the process that opened it (sshd's, here a
+    shell that ran the hook): no close_session is needed, nor run."""
     user = harness.add_user()
     harness.berth("up", user)
     env = dict(os.environ, PAM_TYPE="open_session", PAM_USER=user)
-    hook = [sys.executable, "-m", "berth", "pam", "--run-dir", f"{harness.root}/run", "--config", harness.config]
-    subprocess.run(hook, env=env, check=True)
+    hook = [sys.executable, "-I", "-m", "berth", "pam", "--run-dir", f"{harness.root}/run",
+            "--config", harness.config]
+    session = subprocess.Popen(["sh", "-c", '"$@" && echo opened && exec sleep 60', "sh", *hook], env=env,
+                               stdout=subprocess.PIPE, text=True)
     try:
+        assert session.stdout.readline().strip() == "opened"
         assert f"{user} kept: 1 session open" in reap(harness, reap0, "--user", user)
     finally:
-        subprocess.run(hook, env=dict(env, PAM_TYPE="close_session"), check=True)
+        session.kill()
+        session.wait()
     assert f"{user} reaped" in reap(harness, reap0, "--user", user)
 
 

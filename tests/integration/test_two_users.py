@@ -110,7 +110,7 @@ def test_runtime_and_state_files_are_root_owned(harness, pair):
     import stat
     alice = pair[0]
     run_dir = f"{harness.root}/run/{alice}"
-    for path in (run_dir, f"{run_dir}/daemon.json", f"{run_dir}/docker.pid", f"{run_dir}/dockerd.json",
+    for path in (run_dir, f"{run_dir}/daemon.json", f"{run_dir}/docker.pid", f"{run_dir}/dockerd.rec",
                  f"{harness.root}/state", f"{harness.root}/state/leases.json",
                  f"{harness.root}/state/users/{alice}"):
         st = os.stat(path)

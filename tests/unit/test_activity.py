@@ -1,4 +1,5 @@
 import os
+import stat
 
 from berth import activity, paths, proc
 
@@ -7,14 +8,15 @@ def upaths(tmp_path):
     return paths.UserPaths("alice", str(tmp_path / "alice"), "", "")
 
 
-def test_open_close_and_last_active(tmp_path):
+def test_open_and_last_active_in_files_only_root_reads(tmp_path):
     up = upaths(tmp_path)
     activity.session_opened(up, os.getpid(), now=1000.0)
     assert activity.open_sessions(up) == [activity.session_name(os.getpid())]
     assert activity.last_active(up) == 1000.0
-    activity.session_closed(up, os.getpid(), now=2000.0)
-    assert activity.open_sessions(up) == []
-    assert activity.last_active(up) == 2000.0
+    assert stat.S_IMODE(os.stat(up.run_dir).st_mode) == 0o711
+    assert stat.S_IMODE(os.stat(os.path.join(up.run_dir, "sessions")).st_mode) == 0o700
+    for name in ("last-active", f"sessions/{activity.session_name(os.getpid())}"):
+        assert stat.S_IMODE(os.stat(os.path.join(up.run_dir, name)).st_mode) == 0o600
 
 
 def test_a_session_whose_process_is_gone_does_not_count_forever(tmp_path):

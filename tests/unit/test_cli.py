@@ -32,7 +32,7 @@ def test_bad_users_one_line_exit_1(user, words, monkeypatch, tmp_path, capsys):
 
 def test_missing_dockerd_names_the_package(monkeypatch, tmp_path, capsys):
     from berth import users
-    monkeypatch.setattr(users, "resolve", lambda name, min_uid: users.Account(name, 4321, 100, "/home/x"))
+    monkeypatch.setattr(users, "resolve", lambda name, *limits: users.Account(name, 4321, 100, "/home/x"))
     code, _ = run(["up", "alice"], monkeypatch, tmp_path,
                   "[paths]\nstate_dir = '%s/s'\n[daemon]\ndockerd = '/nonexistent/dockerd'\n" % tmp_path)
     err = capsys.readouterr().err

@@ -49,6 +49,9 @@ def test_explicit_missing_file_is_an_error(tmp_path):
     ("[network]\nbridge_prefix = 'toolong'\n", ["[network].bridge_prefix"]),
     ("[paths]\nstate_dir = 'relative'\n", ["[paths].state_dir", "absolute path"]),
     ("[users]\nmin_uid = true\n", ["[users].min_uid"]),
+    ("[users]\nmin_uid = 5000\nmax_uid = 4000\n", ["[users].max_uid = 4000 is below min_uid = 5000"]),
+    ("[paths]\nrun_dir = '/run'\n", ["[paths].run_dir", "not a directory the host shares"]),
+    ("[paths]\nstate_dir = '/var/lib/'\n", ["[paths].state_dir", "of berth's own"]),
     ("[daemon]\nstart_timeout = -1\n", ["[daemon].start_timeout", "greater than 0"]),
     ("[daemon_json]\nbridge = 'docker0'\n", ["[daemon_json].bridge", "set by berth"]),
     ("[daemon_json]\niptables = true\n", ["[daemon_json].iptables"]),
@@ -85,3 +88,9 @@ def test_config_is_frozen():
     cfg = config.Config()
     with pytest.raises(AttributeError):
         cfg.network.pool = None
+
+
+def test_a_config_from_the_environment_is_not_taken_when_environ_is_given_empty(tmp_path, monkeypatch):
+    """The login hook passes environ={}: BERTH_CONFIG from a session means nothing."""
+    monkeypatch.setenv("BERTH_CONFIG", write(tmp_path, "[network\n"))
+    assert config.load(environ={}).source in ("(defaults)", config.DEFAULT_PATH)

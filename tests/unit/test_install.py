@@ -2,12 +2,15 @@ import os
 
 import pytest
 
-from berth import config, install
+from berth import config, install, pamlayout
 from berth.errors import BerthError
 
 HERE = os.path.dirname(__file__)
 REPO = os.path.join(HERE, "..", "..")
 SSHD = "@include common-auth\nsession required pam_limits.so\n"
+PY = "/opt/berth/bin/python"
+with open(os.path.join(HERE, "..", "data", "debian12-sshd.pam")) as _f:
+    DEBIAN_SSHD = _f.read()
 
 
 def fake_fs(files):
@@ -27,7 +30,7 @@ def apply(files, changes):
 def test_shipped_files_match_the_rendered_defaults():
     cfg = config.Config()
     with open(os.path.join(REPO, "pam", "berth-session")) as f:
-        assert f.read() == install.pam_block(cfg, "/usr/local/bin/berth")
+        assert f.read() == install.pam_block(cfg, install.DEFAULT_PYTHON)
     with open(os.path.join(REPO, "pam", "pam_env.conf")) as f:
         assert f.read() == install.env_conf(cfg)
     with open(os.path.join(REPO, "profile.d", "berth.sh")) as f:
@@ -35,10 +38,11 @@ def test_shipped_files_match_the_rendered_defaults():
 
 
 def test_block_names_this_berth_and_config_values():
-    cfg = config.parse({"users": {"min_uid": 2000}, "paths": {"run_dir": "/run/x"}})
-    block = install.pam_block(cfg, "/opt/berth/bin/berth", "/etc/other.toml")
-    assert "uid < 2000" in block
-    assert "pam_exec.so quiet stdout /opt/berth/bin/berth pam --run-dir /run/x --config /etc/other.toml" in block
+    cfg = config.parse({"users": {"min_uid": 2000, "max_uid": 3000}, "paths": {"run_dir": "/run/x"}})
+    block = install.pam_block(cfg, PY, "/etc/other.toml")
+    assert "session [success=ignore default=2] pam_succeed_if.so quiet uid >= 2000 uid <= 3000" in block
+    assert ("pam_exec.so quiet stdout type=open_session /opt/berth/bin/python -I -m berth pam "
+            "--run-dir /run/x --config /etc/other.toml") in block
     assert "DOCKER_HOST DEFAULT=unix:///run/x/@{PAM_USER}/docker.sock" in install.env_conf(cfg)
     assert '"/run/x/' in install.profile_script(cfg)
 
@@ -46,13 +50,13 @@ def test_block_names_this_berth_and_config_values():
 def test_install_twice_is_install_once_and_uninstall_restores():
     cfg = config.Config()
     files = {"/etc/pam.d/sshd": SSHD}
-    once = apply(files, install.plan_install(cfg, "/usr/local/bin/berth", fake_fs(files)))
+    once = apply(files, install.plan_install(cfg, PY, fake_fs(files)))
     assert install.BEGIN in once["/etc/pam.d/sshd"] and once["/etc/pam.d/sshd"].startswith(SSHD)
     assert set(once) == {"/etc/pam.d/sshd", install.ENV_CONF, install.PROFILE, install.CONFIG, install.CRON,
                          install.COMPLETION, install.LOGROTATE}
     assert once[install.LOGROTATE].splitlines()[2] == "/var/log/berth/*.log {"
-    assert "*/5 * * * * root /usr/local/bin/berth reap" in once[install.CRON]
-    assert install.plan_install(cfg, "/usr/local/bin/berth", fake_fs(once)) == []
+    assert "*/5 * * * * root /opt/berth/bin/python -I -m berth reap" in once[install.CRON]
+    assert install.plan_install(cfg, PY, fake_fs(once)) == []
     gone = apply(once, install.plan_uninstall(fake_fs(once)))
     assert gone == {"/etc/pam.d/sshd": SSHD, install.CONFIG: once[install.CONFIG]}
     assert install.plan_uninstall(fake_fs(gone)) == []
@@ -61,10 +65,10 @@ def test_install_twice_is_install_once_and_uninstall_restores():
 def test_a_changed_berth_path_replaces_the_block():
     cfg = config.Config()
     files = {"/etc/pam.d/sshd": SSHD}
-    old = apply(files, install.plan_install(cfg, "/old/berth", fake_fs(files)))
-    new = apply(old, install.plan_install(cfg, "/new/berth", fake_fs(old)))
+    old = apply(files, install.plan_install(cfg, "/old/bin/python", fake_fs(files)))
+    new = apply(old, install.plan_install(cfg, "/new/bin/python", fake_fs(old)))
     assert new["/etc/pam.d/sshd"].count(install.BEGIN) == 1
-    assert "/new/berth" in new["/etc/pam.d/sshd"] and "/old/berth" not in new["/etc/pam.d/sshd"]
+    assert "/new/bin/python" in new["/etc/pam.d/sshd"] and "/old/bin/python" not in new["/etc/pam.d/sshd"]
 
 
 def test_uninstall_leaves_files_it_did_not_write():
@@ -82,7 +86,7 @@ def test_host_apply_keeps_a_backup(tmp_path):
     host = install.Host(str(tmp_path))
     (tmp_path / "etc/pam.d").mkdir(parents=True)
     (tmp_path / "etc/pam.d/sshd").write_text(SSHD)
-    for c in install.plan_install(config.Config(), "/usr/local/bin/berth", host.read):
+    for c in install.plan_install(config.Config(), PY, host.read):
         host.apply(c)
     assert (tmp_path / "etc/pam.d/sshd.berth-backup").read_text() == SSHD
     assert (tmp_path / "etc/profile.d/berth.sh").exists()
@@ -111,7 +115,7 @@ def test_systemd_hosts_get_a_timer_instead_of_cron():
     with_cron = apply(files, install.plan_install(cfg, "/b", fake_fs(files)))
     with_timer = apply(with_cron, install.plan_install(cfg, "/b", fake_fs(with_cron), schedule="systemd"))
     assert install.CRON not in with_timer
-    assert "ExecStart=/b reap" in with_timer[install.REAP_SERVICE]
+    assert "ExecStart=/b -I -m berth reap" in with_timer[install.REAP_SERVICE]
     assert "OnUnitActiveSec=5min" in with_timer[install.REAP_TIMER]
     gone = apply(with_timer, install.plan_uninstall(fake_fs(with_timer)))
     assert install.REAP_SERVICE not in gone and install.REAP_TIMER not in gone
@@ -145,3 +149,63 @@ def test_bash_completion(tmp_path):
     assert complete("berth", "reap", "--d") == ["--dry-run"]
     assert complete("berth", "--config", "/etc/x.toml", "st") == ["status"]
     assert "--json" in complete("berth", "doctor", "--")
+
+
+def test_on_debians_sshd_the_block_goes_above_the_pam_env_that_reads_users_files():
+    files = {"/etc/pam.d/sshd": DEBIAN_SSHD, "/etc/pam.d/common-session": "session required pam_unix.so\n"}
+    after = apply(files, install.plan_install(config.Config(), PY, fake_fs(files)))["/etc/pam.d/sshd"]
+    lines = after.splitlines()
+    hook = next(i for i, line in enumerate(lines) if "pam_exec.so" in line)
+    reader = next(i for i, line in enumerate(lines) if "user_readenv=1" in line and not line.startswith("#"))
+    assert hook < reader
+    # every stock line is kept, in its order; the comments above a line stay with it
+    assert [line for line in lines if line not in install.pam_block(config.Config(), PY).splitlines()] == \
+        DEBIAN_SSHD.splitlines()
+    assert lines[lines.index("# END berth") + 1].startswith("# In Debian 4.0 (etch)")
+    assert pamlayout.findings("sshd", fake_fs({**files, "/etc/pam.d/sshd": after})) == []
+    assert install.plan_uninstall(fake_fs({"/etc/pam.d/sshd": after}))[0].content == DEBIAN_SSHD
+
+
+def test_a_reader_in_an_included_file_puts_the_block_above_the_include():
+    files = {"/etc/pam.d/sshd": "@include common-auth\n@include common-session\nsession required pam_limits.so\n",
+             "/etc/pam.d/common-session": "session required pam_env.so user_readenv=1\n"}
+    after = apply(files, install.plan_install(config.Config(), PY, fake_fs(files)))["/etc/pam.d/sshd"]
+    assert after.index("pam_exec.so") < after.index("@include common-session")
+
+
+def test_a_reader_in_the_auth_stack_is_refused_with_the_line_to_change():
+    files = {"/etc/pam.d/sshd": "auth required pam_env.so user_readenv=1\nsession required pam_limits.so\n"}
+    with pytest.raises(BerthError) as e:
+        install.plan_install(config.Config(), PY, fake_fs(files))
+    assert "line 1 of /etc/pam.d/sshd" in e.value.message and "user_readenv=1" in e.value.hint
+
+
+def test_common_session_is_checked_in_every_service_that_includes_it():
+    files = {"/etc/pam.d/common-session": "session required pam_unix.so\n",
+             "/etc/pam.d/login": "session required pam_env.so user_readenv=1\n@include common-session\n"}
+    with pytest.raises(BerthError) as e:
+        install.plan_install(config.Config(), PY, fake_fs(files), services=("common-session",),
+                             others=("common-session", "login"))
+    assert "/etc/pam.d/login" in e.value.message
+
+
+def test_layout_findings_for_hand_written_lines():
+    bad_order = ("session required pam_env.so user_readenv=1 envfile=/etc/default/locale\n"
+                 "session optional pam_exec.so quiet stdout type=open_session /b/python -I -m berth pam\n")
+    (f,) = pamlayout.findings("sshd", fake_fs({"/etc/pam.d/sshd": bad_order}))
+    assert "line 1 of /etc/pam.d/sshd reads users' ~/.pam_environment before berth's hook" in f.problem
+    old_line = "session optional pam_exec.so quiet stdout /usr/local/bin/berth pam --run-dir /run/berth\n"
+    problems = [f.problem for f in pamlayout.findings("sshd", fake_fs({"/etc/pam.d/sshd": old_line}))]
+    assert len(problems) == 2 and "close_session" in problems[0] and "-I" in problems[1]
+    assert pamlayout.findings("sshd", fake_fs({"/etc/pam.d/sshd": DEBIAN_SSHD})) == []  # no hook: nothing
+
+
+def test_pam_parser_follows_libpam_syntax():
+    text = ("# comment\n-session optional pam_systemd.so\n"
+            "session [success=ok default=bad] pam_selinux.so open # tail\n"
+            "session required \\\n  pam_env.so user_readenv=1\n@include common-session\n")
+    lines = pamlayout.parse(text, "f")
+    assert [(x.kind, x.control, x.module) for x in lines] == [
+        ("session", "optional", "pam_systemd.so"), ("session", "[success=ok default=bad]", "pam_selinux.so"),
+        ("session", "required", "pam_env.so"), ("@include", "", "common-session")]
+    assert lines[2].args == ("user_readenv=1",) and lines[2].lineno == 4

@@ -45,3 +45,16 @@ def test_record_of_an_older_version_is_still_recognised(tmp_path):
 def test_owner():
     assert proc.owner(os.getpid()) == os.getuid()
     assert proc.owner(2 ** 22 + 1) is None
+
+
+def test_record_round_trip_without_json(tmp_path):
+    from berth import paths, record
+    up = paths.UserPaths("alice", str(tmp_path), "", "")
+    (tmp_path / "dockerd.json").write_text("{}")  # an older berth's: replaced, not kept beside
+    rec = record.DaemonRecord(42, 7, 1.5, "/usr/sbin/dockerd", "bth1001")
+    record.write(up, rec)
+    assert record.read(up) == rec
+    assert not (tmp_path / "dockerd.json").exists()
+    assert (tmp_path / "dockerd.rec").read_text().splitlines()[0] == "pid=42"
+    (tmp_path / "dockerd.rec").write_text("pid=notanumber\n")
+    assert record.read(up) is None

@@ -25,7 +25,7 @@ def test_table_has_header_rows_and_summary(tmp_path):
     cfg = config.parse({"paths": {"state_dir": str(tmp_path)}})
     text = status.render_table(cfg, [row(), row(user="bob", uid=1002, state="down", pid=None, net_ip="",
                                                 containers_running=None, memory_bytes=0, uptime_seconds=None,
-                                                sessions=1)])
+                                                sessions=1)], {})
     lines = text.splitlines()
     assert lines[0].split() == list(status.COLUMNS)
     assert lines[1].split() == ["alice", "1001", "up", "10.213.0.0/24", "bth1001", "10.213.0.2", "42", "2",
@@ -43,10 +43,16 @@ def test_detail_shows_block_ip_docker_host_and_log():
 
 def test_json_schema_is_stable(tmp_path):
     cfg = config.parse({"paths": {"state_dir": str(tmp_path)}})
-    doc = status.to_json(cfg, [row()])
+    doc = status.to_json(cfg, [row()], {})
     assert doc["schema"] == 1
     assert set(doc["users"][0]) == {
         "user", "uid", "state", "block", "bridge", "bridge_present", "net_ip", "pid", "containers_running",
         "memory_bytes", "sessions", "uptime_seconds", "idle_seconds", "docker_host", "log_file"}
     assert doc["summary"] == {"users": 1, "up": 1, "memory_bytes": 130 * 2**20, "pool": "10.213.0.0/16",
                               "blocks_leased": 0, "blocks_total": 256}
+
+
+def test_a_caller_who_may_not_read_the_leases_gets_null_there():
+    cfg = config.Config()
+    assert status.summary(cfg, [row()], None)["blocks_leased"] is None
+    assert status.render_table(cfg, [row()], None).splitlines()[-1].endswith("pool 10.213.0.0/16: -/256 blocks leased")

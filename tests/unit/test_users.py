@@ -29,3 +29,20 @@ def test_system_user_refused():
 def test_unknown_user_refused():
     with pytest.raises(UserRefused, match="does not exist"):
         users.resolve("no_such_user_berth", 1000)
+
+
+def test_uids_above_max_uid_are_refused_like_those_below_min_uid():
+    with pytest.raises(UserRefused, match="above \\[users\\].max_uid = 60000"):
+        users.resolve("nobody", 1000)
+    assert users.resolve("nobody", 1000, 70000).uid == 65534
+
+
+def test_a_second_name_for_a_uid_is_not_that_account(monkeypatch):
+    import pwd
+    getpwnam = pwd.getpwnam
+    alias = pwd.struct_passwd(("toor", *getpwnam("nobody")[1:]))
+    monkeypatch.setattr(users.pwd, "getpwnam", lambda n: alias if n == "toor" else getpwnam(n))
+    assert users.lookup("toor") is None
+    with pytest.raises(UserRefused, match="second name for uid 65534, whose account is 'nobody'"):
+        users.resolve("toor", 1000, 70000)
+    assert users.lookup("nobody").uid == 65534

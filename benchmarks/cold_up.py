@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, HERE)
 
-from berth import config, lifecycle, pause, paths, proc  # noqa: E402
+from berth import config, host, pause, paths, proc  # noqa: E402
 from scratch import Scratch  # noqa: E402
 
 SEED = r"""
@@ -65,7 +65,7 @@ def timed(fn):
 
 def daemon_rss(cfg_path, user):
     """Summed RSS of the user's dockerd, containerd, shims and containers."""
-    pids = lifecycle.spawner_for(config.load(cfg_path), paths.for_user(config.load(cfg_path), user)).processes()
+    pids = host.supervisor_for(config.load(cfg_path), paths.for_user(config.load(cfg_path), user)).processes()
     return sum(proc.rss_bytes(p) for p in pids), len(pids)
 
 

@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, HERE)
 
-from berth import config, lifecycle, paths, proc  # noqa: E402
+from berth import config, host, paths, proc  # noqa: E402
 from scratch import Scratch  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def main():
             docker(user, "rm", "-f", "train")
         cfg = config.load(scratch.config)
         rss = sum(proc.rss_bytes(p) for u in users
-                  for p in lifecycle.spawner_for(cfg, paths.for_user(cfg, u)).processes())
+                  for p in host.supervisor_for(cfg, paths.for_user(cfg, u)).processes())
         idle_seconds, out = reap_once()
         assert out.count("reaped") == len(users), out
 

@@ -31,7 +31,7 @@ def _ipr():
             yield ipr
     except NetlinkError as e:
         raise NetworkError(f"netlink refused a change: {e}",
-                           hint="berth needs root (CAP_NET_ADMIN) to manage bridges") from None
+                           hint="berth needs root (CAP_NET_ADMIN) to manage bridges") from e
 
 
 def _rtnl(msg, what):
@@ -42,7 +42,7 @@ def _rtnl(msg, what):
             return False
         hint = "berth needs root (CAP_NET_ADMIN) to manage bridges" if e.errno == errno.EPERM else \
             "check the kernel's bridge support (modprobe bridge)"
-        raise NetworkError(f"the kernel refused to {what}: {e.strerror}", hint=hint) from None
+        raise NetworkError(f"the kernel refused to {what}: {e.strerror}", hint=hint) from e
     return True
 
 

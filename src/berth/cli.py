@@ -8,6 +8,7 @@ import os
 import pwd
 import signal
 import sys
+from collections import namedtuple
 
 from . import config as config_mod
 from . import logsetup
@@ -103,6 +104,13 @@ def _raise_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def _need_root(command, why):
+    if os.geteuid() != 0:
+        raise BerthError(f"'berth {command}' needs root: {why}", hint=f"run it with sudo (sudo berth {command} ...)")
+
+
+# --- one handler per command, in the order of the subcommands ---------------
+
 def _up(args, cfg, out):
     from .lifecycle import up
 
@@ -122,6 +130,24 @@ def _down(args, cfg, out):
     what = "dockerd stopped" if r.was_running else "dockerd was not running"
     print(f"{r.user} is down: {what}, {r.rules_removed} rule(s) removed, "
           f"bridge {'removed' if r.bridge_removed else 'absent'}; data and subnet kept", file=out)
+
+
+def _purge(args, cfg, out):
+    from . import lifecycle, paths, users
+
+    users.check_name(args.user)
+    where = os.path.dirname(paths.for_user(cfg, args.user).data_root)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise BerthError(f"refusing to delete {args.user}'s data without confirmation",
+                             hint=f"run it on a terminal, or add --yes: berth down --purge --yes {args.user}")
+        answer = input(f"This deletes {args.user}'s images, containers, volumes and build cache ({where}) "
+                       f"and releases their subnet. Type the user name to confirm: ")
+        if answer.strip() != args.user:
+            print("nothing deleted", file=out)
+            return
+    released = lifecycle.purge(cfg, args.user)
+    print(f"{args.user} is purged: {where} deleted" + (", subnet released" if released else ""), file=out)
 
 
 def _reap(args, cfg, out):
@@ -153,8 +179,51 @@ def _status(args, cfg, out):
 def _env(args, cfg, out):
     from . import paths, users
 
-    account = users.resolve(args.user or pwd.getpwuid(os.getuid()).pw_name, cfg.users.min_uid, cfg.users.max_uid)
+    name = args.user or pwd.getpwuid(os.getuid()).pw_name
+    account = users.resolve(name, cfg.users.min_uid, cfg.users.max_uid)
     print(f"export DOCKER_HOST={paths.for_user(cfg, account.name).docker_host}", file=out)
+
+
+def _install(args, cfg, out):
+    from . import install
+    from .supervisor import systemd_booted
+
+    host = install.Host(args.root)
+    services = tuple(args.pam_service or ("sshd",))
+    # Where systemd runs, the reaper gets a timer; elsewhere a cron file.
+    use_systemd = args.root == "/" and systemd_booted()
+    if args.command == "install":
+        config_path = args.config or os.environ.get(config_mod.ENV_VAR) or None
+        changes = install.plan_install(cfg, args.python or _this_python(), host.read, services, config_path,
+                                       schedule="systemd" if use_systemd else "cron", others=host.pam_services(),
+                                       env_conf_path=args.env_conf or install.ENV_CONF)
+    else:
+        changes = install.plan_uninstall(host.read, services)
+    if args.dry_run:
+        for change in changes:
+            print(install.describe(change), file=out)
+    else:
+        for line in install.apply(host, changes, args.command, use_systemd):
+            print(line, file=out)
+    if not changes:
+        print(f"nothing to do: berth is {'already' if args.command == 'install' else 'not'} installed", file=out)
+    elif args.command == "uninstall" and not args.dry_run:
+        print(f"kept {install.CONFIG} and the users' data; remove them by hand if you want them gone", file=out)
+
+
+def _pam(args, cfg, out):
+    from . import pam
+
+    return pam.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
+
+
+def _logs(args, cfg, out):
+    from . import logs, paths, users
+
+    users.check_name(args.user)
+    if args.lines is not None and args.lines < 0:
+        raise BerthError("-n takes a number of lines, 0 or more", hint="e.g. berth logs alice -n 50")
+    logs.show(paths.for_user(cfg, args.user).log_file, args.user, args.lines, args.follow, out)
 
 
 def _demo(args, cfg, out):
@@ -166,9 +235,6 @@ def _demo(args, cfg, out):
 def _doctor(args, cfg, out):
     from . import doctor
 
-    if os.geteuid() != 0:
-        raise BerthError("'berth doctor' needs root: it reads iptables, PAM files and berth's state",
-                         hint="run it with sudo (sudo berth doctor)")
     try:
         cfg, config_error = config_mod.load(args.config), None
     except BerthError as e:  # reported as a check; the others run on the defaults
@@ -192,117 +258,49 @@ def _config(args, cfg, out):
           f"state in {cfg.paths.state_dir})", file=out)
 
 
-def _pam(args, cfg, out):
-    from . import pam
-
-    return pam.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
-
-
-def run(args, cfg, out):
-    handler = {"up": _up, "down": _down, "reap": _reap, "status": _status, "env": _env, "logs": _logs,
-               "demo": _demo, "doctor": _doctor, "install": _install, "uninstall": _install,
-               "config": _config, "pam": _pam}[args.command]
-    return handler(args, cfg, out) or 0
-
-
 def _this_python():
     """The interpreter running this berth (a venv's, not the one it links to)."""
     return os.path.abspath(sys.executable)
 
 
-def _purge(args, cfg, out):
-    from . import lifecycle, paths, users
+# handler; loads the config first (doctor reports a bad one as a check);
+# needs root (and why), checked before anything else is done
+Command = namedtuple("Command", "handler needs_config root_for")
 
-    users.check_name(args.user)
-    where = os.path.dirname(paths.for_user(cfg, args.user).data_root)
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise BerthError(f"refusing to delete {args.user}'s data without confirmation",
-                             hint=f"run it on a terminal, or add --yes: berth down --purge --yes {args.user}")
-        answer = input(f"This deletes {args.user}'s images, containers, volumes and build cache ({where}) "
-                       f"and releases their subnet. Type the user name to confirm: ")
-        if answer.strip() != args.user:
-            print("nothing deleted", file=out)
-            return
-    released = lifecycle.purge(cfg, args.user)
-    print(f"{args.user} is purged: {where} deleted" + (", subnet released" if released else ""), file=out)
-
-
-def _logs(args, cfg, out):
-    from . import logs, paths, users
-
-    users.check_name(args.user)
-    path = paths.for_user(cfg, args.user).log_file
-    if args.lines is not None and args.lines < 0:
-        raise BerthError("-n takes a number of lines, 0 or more", hint="e.g. berth logs alice -n 50")
-    try:
-        if args.lines is None:
-            with open(path, "rb") as f:
-                data = f.read()
-        else:
-            data = b"".join(logs.last_lines(path, args.lines))
-    except FileNotFoundError:
-        raise BerthError(f"{args.user} has no dockerd log yet ({path})",
-                         hint=f"it appears with their first daemon: berth up {args.user}") from None
-    except PermissionError:
-        raise BerthError(f"cannot read {path}", hint="dockerd logs are root's: sudo berth logs ...") from None
-    sink = getattr(out, "buffer", None)
-    write = sink.write if sink else (lambda b: out.write(b.decode(errors="replace")))
-    write(data)
-    out.flush()
-    if args.follow:
-        try:
-            logs.follow(path, lambda b: (write(b), out.flush()))
-        except KeyboardInterrupt:
-            pass
+COMMANDS = {
+    "up": Command(_up, True, "it makes bridges, firewall rules and daemons"),
+    "down": Command(_down, True, "it stops daemons and removes bridges and firewall rules"),
+    "reap": Command(_reap, True, "it stops other users' daemons"),
+    "status": Command(_status, True, None),
+    "env": Command(_env, True, None),
+    "install": Command(_install, True, "it edits PAM files and writes under /etc"),
+    "uninstall": Command(_install, True, "it edits PAM files and removes files under /etc"),
+    "pam": Command(_pam, False, None),  # loads its own config and never fails a login
+    "logs": Command(_logs, True, "dockerd logs are root's"),
+    "demo": Command(_demo, True, "it makes users, bridges, firewall rules and daemons"),
+    "doctor": Command(_doctor, False, "it reads iptables, PAM files and berth's state"),
+    "config": Command(_config, True, None),
+}
 
 
-def _install(args, cfg, out):
-    from . import install
-
-    from .spawner import systemd_booted
-
-    host = install.Host(args.root)
-    services = tuple(args.pam_service or ("sshd",))
-    # Where systemd runs, the reaper gets a timer; elsewhere a cron file.
-    use_systemd = args.root == "/" and systemd_booted()
-    if args.command == "install":
-        config_path = args.config or os.environ.get(config_mod.ENV_VAR) or None
-        changes = install.plan_install(cfg, args.python or _this_python(), host.read, services, config_path,
-                                       schedule="systemd" if use_systemd else "cron", others=host.pam_services(),
-                                       env_conf_path=args.env_conf or install.ENV_CONF)
-    else:
-        changes = install.plan_uninstall(host.read, services)
-    timer = os.path.basename(install.REAP_TIMER)
-    if use_systemd and not args.dry_run and args.command == "uninstall":
-        install.systemctl("disable", "--now", timer)
-    if not changes:
-        print(f"nothing to do: berth is {'already' if args.command == 'install' else 'not'} installed", file=out)
-        return
-    for change in changes:
-        if args.dry_run:
-            print(install.describe(change), file=out)
-        else:
-            host.apply(change)
-            print(change.summary[0].upper() + change.summary[1:], file=out)
-    if use_systemd and not args.dry_run:
-        install.systemctl("daemon-reload")
-        if args.command == "install":
-            install.systemctl("enable", "--now", timer)
-    if args.command == "uninstall" and not args.dry_run:
-        print(f"kept {install.CONFIG} and the users' data; remove them by hand if you want them gone", file=out)
+def run(args, cfg, out):
+    command = COMMANDS[args.command]
+    if command.root_for and args.root_check:
+        _need_root(args.command, command.root_for)
+    return command.handler(args, cfg, out) or 0
 
 
 def main(argv=None, out=None):
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
-    if args.command == "pam":  # the hook loads its own config and never fails a login
+    args.root_check = getattr(args, "root", "/") == "/"  # a scratch root (tests) is not the host
+    if args.command == "pam":
         return _pam(args, None, out)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_exit)
     cfg, log_path, logging_ready = None, None, False
     try:
-        if not (args.command == "config" and args.example) and args.command != "doctor":
+        if COMMANDS[args.command].needs_config and not (args.command == "config" and args.example):
             cfg = config_mod.load(args.config)
         log_path = logsetup.for_cli(cfg, args.debug)
         logging_ready = True

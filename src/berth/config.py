@@ -213,10 +213,10 @@ def load(path=None, environ=None):
                               hint=f"create it ('berth config --example > {path}') or unset {ENV_VAR}") from None
         return Config()
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML ({e})") from None
+        raise ConfigError(f"{path} is not valid TOML ({e})") from e
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}",
-                          hint="run berth as root or fix the file's permissions") from None
+                          hint="run berth as root or fix the file's permissions") from e
     return parse(data, source=str(path))
 
 
@@ -240,7 +240,7 @@ def parse(data, source="(config)"):
             try:
                 kwargs[key] = keys[key](raw)
             except ValueError as e:
-                raise ConfigError(f"{source}: [{name}].{key} = {raw!r} is invalid; it must be {e}") from None
+                raise ConfigError(f"{source}: [{name}].{key} = {raw!r} is invalid; it must be {e}") from e
         sections[name] = cls(**kwargs)
     cfg = Config(**sections, source=source)
     _check_network(cfg.network, source)

@@ -11,10 +11,11 @@ import stat
 import subprocess
 from dataclasses import asdict, dataclass
 
-from . import bridge, install, pamlayout, pause, paths, spawner
+from . import bridge, host, install, pamlayout, pause, paths
+from .paths import SYSTEM_PATH
+from .supervisor import systemd_booted
 from .errors import BerthError
 from .fsutil import check_trusted
-from .leases import LeaseTable
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -38,7 +39,7 @@ def _version(binary, args=("--version",)):
 
 def check_binaries(cfg):
     out = []
-    search = os.environ.get("PATH", spawner.SYSTEM_PATH) + ":" + spawner.SYSTEM_PATH
+    search = os.environ.get("PATH", SYSTEM_PATH) + ":" + SYSTEM_PATH
     for name in (cfg.daemon.dockerd, "containerd", "runc"):
         found = name if os.path.isabs(name) and os.access(name, os.X_OK) else shutil.which(name, path=search)
         if found:
@@ -85,13 +86,13 @@ def nft_forward_policy(text):
 
 def check_iptables_backend(cfg):
     out = []
-    iptables = shutil.which("iptables", path=spawner.SYSTEM_PATH)
+    iptables = shutil.which("iptables", path=SYSTEM_PATH)
     if not iptables:
         return [Check("iptables backend", WARN, "no iptables command", "apt-get install iptables")]
     version = _version(iptables)
     backend = "nf_tables" if "nf_tables" in version else "legacy"
     out.append(Check("iptables backend", OK, f"{version}; berth writes the legacy tables (libiptc)"))
-    nft = shutil.which("iptables-nft", path=spawner.SYSTEM_PATH)
+    nft = shutil.which("iptables-nft", path=SYSTEM_PATH)
     if backend == "nf_tables" and nft:
         r = subprocess.run([nft, "-S", "FORWARD"], capture_output=True, text=True, timeout=10)
         if nft_forward_policy(r.stdout) == "DROP":
@@ -148,11 +149,45 @@ def check_install(cfg, root, python):
         ok = install.written_by_berth(host.read(path))
         out.append(Check(what, OK if ok else WARN, path + (" in place" if ok else " missing"),
                          "" if ok else "berth install"))
-    schedules = [p for p in (install.CRON, install.REAP_TIMER) if install.written_by_berth(host.read(p))]
-    out.append(Check("reaper schedule", OK if schedules else WARN,
-                     ", ".join(schedules) if schedules else "no cron file or systemd timer for berth reap",
-                     "" if schedules else "berth install"))
+    out.append(judge_reaper_schedule(
+        cron_file=install.written_by_berth(host.read(install.CRON)),
+        timer_file=install.written_by_berth(host.read(install.REAP_TIMER)),
+        # Under another root (an image being prepared), what runs is not known.
+        cron_running=_cron_running() if root == "/" else None, systemd=systemd_booted(),
+        timer_enabled=_timer_enabled() if root == "/" else None))
     return out
+
+
+def judge_reaper_schedule(cron_file, timer_file, cron_running, systemd, timer_enabled):
+    """Is anything going to run `berth reap`? A schedule nothing runs reaps
+    nobody. `cron_running` / `timer_enabled` are None when not known."""
+    if timer_file and systemd:
+        if timer_enabled is None:
+            return Check("reaper schedule", OK, f"{install.REAP_TIMER} (not checked whether enabled)")
+        if timer_enabled:
+            return Check("reaper schedule", OK, f"{install.REAP_TIMER}, enabled")
+        return Check("reaper schedule", WARN, f"{install.REAP_TIMER} is installed but not enabled: nothing reaps",
+                     "systemctl enable --now berth-reap.timer")
+    if cron_file:
+        if cron_running is None:
+            return Check("reaper schedule", OK, f"{install.CRON} (not checked whether cron runs)")
+        if cron_running:
+            return Check("reaper schedule", OK, f"{install.CRON}, cron running")
+        return Check("reaper schedule", WARN, f"{install.CRON} is installed but no cron daemon runs: nothing reaps",
+                     "start cron (service cron start) and have it start at boot")
+    return Check("reaper schedule", WARN, "no cron file or systemd timer for berth reap", "berth install")
+
+
+def _cron_running():
+    from . import proc
+
+    return any(proc.comm(pid) in ("cron", "crond") for pid in proc.pids())
+
+
+def _timer_enabled():
+    r = subprocess.run(["systemctl", "is-enabled", "--quiet", os.path.basename(install.REAP_TIMER)],
+                       capture_output=True)
+    return r.returncode == 0
 
 
 def check_dirs(cfg):
@@ -205,7 +240,7 @@ def _user_run_dirs(cfg):
 def check_leases_and_orphans(cfg):
     out = []
     try:
-        table = LeaseTable(str(cfg.paths.state_dir)).read()
+        table = host.lease_table(cfg).read()
     except BerthError as e:
         return [Check("leases", FAIL, e.message, e.hint)]
     out.append(Check("leases", OK, f"{len(table)} lease(s) in {cfg.paths.state_dir}/leases.json"))
@@ -220,8 +255,7 @@ def check_leases_and_orphans(cfg):
         if name not in leased:
             out.append(Check("orphan bridge", WARN, f"bridge {name} belongs to no lease", "berth reap"))
     try:
-        from .firewall import Firewall
-        for user in sorted(Firewall(cfg).users_with_rules() - set(table)):
+        for user in sorted(host.firewall(cfg).users_with_rules() - set(table)):
             out.append(Check("orphan rules", WARN, f"iptables rules of {user} belong to no lease", "berth reap"))
     except BerthError:
         pass  # reported by the NAT check

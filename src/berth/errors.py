@@ -2,6 +2,8 @@
 
 Every error a person can act on carries a sentence (what is wrong) and a hint
 (what to do). The CLI prints both on one line; the detail goes to the log.
+None of them is an OSError: an `except OSError` around a system call must
+never swallow one of berth's own refusals.
 """
 
 
@@ -28,7 +30,7 @@ class UserRefused(BerthError, ValueError):
     """The name is not a user berth serves (bad name, unknown, root, system user)."""
 
 
-class NotTrusted(BerthError, PermissionError):
+class NotTrusted(BerthError):
     """A file or directory root would act on is writable by someone else."""
 
 
@@ -40,7 +42,7 @@ class SubnetsExhausted(BerthError):
     pass
 
 
-class MissingBinary(BerthError, FileNotFoundError):
+class MissingBinary(BerthError):
     pass
 
 
@@ -52,5 +54,5 @@ class DaemonError(BerthError):
     pass
 
 
-class LockTimeout(BerthError, TimeoutError):
+class LockTimeout(BerthError):
     pass

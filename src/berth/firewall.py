@@ -121,7 +121,7 @@ def _translated(iptc, doing):
         yield
     except iptc.IPTCError as e:
         raise NetworkError(f"iptables refused {doing}: {e}",
-                           hint="check that the kernel has ip_tables and iptable_nat (berth doctor)") from None
+                           hint="check that the kernel has ip_tables and iptable_nat (berth doctor)") from e
 
 
 class Firewall:

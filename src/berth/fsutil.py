@@ -34,7 +34,7 @@ def ensure_dir(path, mode=0o755):
         os.makedirs(path, mode=mode, exist_ok=True)
     except OSError as e:
         raise BerthError(f"cannot create {path}: {e.strerror}",
-                         hint="run berth as root and check the [paths] of the config") from None
+                         hint="run berth as root and check the [paths] of the config") from e
     st = os.lstat(path)
     check_trusted(path, st)
     if stat.S_IMODE(st.st_mode) & ~mode:
@@ -69,7 +69,7 @@ def atomic_write(path, data, mode=0o644):
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except OSError as e:
-        raise _write_error(path, e) from None
+        raise _write_error(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
@@ -83,7 +83,7 @@ def atomic_write(path, data, mode=0o644):
         except FileNotFoundError:
             pass
         if isinstance(e, OSError):
-            raise _write_error(path, e) from None
+            raise _write_error(path, e) from e
         raise
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -217,6 +217,22 @@ def describe(change):
     return f"would {change.summary} ({len(change.content.splitlines())} lines)"
 
 
+def apply(host, changes, command, use_systemd):
+    """Carry out `changes` on `host`, with the reaper timer's systemctl steps
+    where systemd runs; yields a line per step done."""
+    timer = os.path.basename(REAP_TIMER)
+    if use_systemd and command == "uninstall":
+        systemctl("disable", "--now", timer)
+    for change in changes:
+        host.apply(change)
+        yield change.summary[0].upper() + change.summary[1:]
+    if use_systemd and changes:
+        systemctl("daemon-reload")
+        if command == "install":
+            systemctl("enable", "--now", timer)
+            yield f"enabled {timer}"
+
+
 def systemctl(*args):
     import subprocess
 

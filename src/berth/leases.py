@@ -111,4 +111,4 @@ class LeaseTable:
             raise LeaseFileCorrupt(
                 f"lease file {self.path} is corrupt ({e}); berth will not overwrite it",
                 hint="restore it from a backup or fix the JSON by hand; "
-                     "moving it aside gives users new subnets") from None
+                     "moving it aside gives users new subnets") from e

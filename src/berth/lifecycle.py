@@ -16,14 +16,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from . import activity, blocks, bridge, daemonjson, engine, netcontainer, paths, record, spawner, users
+from . import activity, blocks, bridge, daemonjson, engine, host, netcontainer, paths, record, users
 from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir, ensure_private_file
-from .leases import LeaseTable
 from .locks import user_lock
 from .paths import ROOT_ONLY, TRAVERSE_ONLY
 from .rules import plan_user_rules
-from .spawner import find_dockerd
+from .supervisor import find_dockerd
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +45,6 @@ class DownResult:
     was_running: bool
     rules_removed: int
     bridge_removed: bool
-
-
-def leases(cfg):
-    return LeaseTable(str(cfg.paths.state_dir), cfg.daemon.lock_timeout)
-
-
-def spawner_for(cfg, upaths, dockerd=None, bridge=""):
-    return spawner.for_host(upaths, dockerd or cfg.daemon.dockerd, cfg.daemon.stop_timeout,
-                            cfg.daemon.supervisor, bridge)
 
 
 def _prepare_dirs(cfg, upaths):
@@ -98,8 +88,15 @@ def _need_root(command):
                          hint=f"run it with sudo (sudo berth {command} ...)")
 
 
-def up(cfg, name, now=time.monotonic):
-    t0 = now()
+def up(cfg, name, clock=time.monotonic):
+    """Bring the user up (idempotent); see the module's docstring.
+
+    Raises:
+        UserRefused: not a user berth serves.
+        BerthError: what failed (MissingBinary, NetworkError, DaemonError,
+            SubnetsExhausted, LockTimeout, ...), after undoing a cold start.
+    """
+    t0 = clock()
     account = users.resolve(name, cfg.users.min_uid, cfg.users.max_uid)
     dockerd = find_dockerd(cfg.daemon.dockerd)
     _need_root("up")
@@ -109,10 +106,10 @@ def up(cfg, name, now=time.monotonic):
     with user_lock(cfg, account.name):
         # Under the lock: a purge holds it until the last file is gone.
         _prepare_dirs(cfg, upaths)
-        lease = leases(cfg).acquire(account.name, account.uid, cfg.network.pool,
+        lease = host.lease_table(cfg).acquire(account.name, account.uid, cfg.network.pool,
                                     cfg.network.block_prefix, bridge.host_networks)
         layout = blocks.layout(lease.block)
-        supervisor = spawner_for(cfg, upaths, dockerd, br)
+        supervisor = host.supervisor_for(cfg, upaths, dockerd, br)
         with contextlib.ExitStack() as undo:
             if bridge.ensure_bridge(br, layout.bridge_cidr, account.name):
                 undo.callback(bridge.remove_bridge, br)
@@ -138,7 +135,7 @@ def up(cfg, name, now=time.monotonic):
             activity.touch(upaths)  # a daemon just brought up is not idle
 
     result = UpResult(account.name, str(lease.block), br, rec.pid, net_ip,
-                      upaths.docker_host, started, now() - t0)
+                      upaths.docker_host, started, clock() - t0)
     log.info("%s is up (block %s, dockerd pid %d, %s in %.2f s)", result.user, result.block, result.pid,
              "started" if started else "already running", result.seconds)
     return result
@@ -162,10 +159,8 @@ def _ensure_net_container(cfg, upaths):
 
 
 def _ensure_rules(cfg, user, block, undo):
-    from .firewall import Firewall
-
     _enable_ip_forward()
-    fw = Firewall(cfg)
+    fw = host.firewall(cfg)
     fw.ensure_user(user, plan_user_rules(cfg, user, block))
     if undo is not None:
         undo.callback(fw.remove_user, user)
@@ -176,7 +171,7 @@ def _account_for_down(cfg, name):
     try:
         return users.resolve(name, cfg.users.min_uid, cfg.users.max_uid)
     except UserRefused:
-        lease = leases(cfg).get(users.check_name(name))
+        lease = host.lease_table(cfg).get(users.check_name(name))
         if lease is None:
             raise
         return users.Account(name, lease.uid, 0, "")
@@ -193,16 +188,14 @@ def down(cfg, name, locked=False):
     upaths = paths.for_user(cfg, account.name)
     br = paths.bridge_name(cfg, account.uid)
     with contextlib.nullcontext() if locked else user_lock(cfg, account.name):
-        supervisor = spawner_for(cfg, upaths)
+        supervisor = host.supervisor_for(cfg, upaths)
         was_running = supervisor.running() is not None
         supervisor.stop()
         # dockerd leaves mounts under its exec-root behind (a --net=host
         # container's netns bind mount among them); none may outlive it.
         _unmount_below(upaths.run_dir)
 
-        from .firewall import Firewall
-
-        removed = Firewall(cfg).remove_user(account.name)
+        removed = host.firewall(cfg).remove_user(account.name)
         bridge_removed = bridge.remove_bridge(br)
     log.info("%s is down (dockerd %s, %d rule(s) and %s removed; data and lease kept)",
              account.name, "stopped" if was_running else "was not running", removed,
@@ -241,8 +234,8 @@ def purge(cfg, name):
                 shutil.rmtree(user_state)
         except OSError as e:
             raise BerthError(f"cannot delete {user_state}: {e.strerror} ({e.filename}); the lease is kept",
-                             hint=f"see what holds it (fuser -vm {user_state}), then purge again") from None
+                             hint=f"see what holds it (fuser -vm {user_state}), then purge again") from e
         shutil.rmtree(upaths.run_dir, ignore_errors=True)
-        released = leases(cfg).release(account.name)
+        released = host.lease_table(cfg).release(account.name)
     log.info("purged %s: deleted %s%s", account.name, user_state, ", released the lease" if released else "")
     return released

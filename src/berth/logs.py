@@ -3,6 +3,32 @@
 import os
 import time
 
+from .errors import BerthError
+
+
+def show(path, user, lines, follow_too, out):
+    """Print the log (all of it, or its last `lines`), then what is appended if `follow_too`."""
+    try:
+        if lines is None:
+            with open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = b"".join(last_lines(path, lines))
+    except FileNotFoundError:
+        raise BerthError(f"{user} has no dockerd log yet ({path})",
+                         hint=f"it appears with their first daemon: berth up {user}") from None
+    except PermissionError as e:
+        raise BerthError(f"cannot read {path}", hint="dockerd logs are root's: sudo berth logs ...") from e
+    sink = getattr(out, "buffer", None)
+    write = sink.write if sink else (lambda b: out.write(b.decode(errors="replace")))
+    write(data)
+    out.flush()
+    if follow_too:
+        try:
+            follow(path, lambda b: (write(b), out.flush()))
+        except KeyboardInterrupt:
+            pass
+
 
 def last_lines(path, n, chunk=65536):
     """The last `n` lines of a file, read from the end (logs grow large)."""

@@ -36,7 +36,7 @@ def _translated(fn):
             return fn(*args, **kwargs)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
             raise DaemonError(f"the Docker daemon refused: {e}",
-                              hint="see the user's dockerd log (berth status USER shows its path)") from None
+                              hint="see the user's dockerd log (berth status USER shows its path)") from e
     return wrapper
 
 

@@ -142,9 +142,8 @@ def findings(service, read):
 def _reader_finding(line, where):
     return Finding(line.file, line.lineno,
                    f"line {line.lineno} of {line.file} reads users' ~/.pam_environment {where}, "
-                   f"so a user's LD_PRELOAD or PYTHONPATH would run as root in berth's hook",
-                   f"move berth's block above that line (berth install does), or drop "
-                   f"user_readenv=1 from it")
+                   "so a user's LD_PRELOAD or PYTHONPATH would run as root in berth's hook",
+                   "move berth's block above that line (berth install does), or drop user_readenv=1 from it")
 
 
 def insertion_index(text, file, read):

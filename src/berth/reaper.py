@@ -17,11 +17,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import activity, bridge, engine, lifecycle, paths, proc
-from .leases import LeaseTable
+from . import activity, bridge, engine, host, lifecycle, paths, proc
+from .humanize import human_duration
 from .locks import user_lock
 from .rules import plan_user_rules
-from .status import human_duration, known_users
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +92,19 @@ def _running_containers(upaths, net_name):
 
 
 def observe(cfg, name, lease, now):
-    from .status import user_status
-
-    st = user_status(cfg, name, lease, now)
     upaths = paths.for_user(cfg, name)
-    supervisor = lifecycle.spawner_for(cfg, upaths)
+    supervisor = host.supervisor_for(cfg, upaths)
+    state, _ = host.daemon_state(supervisor, upaths)
+    uid = host.uid_of(name, lease)
     sessions = len(activity.open_sessions(upaths))
-    containers = _running_containers(upaths, cfg.net_container.name) if st.state == "up" else ()
-    processes = _user_processes(st.uid, set(supervisor.processes())) if st.uid >= 0 and st.state == "up" else 0
+    containers = _running_containers(upaths, cfg.net_container.name) if state == "up" else ()
+    processes = _user_processes(uid, set(supervisor.processes())) if uid >= 0 and state == "up" else 0
     last = activity.last_active(upaths)
     rec = supervisor.record()
     if last is None and rec is not None:
         last = rec.started_at
-    leftovers = st.state == "down" and st.bridge_present
-    return Observed(name, st.state, sessions, processes, containers, last, leftovers)
+    leftovers = state == "down" and uid >= 0 and bridge.bridge_exists(paths.bridge_name(cfg, uid))
+    return Observed(name, state, sessions, processes, containers, last, leftovers)
 
 
 # --- the pass ----------------------------------------------------------------------
@@ -121,11 +119,9 @@ class Outcome:
 
 def reap_pass(cfg, only=None, dry_run=False, now=None):
     now = time.time() if now is None else now
-    table = LeaseTable(str(cfg.paths.state_dir), cfg.daemon.lock_timeout).read()
-    names = [only] if only else known_users(cfg, table)
-    from .firewall import Firewall
-
-    rules = Firewall(cfg).rules_by_user()  # read once; only users whose rules differ are touched
+    table = host.lease_table(cfg).read()
+    names = [only] if only else host.known_users(cfg, table)
+    rules = host.firewall(cfg).rules_by_user()  # read once; only users whose rules differ are touched
     # dockerd takes about a second to exit; users are independent (each has
     # its own lock, and rule changes queue on the xtables lock), so a pass
     # over many idle users stops them side by side.
@@ -161,12 +157,10 @@ def _restore_rules(cfg, name, lease):
     """Put back the rules of a running user that a firewall reload
     (iptables-restore, firewalld) wiped; True if any were missing. Under the
     user's lock, so a concurrent `down` never gets rules re-added after it."""
-    from .firewall import Firewall
-
     with user_lock(cfg, name):
-        if lifecycle.spawner_for(cfg, paths.for_user(cfg, name)).running() is None:
+        if host.supervisor_for(cfg, paths.for_user(cfg, name)).running() is None:
             return False
-        changed = Firewall(cfg).ensure_user(name, plan_user_rules(cfg, name, lease.block))
+        changed = host.firewall(cfg).ensure_user(name, plan_user_rules(cfg, name, lease.block))
     if changed:
         log.warning("restored the firewall rules of %s (wiped by a firewall reload?)", name)
     return changed
@@ -192,7 +186,7 @@ def _reap(cfg, name, d, lease, now):
             if again.action != "reap":
                 log.info("kept %s: %s (seen while reaping)", name, again.reason)
                 return Outcome(name, Decision("keep", again.reason + " (seen while reaping)"), False)
-            supervisor = lifecycle.spawner_for(cfg, upaths)
+            supervisor = host.supervisor_for(cfg, upaths)
             freed = sum(proc.rss_bytes(p) for p in supervisor.processes())
             lifecycle.down(cfg, name, locked=True)
         finally:
@@ -207,8 +201,6 @@ def _reap(cfg, name, d, lease, now):
 def collect_orphans(cfg, table, dry_run):
     """berth's bridges and rules that belong to no lease: left by a crash or
     a purge that failed half-way. Only what carries berth's marks is touched."""
-    from .firewall import Firewall
-
     outcomes = []
     leased_bridges = {paths.bridge_name(cfg, lease.uid) for lease in table.values()}
     for name in bridge.berth_bridges(cfg.network.bridge_prefix):
@@ -218,7 +210,7 @@ def collect_orphans(cfg, table, dry_run):
                 bridge.remove_bridge(name)
                 log.info("removed orphan bridge %s", name)
             outcomes.append(Outcome(name, d, not dry_run))
-    fw = Firewall(cfg)
+    fw = host.firewall(cfg)
     for user in sorted(fw.users_with_rules() - set(table)):
         d = Decision("collect", f"rules of {user} belong to no lease")
         if not dry_run:

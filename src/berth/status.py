@@ -7,9 +7,9 @@ import pwd
 import time
 from dataclasses import asdict, dataclass
 
-from . import activity, blocks, bridge, engine, netcontainer, paths, proc
+from . import activity, blocks, bridge, engine, host, netcontainer, paths, proc
 from .errors import BerthError
-from .lifecycle import leases, spawner_for
+from .humanize import human_bytes, human_duration
 
 log = logging.getLogger(__name__)
 
@@ -40,37 +40,14 @@ class UserStatus:
         return asdict(self)
 
 
-def known_users(cfg, lease_table):
-    names = set(lease_table)
-    try:
-        names.update(d for d in os.listdir(cfg.paths.run_dir)
-                     if os.path.isdir(os.path.join(cfg.paths.run_dir, d)))
-    except FileNotFoundError:
-        pass
-    return sorted(names)
-
-
-def _uid(name, lease):
-    if lease is not None:
-        return lease.uid
-    try:
-        return pwd.getpwnam(name).pw_uid
-    except KeyError:
-        return -1
-
-
 def user_status(cfg, name, lease, now=None):
     now = time.time() if now is None else now
     upaths = paths.for_user(cfg, name)
-    supervisor = spawner_for(cfg, upaths)
-    uid = _uid(name, lease)
+    supervisor = host.supervisor_for(cfg, upaths)
+    uid = host.uid_of(name, lease)
     br = paths.bridge_name(cfg, uid) if uid >= 0 else ""
-    rec = supervisor.running()
-    state, running, net_ip = "down", None, ""
-    if rec is not None:
-        state = "up" if engine.ping(upaths.socket) else "starting"
-    elif supervisor.poll() == "exited":
-        state = "dead"
+    state, rec = host.daemon_state(supervisor, upaths)
+    running, net_ip = None, ""
     if state == "up":
         try:
             running = len(engine.get_json(upaths.socket, "/containers/json"))
@@ -95,7 +72,7 @@ def own_status(cfg, name):
     socket tells. berth's files are root's alone (they name other users),
     so pid, memory, sessions and times are not known here."""
     upaths = paths.for_user(cfg, name)
-    uid = _uid(name, None)
+    uid = host.uid_of(name)
     br = paths.bridge_name(cfg, uid)
     state, running, net_ip, block = "down", None, "", ""
     if engine.ping(upaths.socket):
@@ -122,10 +99,10 @@ def collect(cfg, only=None, now=None):
             raise BerthError(f"only root can look at {only}'s daemon",
                              hint=f"berth status (yours), or sudo berth status {only}")
         return [own_status(cfg, me)], None
-    table = leases(cfg).read()
-    if only and only not in known_users(cfg, table) and _uid(only, None) < 0:
+    table = host.lease_table(cfg).read()
+    if only and only not in host.known_users(cfg, table) and host.uid_of(only) < 0:
         raise BerthError(f"berth knows no user {only!r}", hint="'berth status' lists the users it serves")
-    names = [only] if only else known_users(cfg, table)
+    names = [only] if only else host.known_users(cfg, table)
     return [user_status(cfg, n, table.get(n), now) for n in names], table
 
 
@@ -144,29 +121,6 @@ def summary(cfg, rows, table):
 
 def to_json(cfg, rows, table):
     return {"schema": SCHEMA_VERSION, "users": [r.to_json() for r in rows], "summary": summary(cfg, rows, table)}
-
-
-def human_bytes(n):
-    if not n:
-        return "-"
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def human_duration(seconds):
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
 def _dash(value):

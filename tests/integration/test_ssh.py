@@ -24,7 +24,6 @@ def test_first_login_runs_docker_on_the_users_own_daemon(harness, sshd):
     r = sshd.ssh(user, "docker", "info", "--format", "{{.DockerRootDir}}")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == f"{harness.root}/state/users/{user}/docker"
-    print("first login said:", repr(r.stdout), repr(r.stderr))
     assert status(harness, user)["state"] == "up"
 
 
@@ -105,3 +104,40 @@ def test_login_survives_a_broken_setup(harness, sshd, break_it, code, words):
     lines = berth_lines(r)
     assert len(lines) == 1 and words in lines[0], r.stdout + r.stderr
     assert not os.path.exists(harness.sock(user))
+
+
+HOST_PATHS = ("/etc/pam.d", "/etc/berth", "/etc/profile.d", "/etc/cron.d", "/var/log/berth", "/usr/local/bin")
+
+
+def snapshot(paths=HOST_PATHS):
+    """Every file below `paths`: its mode, owner and content hash (links: their target)."""
+    import hashlib
+    seen = {}
+    for top in paths:
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in dirnames + filenames:
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                if os.path.islink(path):
+                    what = "-> " + os.readlink(path)
+                elif os.path.isfile(path):
+                    with open(path, "rb") as f:
+                        what = hashlib.sha256(f.read()).hexdigest()
+                else:
+                    what = "dir"
+                seen[path] = (st.st_mode, st.st_uid, st.st_gid, what)
+    return seen
+
+
+def test_a_login_test_leaves_the_hosts_files_as_they_were(harness):
+    from conftest import Sshd
+    before = snapshot()
+    server = Sshd(harness)
+    try:
+        user = new_user(harness, server)
+        r = server.ssh(user, "docker", "info", "--format", "{{.Name}}")
+        assert r.returncode == 0, r.stderr
+        harness.berth("down", user)
+    finally:
+        server.close()
+    assert snapshot() == before

@@ -1,4 +1,4 @@
-from berth import config, status
+from berth import config, humanize, status
 
 
 def row(**kw):
@@ -11,14 +11,14 @@ def row(**kw):
 
 
 def test_human_units():
-    assert status.human_duration(None) == "-"
-    assert status.human_duration(5) == "5s"
-    assert status.human_duration(125) == "2m05s"
-    assert status.human_duration(3725) == "1h02m"
-    assert status.human_duration(90000) == "1d1h"
-    assert status.human_bytes(0) == "-"
-    assert status.human_bytes(130 * 2**20) == "130 MiB"
-    assert status.human_bytes(3 * 2**30) == "3.0 GiB"
+    assert humanize.human_duration(None) == "-"
+    assert humanize.human_duration(5) == "5s"
+    assert humanize.human_duration(125) == "2m05s"
+    assert humanize.human_duration(3725) == "1h02m"
+    assert humanize.human_duration(90000) == "1d1h"
+    assert humanize.human_bytes(0) == "-"
+    assert humanize.human_bytes(130 * 2**20) == "130 MiB"
+    assert humanize.human_bytes(3 * 2**30) == "3.0 GiB"
 
 
 def test_table_has_header_rows_and_summary(tmp_path):

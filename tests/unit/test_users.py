@@ -46,3 +46,11 @@ def test_a_second_name_for_a_uid_is_not_that_account(monkeypatch):
     with pytest.raises(UserRefused, match="second name for uid 65534, whose account is 'nobody'"):
         users.resolve("toor", 1000, 70000)
     assert users.lookup("nobody").uid == 65534
+
+
+def test_no_berth_error_is_an_oserror():
+    from berth import errors
+    for name in dir(errors):
+        cls = getattr(errors, name)
+        if isinstance(cls, type) and issubclass(cls, errors.BerthError):
+            assert not issubclass(cls, OSError), name

@@ -3,7 +3,8 @@ import subprocess
 
 import pytest
 
-from berth import config, paths, spawner
+from berth import config, paths
+from berth import supervisor as supervisor_mod
 
 
 def upaths():
@@ -11,7 +12,7 @@ def upaths():
 
 
 def test_systemd_run_argv():
-    argv = spawner.systemd_run_argv(upaths(), "/usr/sbin/dockerd", 30)
+    argv = supervisor_mod.systemd_run_argv(upaths(), "/usr/sbin/dockerd", 30)
     assert argv[:2] == ["systemd-run", "--unit=berth-dockerd-alice.service"]
     assert "--no-block" in argv and "--collect" in argv
     props = [argv[i + 1] for i, a in enumerate(argv) if a == "--property"]
@@ -23,10 +24,10 @@ def test_systemd_run_argv():
 
 def test_supervisor_choice(tmp_path):
     up = upaths()
-    assert isinstance(spawner.for_host(up, "d", 1, "systemd"), spawner.SystemdSpawner)
-    assert type(spawner.for_host(up, "d", 1, "direct")) is spawner.DirectSpawner
-    assert spawner.systemd_booted(str(tmp_path)) is True
-    assert spawner.systemd_booted(str(tmp_path / "nope")) is False
+    assert isinstance(supervisor_mod.for_host(up, "d", 1, "systemd"), supervisor_mod.SystemdSupervisor)
+    assert type(supervisor_mod.for_host(up, "d", 1, "direct")) is supervisor_mod.DirectSupervisor
+    assert supervisor_mod.systemd_booted(str(tmp_path)) is True
+    assert supervisor_mod.systemd_booted(str(tmp_path / "nope")) is False
 
 
 def test_supervisor_config_is_validated():
@@ -38,7 +39,7 @@ def test_supervisor_config_is_validated():
 def test_unit_passes_systemd_analyze_verify(tmp_path):
     dockerd = shutil.which("dockerd", path="/usr/sbin:/usr/bin") or "/bin/true"
     unit = tmp_path / "berth-dockerd-alice.service"
-    unit.write_text(spawner.unit_text(upaths(), dockerd, 30))
+    unit.write_text(supervisor_mod.unit_text(upaths(), dockerd, 30))
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     # Complaints about this box (no systemd running) are not about the unit.
     problems = [line for line in r.stderr.splitlines() if "berth-dockerd-alice" in line]

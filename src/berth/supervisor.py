@@ -1,6 +1,6 @@
 """Supervising one user's dockerd: start / poll / stop, JupyterHub-Spawner style.
 
-DirectSpawner forks dockerd into its own session (the path for hosts without
+DirectSupervisor forks dockerd into its own session (the path for hosts without
 systemd). It records the pid *and* the start time, so a restarted berth picks
 its daemon back up and never signals a reused pid.
 """
@@ -34,12 +34,12 @@ def find_dockerd(name, environ=None):
     return found
 
 
-class DirectSpawner:
-    def __init__(self, upaths, dockerd, stop_timeout=30.0, bridge=""):
+class DirectSupervisor:
+    def __init__(self, upaths, dockerd, stop_timeout=30.0, bridge_name=""):
         self.paths = upaths
         self.dockerd = dockerd
         self.stop_timeout = stop_timeout
-        self.bridge = bridge
+        self.bridge_name = bridge_name  # recorded for the warm login check
 
     # --- the record -----------------------------------------------------
 
@@ -70,7 +70,7 @@ class DirectSpawner:
             logf.flush()
             pid = self._launch(logf)
         st = proc.stat(pid)
-        rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), self.dockerd, self.bridge)
+        rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), self.dockerd, self.bridge_name)
         record.write(self.paths, rec)
         log.info("started dockerd for %s: pid %d (%s)", self.paths.user, pid, self.kind)
         return rec
@@ -288,7 +288,7 @@ def unit_text(upaths, dockerd, stop_timeout):
             f"ExecStart={dockerd} --config-file {upaths.daemon_json}\n{service}\n")
 
 
-class SystemdSpawner(DirectSpawner):
+class SystemdSupervisor(DirectSupervisor):
     """dockerd as a transient unit of its own.
 
     Forked from a PAM session, dockerd would live in that session's scope,
@@ -329,8 +329,8 @@ class SystemdSpawner(DirectSpawner):
         super()._terminate(rec, now)  # whatever still runs gets the direct treatment
 
 
-def for_host(upaths, dockerd, stop_timeout, supervisor="auto", bridge=""):
+def for_host(upaths, dockerd, stop_timeout, supervisor="auto", bridge_name=""):
     """The supervisor for this host: a systemd unit where systemd runs."""
     use_systemd = supervisor == "systemd" or (supervisor == "auto" and systemd_booted())
-    cls = SystemdSpawner if use_systemd else DirectSpawner
-    return cls(upaths, dockerd, stop_timeout, bridge)
+    cls = SystemdSupervisor if use_systemd else DirectSupervisor
+    return cls(upaths, dockerd, stop_timeout, bridge_name)

@@ -1,0 +1,57 @@
+"""The host-wide objects, built in one place from the config: the lease
+table, the firewall, the supervisor of one user's dockerd, and the users
+berth knows on this host. Commands take them from here rather than from
+each other."""
+
+import os
+import pwd
+
+from . import engine, supervisor
+from .leases import LeaseTable
+
+
+def lease_table(cfg):
+    return LeaseTable(str(cfg.paths.state_dir), cfg.daemon.lock_timeout)
+
+
+def firewall(cfg):
+    """berth's rules in the kernel (imports python-iptables: not for the warm path)."""
+    from .firewall import Firewall
+
+    return Firewall(cfg)
+
+
+def supervisor_for(cfg, upaths, dockerd=None, bridge_name=""):
+    """How this host runs the user's dockerd: a systemd unit or a direct child."""
+    return supervisor.for_host(upaths, dockerd or cfg.daemon.dockerd, cfg.daemon.stop_timeout,
+                               cfg.daemon.supervisor, bridge_name)
+
+
+def known_users(cfg, leases):
+    """Users with a lease or a run dir: everyone berth has served here."""
+    names = set(leases)
+    try:
+        names.update(d for d in os.listdir(cfg.paths.run_dir)
+                     if os.path.isdir(os.path.join(cfg.paths.run_dir, d)))
+    except FileNotFoundError:
+        pass
+    return sorted(names)
+
+
+def uid_of(name, lease=None):
+    """The user's uid: from their lease (they may since have been deleted), else passwd; -1 if unknown."""
+    if lease is not None:
+        return lease.uid
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return -1
+
+
+def daemon_state(sup, upaths):
+    """(state, record): up (answers), starting (runs, no answer yet), dead
+    (recorded but gone), down; the record of the dockerd that runs, or None."""
+    rec = sup.running()
+    if rec is not None:
+        return ("up" if engine.ping(upaths.socket) else "starting"), rec
+    return ("dead" if sup.poll() == "exited" else "down"), None

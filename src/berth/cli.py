@@ -194,7 +194,9 @@ def _install(args, cfg, out):
     use_systemd = args.root == "/" and systemd_booted()
     if args.command == "install":
         config_path = args.config or os.environ.get(config_mod.ENV_VAR) or None
-        changes = install.plan_install(cfg, args.python or _this_python(), host.read, services, config_path,
+        python = args.python or _this_python()
+        install.check_interpreter(python)
+        changes = install.plan_install(cfg, python, host.read, services, config_path,
                                        schedule="systemd" if use_systemd else "cron", others=host.pam_services(),
                                        env_conf_path=args.env_conf or install.ENV_CONF)
     else:

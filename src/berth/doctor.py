@@ -133,6 +133,8 @@ def check_pam(host, python):
     named = pamlayout.hook_command(hooks[0])[0] if hooks else "?"
     if not os.path.exists(named):
         out.append(Check("PAM lines", FAIL, f"{first} runs {named}, which does not exist", "berth install"))
+    elif (untrusted := _untrusted(named)) is not None:
+        out.append(Check("PAM lines", FAIL, untrusted.message, untrusted.hint))
     elif python and named != python:
         out.append(Check("PAM lines", WARN, f"{first} runs {named}, not this berth's interpreter ({python})",
                          "berth install (rewrites the line)"))
@@ -140,6 +142,14 @@ def check_pam(host, python):
         out.append(Check("PAM lines", OK, f"{first} runs {named} -I -m berth pam, before any pam_env "
                                           "that reads users' files"))
     return out
+
+
+def _untrusted(python):
+    try:
+        install.check_interpreter(python)
+    except BerthError as e:
+        return e
+    return None
 
 
 def check_install(cfg, root, python):
@@ -218,12 +228,14 @@ def _private_paths(cfg):
     """berth's files and directories with the widest mode each may have."""
     state, run, logs = str(cfg.paths.state_dir), str(cfg.paths.run_dir), str(cfg.paths.log_dir)
     found = [(state, paths.TRAVERSE_ONLY), (os.path.join(state, "users"), paths.TRAVERSE_ONLY),
-             (os.path.join(state, "leases.json"), 0o600), (paths.locks_dir(cfg), paths.ROOT_ONLY),
+             (os.path.join(state, "leases.json"), 0o600), (os.path.join(state, "locks"), paths.ROOT_ONLY),
              (run, paths.TRAVERSE_ONLY), (logs, paths.ROOT_ONLY), (os.path.join(logs, "berth.log"), 0o600)]
-    try:
-        found += [(os.path.join(paths.locks_dir(cfg), n), 0o600) for n in os.listdir(paths.locks_dir(cfg))]
-    except FileNotFoundError:
-        pass
+    for d in (paths.locks_dir(cfg), os.path.join(paths.locks_dir(cfg), "users")):
+        found.append((d, paths.ROOT_ONLY))
+        try:
+            found += [(os.path.join(d, n), 0o600) for n in os.listdir(d) if n.endswith(".lock")]
+        except FileNotFoundError:
+            pass
     for d in _user_run_dirs(cfg):
         found += [(d, paths.TRAVERSE_ONLY), (os.path.join(d, "daemon.json"), 0o600),
                   (os.path.join(d, "dockerd.rec"), 0o600), (os.path.join(d, "sessions"), paths.ROOT_ONLY)]

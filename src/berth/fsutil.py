@@ -25,6 +25,29 @@ def check_trusted(path, st=None):
             hint=f"chown root:root {path} && chmod go-w {path}, or remove it")
 
 
+def check_trusted_path(path):
+    """check_trusted on `path` and every directory above it, for what root
+    will run or import: a user who can write any of them can replace it.
+    A sticky directory (/tmp) is fine above: others cannot rename in it.
+    `path` may be a link; check its target with another call.
+
+    Raises:
+        NotTrusted: naming the first component a user could change.
+    """
+    path = os.path.abspath(path)
+    st = os.lstat(path)
+    if not stat.S_ISLNK(st.st_mode):  # a link in a root-only directory: only root can change it
+        check_trusted(path, st)
+    parent = os.path.dirname(path)
+    while True:
+        st = os.stat(parent)
+        if not (st.st_mode & stat.S_ISVTX and st.st_uid == 0):
+            check_trusted(parent, st)
+        if parent == "/":
+            return
+        parent = os.path.dirname(parent)
+
+
 def ensure_dir(path, mode=0o755):
     """mkdir -p that checks every directory it did not just create, and
     narrows a directory of berth's that is more open than `mode` (one an
@@ -40,6 +63,32 @@ def ensure_dir(path, mode=0o755):
     if stat.S_IMODE(st.st_mode) & ~mode:
         os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
     return path
+
+
+# POSIX ACL xattr layout (linux/posix_acl_xattr.h): a version, then
+# (tag, perm, id) entries in tag order.
+_ACL_VERSION, _USER_OBJ, _USER, _GROUP_OBJ, _MASK, _OTHER = 2, 0x01, 0x02, 0x04, 0x10, 0x20
+_NO_ID = 0xFFFFFFFF
+
+
+def traverse_only_for(path, uid):
+    """Let `uid`, and nobody else but root, pass through directory `path`:
+    mode 0700 plus a POSIX ACL entry u:<uid>:--x. Others cannot even stat
+    what lies inside (when the user logged in, whether their daemon runs).
+    Where the filesystem has no ACLs, falls back to 0711; returns False then."""
+    import struct
+
+    entries = ((_USER_OBJ, 7, _NO_ID), (_USER, 1, uid), (_GROUP_OBJ, 0, _NO_ID), (_MASK, 1, _NO_ID),
+               (_OTHER, 0, _NO_ID))
+    blob = struct.pack("<I", _ACL_VERSION) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    try:
+        os.setxattr(path, "system.posix_acl_access", blob, follow_symlinks=False)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+        os.chmod(path, 0o711)
+        return False
 
 
 def ensure_private_file(path, mode=0o600):

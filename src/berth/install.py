@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from . import config as config_mod
 from . import pamlayout
-from .errors import BerthError
-from .fsutil import atomic_write
+from .errors import BerthError, NotTrusted
+from .fsutil import atomic_write, check_trusted_path
 
 BEGIN = "# BEGIN berth"
 END = "# END berth"
@@ -88,6 +88,32 @@ def with_block(text, block, read=None, path="/etc/pam.d/sshd"):
     while index > 0 and lines[index - 1].lstrip().startswith("#"):
         index -= 1
     return "".join(lines[:index]) + block + "".join(lines[index:])
+
+
+def check_interpreter(python):
+    """The interpreter (and the berth it imports) that root will run at
+    every login: refuse one a user could change.
+
+    Raises:
+        BerthError: it is missing, or some file or directory on its path, or
+            on the berth package's, is not root's alone.
+    """
+    import subprocess
+
+    if not (os.path.isabs(python) and os.access(python, os.X_OK)):
+        raise BerthError(f"{python} is not an executable interpreter", hint="pass --python /opt/berth/bin/python")
+    try:
+        check_trusted_path(python)
+        check_trusted_path(os.path.realpath(python))
+        # Only now is it safe to run it (as root) and ask where berth lives.
+        r = subprocess.run([python, "-I", "-c", "import berth, os; print(os.path.dirname(berth.__file__))"],
+                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+        if r.returncode != 0:
+            raise BerthError(f"{python} cannot import berth", hint="install berth for it (pip install ...)")
+        check_trusted_path(r.stdout.strip())
+    except NotTrusted as e:
+        raise BerthError(f"root would run {python} at every login, but {e.message}",
+                         hint="install berth where only root can write (scripts/install.sh uses /opt/berth)") from e
 
 
 def berth_command(python):

@@ -40,7 +40,7 @@ class LeaseTable:
         self.state_dir = state_dir
         # In the root-only locks dir: a lock file a user can open is a lock
         # they can hold, and nobody new would get a block.
-        self.lock_path = os.path.join(state_dir, "locks", "leases.lock")
+        self.lock_path = os.path.join(state_dir, "lock", "leases.lock")
         self.lock_timeout = lock_timeout
 
     def read(self):

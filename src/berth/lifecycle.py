@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from . import activity, blocks, bridge, daemonjson, engine, host, netcontainer, paths, record, users
 from .errors import BerthError, DaemonError, UserRefused
-from .fsutil import atomic_write, ensure_dir, ensure_private_file
+from .fsutil import atomic_write, ensure_dir, ensure_private_file, traverse_only_for
 from .locks import user_lock
 from .paths import ROOT_ONLY, TRAVERSE_ONLY
 from .rules import plan_user_rules
@@ -47,15 +47,18 @@ class DownResult:
     bridge_removed: bool
 
 
-def _prepare_dirs(cfg, upaths):
+def _prepare_dirs(cfg, upaths, account):
     """berth's directories, each as open as it must be and no more."""
     ensure_dir(cfg.paths.state_dir, TRAVERSE_ONLY)
     ensure_private_file(os.path.join(cfg.paths.state_dir, "leases.json"))  # 0644 under older berths
     ensure_dir(os.path.dirname(os.path.dirname(upaths.data_root)), TRAVERSE_ONLY)
     ensure_dir(os.path.dirname(upaths.data_root), ROOT_ONLY)
     ensure_dir(cfg.paths.run_dir, TRAVERSE_ONLY)
-    # The user passes through to the socket inside; nothing in it is theirs to write.
+    # The user (only) passes through to the socket inside; nothing in it is theirs to write.
     ensure_dir(upaths.run_dir, TRAVERSE_ONLY)
+    if not traverse_only_for(upaths.run_dir, account.uid):
+        log.warning("%s has no POSIX ACLs: %s is 0711, so others can stat (not list) what is in it",
+                    cfg.paths.run_dir, upaths.run_dir)
     ensure_dir(cfg.paths.log_dir, ROOT_ONLY)
     if len(upaths.exec_root) + len("/containerd/containerd-debug.sock") > paths.MAX_SOCKET_PATH:
         raise DaemonError(f"the exec-root {upaths.exec_root} is too long for containerd's sockets",
@@ -105,7 +108,7 @@ def up(cfg, name, clock=time.monotonic):
 
     with user_lock(cfg, account.name):
         # Under the lock: a purge holds it until the last file is gone.
-        _prepare_dirs(cfg, upaths)
+        _prepare_dirs(cfg, upaths, account)
         lease = host.lease_table(cfg).acquire(account.name, account.uid, cfg.network.pool,
                                     cfg.network.block_prefix, bridge.host_networks)
         layout = blocks.layout(lease.block)

@@ -66,4 +66,5 @@ def locks_dir(cfg):
 
 
 def user_lock(cfg, user):
-    return flock(os.path.join(locks_dir(cfg), f"{user}.lock"), cfg.daemon.lock_timeout, f"user {user}")
+    directory = ensure_dir(os.path.join(locks_dir(cfg), "users"), paths.ROOT_ONLY)
+    return flock(os.path.join(directory, f"{user}.lock"), cfg.daemon.lock_timeout, f"user {user}")

@@ -29,9 +29,12 @@ def add_file(root, cfg, level):
     try:
         # Root's alone: it names every user, their blocks and their failures.
         os.makedirs(cfg.paths.log_dir, mode=0o700, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))
-        if os.stat(path).st_mode & 0o077:  # made by an older berth
+        if os.path.exists(path) and os.stat(path).st_mode & 0o077:
+            # Made readable by an older berth: a user may hold it open, and a
+            # chmod would not close that. Lines from now on go to a new inode.
             os.chmod(path, 0o600)
+            os.replace(path, path + ".old")
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))
         handler = logging.FileHandler(path)
     except OSError:
         return None

@@ -73,15 +73,22 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
     if kind != "open_session":
         return 0  # close_session: see the module's docstring
     try:
+        if suspicious:
+            # A user's variables reach this root process: the PAM layout is
+            # unsafe. Do nothing as root for anyone; say so where it is seen.
+            _log(None).error("berth pam: the PAM environment repeats %s: users' variables reach berth's hook, "
+                             "which runs as root; doing nothing until the PAM layout is fixed (berth doctor)",
+                             ", ".join(suspicious))
+            _tell(out, FAILED.format(reason="the login hook's PAM layout is unsafe", contact="your administrator"))
+            return 0
         name = environ.get("PAM_USER", "")
         account = users.lookup(name)
         if account is None or account.uid == 0:
             return 0  # not a user berth could serve: say nothing
         recorded_in = None
         # The PAM line names the run dir, so a login whose daemon is up is
-        # answered without even reading the config (a suspicious one reads
-        # it, to log where the admin looks).
-        if run_dir and not suspicious:
+        # answered without even reading the config.
+        if run_dir:
             upaths = warm.user_paths(run_dir, name)
             if os.path.isdir(upaths.run_dir):
                 # The session first, the check second: see reaper._reap.
@@ -89,14 +96,14 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
                 recorded_in = run_dir
                 if warm.is_up(run_dir, name):
                     return 0
-        _session(name, out, config_path, recorded_in, suspicious)
+        _session(name, out, config_path, recorded_in)
     except BaseException as e:  # the login must go on whatever happened here
         _log(None).error("berth pam (%s) failed", kind, exc_info=True)
         _tell(out, FAILED.format(reason=f"unexpected {type(e).__name__}", contact="your administrator"))
     return 0
 
 
-def _session(name, out, config_path, recorded_in=None, suspicious=()):
+def _session(name, out, config_path, recorded_in=None):
     from . import config, paths
     from .errors import BerthError, UserRefused
 
@@ -107,9 +114,6 @@ def _session(name, out, config_path, recorded_in=None, suspicious=()):
         _log(None).error("berth pam: %s", e.one_line())
         _tell(out, FAILED.format(reason=e.message, contact=config.LoginConfig().contact))
         return
-    if suspicious:
-        _log(cfg).error("berth pam: the PAM environment carries %s: users' variables reach berth's hook, "
-                        "which runs as root; fix the PAM layout (berth doctor)", ", ".join(suspicious))
     try:
         account = users.resolve(name, cfg.users.min_uid, cfg.users.max_uid)
     except UserRefused:

@@ -15,8 +15,11 @@ from collections import namedtuple
 
 PAM_DIR = "/etc/pam.d"
 
-# kind: auth, account, password, session, or "@include" (module = the file).
-PamLine = namedtuple("PamLine", "file lineno kind control module args")
+# kind: auth, account, password, session, or "@include" (module = the file);
+# berth: the line lies in berth's marked block.
+PamLine = namedtuple("PamLine", "file lineno kind control module args berth", defaults=(False,))
+
+BEGIN, END = "# BEGIN berth", "# END berth"
 
 Finding = namedtuple("Finding", "file lineno problem fix")
 
@@ -26,9 +29,11 @@ _TOKEN = re.compile(r"\[(?:[^\]\\]|\\.)*\]|\S+")
 def parse(text, file):
     """The lines of one PAM file, comments and continuations handled as libpam does."""
     out = []
-    lineno, pending, start = 0, "", 0
+    lineno, pending, start, inside = 0, "", 0, False
     for raw in text.splitlines():
         lineno += 1
+        if raw.startswith(BEGIN) or raw.startswith(END):
+            inside = raw.startswith(BEGIN)
         line = raw.split("#", 1)[0]
         if not pending:
             start = lineno
@@ -41,12 +46,12 @@ def parse(text, file):
             continue
         if tokens[0] == "@include":
             if len(tokens) > 1:
-                out.append(PamLine(file, start, "@include", "", tokens[1], ()))
+                out.append(PamLine(file, start, "@include", "", tokens[1], (), inside))
             continue
         if len(tokens) < 3:
             continue
         kind = tokens[0].lstrip("-").lower()
-        out.append(PamLine(file, start, kind, tokens[1], tokens[2], tuple(tokens[3:])))
+        out.append(PamLine(file, start, kind, tokens[1], tokens[2], tuple(tokens[3:]), inside))
     return out
 
 
@@ -77,8 +82,20 @@ def _module(line):
 
 
 def reads_user_env(line):
-    """pam_env reading ~/.pam_environment (its user_readenv option)."""
-    return _module(line) == "pam_env.so" and "user_readenv=1" in line.args
+    """pam_env reading ~/.pam_environment: its user_readenv option read as
+    pam_env reads it (atoi of the value; the last one wins; off by default)."""
+    if _module(line) != "pam_env.so":
+        return False
+    value = 0
+    for arg in line.args:
+        if arg.startswith("user_readenv="):
+            value = _atoi(arg[len("user_readenv="):])
+    return value != 0
+
+
+def _atoi(text):
+    digits = re.match(r"\s*[+-]?\d*", text).group().strip()
+    return int(digits) if digits.lstrip("+-") else 0
 
 
 def hook_command(line):
@@ -136,6 +153,29 @@ def findings(service, read):
             break
         if reads_user_env(line):
             out.append(_reader_finding(line, "before berth's hook"))
+    return out + jump_findings(service, read)
+
+
+def jumps(control):
+    """The numbers of lines a control like [success=2 default=ignore] skips."""
+    return [int(v) for v in re.findall(r"=(\d+)", control)] if control.startswith("[") else []
+
+
+def jump_findings(service, read):
+    """Lines whose numeric jumps count berth's lines among those they skip:
+    with berth's block in between, they would land elsewhere than meant."""
+    lines = list(stack(service, read, ("session",)))
+    out = []
+    for i, line in enumerate(lines):
+        if line.berth:
+            continue
+        skipped = lines[i + 1:i + 1 + max(jumps(line.control), default=0)]
+        if any(s.berth for s in skipped):
+            out.append(Finding(line.file, line.lineno,
+                               f"line {line.lineno} of {line.file} jumps over lines ({line.control}) and berth's "
+                               "block stands among them, so the jump no longer lands where it was meant to",
+                               "move berth's block below where that jump lands, or the jump's target above "
+                               "berth's block (then run berth install again)"))
     return out
 
 

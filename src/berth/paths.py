@@ -57,7 +57,10 @@ class UserPaths(namedtuple("UserPaths", "user run_dir data_root log_file")):
 
 
 def locks_dir(cfg):
-    return os.path.join(cfg.paths.state_dir, "locks")
+    """Root's alone: berth's own locks, and users' in users/ (a user named
+    "leases" must not share the lease table's lock). Not the "locks" of
+    berth < 0.2, whose files users may still hold open from when they could."""
+    return os.path.join(cfg.paths.state_dir, "lock")
 
 
 def for_user(cfg, user):

@@ -157,10 +157,10 @@ def test_users_variables_never_reach_root_at_login(harness, sshd, markers, cases
     harness.berth("down", user)
 
 
-def test_a_pam_user_from_a_bad_layout_still_loses_to_the_real_one(harness, markers):
-    """Defense in depth: even where pam_env reads users' files before berth
-    (an admin's hand edit), the forged PAM_USER is not the one served, and
-    berth's log says the layout is wrong."""
+def test_a_bad_layout_that_lets_a_pam_user_through_makes_the_hook_do_nothing(harness, markers):
+    """Defense in depth: where pam_env reads users' files before berth (an
+    admin's hand edit), the forged PAM_USER shows up as a repeated item, and
+    the hook does nothing as root, for nobody, and tells the user why."""
     user, victim = harness.add_user(), harness.add_user()
     a = Attacker(harness, markers, user)
     a.build(victim)
@@ -176,11 +176,9 @@ def test_a_pam_user_from_a_bad_layout_still_loses_to_the_real_one(harness, marke
         assert s.open() == 0
     finally:
         s.end()
-    assert os.path.isdir(f"{harness.root}/run/{user}/sessions")
+    assert any("PAM layout is unsafe" in m for m in s.messages), s.messages
+    assert not os.path.exists(f"{harness.root}/run/{user}")
     assert not os.path.exists(f"{harness.root}/run/{victim}")
-    with open(f"{harness.root}/log/berth.log") as f:
-        assert "users' variables reach berth's hook" in f.read()
-    harness.berth("down", user)
 
 
 def run_as(user, *cmd):
@@ -192,7 +190,7 @@ def test_other_users_can_neither_hold_berths_locks_nor_read_its_files(harness):
     quick = harness.write_config("quick-locks.toml", lock_timeout=5)
     harness.berth("up", a, config=quick)
     root = harness.root
-    locks = [f"{root}/state/locks/{a}.lock", f"{root}/state/locks/leases.lock", "/run/xtables.lock"]
+    locks = [f"{root}/state/lock/users/{a}.lock", f"{root}/state/lock/leases.lock", "/run/xtables.lock"]
     for path in locks:
         assert os.path.exists(path), path
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
@@ -205,6 +203,11 @@ def test_other_users_can_neither_hold_berths_locks_nor_read_its_files(harness):
     for d in (f"{root}/state", f"{root}/state/users", f"{root}/run", f"{root}/run/{a}", f"{root}/log"):
         r = run_as(b, "ls", d)
         assert r.returncode != 0 and "Permission denied" in r.stderr, d
+    # not even stat: when a last logged in, or whether a's daemon runs (a's run dir: u:a:--x)
+    for path in (f"{root}/run/{a}/last-active", f"{root}/run/{a}/docker.sock", f"{root}/run/{a}/sessions"):
+        r = run_as(b, "stat", path)
+        assert r.returncode != 0 and "Permission denied" in r.stderr, path
+    assert run_as(a, "test", "-S", f"{root}/run/{a}/docker.sock").returncode == 0
     t0 = time.monotonic()
     harness.berth("down", a, config=quick)
     harness.berth("up", a, config=quick)

@@ -30,3 +30,27 @@ def test_ensure_private_file(tmp_path):
 def test_block_of_bridge_is_the_bridge_subnets_parent():
     layout = blocks.layout(blocks.ipaddress.IPv4Network("10.213.7.0/24"))
     assert str(blocks.block_of_bridge(str(layout.bridge_net))) == "10.213.7.0/24"
+
+
+def test_traverse_only_for_one_uid(tmp_path):
+    d = tmp_path / "alice"
+    d.mkdir()
+    if fsutil.traverse_only_for(str(d), 4321):
+        assert mode(d) == 0o710  # the group bits show the ACL's mask
+        assert len(os.getxattr(str(d), "system.posix_acl_access")) == 4 + 5 * 8
+    else:  # no ACLs on this filesystem
+        assert mode(d) == 0o711
+
+
+def test_a_path_root_will_run_must_be_roots_all_the_way_up(tmp_path):
+    import pytest
+    from berth.errors import NotTrusted
+    if os.geteuid() != 0:
+        pytest.skip("needs files owned by root")
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").write_text("")
+    fsutil.check_trusted_path(str(venv / "python"))  # /tmp is sticky: fine above
+    os.chmod(tmp_path / "venv", 0o777)  # a user could swap bin/ for their own
+    with pytest.raises(NotTrusted, match="venv"):
+        fsutil.check_trusted_path(str(venv / "python"))

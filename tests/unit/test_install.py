@@ -209,3 +209,32 @@ def test_pam_parser_follows_libpam_syntax():
         ("session", "optional", "pam_systemd.so"), ("session", "[success=ok default=bad]", "pam_selinux.so"),
         ("session", "required", "pam_env.so"), ("@include", "", "common-session")]
     assert lines[2].args == ("user_readenv=1",) and lines[2].lineno == 4
+
+
+@pytest.mark.parametrize("args, reads", [
+    ("user_readenv=1", True), ("user_readenv=01", True), ("user_readenv=2", True), ("user_readenv=1x", True),
+    ("user_readenv=0", False), ("user_readenv=1 user_readenv=0", False), ("user_readenv=0 user_readenv=1", True),
+    ("readenv=1", False), ("", False),
+])
+def test_user_readenv_is_read_as_pam_env_reads_it(args, reads):
+    (line,) = pamlayout.parse(f"session required pam_env.so {args}\n", "f")
+    assert pamlayout.reads_user_env(line) is reads
+
+
+def test_a_jump_over_where_the_block_must_go_is_refused():
+    """The admin's jump skipped 2 lines; with berth's block among them it would land elsewhere."""
+    files = {"/etc/pam.d/sshd": ("session [success=2 default=ignore] pam_succeed_if.so quiet user ingroup kiosk\n"
+                                 "session required pam_env.so user_readenv=1\n"
+                                 "session optional pam_mount.so\n"
+                                 "session required pam_limits.so\n")}
+    with pytest.raises(BerthError) as e:
+        install.plan_install(config.Config(), PY, fake_fs(files))
+    assert "line 1 of /etc/pam.d/sshd jumps over lines" in e.value.message
+
+
+def test_berths_own_jump_and_jumps_that_land_before_it_are_fine():
+    files = {"/etc/pam.d/sshd": ("session [success=1 default=ignore] pam_succeed_if.so quiet user ingroup kiosk\n"
+                                 "session optional pam_mount.so\n"
+                                 "session required pam_env.so user_readenv=1\n")}
+    after = apply(files, install.plan_install(config.Config(), PY, fake_fs(files)))
+    assert pamlayout.findings("sshd", fake_fs(after)) == []

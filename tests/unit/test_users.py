@@ -54,3 +54,9 @@ def test_no_berth_error_is_an_oserror():
         cls = getattr(errors, name)
         if isinstance(cls, type) and issubclass(cls, errors.BerthError):
             assert not issubclass(cls, OSError), name
+
+
+def test_berth_is_a_reserved_name():
+    with pytest.raises(UserRefused, match="reserved"):
+        users.check_name("berth")
+    assert users.lookup("berth") is None

@@ -22,7 +22,7 @@ ENV_VAR = "BERTH_CONFIG"
 OWNED_DAEMON_KEYS = frozenset({
     "data-root", "graph", "exec-root", "hosts", "host", "pidfile", "bridge",
     "bip", "fixed-cidr", "iptables", "ip-masq", "default-address-pools",
-    "group", "live-restore",
+    "group", "live-restore", "userns-remap",
 })
 
 
@@ -76,6 +76,16 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    # "hardened": each user's dockerd remaps container root to the user
+    # (userns-remap); "trusted": the seed's root daemons, root-equivalent.
+    mode: str = "hardened"
+    # Where the subordinate ranges berth reserves (65536 ids a user) begin:
+    # above useradd's (100000..600100000 by default).
+    subid_start: int = 1_000_000_000
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -84,6 +94,7 @@ class Config:
     reaper: ReaperConfig = field(default_factory=ReaperConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     login: LoginConfig = field(default_factory=LoginConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     daemon_json: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     source: str = "(defaults)"
 
@@ -191,6 +202,8 @@ SCHEMA = {
         "lock_timeout": _positive_number,
     }),
     "login": (LoginConfig, {"deadline": _positive_number, "contact": _text}),
+    "security": (SecurityConfig, {"mode": _choice("hardened", "trusted"),
+                                  "subid_start": _int_range(65536, 2**32 - 2**24)}),
 }
 
 

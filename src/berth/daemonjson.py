@@ -4,7 +4,8 @@ import json
 
 
 
-def render(cfg, upaths, layout, bridge):
+def render(cfg, upaths, layout, bridge, remap=None):
+    """`remap`: hardened mode's mapping account (container root is the user), or None."""
     owned = {
         "data-root": upaths.data_root,
         "exec-root": upaths.exec_root,
@@ -29,6 +30,8 @@ def render(cfg, upaths, layout, bridge):
         # daemon down for long would block containers on full log pipes.
         "live-restore": False,
     }
+    if remap:
+        owned["userns-remap"] = remap
     return {**dict(cfg.daemon_json), **owned}
 
 

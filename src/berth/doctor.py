@@ -11,7 +11,7 @@ import stat
 import subprocess
 from dataclasses import asdict, dataclass
 
-from . import bridge, host, install, pamlayout, pause, paths
+from . import bridge, host, install, pamlayout, pause, paths, subids
 from .paths import SYSTEM_PATH
 from .supervisor import systemd_booted
 from .errors import BerthError
@@ -274,6 +274,57 @@ def check_leases_and_orphans(cfg):
     return out
 
 
+def check_security(cfg):
+    """The mode, the kernel's user namespaces and berth's subordinate ranges."""
+    if cfg.security.mode == "trusted":
+        return [Check("security mode", WARN, "trusted: every user's containers run as root on the host, "
+                                             "so every user is root-equivalent",
+                      'set [security] mode = "hardened" unless the whole team may be root')]
+    out = []
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            usable = int(f.read()) > 0
+    except (OSError, ValueError):
+        usable = os.path.exists("/proc/self/uid_map")
+    if not usable:
+        out.append(Check("user namespaces", FAIL, "the kernel offers no user namespaces: hardened mode "
+                                                  "cannot remap container root",
+                         "sysctl user.max_user_namespaces=15000 (and in /etc/sysctl.d/)"))
+    else:
+        out.append(Check("user namespaces", OK, "available: container root is each user's own uid"))
+    out += judge_subids(subids.parse(_read("/etc/subuid")), subids.parse(_read("/etc/subgid")))
+    out.append(Check("policy proxy", WARN, "not in place yet: a user can still ask their dockerd for "
+                                           "--privileged or --userns=host and so become root",
+                     "until berth's policy proxy lands, treat users as root-equivalent"))
+    return out
+
+
+def judge_subids(subuid, subgid):
+    """berth's ranges (berth-<uid>) overlap no other line. Pure."""
+    out = []
+    for path, entries in (("/etc/subuid", subuid), ("/etc/subgid", subgid)):
+        ours = [e for e in entries if e.owner.startswith("berth-") and e.count > 1]
+        for a in ours:
+            for b in entries:
+                if b is not a and b.owner != a.owner and a.start < b.start + b.count and b.start < a.start + a.count:
+                    out.append(Check("subordinate ids", FAIL,
+                                     f"{path}: {a.owner}'s range {a.start}+{a.count} overlaps {b.owner}'s "
+                                     f"{b.start}+{b.count}: their containers' files would mix",
+                                     f"remove {b.owner}'s line or raise [security].subid_start, then "
+                                     f"berth down --purge the users of the berth- accounts involved"))
+    if not out:
+        out.append(Check("subordinate ids", OK, "berth's ranges overlap no other range"))
+    return out
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def check_config(cfg, error):
     if error is not None:
         return [Check("config", FAIL, error.message + "; the other checks use the defaults", error.hint)]
@@ -284,7 +335,7 @@ def check_config(cfg, error):
 def run(cfg, root="/", python=None, config_error=None):
     checks = check_config(cfg, config_error)
     for step in (lambda: check_binaries(cfg), check_kernel, lambda: check_iptables_backend(cfg),
-                 lambda: check_pool(cfg), lambda: check_install(cfg, root, python),
+                 lambda: check_pool(cfg), lambda: check_security(cfg), lambda: check_install(cfg, root, python),
                  lambda: check_dirs(cfg), lambda: check_leases_and_orphans(cfg)):
         try:
             checks += step()

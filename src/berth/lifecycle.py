@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from . import activity, blocks, bridge, daemonjson, engine, host, netcontainer, paths, record, users
+from . import activity, blocks, bridge, daemonjson, engine, host, netcontainer, paths, record, users, userns
 from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir, ensure_private_file, traverse_only_for
 from .locks import user_lock
@@ -52,7 +52,9 @@ def _prepare_dirs(cfg, upaths, account):
     ensure_dir(cfg.paths.state_dir, TRAVERSE_ONLY)
     ensure_private_file(os.path.join(cfg.paths.state_dir, "leases.json"))  # 0644 under older berths
     ensure_dir(os.path.dirname(os.path.dirname(upaths.data_root)), TRAVERSE_ONLY)
-    ensure_dir(os.path.dirname(upaths.data_root), ROOT_ONLY)
+    # dockerd refuses a remapped root whose parents lack o+x (it checks the
+    # mode bits, not access): 0711, and dockerd makes the data-root 0710.
+    os.chmod(ensure_dir(os.path.dirname(upaths.data_root), TRAVERSE_ONLY), TRAVERSE_ONLY)
     ensure_dir(cfg.paths.run_dir, TRAVERSE_ONLY)
     # The user (only) passes through to the socket inside; nothing in it is theirs to write.
     ensure_dir(upaths.run_dir, TRAVERSE_ONLY)
@@ -123,7 +125,8 @@ def up(cfg, name, clock=time.monotonic):
                 rec = rec._replace(bridge=br)
                 record.write(upaths, rec)
             if started:
-                doc = daemonjson.render(cfg, upaths, layout, br)
+                remap = userns.ensure(cfg, account)[0] if cfg.security.mode == "hardened" else None
+                doc = daemonjson.render(cfg, upaths, layout, br, remap)
                 atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o600)
                 rec = supervisor.start()
                 undo.callback(supervisor.stop)
@@ -239,6 +242,7 @@ def purge(cfg, name):
             raise BerthError(f"cannot delete {user_state}: {e.strerror} ({e.filename}); the lease is kept",
                              hint=f"see what holds it (fuser -vm {user_state}), then purge again") from e
         shutil.rmtree(upaths.run_dir, ignore_errors=True)
+        userns.remove(account.uid)
         released = host.lease_table(cfg).release(account.name)
     log.info("purged %s: deleted %s%s", account.name, user_state, ", released the lease" if released else "")
     return released

@@ -114,6 +114,7 @@ def summary(cfg, rows, table):
         "up": sum(1 for r in rows if r.state == "up"),
         "memory_bytes": sum(r.memory_bytes for r in rows),
         "pool": str(cfg.network.pool),
+        "mode": cfg.security.mode,
         "blocks_leased": None if table is None else len(table),
         "blocks_total": blocks.pool_size(cfg.network.pool, cfg.network.block_prefix),
     }
@@ -140,7 +141,8 @@ def render_table(cfg, rows, table):
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
     s = summary(cfg, rows, table)
     out.append(f"{s['users']} user(s), {s['up']} up, {human_bytes(s['memory_bytes'])} in all; "
-               f"pool {s['pool']}: {_dash(s['blocks_leased'])}/{s['blocks_total']} blocks leased")
+               f"pool {s['pool']}: {_dash(s['blocks_leased'])}/{s['blocks_total']} blocks leased; "
+               f"{s['mode']} mode")
     return "\n".join(out)
 
 

@@ -264,9 +264,15 @@ chain_prefix = "{self.chain_prefix}"
             # what a test ran as this user (it made them) must not keep userdel from working
             subprocess.run(["pkill", "-KILL", "-u", user], capture_output=True)
             time.sleep(0.1)
+            uid = pwd.getpwnam(user).pw_uid
             r = subprocess.run(["userdel", user], capture_output=True, text=True)
             if r.returncode != 0:
                 errors.append(f"userdel {user}: {r.stderr.strip()}")
+            try:  # hardened mode's mapping account, with its /etc/subuid and /etc/subgid lines
+                from berth import userns
+                userns.remove(uid)
+            except Exception as e:
+                errors.append(f"mapping account of {user}: {e}")
         self._unmount_below(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
         if errors:

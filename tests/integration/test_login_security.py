@@ -148,7 +148,7 @@ def test_users_variables_never_reach_root_at_login(harness, sshd, markers, cases
     sent = {k: v for k, v in env.items() if k != "BERTH_PROBE"} if len(cases) > 1 else {}
     cold = sshd.ssh(user, "docker", "info", "--format", "{{.DockerRootDir}}", env=sent)
     assert cold.returncode == 0, cold.stderr
-    assert cold.stdout.strip().splitlines()[-1] == f"{harness.root}/state/users/{user}/docker"
+    assert cold.stdout.strip().splitlines()[-1].startswith(f"{harness.root}/state/users/{user}/docker")
     warm = sshd.ssh(user, "echo probe=$BERTH_PROBE; docker info --format ok", env=sent)
     assert warm.returncode == 0 and "probe=seen" in warm.stdout and "ok" in warm.stdout, warm.stderr
     assert a.markers_left() == {}
@@ -240,10 +240,12 @@ def _login(harness, user):
 
 
 def _data_root_is_whole(harness, user):
-    """A running dockerd of the user stands on a data-root that exists."""
-    data_root = f"{harness.root}/state/users/{user}/docker"
+    """A running dockerd of the user stands on a data-root that exists (in
+    hardened mode, its remapped store <data-root>/<uid>.<gid>)."""
+    pw = pwd.getpwnam(user)
+    store = f"{harness.root}/state/users/{user}/docker/{pw.pw_uid}.{pw.pw_gid}"
     for _ in harness.dockerd_pids(user):
-        if not all(os.path.isdir(os.path.join(data_root, d)) for d in ("image", "containers")):
+        if not all(os.path.isdir(os.path.join(store, d)) for d in ("image", "containers")):
             return False
         if harness.docker(user, "info", "--format", "{{.DockerRootDir}}", check=False).returncode != 0:
             return False
@@ -267,8 +269,10 @@ def test_a_login_racing_a_purge_never_runs_on_a_deleted_data_root(harness):
 
 
 def test_down_leaves_no_mount_after_a_host_network_container(harness):
+    """--net=host exists in trusted mode only (user namespaces forbid it)."""
+    trusted = harness.write_config("trusted-mounts.toml", extra='[security]\nmode = "trusted"\n')
     user = harness.add_user()
-    harness.berth("up", user)
+    harness.berth("up", user, config=trusted)
     img = harness.import_busybox(user)
     harness.docker(user, "run", "-d", "--net=host", "--name", "hostnet", img, "sleep", "600")
     run_dir = f"{harness.root}/run/{user}"
@@ -277,7 +281,7 @@ def test_down_leaves_no_mount_after_a_host_network_container(harness):
         with open("/proc/self/mounts") as f:
             return [line.split()[1] for line in f if line.split()[1].startswith(run_dir + "/")]
     assert mounts_below(), "the --net=host container left no netns mount to test with"
-    harness.berth("down", user)
+    harness.berth("down", user, config=trusted)
     assert mounts_below() == []
-    harness.berth("down", "--purge", "--yes", user)
+    harness.berth("down", "--purge", "--yes", user, config=trusted)
     assert not os.path.exists(run_dir)

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import pwd
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -23,7 +24,8 @@ def test_first_login_runs_docker_on_the_users_own_daemon(harness, sshd):
     assert status(harness, user)["state"] == "down"
     r = sshd.ssh(user, "docker", "info", "--format", "{{.DockerRootDir}}")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == f"{harness.root}/state/users/{user}/docker"
+    pw = pwd.getpwnam(user)  # hardened mode: the remapped store inside the data-root
+    assert r.stdout.strip().splitlines()[-1] == f"{harness.root}/state/users/{user}/docker/{pw.pw_uid}.{pw.pw_gid}"
     assert status(harness, user)["state"] == "up"
 
 

@@ -26,3 +26,13 @@ def test_no_schedule_at_all():
 
 def test_under_another_root_what_runs_is_not_judged():
     assert judge(cron_file=True, cron_running=None).level == doctor.OK
+
+
+def test_berths_ranges_must_not_overlap_any_other():
+    from berth.subids import SubId
+    ok = [SubId("alice", 100000, 65536), SubId("berth-1001", 1001, 1), SubId("berth-1001", 10**9, 65536)]
+    (c,) = doctor.judge_subids(ok, ok)
+    assert c.level == doctor.OK
+    clash = ok + [SubId("bob", 10**9 + 100, 10)]
+    bad = doctor.judge_subids(clash, ok)
+    assert [c.level for c in bad] == [doctor.FAIL] and "berth-1001's range" in bad[0].detail

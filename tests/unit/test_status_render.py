@@ -31,7 +31,7 @@ def test_table_has_header_rows_and_summary(tmp_path):
     assert lines[1].split() == ["alice", "1001", "up", "10.213.0.0/24", "bth1001", "10.213.0.2", "42", "2",
                                 "130", "MiB", "1h02m", "2m05s"]
     assert lines[2].split()[2] == "down" and lines[2].split()[-1] == "active"
-    assert lines[-1] == "2 user(s), 1 up, 130 MiB in all; pool 10.213.0.0/16: 0/256 blocks leased"
+    assert lines[-1] == "2 user(s), 1 up, 130 MiB in all; pool 10.213.0.0/16: 0/256 blocks leased; hardened mode"
 
 
 def test_detail_shows_block_ip_docker_host_and_log():
@@ -48,11 +48,11 @@ def test_json_schema_is_stable(tmp_path):
     assert set(doc["users"][0]) == {
         "user", "uid", "state", "block", "bridge", "bridge_present", "net_ip", "pid", "containers_running",
         "memory_bytes", "sessions", "uptime_seconds", "idle_seconds", "docker_host", "log_file"}
-    assert doc["summary"] == {"users": 1, "up": 1, "memory_bytes": 130 * 2**20, "pool": "10.213.0.0/16",
+    assert doc["summary"] == {"users": 1, "up": 1, "memory_bytes": 130 * 2**20, "pool": "10.213.0.0/16", "mode": "hardened",
                               "blocks_leased": 0, "blocks_total": 256}
 
 
 def test_a_caller_who_may_not_read_the_leases_gets_null_there():
     cfg = config.Config()
     assert status.summary(cfg, [row()], None)["blocks_leased"] is None
-    assert status.render_table(cfg, [row()], None).splitlines()[-1].endswith("pool 10.213.0.0/16: -/256 blocks leased")
+    assert status.render_table(cfg, [row()], None).splitlines()[-1].endswith("pool 10.213.0.0/16: -/256 blocks leased; hardened mode")

@@ -1,0 +1,129 @@
+"""Hardened mode (the default): container root is the user, on a real dockerd.
+
+What a user tries with their own socket, and what the host sees."""
+
+import os
+import pwd
+import subprocess
+
+import pytest
+
+from berth import subids
+
+
+@pytest.fixture(scope="module")
+def hardened(harness):
+    """A user up in hardened mode with the busybox image, and a home to bind-mount."""
+    user = harness.add_user()
+    before = {path: _lines_of(path, user) for path in ("/etc/subuid", "/etc/subgid")}
+    harness.berth("up", user)
+    img = harness.import_busybox(user)
+    yield user, img, before
+    harness.berth("down", user)
+
+
+def _lines_of(path, owner):
+    with open(path) as f:
+        return [line for line in f if line.startswith(owner + ":")]
+
+
+def _docker_run(harness, user, *args):
+    return harness.docker(user, "run", "--rm", *args, check=False)
+
+
+def test_container_root_is_the_user(harness, hardened):
+    user, img, _ = hardened
+    pw = pwd.getpwnam(user)
+    r = _docker_run(harness, user, img, "sh", "-c", "id -u; cat /proc/self/uid_map /proc/self/gid_map")
+    assert r.returncode == 0, r.stderr
+    lines = [line.split() for line in r.stdout.splitlines()]
+    assert lines[0] == ["0"]
+    base = lines[2][1]
+    assert lines[1] == ["0", str(pw.pw_uid), "1"] and lines[2] == ["1", base, "65536"]
+    assert lines[3] == ["0", str(pw.pw_gid), "1"] and lines[4] == ["1", base, "65536"]
+    assert int(base) >= 1_000_000_000
+
+
+def test_files_written_into_a_bind_mounted_home_are_the_users(harness, hardened):
+    user, img, _ = hardened
+    pw = pwd.getpwnam(user)
+    home = pw.pw_dir
+    r = _docker_run(harness, user, "-v", f"{home}:/home/me", img, "sh", "-c",
+                    "echo hi > /home/me/from-root && mkdir -p /home/me/d && chmod 4755 /home/me/d")
+    assert r.returncode == 0, r.stderr
+    st = os.stat(os.path.join(home, "from-root"))
+    assert (st.st_uid, st.st_gid) == (pw.pw_uid, pw.pw_gid)
+    # a non-root container user is a subordinate id: never a host user's
+    shared = os.path.join(harness.root, "shared")
+    os.makedirs(shared, exist_ok=True)
+    os.chmod(shared, 0o1777)
+    r = _docker_run(harness, user, "-u", "1000", "-v", f"{shared}:/s", img, "sh", "-c", "echo x > /s/by-1000")
+    assert r.returncode == 0, r.stderr
+    owner = os.stat(os.path.join(shared, "by-1000")).st_uid
+    assert owner >= 1_000_000_000 and owner % subids.RANGE != 0, owner  # base + 999: container uid 1 is the base
+
+
+def test_the_hosts_root_filesystem_is_only_the_users_to_read(harness, hardened):
+    user, img, _ = hardened
+    target = f"/etc/berth-hardened-{harness.tag}"
+    r = _docker_run(harness, user, "-v", "/:/host", img, "sh", "-c",
+                    f"touch /host{target}; touch /host/root/x-{harness.tag}; cat /host/etc/shadow")
+    assert r.returncode != 0
+    assert not os.path.exists(target) and not os.path.exists(f"/root/x-{harness.tag}")
+    assert "Permission denied" in r.stderr + r.stdout
+
+
+def test_the_net_container_and_the_remapped_store_outlive_down_and_up(harness, hardened):
+    user, img, _ = hardened
+    harness.berth("down", user)
+    harness.berth("up", user)
+    r = harness.docker(user, "images", "--format", "{{.Repository}}:{{.Tag}}")
+    assert img in r.stdout.split()
+    r = harness.docker(user, "inspect", "-f", "{{.State.Running}}", "net")
+    assert r.stdout.strip() == "true"
+    data_root = f"{harness.root}/state/users/{user}/docker"
+    pw = pwd.getpwnam(user)
+    assert os.path.isdir(os.path.join(data_root, f"{pw.pw_uid}.{pw.pw_gid}"))
+
+
+def test_the_users_own_subordinate_lines_are_untouched_and_purge_removes_berths(harness, hardened):
+    user, _, before = hardened
+    for path in ("/etc/subuid", "/etc/subgid"):
+        assert _lines_of(path, user) == before[path]
+    uid = pwd.getpwnam(user).pw_uid
+    account = subids.account_name(uid)
+    assert len(_lines_of("/etc/subuid", account)) == 2
+    other = harness.add_user()
+    harness.berth("up", other)
+    harness.berth("down", "--purge", "--yes", other)
+    assert _lines_of("/etc/subuid", subids.account_name(pwd.getpwnam(other).pw_uid)) == []
+    assert subprocess.run(["getent", "passwd", subids.account_name(pwd.getpwnam(other).pw_uid)],
+                          capture_output=True).returncode != 0
+
+
+def test_two_users_ranges_do_not_overlap(harness, hardened):
+    user, _, _ = hardened
+    other = harness.add_user()
+    harness.berth("up", other)
+    with open("/etc/subuid") as f:
+        entries = subids.parse(f.read())
+    ranges = [e for e in entries if e.owner in (subids.account_name(pwd.getpwnam(u).pw_uid) for u in (user, other))
+              and e.count == subids.RANGE]
+    assert len(ranges) == 2
+    a, b = ranges
+    assert a.start + a.count <= b.start or b.start + b.count <= a.start
+    harness.berth("down", other)
+
+
+def test_trusted_mode_is_the_seeds_root_daemon(harness):
+    cfg = harness.write_config("trusted.toml", extra='[security]\nmode = "trusted"\n')
+    user = harness.add_user()
+    harness.berth("up", user, config=cfg)
+    img = harness.import_busybox(user)
+    # --privileged itself fails on this VM (its capability bounding set lacks
+    # CAP_SYS_RESOURCE, which runc then cannot grant); SYS_ADMIN shows the point.
+    r = harness.docker(user, "run", "--rm", "--cap-add", "SYS_ADMIN", img, "cat", "/proc/self/uid_map")
+    assert r.stdout.split() == ["0", "0", "4294967295"]
+    assert subprocess.run(["getent", "passwd", subids.account_name(pwd.getpwnam(user).pw_uid)],
+                          capture_output=True).returncode != 0, "trusted mode makes no mapping account"
+    harness.berth("down", user, config=cfg)

@@ -12,6 +12,7 @@ class Scratch:
     def __init__(self, kind, pool, python=sys.executable, extra=""):
         self.tag = "%03x" % (os.getpid() % 4096)
         self.root = tempfile.mkdtemp(prefix=f"bt{kind}{self.tag}", dir="/tmp")
+        os.chmod(self.root, 0o755)  # hardened mode: dockerd wants o+x above each data-root
         self.config = os.path.join(self.root, "berth.toml")
         with open(self.config, "w") as f:
             f.write(f'[paths]\nstate_dir = "{self.root}/state"\nrun_dir = "{self.root}/run"\n'
@@ -28,15 +29,19 @@ class Scratch:
         return name
 
     def berth(self, *args):
-        return subprocess.run([self.python, "-m", "berth", *args], env=self.env, check=True,
-                              capture_output=True, text=True)
+        r = subprocess.run([self.python, "-m", "berth", *args], env=self.env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"berth {' '.join(args)} failed: {r.stderr.strip()}")
+        return r
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         for user in self.users:
-            subprocess.run([self.python, "-m", "berth", "down", user], env=self.env, capture_output=True)
+            # purge: the user's data and, in hardened mode, their mapping account go too
+            subprocess.run([self.python, "-m", "berth", "down", "--purge", "--yes", user], env=self.env,
+                           capture_output=True)
             subprocess.run(["userdel", user], capture_output=True)
         with open("/proc/self/mounts") as f:
             points = [line.split()[1] for line in f if line.split()[1].startswith(self.root + "/")]

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ def _prepare_dirs(cfg, upaths, account):
     # dockerd refuses a remapped root whose parents lack o+x (it checks the
     # mode bits, not access): 0711, and dockerd makes the data-root 0710.
     os.chmod(ensure_dir(os.path.dirname(upaths.data_root), TRAVERSE_ONLY), TRAVERSE_ONLY)
+    if cfg.security.mode == "hardened":
+        _check_passable(os.path.dirname(upaths.data_root))
     ensure_dir(cfg.paths.run_dir, TRAVERSE_ONLY)
     # The user (only) passes through to the socket inside; nothing in it is theirs to write.
     ensure_dir(upaths.run_dir, TRAVERSE_ONLY)
@@ -65,6 +68,18 @@ def _prepare_dirs(cfg, upaths, account):
     if len(upaths.exec_root) + len("/containerd/containerd-debug.sock") > paths.MAX_SOCKET_PATH:
         raise DaemonError(f"the exec-root {upaths.exec_root} is too long for containerd's sockets",
                           hint="choose a shorter [paths].run_dir")
+
+
+def _check_passable(path):
+    """Every directory from `path` up must be o+x, or dockerd refuses the remapped root."""
+    while True:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            raise DaemonError(f"{path} is not passable by others (o+x), and in hardened mode dockerd needs "
+                              f"every directory above a user's data-root to be",
+                              hint=f"chmod o+x {path}, or choose another [paths].state_dir")
+        if path == "/":
+            return
+        path = os.path.dirname(path)
 
 
 def _enable_ip_forward(proc_sys="/proc/sys/net/ipv4/ip_forward"):

@@ -127,3 +127,18 @@ def test_trusted_mode_is_the_seeds_root_daemon(harness):
     assert subprocess.run(["getent", "passwd", subids.account_name(pwd.getpwnam(user).pw_uid)],
                           capture_output=True).returncode != 0, "trusted mode makes no mapping account"
     harness.berth("down", user, config=cfg)
+
+
+def test_a_data_root_others_cannot_pass_through_is_a_clear_error(harness):
+    hidden = os.path.join(harness.root, "hidden")
+    os.makedirs(hidden, mode=0o700)
+    os.chmod(hidden, 0o700)
+    cfg = harness.write_config("hidden.toml")
+    with open(cfg) as f:
+        text = f.read().replace(f'state_dir = "{harness.root}/state"', f'state_dir = "{hidden}/state"')
+    with open(cfg, "w") as f:
+        f.write(text)
+    user = harness.add_user()
+    r = harness.berth("up", user, config=cfg, check=False)
+    assert r.returncode == 1 and f"chmod o+x {hidden}" in r.stderr, r.stderr
+    assert harness.dockerd_pids(user) == []

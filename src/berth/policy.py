@@ -1,0 +1,248 @@
+"""Hardened mode's policy: which Docker API requests a user may make. Pure.
+
+One declarative table per request kind: each row names a field (as dockerd
+reads it, case-insensitively), what is refused there, what was refused in
+the user's words, and what to do instead. `check` returns the first
+refusal, or None; the proxy that will sit in front of each user's dockerd
+answers a refusal with HTTP 403 and {"message": "berth: <what>; <instead>"},
+which the docker CLI prints as "Error response from daemon: berth: ...".
+
+Whatever no row allows is refused: an endpoint the router does not know
+never reaches dockerd. Binds are turned into Mounts of type bind, which
+never create their source (dockerd would make a missing source, owned by
+the user, anywhere on the host).
+"""
+
+import ipaddress
+import re
+from collections import namedtuple
+from urllib.parse import parse_qs
+
+Refusal = namedtuple("Refusal", "what instead")
+# field: a dotted path into the body; refused(value, ctx) -> bool
+Rule = namedtuple("Rule", "field refused what instead")
+# Who asks: their network half-block, the runtimes the site configured.
+Context = namedtuple("Context", "user_networks runtimes", defaults=(("runc",),))
+
+# Docker's default capability set (moby oci/caps/defaults.go).
+DEFAULT_CAPS = frozenset({"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+                          "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"})
+GPU_DEVICES = re.compile(r"/dev/(nvidia[a-z0-9-]*|nvidia-caps/[a-z0-9-]+|dri/[a-zA-Z0-9_-]+)")
+UNCONFINED = re.compile(r"(seccomp|apparmor|systempaths|label)[=:]", re.IGNORECASE)
+API_VERSION = re.compile(r"/v[0-9]+\.[0-9]+(?=/)")
+
+
+def _is(value):
+    return lambda v, ctx: isinstance(v, str) and v.casefold() == value
+
+
+def _true(v, ctx):
+    return v is True
+
+
+def _nonempty(v, ctx):
+    return bool(v)
+
+
+def _caps_beyond_default(v, ctx):
+    names = {str(c).upper().removeprefix("CAP_") for c in (v or ())}
+    return bool(names - DEFAULT_CAPS)
+
+
+def _security_opts(v, ctx):
+    return any(UNCONFINED.match(str(o)) for o in (v or ()))
+
+
+def _devices(v, ctx):
+    return any(not (isinstance(d, dict) and GPU_DEVICES.fullmatch(str(_get(d, "PathOnHost") or "")))
+               for d in (v or ()))
+
+
+def _runtime(v, ctx):
+    return bool(v) and v not in ctx.runtimes
+
+
+def _negative(v, ctx):
+    return isinstance(v, (int, float)) and v < 0
+
+
+def _low_host_port(v, ctx):
+    for bindings in (v or {}).values():
+        for b in bindings or ():
+            port = str(_get(b, "HostPort") or "")
+            if port and (not port.split("-")[0].isdigit() or int(port.split("-")[0]) < 1024):
+                return True
+    return False
+
+
+def _mounts(v, ctx):
+    for m in v or ():
+        kind = str(_get(m, "Type") or "").casefold()
+        if kind not in ("bind", "volume", "tmpfs"):
+            return True
+        if _get(m, "BindOptions.CreateMountpoint") is True:
+            return True
+        driver = _get(m, "VolumeOptions.DriverConfig")
+        if driver and (_get(driver, "Name") not in (None, "", "local") or _get(driver, "Options")):
+            return True
+    return False
+
+
+def _volume_driver(v, ctx):
+    return bool(v) and v != "local"
+
+
+def _outside_user_networks(v, ctx):
+    for config in v or ():
+        for key in ("Subnet", "IPRange", "Gateway"):
+            value = _get(config, key)
+            if value and not _inside(value, ctx.user_networks):
+                return True
+    return False
+
+
+def _inside(value, networks):
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return net.version == 4 and net.subnet_of(ipaddress.ip_network(networks))
+
+
+CREATE = (
+    Rule("HostConfig.Privileged", _true, "--privileged",
+         "run without it: containers get Docker's default capabilities, and --gpus for GPUs"),
+    Rule("HostConfig.UsernsMode", _is("host"), "--userns=host",
+         "drop it: container root is already you"),
+    Rule("HostConfig.NetworkMode", _is("host"), "--net=host",
+         "use --net=container:net: your own namespace, with the same fixed ports"),
+    Rule("HostConfig.PidMode", _is("host"), "--pid=host",
+         "share a container's processes with --pid=container:NAME"),
+    Rule("HostConfig.IpcMode", _is("host"), "--ipc=host",
+         "use --shm-size (e.g. --shm-size=16g for data loaders), or --ipc=container:NAME"),
+    Rule("HostConfig.UTSMode", _is("host"), "--uts=host", "drop it"),
+    Rule("HostConfig.CgroupnsMode", _is("host"), "--cgroupns=host", "drop it"),
+    Rule("HostConfig.CapAdd", _caps_beyond_default, "capabilities beyond Docker's default set",
+         "drop --cap-add: the default set is what a container gets"),
+    Rule("HostConfig.SecurityOpt", _security_opts, "a seccomp, apparmor, systempaths or label override",
+         "drop --security-opt (no-new-privileges is fine)"),
+    Rule("HostConfig.Devices", _devices, "devices other than GPUs (/dev/nvidia*, /dev/dri/*)",
+         "use --gpus for GPUs; other devices are the administrator's to give"),
+    Rule("HostConfig.DeviceCgroupRules", _nonempty, "--device-cgroup-rule", "drop it; use --gpus for GPUs"),
+    Rule("HostConfig.CgroupParent", _nonempty, "--cgroup-parent",
+         "drop it: berth places your containers in your own share"),
+    Rule("HostConfig.Runtime", _runtime, "a runtime the site has not configured",
+         "drop --runtime, or ask the administrator to add it to [daemon_json]"),
+    Rule("HostConfig.OomScoreAdj", _negative, "a negative --oom-score-adj",
+         "drop it: your containers are not to be spared before others'"),
+    Rule("HostConfig.OomKillDisable", _true, "--oom-kill-disable", "drop it; set -m to bound the memory"),
+    Rule("HostConfig.PortBindings", _low_host_port, "publishing a host port below 1024",
+         "publish on a port from 1024 up (-p 8080:80)"),
+    Rule("HostConfig.Mounts", _mounts, "a mount that is not a plain bind, volume or tmpfs, or that creates "
+                                       "its source, or a volume with driver options",
+         "bind an existing path (-v /home/you/data:/data), or use a plain named volume"),
+    Rule("HostConfig.VolumeDriver", _volume_driver, "a volume driver other than local",
+         "use plain named volumes"),
+)
+
+EXEC = (
+    Rule("Privileged", _true, "docker exec --privileged", "run the exec without it"),
+)
+
+VOLUME = (
+    Rule("Driver", _volume_driver, "a volume driver other than local", "use a plain named volume"),
+    Rule("DriverOpts", _nonempty, "volume driver options (type, device, o mount anything as host root)",
+         "bind an existing path instead (-v /home/you/data:/data)"),
+)
+
+NETWORK = (
+    Rule("Driver", lambda v, ctx: bool(v) and v != "bridge", "a network driver other than bridge",
+         "drop --driver: your networks are bridges"),
+    Rule("Options", _nonempty, "network driver options", "drop --opt"),
+    Rule("IPAM.Driver", lambda v, ctx: bool(v) and v != "default", "an IPAM driver", "drop --ipam-driver"),
+    Rule("IPAM.Config", _outside_user_networks, "a subnet, IP range or gateway outside your own networks",
+         "leave out --subnet (your own address pool applies), or pick one inside it"),
+    Rule("ConfigFrom", _nonempty, "--config-from", "drop it"),
+)
+
+# Endpoints no user may reach, whatever the body: managed plugins run as
+# real root; swarm is not a per-user daemon's business.
+REFUSED_PREFIXES = ("/plugins", "/swarm", "/services", "/tasks", "/secrets", "/configs", "/nodes")
+
+
+def _get(obj, dotted):
+    for part in dotted.split("."):
+        if obj is None:
+            return None
+        if hasattr(obj, "field"):
+            obj = obj.field(part)
+        elif isinstance(obj, dict):
+            obj = next((v for k, v in obj.items() if k.casefold() == part.casefold()), None)
+        else:
+            return None
+    return obj
+
+
+def canonical(target):
+    """(path without the /v1.xx prefix, query dict) of a request target, or a
+    Refusal for one that is not written the one way berth checks."""
+    path, _, query = target.partition("?")
+    if not path.startswith("/") or "%" in path or "\\" in path:
+        return Refusal(f"the request path {path!r}", "send a plain API path")
+    m = API_VERSION.match(path)
+    if m:
+        path = path[m.end():]
+    segments = path.split("/")[1:]
+    if any(s in ("", ".", "..") for s in segments[:-1]) or segments[-1] in (".", ".."):
+        return Refusal(f"the request path {target.split('?')[0]!r}", "send the canonical API path")
+    return path.rstrip("/") or "/", parse_qs(query, keep_blank_values=True)
+
+
+def check(method, target, body, ctx):
+    """The first refusal for a request, or None. `body`: the parsed JSON (a
+    CaseFoldDict) or None."""
+    found = canonical(target)
+    if isinstance(found, Refusal):
+        return found
+    path, query = found
+    if path.startswith(REFUSED_PREFIXES):
+        return Refusal(f"the {path.split('/')[1]} API", "plugins and swarm are not for per-user daemons")
+    rules = ()
+    if method == "POST" and path == "/containers/create":
+        rules = CREATE
+    elif method == "POST" and re.fullmatch(r"/containers/[^/]+/exec", path):
+        rules = EXEC
+    elif method == "POST" and path == "/volumes/create":
+        rules = VOLUME
+    elif method == "POST" and path == "/networks/create":
+        rules = NETWORK
+    elif method == "POST" and path == "/build" and any(v.casefold() == "host" for v in query.get("networkmode", ())):
+        return Refusal("a build with --network=host", "build without it (RUN steps get the default network)")
+    for rule in rules:
+        value = _get(body, rule.field)
+        if value is not None and rule.refused(value, ctx):
+            return Refusal(rule.what, rule.instead)
+    return None
+
+
+def binds_to_mounts(host_config):
+    """HostConfig with its Binds as Mounts: a bind of type "bind" never
+    creates its source. Named volumes stay volumes. Pure; returns a new dict."""
+    binds = _get(host_config, "Binds") or []
+    mounts = list(_get(host_config, "Mounts") or [])
+    for spec in binds:
+        source, _, rest = str(spec).partition(":")
+        target, _, options = rest.partition(":")
+        opts = set(options.split(",")) if options else set()
+        mount = {"Type": "bind" if source.startswith("/") else "volume", "Source": source, "Target": target,
+                 "ReadOnly": "ro" in opts}
+        propagation = opts & {"private", "rprivate", "shared", "rshared", "slave", "rslave"}
+        if mount["Type"] == "bind" and propagation:
+            mount["BindOptions"] = {"Propagation": propagation.pop()}
+        if mount["Type"] == "volume" and "nocopy" in opts:
+            mount["VolumeOptions"] = {"NoCopy": True}
+        mounts.append(mount)
+    out = {k: v for k, v in host_config.items() if k.casefold() not in ("binds", "mounts")}
+    if binds or mounts:
+        out["Mounts"] = mounts
+    return out

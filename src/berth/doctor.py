@@ -300,18 +300,19 @@ def check_security(cfg):
 
 
 def judge_subids(subuid, subgid):
-    """berth's ranges (berth-<uid>) overlap no other line. Pure."""
+    """berth's ranges (the 65536-id lines of berth-<uid>) overlap no other line. Pure."""
     out = []
     for path, entries in (("/etc/subuid", subuid), ("/etc/subgid", subgid)):
-        ours = [e for e in entries if e.owner.startswith("berth-") and e.count > 1]
+        ours = [e for e in entries if e.owner.startswith("berth-") and e.count == subids.RANGE]
         for a in ours:
             for b in entries:
-                if b is not a and b.owner != a.owner and a.start < b.start + b.count and b.start < a.start + a.count:
+                if b.owner != a.owner and a.start < b.start + b.count and b.start < a.start + a.count and \
+                        not (b in ours and (b.start, b.owner) < (a.start, a.owner)):  # each pair once
                     out.append(Check("subordinate ids", FAIL,
                                      f"{path}: {a.owner}'s range {a.start}+{a.count} overlaps {b.owner}'s "
-                                     f"{b.start}+{b.count}: their containers' files would mix",
-                                     f"remove {b.owner}'s line or raise [security].subid_start, then "
-                                     f"berth down --purge the users of the berth- accounts involved"))
+                                     f"{b.start}+{b.count}: container ids of two owners would be the same",
+                                     "find who added the later of the two lines (berth picks only free ranges); "
+                                     "a berth user's range moves when they are purged"))
     if not out:
         out.append(Check("subordinate ids", OK, "berth's ranges overlap no other range"))
     return out

@@ -257,7 +257,7 @@ def purge(cfg, name):
             raise BerthError(f"cannot delete {user_state}: {e.strerror} ({e.filename}); the lease is kept",
                              hint=f"see what holds it (fuser -vm {user_state}), then purge again") from e
         shutil.rmtree(upaths.run_dir, ignore_errors=True)
-        userns.remove(account.uid)
+        userns.remove(account.uid, account.name)
         released = host.lease_table(cfg).release(account.name)
     log.info("purged %s: deleted %s%s", account.name, user_state, ", released the lease" if released else "")
     return released

@@ -8,6 +8,9 @@ this order:
     berth-1001:1001:1            container uid 0 is the user's own uid
     berth-1001:<base>:65536      container uids 1..65535: a range of berth's
 
+(in /etc/subgid the first line is the user's primary gid when that group is
+theirs alone, else the mapping account's own group's)
+
 dockerd (20.10 and later) takes an account's lines in file order, so the
 map is `0 1001 1 / 1 <base> 65536`. The user's own lines (their rootless
 podman's) are never touched; berth's ranges overlap no other range and no
@@ -52,10 +55,10 @@ def lines_of(entries, account, account_uid=None):
 def current_base(subuid, subgid, account, uid, gid, account_uid=None):
     """The base of the account's range when its lines are exactly as wanted, else None."""
     have_u, have_g = lines_of(subuid, account, account_uid), lines_of(subgid, account, account_uid)
-    if len(have_u) != 2 or have_u[0] != SubId(account, uid, 1) or have_u[1].count != RANGE:
+    if len(have_u) != 2:
         return None
-    base = have_u[1].start
-    return base if have_g == wanted(account, uid, gid, base).gid_lines else None
+    want = wanted(account, uid, gid, have_u[1].start)
+    return want.uid_lines[1].start if (have_u, have_g) == (want.uid_lines, want.gid_lines) else None
 
 
 def choose_base(subuid, subgid, ids_in_use, start, limit=2**32 - 1):

@@ -3,28 +3,36 @@
 The plan is subids.py's; this runs shadow's own tools (useradd, usermod,
 userdel), which lock and rewrite /etc/passwd, /etc/group, /etc/subuid and
 /etc/subgid the way every other tool on the host expects. Only the lines
-of berth's accounts are ever changed. Allocations are serialized by a lock
-of berth's own, so two first logins never pick the same range.
+of berth's own accounts are ever changed, and an account is berth's only
+when it is exactly as berth makes it (system uid, nologin, no home, and a
+comment naming the user it maps). Allocations are serialized host-wide.
 """
 
 import grp
 import logging
-import os
 import pwd
 import subprocess
 
 from . import paths, subids
 from .errors import BerthError
-from .locks import flock, locks_dir
+from .locks import flock
 
 log = logging.getLogger(__name__)
 
 SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
 NOLOGIN = "/usr/sbin/nologin"
+NO_HOME = "/nonexistent"
+# Host-wide, whatever [paths] a config names: /etc/subuid is one file.
+# In /run, where only root creates files (not /run/lock, which anyone may).
+LOCK = "/run/berth-subids.lock"
 
 
 class MappingError(BerthError):
     hint = "see berth doctor; the user's own /etc/subuid and /etc/subgid lines are never changed"
+
+
+def comment(user):
+    return f"berth, container ids of {user}"
 
 
 def _read(path):
@@ -42,56 +50,94 @@ def _run(*argv):
     return r
 
 
-def _account_uid(name):
+def _ours(name, user):
+    """The passwd entry of mapping account `name` if it is berth's, for `user`;
+    None if there is no such account.
+
+    Raises:
+        MappingError: an account of that name exists but is not berth's for
+            `user` (a person named berth-1002, or the account of a deleted
+            user whose uid was given to someone new).
+    """
     try:
-        return pwd.getpwnam(name).pw_uid
+        entry = pwd.getpwnam(name)
     except KeyError:
         return None
+    if (entry.pw_shell, entry.pw_dir, entry.pw_gecos) != (NOLOGIN, NO_HOME, comment(user)):
+        raise MappingError(f"the account {name} is not berth's mapping account for {user} "
+                           f"(comment {entry.pw_gecos!r}, home {entry.pw_dir}, shell {entry.pw_shell})",
+                           hint=f"if it maps a user who is gone, berth down --purge that user; "
+                                f"otherwise rename the account {name}")
+    return entry
 
 
 def ids_in_use():
     return {p.pw_uid for p in pwd.getpwall()} | {g.gr_gid for g in grp.getgrall()}
 
 
+def private_group(account):
+    """True when the user's primary group is a user private group (named
+    after them, as useradd makes it, with no one else in it): container gid
+    0 may then be it. A shared one (users, staff), even with one member so
+    far, would let every member into the user's image store, which dockerd
+    makes group-passable."""
+    try:
+        group = grp.getgrgid(account.gid)
+    except KeyError:
+        return False
+    if group.gr_name != account.name or set(group.gr_mem) - {account.name}:
+        return False
+    return not any(p.pw_gid == account.gid and p.pw_name != account.name for p in pwd.getpwall())
+
+
 def ensure(cfg, account):
     """The mapping account for `account` (a users.Account), made if missing
-    or repaired if its lines are not exactly berth's; returns its name and base.
+    or repaired if its lines are not exactly berth's; returns (name, base).
+
+    Container gid 0 is the user's primary gid when that group is theirs
+    alone, else the mapping account's own group.
 
     Raises:
-        MappingError: shadow's tools failed, no range is free, or lines keyed
-            by the account's numeric uid (which dockerd would prefer) exist.
+        MappingError: shadow's tools failed, no range is free, the account
+            name is taken by something not berth's, or lines keyed by the
+            account's numeric uid (which dockerd would prefer) exist.
     """
     name = subids.account_name(account.uid)
     found = _current(name, account)
     if found is not None:
         return name, found
-    with flock(os.path.join(locks_dir(cfg), "subids.lock"), cfg.daemon.lock_timeout, "subordinate ids"):
+    with flock(LOCK, cfg.daemon.lock_timeout, "subordinate ids"):
         found = _current(name, account)
         if found is not None:
             return name, found
         return name, _make(cfg, name, account)
 
 
+def _root_gid(entry, account):
+    return account.gid if private_group(account) else entry.pw_gid
+
+
 def _current(name, account):
-    uid = _account_uid(name)
-    if uid is None:
+    entry = _ours(name, account.name)
+    if entry is None:
         return None
     return subids.current_base(subids.parse(_read(SUBUID)), subids.parse(_read(SUBGID)), name,
-                               account.uid, account.gid, uid)
+                               account.uid, _root_gid(entry, account), entry.pw_uid)
 
 
 def _make(cfg, name, account):
-    uid = _account_uid(name)
-    if uid is None:
-        _run("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", NOLOGIN,
-             "--user-group", "--comment", f"berth, container ids of {account.name}", name)
-        uid = _account_uid(name)
+    entry = _ours(name, account.name)
+    if entry is None:
+        _run("useradd", "--system", "--no-create-home", "--home-dir", NO_HOME, "--shell", NOLOGIN,
+             "--user-group", "--comment", comment(account.name), name)
+        entry = _ours(name, account.name)
+    gid = _root_gid(entry, account)
     subuid, subgid = subids.parse(_read(SUBUID)), subids.parse(_read(SUBGID))
-    stray = [e for e in (*subuid, *subgid) if e.owner == str(uid)]
+    stray = [e for e in (*subuid, *subgid) if e.owner == str(entry.pw_uid)]
     if stray:
-        raise MappingError(f"/etc/subuid or /etc/subgid has lines keyed by uid {uid}, the uid of {name}; "
+        raise MappingError(f"/etc/subuid or /etc/subgid has lines keyed by uid {entry.pw_uid}, the uid of {name}; "
                            f"dockerd would take them over berth's",
-                           hint=f"remove the lines starting with {uid}: from /etc/subuid and /etc/subgid")
+                           hint=f"remove the lines starting with {entry.pw_uid}: from /etc/subuid and /etc/subgid")
     # Whatever lines the account has (a half-made earlier try, a changed
     # primary gid) go first; its range is kept if still free, so the files
     # of its remapped store keep their owners.
@@ -104,26 +150,29 @@ def _make(cfg, name, account):
     base = None
     if previous:
         base = subids.choose_base(subuid, subgid, ids_in_use(), previous[0], limit=previous[0] + subids.RANGE)
+        if base is None:
+            log.warning("the range of %s at %d is taken now; files in %s's image store will not map back",
+                        name, previous[0], account.name)
     if base is None:
         base = subids.choose_base(subuid, subgid, ids_in_use(), cfg.security.subid_start)
     if base is None:
         raise MappingError(f"no free range of {subids.RANGE} subordinate ids at or above "
                            f"{cfg.security.subid_start}", hint="lower [security].subid_start")
     # In this order: dockerd maps container root to the first line.
-    _run("usermod", "--add-subuids", f"{account.uid}-{account.uid}", "--add-subgids",
-         f"{account.gid}-{account.gid}", name)
+    _run("usermod", "--add-subuids", f"{account.uid}-{account.uid}", "--add-subgids", f"{gid}-{gid}", name)
     _run("usermod", "--add-subuids", f"{base}-{base + subids.RANGE - 1}", "--add-subgids",
          f"{base}-{base + subids.RANGE - 1}", name)
     log.info("made %s: container root is %s (%d:%d), container ids 1.. are %d..", name, account.name,
-             account.uid, account.gid, base)
+             account.uid, gid, base)
     return base
 
 
-def remove(uid):
-    """Delete the mapping account of the user with `uid` (its lines go with
-    it); True if there was one."""
+def remove(uid, user):
+    """Delete the mapping account of `user` (uid `uid`) with its lines; True
+    if there was one. An account of that name that is not berth's for
+    `user` is left alone (MappingError)."""
     name = subids.account_name(uid)
-    if _account_uid(name) is None:
+    if _ours(name, user) is None:
         return False
     _run("userdel", name)
     log.info("removed %s", name)

@@ -14,8 +14,10 @@ _REST = _FIRST | frozenset("0123456789-")
 
 DEFAULT_MAX_UID = 60000
 
-# Names whose files would be berth's own: <log_dir>/berth.log is berth's log.
+# Names whose files would be berth's own: <log_dir>/berth.log is berth's log;
+# berth-<uid> are hardened mode's mapping accounts.
 RESERVED = frozenset({"berth"})
+RESERVED_PREFIX = "berth-"
 
 
 Account = namedtuple("Account", "name uid gid home")
@@ -30,7 +32,7 @@ def check_name(name):
     if not is_valid_name(name):
         raise UserRefused(f"{name!r} is not a valid user name",
                           hint="use a login name such as alice (letters, digits, _ and -, at most 32)")
-    if name in RESERVED:
+    if name in RESERVED or name.startswith(RESERVED_PREFIX):
         raise UserRefused(f"{name!r} is reserved: berth's own files carry that name",
                           hint="give the person another login name")
     return name
@@ -42,7 +44,7 @@ def lookup(name):
     A second name for the same uid (an alias line in /etc/passwd) is not
     the account: berth keys everything on the name its uid maps back to.
     """
-    if not is_valid_name(name) or name in RESERVED:
+    if not is_valid_name(name) or name in RESERVED or name.startswith(RESERVED_PREFIX):
         return None
     try:
         entry = pwd.getpwnam(name)

@@ -270,7 +270,7 @@ chain_prefix = "{self.chain_prefix}"
                 errors.append(f"userdel {user}: {r.stderr.strip()}")
             try:  # hardened mode's mapping account, with its /etc/subuid and /etc/subgid lines
                 from berth import userns
-                userns.remove(uid)
+                userns.remove(uid, user)
             except Exception as e:
                 errors.append(f"mapping account of {user}: {e}")
         self._unmount_below(self.root)

@@ -171,3 +171,13 @@ def test_privacy_of_berths_files(harness, sysroot):
     finally:
         LeaseTable(str(harness.cfg().paths.state_dir)).release("btprivacy")
         os.chmod(leases, 0o600)
+
+
+def test_set_up_twice_is_set_up_once(harness, sysroot):
+    """The set-up's core (berth install) run again changes nothing and doctor stays healthy."""
+    before = {p: open(os.path.join(sysroot, p)).read() for p in ("etc/pam.d/sshd", "etc/berth/pam_env.conf")}
+    r = harness.berth("install", "--root", sysroot, "--python", sys.executable)
+    assert "nothing to do: berth is already installed" in r.stdout
+    assert {p: open(os.path.join(sysroot, p)).read() for p in before} == before
+    code, checks = doctor(harness, sysroot)
+    assert problems(checks) == [] and code == 0

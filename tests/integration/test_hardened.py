@@ -2,6 +2,7 @@
 
 What a user tries with their own socket, and what the host sees."""
 
+import grp
 import os
 import pwd
 import subprocess
@@ -31,6 +32,12 @@ def _docker_run(harness, user, *args):
     return harness.docker(user, "run", "--rm", *args, check=False)
 
 
+def root_gid(user):
+    """Container gid 0: the test users share the primary group `users`, so it
+    is their mapping account's own group (a private primary group would be it)."""
+    return grp.getgrnam(subids.account_name(pwd.getpwnam(user).pw_uid)).gr_gid
+
+
 def test_container_root_is_the_user(harness, hardened):
     user, img, _ = hardened
     pw = pwd.getpwnam(user)
@@ -40,8 +47,18 @@ def test_container_root_is_the_user(harness, hardened):
     assert lines[0] == ["0"]
     base = lines[2][1]
     assert lines[1] == ["0", str(pw.pw_uid), "1"] and lines[2] == ["1", base, "65536"]
-    assert lines[3] == ["0", str(pw.pw_gid), "1"] and lines[4] == ["1", base, "65536"]
+    assert lines[3] == ["0", str(root_gid(user)), "1"] and lines[4] == ["1", base, "65536"]
     assert int(base) >= 1_000_000_000
+
+
+def test_a_colleague_in_the_same_primary_group_cannot_enter_the_image_store(harness, hardened):
+    user, _, _ = hardened
+    colleague = harness.add_user()  # also in `users`
+    pw = pwd.getpwnam(user)
+    store = f"{harness.root}/state/users/{user}/docker/{pw.pw_uid}.{root_gid(user)}"
+    assert os.path.isdir(store)
+    r = subprocess.run(["runuser", "-u", colleague, "--", "ls", f"{store}/overlay2"], capture_output=True, text=True)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
 
 
 def test_files_written_into_a_bind_mounted_home_are_the_users(harness, hardened):
@@ -52,15 +69,16 @@ def test_files_written_into_a_bind_mounted_home_are_the_users(harness, hardened)
                     "echo hi > /home/me/from-root && mkdir -p /home/me/d && chmod 4755 /home/me/d")
     assert r.returncode == 0, r.stderr
     st = os.stat(os.path.join(home, "from-root"))
-    assert (st.st_uid, st.st_gid) == (pw.pw_uid, pw.pw_gid)
+    assert (st.st_uid, st.st_gid) == (pw.pw_uid, root_gid(user))
     # a non-root container user is a subordinate id: never a host user's
     shared = os.path.join(harness.root, "shared")
     os.makedirs(shared, exist_ok=True)
     os.chmod(shared, 0o1777)
-    r = _docker_run(harness, user, "-u", "1000", "-v", f"{shared}:/s", img, "sh", "-c", "echo x > /s/by-1000")
+    r = _docker_run(harness, user, "-u", "1000", "-v", f"{shared}:/s", img, "sh", "-c",
+                    "echo x > /s/by-1000; sed -n 2p /proc/self/uid_map")
     assert r.returncode == 0, r.stderr
-    owner = os.stat(os.path.join(shared, "by-1000")).st_uid
-    assert owner >= 1_000_000_000 and owner % subids.RANGE != 0, owner  # base + 999: container uid 1 is the base
+    base = int(r.stdout.split()[1])
+    assert os.stat(os.path.join(shared, "by-1000")).st_uid == base + 999  # container uid 1 is the base
 
 
 def test_the_hosts_root_filesystem_is_only_the_users_to_read(harness, hardened):
@@ -82,8 +100,7 @@ def test_the_net_container_and_the_remapped_store_outlive_down_and_up(harness, h
     r = harness.docker(user, "inspect", "-f", "{{.State.Running}}", "net")
     assert r.stdout.strip() == "true"
     data_root = f"{harness.root}/state/users/{user}/docker"
-    pw = pwd.getpwnam(user)
-    assert os.path.isdir(os.path.join(data_root, f"{pw.pw_uid}.{pw.pw_gid}"))
+    assert os.path.isdir(os.path.join(data_root, f"{pwd.getpwnam(user).pw_uid}.{root_gid(user)}"))
 
 
 def test_the_users_own_subordinate_lines_are_untouched_and_purge_removes_berths(harness, hardened):
@@ -142,3 +159,41 @@ def test_a_data_root_others_cannot_pass_through_is_a_clear_error(harness):
     r = harness.berth("up", user, config=cfg, check=False)
     assert r.returncode == 1 and f"chmod o+x {hidden}" in r.stderr, r.stderr
     assert harness.dockerd_pids(user) == []
+
+
+def test_an_account_named_like_a_mapping_account_is_never_taken_over(harness):
+    """A person (or a stale account) called berth-<uid> is not berth's: berth
+    refuses to use or delete it, and never serves a user with that name."""
+    user = harness.add_user()
+    uid = pwd.getpwnam(user).pw_uid
+    squatter = subids.account_name(uid)
+    subprocess.run(["useradd", "-M", "-N", "-g", "users", squatter], check=True)
+    try:
+        r = harness.berth("up", user, check=False)
+        assert r.returncode == 1 and f"{squatter} is not berth's mapping account" in r.stderr, r.stderr
+        assert harness.dockerd_pids(user) == []
+        r = harness.berth("up", squatter, check=False)
+        assert r.returncode == 1 and "reserved" in r.stderr
+        harness.berth("down", "--purge", "--yes", user, check=False)
+        assert subprocess.run(["getent", "passwd", squatter], capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["userdel", squatter], check=True)
+
+
+def test_a_user_private_group_is_container_gid_0(harness):
+    """Where the primary group is the user's own (useradd's default), a file
+    container root writes into the home is user:user on the host."""
+    name = f"bt{harness.tag}pg"
+    home = f"{harness.root}/home/{name}"
+    subprocess.run(["useradd", "-M", "-U", "-d", home, "-s", "/bin/sh", name], check=True)
+    harness.users.append(name)
+    os.makedirs(home)
+    pw = pwd.getpwnam(name)
+    os.chown(home, pw.pw_uid, pw.pw_gid)
+    harness.berth("up", name)
+    img = harness.import_busybox(name)
+    r = harness.docker(name, "run", "--rm", "-v", f"{home}:/h", img, "sh", "-c", "touch /h/f; id -g")
+    assert r.stdout.split() == ["0"]
+    st = os.stat(f"{home}/f")
+    assert (st.st_uid, st.st_gid) == (pw.pw_uid, pw.pw_gid)
+    harness.berth("down", "--purge", "--yes", name)

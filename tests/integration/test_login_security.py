@@ -5,6 +5,7 @@ only root can write. Logins go through a real sshd whose PAM stack is
 Debian's stock sshd file with `berth install`'s block in it (conftest.Sshd).
 """
 
+import grp
 import json
 import os
 import pwd
@@ -243,7 +244,8 @@ def _data_root_is_whole(harness, user):
     """A running dockerd of the user stands on a data-root that exists (in
     hardened mode, its remapped store <data-root>/<uid>.<gid>)."""
     pw = pwd.getpwnam(user)
-    store = f"{harness.root}/state/users/{user}/docker/{pw.pw_uid}.{pw.pw_gid}"
+    gid = grp.getgrnam(f"berth-{pw.pw_uid}").gr_gid if harness.dockerd_pids(user) else pw.pw_gid
+    store = f"{harness.root}/state/users/{user}/docker/{pw.pw_uid}.{gid}"
     for _ in harness.dockerd_pids(user):
         if not all(os.path.isdir(os.path.join(store, d)) for d in ("image", "containers")):
             return False

@@ -36,3 +36,12 @@ def test_berths_ranges_must_not_overlap_any_other():
     clash = ok + [SubId("bob", 10**9 + 100, 10)]
     bad = doctor.judge_subids(clash, ok)
     assert [c.level for c in bad] == [doctor.FAIL] and "berth-1001's range" in bad[0].detail
+
+
+def test_two_of_berths_ranges_overlapping_are_one_finding():
+    from berth.subids import SubId
+    two = [SubId("berth-1001", 10**9, 65536), SubId("berth-1002", 10**9 + 5, 65536)]
+    assert len(doctor.judge_subids(two, [])) == 1
+    # a person's own account named berth-something with a small range is not berth's range
+    person = [SubId("berth-ops", 10**9, 10), SubId("alice", 10**9, 10)]
+    assert doctor.judge_subids(person, person)[0].level == doctor.OK

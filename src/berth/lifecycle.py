@@ -127,7 +127,7 @@ def up(cfg, name, clock=time.monotonic):
         # Under the lock: a purge holds it until the last file is gone.
         _prepare_dirs(cfg, upaths, account)
         lease = host.lease_table(cfg).acquire(account.name, account.uid, cfg.network.pool,
-                                    cfg.network.block_prefix, bridge.host_networks)
+                                              cfg.network.block_prefix, bridge.host_networks)
         layout = blocks.layout(lease.block)
         supervisor = host.supervisor_for(cfg, upaths, dockerd, br)
         with contextlib.ExitStack() as undo:

@@ -66,7 +66,10 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
     own, read from its environment block, which is then scrubbed)."""
     suspicious = []
     if environ is None:
-        environ, suspicious = items_from_process()
+        try:
+            environ, suspicious = items_from_process()
+        except OSError:  # no /proc: nothing to go on, and the login goes on
+            environ = {}
         scrub(os.environ)
     out = out or sys.stdout
     kind = environ.get("PAM_TYPE", "")

@@ -48,11 +48,12 @@ def test_json_schema_is_stable(tmp_path):
     assert set(doc["users"][0]) == {
         "user", "uid", "state", "block", "bridge", "bridge_present", "net_ip", "pid", "containers_running",
         "memory_bytes", "sessions", "uptime_seconds", "idle_seconds", "docker_host", "log_file"}
-    assert doc["summary"] == {"users": 1, "up": 1, "memory_bytes": 130 * 2**20, "pool": "10.213.0.0/16", "mode": "hardened",
-                              "blocks_leased": 0, "blocks_total": 256}
+    assert doc["summary"] == {"users": 1, "up": 1, "memory_bytes": 130 * 2**20, "pool": "10.213.0.0/16",
+                              "mode": "hardened", "blocks_leased": 0, "blocks_total": 256}
 
 
 def test_a_caller_who_may_not_read_the_leases_gets_null_there():
     cfg = config.Config()
     assert status.summary(cfg, [row()], None)["blocks_leased"] is None
-    assert status.render_table(cfg, [row()], None).splitlines()[-1].endswith("pool 10.213.0.0/16: -/256 blocks leased; hardened mode")
+    last = status.render_table(cfg, [row()], None).splitlines()[-1]
+    assert last.endswith("pool 10.213.0.0/16: -/256 blocks leased; hardened mode")

@@ -118,6 +118,9 @@ def _up(args, cfg, out):
     how = f"started in {r.seconds:.2f} s" if r.started else "already running"
     print(f"{r.user} is up ({how}): block {r.block} on bridge {r.bridge}, dockerd pid {r.pid}, "
           f"net container {r.net_ip or '-'}", file=out)
+    if r.mode != cfg.security.mode:
+        print(f"note: it runs in {r.mode} mode; the config's {cfg.security.mode} mode applies from its next "
+              f"start (berth down {r.user})", file=out)
     print(f"export DOCKER_HOST={r.docker_host}", file=out)
 
 

@@ -275,7 +275,20 @@ def check_leases_and_orphans(cfg):
 
 
 def check_security(cfg):
-    """The mode, the kernel's user namespaces and berth's subordinate ranges."""
+    """The mode (the config's, and each running daemon's), the kernel's user
+    namespaces and berth's subordinate ranges."""
+    behind = []
+    for name in host.known_users(cfg, {}):
+        rec = host.supervisor_for(cfg, paths.for_user(cfg, name)).running()
+        if rec is not None and rec.mode != cfg.security.mode:
+            behind.append(f"{name} ({rec.mode})")
+    lagging = [Check("daemon modes", WARN, f"running in another mode than the config's {cfg.security.mode}: "
+                                           + ", ".join(behind),
+                     "berth down each of them (their next login starts them in the config's mode)")] if behind else []
+    return lagging + _check_mode(cfg)
+
+
+def _check_mode(cfg):
     if cfg.security.mode == "trusted":
         return [Check("security mode", WARN, "trusted: every user's containers run as root on the host, "
                                              "so every user is root-equivalent",

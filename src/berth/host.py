@@ -24,7 +24,7 @@ def firewall(cfg):
 def supervisor_for(cfg, upaths, dockerd=None, bridge_name=""):
     """How this host runs the user's dockerd: a systemd unit or a direct child."""
     return supervisor.for_host(upaths, dockerd or cfg.daemon.dockerd, cfg.daemon.stop_timeout,
-                               cfg.daemon.supervisor, bridge_name)
+                               cfg.daemon.supervisor, bridge_name, cfg.security.mode)
 
 
 def known_users(cfg, leases):

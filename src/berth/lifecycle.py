@@ -38,6 +38,7 @@ class UpResult:
     docker_host: str
     started: bool      # False: the daemon was already up
     seconds: float
+    mode: str = "hardened"  # what the daemon runs in (a config change waits for its restart)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,9 @@ def up(cfg, name, clock=time.monotonic):
                 # Started by an older berth: record the bridge for the warm login check.
                 rec = rec._replace(bridge=br)
                 record.write(upaths, rec)
+            if rec is not None and rec.mode != cfg.security.mode:
+                log.warning("%s's daemon runs in %s mode; the config's %s mode applies from its next start "
+                            "(berth down %s)", account.name, rec.mode, cfg.security.mode, account.name)
             if started:
                 remap = userns.ensure(cfg, account)[0] if cfg.security.mode == "hardened" else None
                 doc = daemonjson.render(cfg, upaths, layout, br, remap)
@@ -156,7 +160,7 @@ def up(cfg, name, clock=time.monotonic):
             activity.touch(upaths)  # a daemon just brought up is not idle
 
     result = UpResult(account.name, str(lease.block), br, rec.pid, net_ip,
-                      upaths.docker_host, started, clock() - t0)
+                      upaths.docker_host, started, clock() - t0, rec.mode)
     log.info("%s is up (block %s, dockerd pid %d, %s in %.2f s)", result.user, result.block, result.pid,
              "started" if started else "already running", result.seconds)
     return result

@@ -9,11 +9,14 @@ from . import proc
 from .fsutil import atomic_write, read_trusted, remove
 
 
-# bridge is recorded so the login check needs no config to find it.
-DaemonRecord = namedtuple("DaemonRecord", "pid start_ticks started_at dockerd bridge")
+# bridge is recorded so the login check needs no config to find it; mode
+# ("hardened" / "trusted") is what the daemon was started with, which a
+# changed config does not change until it restarts.
+DaemonRecord = namedtuple("DaemonRecord", "pid start_ticks started_at dockerd bridge mode",
+                          defaults=("", "trusted"))
 
 
-TYPES = {"pid": int, "start_ticks": int, "started_at": float, "dockerd": str, "bridge": str}
+TYPES = {"pid": int, "start_ticks": int, "started_at": float, "dockerd": str, "bridge": str, "mode": str}
 
 
 def read(upaths):
@@ -33,7 +36,7 @@ def read(upaths):
         # Tolerate records of other berth versions: a daemon started before
         # an upgrade must still be recognised, never killed as a stranger.
         known = {k: TYPES[k](data[k]) for k in DaemonRecord._fields if k in data}
-        return DaemonRecord(**{"bridge": "", **known})
+        return DaemonRecord(**known)  # older records: no bridge, and trusted (berth < 0.2 had no other mode)
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
         return None
 

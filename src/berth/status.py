@@ -35,6 +35,7 @@ class UserStatus:
     idle_seconds: float | None    # since the last activity; 0 while a session is open
     docker_host: str
     log_file: str
+    mode: str | None = None       # what the running daemon runs in: hardened | trusted
 
     def to_json(self):
         return asdict(self)
@@ -64,7 +65,7 @@ def user_status(cfg, name, lease, now=None):
         pid=rec.pid if rec else None, containers_running=running, memory_bytes=memory, sessions=sessions,
         uptime_seconds=round(now - rec.started_at, 1) if rec else None,
         idle_seconds=0.0 if sessions else (round(max(0.0, now - last), 1) if last else None),
-        docker_host=upaths.docker_host, log_file=upaths.log_file)
+        docker_host=upaths.docker_host, log_file=upaths.log_file, mode=rec.mode if rec else None)
 
 
 def own_status(cfg, name):
@@ -154,7 +155,7 @@ def render_detail(r):
         ("containers running", _dash(r.containers_running)), ("memory", human_bytes(r.memory_bytes)),
         ("sessions open", str(r.sessions)), ("uptime", human_duration(r.uptime_seconds)),
         ("idle for", "active" if r.sessions else human_duration(r.idle_seconds)),
-        ("DOCKER_HOST", r.docker_host), ("log", r.log_file),
+        ("mode", _dash(r.mode)), ("DOCKER_HOST", r.docker_host), ("log", r.log_file),
     )
     width = max(len(k) for k, _ in pairs)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in pairs)

@@ -35,11 +35,12 @@ def find_dockerd(name, environ=None):
 
 
 class DirectSupervisor:
-    def __init__(self, upaths, dockerd, stop_timeout=30.0, bridge_name=""):
+    def __init__(self, upaths, dockerd, stop_timeout=30.0, bridge_name="", mode="trusted"):
         self.paths = upaths
         self.dockerd = dockerd
         self.stop_timeout = stop_timeout
         self.bridge_name = bridge_name  # recorded for the warm login check
+        self.mode = mode  # recorded: the mode this start runs in
 
     # --- the record -----------------------------------------------------
 
@@ -70,7 +71,8 @@ class DirectSupervisor:
             logf.flush()
             pid = self._launch(logf)
         st = proc.stat(pid)
-        rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), self.dockerd, self.bridge_name)
+        rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), self.dockerd, self.bridge_name,
+                                  self.mode)
         record.write(self.paths, rec)
         log.info("started dockerd for %s: pid %d (%s)", self.paths.user, pid, self.kind)
         return rec
@@ -329,8 +331,8 @@ class SystemdSupervisor(DirectSupervisor):
         super()._terminate(rec, now)  # whatever still runs gets the direct treatment
 
 
-def for_host(upaths, dockerd, stop_timeout, supervisor="auto", bridge_name=""):
+def for_host(upaths, dockerd, stop_timeout, supervisor="auto", bridge_name="", mode="trusted"):
     """The supervisor for this host: a systemd unit where systemd runs."""
     use_systemd = supervisor == "systemd" or (supervisor == "auto" and systemd_booted())
     cls = SystemdSupervisor if use_systemd else DirectSupervisor
-    return cls(upaths, dockerd, stop_timeout, bridge_name)
+    return cls(upaths, dockerd, stop_timeout, bridge_name, mode)

@@ -3,6 +3,7 @@
 What a user tries with their own socket, and what the host sees."""
 
 import grp
+import json
 import os
 import pwd
 import subprocess
@@ -197,3 +198,17 @@ def test_a_user_private_group_is_container_gid_0(harness):
     st = os.stat(f"{home}/f")
     assert (st.st_uid, st.st_gid) == (pw.pw_uid, pw.pw_gid)
     harness.berth("down", "--purge", "--yes", name)
+
+
+def test_a_mode_change_waits_for_the_daemons_restart_and_says_so(harness):
+    user = harness.add_user()
+    trusted = harness.write_config("trusted-switch.toml", extra='[security]\nmode = "trusted"\n')
+    harness.berth("up", user, config=trusted)
+    r = harness.berth("up", user)  # the default config: hardened
+    assert "runs in trusted mode; the config's hardened mode applies from its next start" in r.stdout
+    row = json.loads(harness.berth("status", user, "--json").stdout)["users"][0]
+    assert row["mode"] == "trusted"
+    harness.berth("down", user)
+    harness.berth("up", user)
+    assert json.loads(harness.berth("status", user, "--json").stdout)["users"][0]["mode"] == "hardened"
+    harness.berth("down", user)

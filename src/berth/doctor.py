@@ -15,7 +15,7 @@ from . import bridge, host, install, pamlayout, pause, paths, subids
 from .paths import SYSTEM_PATH
 from .supervisor import systemd_booted
 from .errors import BerthError
-from .fsutil import check_trusted
+from .fsutil import check_trusted, read_text
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -305,7 +305,7 @@ def _check_mode(cfg):
                          "sysctl user.max_user_namespaces=15000 (and in /etc/sysctl.d/)"))
     else:
         out.append(Check("user namespaces", OK, "available: container root is each user's own uid"))
-    out += judge_subids(subids.parse(_read("/etc/subuid")), subids.parse(_read("/etc/subgid")))
+    out += judge_subids(subids.parse(read_text("/etc/subuid")), subids.parse(read_text("/etc/subgid")))
     out.append(Check("policy proxy", WARN, "not in place yet: a user can still ask their dockerd for "
                                            "--privileged or --userns=host and so become root",
                      "until berth's policy proxy lands, treat users as root-equivalent"))
@@ -329,14 +329,6 @@ def judge_subids(subuid, subgid):
     if not out:
         out.append(Check("subordinate ids", OK, "berth's ranges overlap no other range"))
     return out
-
-
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 def check_config(cfg, error):

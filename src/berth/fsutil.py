@@ -166,6 +166,15 @@ def read_trusted(path):
         return f.read()
 
 
+def read_text(path):
+    """A system file's text, "" when it does not exist (/etc/subuid on a fresh host)."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def remove(path):
     """rm -f: already gone is success."""
     try:

@@ -15,6 +15,7 @@ import subprocess
 
 from . import paths, subids
 from .errors import BerthError
+from .fsutil import read_text
 from .locks import flock
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,6 @@ class MappingError(BerthError):
 
 def comment(user):
     return f"berth, container ids of {user}"
-
-
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 def _run(*argv):
@@ -121,7 +114,7 @@ def _current(name, account):
     entry = _ours(name, account.name)
     if entry is None:
         return None
-    return subids.current_base(subids.parse(_read(SUBUID)), subids.parse(_read(SUBGID)), name,
+    return subids.current_base(subids.parse(read_text(SUBUID)), subids.parse(read_text(SUBGID)), name,
                                account.uid, _root_gid(entry, account), entry.pw_uid)
 
 
@@ -132,7 +125,7 @@ def _make(cfg, name, account):
              "--user-group", "--comment", comment(account.name), name)
         entry = _ours(name, account.name)
     gid = _root_gid(entry, account)
-    subuid, subgid = subids.parse(_read(SUBUID)), subids.parse(_read(SUBGID))
+    subuid, subgid = subids.parse(read_text(SUBUID)), subids.parse(read_text(SUBGID))
     stray = [e for e in (*subuid, *subgid) if e.owner == str(entry.pw_uid)]
     if stray:
         raise MappingError(f"/etc/subuid or /etc/subgid has lines keyed by uid {entry.pw_uid}, the uid of {name}; "
@@ -146,7 +139,7 @@ def _make(cfg, name, account):
         _run("usermod", "--del-subuids", f"{e.start}-{e.start + e.count - 1}", name)
     for e in subids.lines_of(subgid, name):
         _run("usermod", "--del-subgids", f"{e.start}-{e.start + e.count - 1}", name)
-    subuid, subgid = subids.parse(_read(SUBUID)), subids.parse(_read(SUBGID))
+    subuid, subgid = subids.parse(read_text(SUBUID)), subids.parse(read_text(SUBGID))
     base = None
     if previous:
         base = subids.choose_base(subuid, subgid, ids_in_use(), previous[0], limit=previous[0] + subids.RANGE)

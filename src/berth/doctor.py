@@ -306,10 +306,31 @@ def _check_mode(cfg):
     else:
         out.append(Check("user namespaces", OK, "available: container root is each user's own uid"))
     out += judge_subids(subids.parse(read_text("/etc/subuid")), subids.parse(read_text("/etc/subgid")))
+    out += judge_id_sources(read_text("/etc/nsswitch.conf"), cfg.security.subid_start)
     out.append(Check("policy proxy", WARN, "not in place yet: a user can still ask their dockerd for "
                                            "--privileged or --userns=host and so become root",
                      "until berth's policy proxy lands, treat users as root-equivalent"))
     return out
+
+
+LOCAL_SOURCES = {"files", "compat", "systemd", "db", "[notfound=return]", "[success=merge]"}
+
+
+def judge_id_sources(nsswitch, subid_start):
+    """berth picks ranges that no listed uid or gid uses; a directory (sssd,
+    ldap, winbind) need not list its users, whose ids may lie in a range
+    berth would hand out. Pure."""
+    for line in nsswitch.splitlines():
+        key, _, sources = line.split("#", 1)[0].partition(":")
+        if key.strip() == "passwd":
+            remote = [s for s in sources.split() if s not in LOCAL_SOURCES and not s.startswith("[")]
+            if remote:
+                return [Check("id sources", WARN, f"passwd also comes from {', '.join(remote)}, whose users "
+                                                  "berth cannot list: a directory uid could fall in a range "
+                                                  f"berth hands out (from {subid_start})",
+                              "set [security].subid_start above every id range the directory uses "
+                              "(sssd's id mapping: see ldap_idmap_range_min/max)")]
+    return []
 
 
 def judge_subids(subuid, subgid):

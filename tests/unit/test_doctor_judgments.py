@@ -45,3 +45,10 @@ def test_two_of_berths_ranges_overlapping_are_one_finding():
     # a person's own account named berth-something with a small range is not berth's range
     person = [SubId("berth-ops", 10**9, 10), SubId("alice", 10**9, 10)]
     assert doctor.judge_subids(person, person)[0].level == doctor.OK
+
+
+def test_a_directory_as_a_passwd_source_is_a_warning():
+    (c,) = doctor.judge_id_sources("passwd:         files sss systemd\ngroup: files\n", 10**9)
+    assert c.level == doctor.WARN and "sss" in c.detail and "subid_start" in c.fix
+    assert doctor.judge_id_sources("passwd: files systemd # comment ldap\n", 10**9) == []
+    assert doctor.judge_id_sources("", 10**9) == []

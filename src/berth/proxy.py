@@ -1,0 +1,225 @@
+"""berth's policy proxy: a user's Docker socket, checked before dockerd sees it.
+
+HTTP/1.1 is parsed with h11 on asyncio, both ways. For each request:
+- the target is canonicalised (policy.canonical) and the endpoint checked;
+- a JSON body of an endpoint the policy reads (container/exec/volume/network
+  create) is read whole, chunked or not, up to apijson.MAX_BODY, parsed as
+  dockerd parses it, checked, and forwarded re-encoded with a Content-Length
+  (a container's Binds as Mounts that never create their source);
+- any other body (image load, build context, docker cp) streams through;
+- a refusal is HTTP 403 {"message": "berth: <what>; <instead>"}, and nothing
+  of the request reaches dockerd;
+- responses stream back; a 101 (attach, exec start) turns the connection
+  into a raw byte pipe both ways, with half-close.
+
+Part 3 of hardened mode: `serve` is not yet started by `berth up` (the
+user's socket is still dockerd's own). Each client connection gets its own
+upstream connection, so one user's slow client holds up nobody else.
+"""
+
+import asyncio
+import logging
+
+import h11
+
+from . import apijson, policy
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20  # reads this big keep large uploads (docker cp, load, build) near direct speed
+DRAIN_LIMIT = 1 << 30  # a refused upload is read and dropped up to this, then cut off
+CHECKED_BODIES = (("POST", "/containers/create"), ("POST", "/volumes/create"), ("POST", "/networks/create"))
+
+
+def _reads_body(method, path):
+    return (method, path) in CHECKED_BODIES or (method == "POST" and path.startswith("/containers/")
+                                                 and path.endswith("/exec"))
+
+
+def _refusal_response(conn, status, what, instead):
+    body = apijson.dumps({"message": f"berth: {what}; {instead}"})
+    return conn.send(h11.Response(status_code=status, headers=[
+        ("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")])) \
+        + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+
+
+async def _next(conn, reader):
+    """The next h11 event, reading as needed; ConnectionClosed at EOF."""
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        data = await reader.read(CHUNK)
+        conn.receive_data(data)
+
+
+def _headers(request, body_length=None):
+    """The request's headers for dockerd; a re-encoded body gets its own length."""
+    out = []
+    for name, value in request.headers:
+        if body_length is not None and name.lower() in (b"content-length", b"transfer-encoding"):
+            continue
+        out.append((name, value))
+    if body_length is not None:
+        out.append((b"Content-Length", str(body_length).encode()))
+    return out
+
+
+class Handler:
+    """One client connection to one user's socket."""
+
+    def __init__(self, upstream_path, ctx):
+        self.upstream_path = upstream_path
+        self.ctx = ctx
+
+    async def __call__(self, reader, writer):
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        try:
+            while await self._one(conn, reader, writer):
+                conn.start_next_cycle()
+        except h11.RemoteProtocolError as e:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                writer.write(_refusal_response(conn, 400, f"a request that is not HTTP/1.1 ({e})",
+                                               "send what the docker CLI sends"))
+        except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError) as e:
+            log.debug("client connection ended: %s", e)
+        finally:
+            writer.close()
+
+    async def _one(self, conn, reader, writer):
+        """Serve one request; True if the connection may carry another."""
+        request = await _next(conn, reader)
+        if not isinstance(request, h11.Request):
+            return False
+        method, target = request.method.decode(), request.target.decode("latin-1")
+        found = policy.canonical(target)
+        if isinstance(found, policy.Refusal):
+            writer.write(_refusal_response(conn, 403, found.what, found.instead))
+            await self._drain(conn, reader)
+            return False
+        path, _ = found
+        body = None
+        if _reads_body(method, path):
+            raw, refusal = await self._read_body(conn, reader)
+            if refusal is None:
+                try:
+                    body = apijson.loads(raw)
+                except apijson.BadBody as e:
+                    refusal = policy.Refusal(str(e), "send the body docker sends")
+            if refusal is None:
+                refusal = policy.check(method, target, body, self.ctx)
+            if refusal is not None:
+                writer.write(_refusal_response(conn, 403, refusal.what, refusal.instead))
+                return False
+            if path == "/containers/create" and isinstance(body, dict) and body.field("HostConfig"):
+                key = next(k for k in body if k.casefold() == "hostconfig")
+                body[key] = policy.binds_to_mounts(body[key])
+        else:
+            refusal = policy.check(method, target, None, self.ctx)
+            if refusal is not None:
+                writer.write(_refusal_response(conn, 403, refusal.what, refusal.instead))
+                await self._drain(conn, reader)
+                return False
+        return await self._forward(conn, reader, writer, request, body)
+
+    async def _drain(self, conn, reader, limit=DRAIN_LIMIT):
+        """Read and drop the rest of a refused request's body (up to `limit`):
+        a client still sending it (a build context) would otherwise hit a
+        closed socket before reading the refusal."""
+        size = 0
+        while size <= limit:
+            event = await _next(conn, reader)
+            if not isinstance(event, h11.Data):
+                return
+            size += len(event.data)
+
+    async def _read_body(self, conn, reader):
+        chunks, size = [], 0
+        while True:
+            event = await _next(conn, reader)
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > apijson.MAX_BODY:
+                    return None, policy.Refusal(f"a request body over {apijson.MAX_BODY // 1024} KiB",
+                                                "send a smaller one")
+                chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(chunks), None
+            else:
+                return None, policy.Refusal("an incomplete request", "send it whole")
+
+    async def _forward(self, conn, reader, writer, request, body):
+        up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path)
+        up = h11.Connection(h11.CLIENT)
+        try:
+            encoded = None if body is None else apijson.dumps(body)
+            up_writer.write(up.send(h11.Request(method=request.method, target=request.target,
+                                                headers=_headers(request, None if encoded is None else len(encoded)))))
+            if encoded is not None:
+                up_writer.write(up.send(h11.Data(data=encoded)) + up.send(h11.EndOfMessage()))
+            else:
+                await self._stream_request(conn, reader, up, up_writer)
+            await up_writer.drain()
+            return await self._stream_response(conn, reader, writer, up, up_reader, up_writer)
+        finally:
+            up_writer.close()
+
+    async def _stream_request(self, conn, reader, up, up_writer):
+        while True:
+            event = await _next(conn, reader)
+            if isinstance(event, h11.Data):
+                up_writer.write(up.send(h11.Data(data=event.data)))
+                await up_writer.drain()
+            elif isinstance(event, h11.EndOfMessage):
+                up_writer.write(up.send(h11.EndOfMessage()))
+                return
+            else:
+                raise ConnectionError("the client went away mid-request")
+
+    async def _stream_response(self, conn, reader, writer, up, up_reader, up_writer):
+        while True:
+            event = await _next(up, up_reader)
+            if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=event.headers,
+                                                                 reason=event.reason)))
+                await writer.drain()
+                await self._pipe(conn, reader, writer, up, up_reader, up_writer)
+                return False
+            if isinstance(event, (h11.Response, h11.InformationalResponse)):
+                writer.write(conn.send(h11.Response(status_code=event.status_code, headers=event.headers,
+                                                    reason=event.reason)))
+            elif isinstance(event, h11.Data):
+                writer.write(conn.send(h11.Data(data=event.data)))
+                await writer.drain()
+            elif isinstance(event, h11.EndOfMessage):
+                writer.write(conn.send(h11.EndOfMessage()))
+                await writer.drain()
+                return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+            else:
+                return False
+
+    async def _pipe(self, conn, reader, writer, up, up_reader, up_writer):
+        """Raw bytes both ways after a 101, each direction half-closed on its own EOF."""
+        client_rest, _ = conn.trailing_data
+        daemon_rest, _ = up.trailing_data
+        if client_rest:
+            up_writer.write(client_rest)
+        if daemon_rest:
+            writer.write(daemon_rest)
+
+        async def pump(src, dst):
+            try:
+                while data := await src.read(CHUNK):
+                    dst.write(data)
+                    await dst.drain()
+                if dst.can_write_eof():
+                    dst.write_eof()
+            except ConnectionError:
+                pass
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+async def serve(listen_path, upstream_path, ctx):
+    """Serve `listen_path` (a unix socket) in front of dockerd's `upstream_path`."""
+    return await asyncio.start_unix_server(Handler(upstream_path, ctx), path=listen_path)

@@ -71,8 +71,14 @@ class Handler:
     def __init__(self, upstream_path, ctx):
         self.upstream_path = upstream_path
         self.ctx = ctx
+        # The loop holds tasks weakly: a connection task waiting on its
+        # pipes is otherwise garbage-collected mid-stream, and the output
+        # of a `docker run` vanishes (asyncio docs, create_task).
+        self.tasks = set()
 
     async def __call__(self, reader, writer):
+        task = asyncio.current_task()
+        self.tasks.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             while await self._one(conn, reader, writer):
@@ -85,6 +91,7 @@ class Handler:
             log.debug("client connection ended: %s", e)
         finally:
             writer.close()
+            self.tasks.discard(task)
 
     async def _one(self, conn, reader, writer):
         """Serve one request; True if the connection may carry another."""

@@ -192,7 +192,10 @@ class Handler:
                 await writer.drain()
                 await self._pipe(conn, reader, writer, up, up_reader, up_writer)
                 return False
-            if isinstance(event, (h11.Response, h11.InformationalResponse)):
+            if isinstance(event, h11.InformationalResponse):  # 100 Continue and the like: passed on as they are
+                writer.write(conn.send(h11.InformationalResponse(status_code=event.status_code,
+                                                                 headers=event.headers, reason=event.reason)))
+            elif isinstance(event, h11.Response):
                 writer.write(conn.send(h11.Response(status_code=event.status_code, headers=event.headers,
                                                     reason=event.reason)))
             elif isinstance(event, h11.Data):

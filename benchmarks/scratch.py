@@ -43,6 +43,9 @@ class Scratch:
             subprocess.run([self.python, "-m", "berth", "down", "--purge", "--yes", user], env=self.env,
                            capture_output=True)
             subprocess.run(["userdel", user], capture_output=True)
+        from berth import proxyctl  # the policy proxy the first hardened `up` started
+
+        proxyctl.ProxySupervisor(f"{self.root}/run", f"{self.root}/log").stop()
         with open("/proc/self/mounts") as f:
             points = [line.split()[1] for line in f if line.split()[1].startswith(self.root + "/")]
         for point in sorted(points, key=len, reverse=True):

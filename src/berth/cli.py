@@ -25,6 +25,7 @@ EXAMPLES = {
     "doctor": "sudo berth doctor",
     "demo": "sudo berth demo",
     "logs": "sudo berth logs alice -n 50 -f",
+    "proxy": "/opt/berth/bin/python -I -m berth proxy --run-dir /run/berth   # as berth up starts it",
     "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
     "install": "sudo berth install --dry-run && sudo berth install",
     "uninstall": "sudo berth uninstall",
@@ -82,6 +83,9 @@ def build_parser():
                        "always exits 0")
     c.add_argument("--config", dest="pam_config", metavar="FILE", help=argparse.SUPPRESS)
     c.add_argument("--run-dir", metavar="DIR", help=argparse.SUPPRESS)
+    c = command("proxy", "the policy proxy in front of hardened users' daemons (berth up starts it); "
+                         "runs until SIGTERM")
+    c.add_argument("--run-dir", required=True, metavar="DIR", help="berth's run dir ([paths].run_dir)")
     c = command("logs", "show a user's dockerd log")
     c.add_argument("user")
     c.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
@@ -171,12 +175,13 @@ def _status(args, cfg, out):
     if args.user:
         users.check_name(args.user)
     rows, table = status.collect(cfg, only=args.user)
+    proxy = status.proxy_status(cfg) if table is not None else None  # root only
     if args.json:
-        print(json.dumps(status.to_json(cfg, rows, table), indent=2), file=out)
+        print(json.dumps(status.to_json(cfg, rows, table, proxy), indent=2), file=out)
     elif args.user:
         print(status.render_detail(rows[0]), file=out)
     else:
-        print(status.render_table(cfg, rows, table), file=out)
+        print(status.render_table(cfg, rows, table, proxy), file=out)
 
 
 def _env(args, cfg, out):
@@ -220,6 +225,12 @@ def _pam(args, cfg, out):
     from . import pam
 
     return pam.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
+
+
+def _proxy(args, cfg, out):
+    from . import proxyd
+
+    return proxyd.main(args.run_dir)
 
 
 def _logs(args, cfg, out):
@@ -281,6 +292,7 @@ COMMANDS = {
     "install": Command(_install, True, "it edits PAM files and writes under /etc"),
     "uninstall": Command(_install, True, "it edits PAM files and removes files under /etc"),
     "pam": Command(_pam, False, None),  # loads its own config and never fails a login
+    "proxy": Command(_proxy, False, None),  # a service: says itself that it needs root
     "logs": Command(_logs, True, "dockerd logs are root's"),
     "demo": Command(_demo, True, "it makes users, bridges, firewall rules and daemons"),
     "doctor": Command(_doctor, False, "it reads iptables, PAM files and berth's state"),
@@ -300,8 +312,8 @@ def main(argv=None, out=None):
     args = build_parser().parse_args(argv)
     # install into a scratch root (tests) needs no root; doctor always does
     args.root_check = args.command == "doctor" or os.path.realpath(getattr(args, "root", "/")) == "/"
-    if args.command == "pam":
-        return _pam(args, None, out)
+    if args.command in ("pam", "proxy"):  # their own config, logging and signals
+        return COMMANDS[args.command].handler(args, None, out)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_exit)
     cfg, log_path, logging_ready = None, None, False

@@ -9,7 +9,9 @@ def render(cfg, upaths, layout, bridge, remap=None):
     owned = {
         "data-root": upaths.data_root,
         "exec-root": upaths.exec_root,
-        "hosts": [upaths.docker_host],
+        # berth talks to dockerd on its own socket, root's alone. The user's
+        # socket is the policy proxy's in hardened mode, dockerd's in trusted.
+        "hosts": ["unix://" + upaths.engine_socket] + ([] if remap else [upaths.docker_host]),
         "pidfile": upaths.pidfile,
         "bridge": bridge,
         # Keep the bridge's containers inside the bridge subnet.

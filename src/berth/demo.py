@@ -13,7 +13,7 @@ import subprocess
 import tarfile
 import time
 
-from . import lifecycle, paths
+from . import host, lifecycle, paths, proxyctl
 from .errors import BerthError
 
 BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
@@ -28,6 +28,8 @@ class Demo:
         tag = "%04x" % random.randrange(0x10000)
         self.users = [f"demo{tag}a", f"demo{tag}b"]
         self.made_users = []
+        # Left as found: a policy proxy the demo started goes with it.
+        self.proxy_was_running = proxyctl.ping(cfg.paths.run_dir) is not None
 
     def say(self, text):
         print(f"[{time.monotonic() - self.t0:5.1f}s] {text}", file=self.out, flush=True)
@@ -92,6 +94,11 @@ class Demo:
                            capture_output=True, text=True, timeout=30)
         verdict = "permission denied" if "permission denied" in r.stderr.lower() else r.stderr.strip() or "allowed!"
         self.say(f"{other}$ docker -H <{self.users[0]}'s socket> ps → {verdict}")
+        if self.cfg.security.mode == "hardened":
+            r = subprocess.run(["runuser", "-u", other, "--", "docker", "-H",
+                                paths.for_user(self.cfg, other).docker_host, "run", "--rm", "-v", "/:/host",
+                                "--privileged", IMAGE, "true"], capture_output=True, text=True, timeout=30)
+            self.say(f"{other}$ docker run --privileged -v /:/host ... → {r.stderr.strip() or 'allowed!'}")
 
     def _fetch(self, user, host):
         for _ in range(30):
@@ -113,6 +120,9 @@ class Demo:
             except BerthError as e:
                 self.say(f"could not purge {user}: {e.one_line()}")
             subprocess.run(["userdel", user], capture_output=True)
+        info = proxyctl.ping(self.cfg.paths.run_dir)
+        if not self.proxy_was_running and info is not None and info["users"] == 0:
+            host.proxy_supervisor(self.cfg).stop()
         if self.made_users:
             self.say("cleaned up: users, daemons, bridges, rules, data and leases are gone")
 

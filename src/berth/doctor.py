@@ -11,7 +11,7 @@ import stat
 import subprocess
 from dataclasses import asdict, dataclass
 
-from . import bridge, host, install, pamlayout, pause, paths, subids
+from . import bridge, host, install, pamlayout, pause, paths, proxyctl, subids
 from .paths import SYSTEM_PATH
 from .supervisor import systemd_booted
 from .errors import BerthError
@@ -277,15 +277,34 @@ def check_leases_and_orphans(cfg):
 def check_security(cfg):
     """The mode (the config's, and each running daemon's), the kernel's user
     namespaces and berth's subordinate ranges."""
-    behind = []
+    behind, hardened = [], []
     for name in host.known_users(cfg, {}):
         rec = host.supervisor_for(cfg, paths.for_user(cfg, name)).running()
         if rec is not None and rec.mode != cfg.security.mode:
             behind.append(f"{name} ({rec.mode})")
+        if rec is not None and rec.mode == "hardened":
+            hardened.append(name)
     lagging = [Check("daemon modes", WARN, f"running in another mode than the config's {cfg.security.mode}: "
                                            + ", ".join(behind),
                      "berth down each of them (their next login starts them in the config's mode)")] if behind else []
-    return lagging + _check_mode(cfg)
+    info = proxyctl.ping(cfg.paths.run_dir)
+    served = (proxyctl.stats(cfg.paths.run_dir) or {}) if info else {}
+    return lagging + _check_mode(cfg) + [judge_proxy(hardened, info, served)]
+
+
+def judge_proxy(hardened_up, info, served):
+    """The policy proxy against the hardened daemons that run. Pure."""
+    if info is None:
+        if not hardened_up:
+            return Check("policy proxy", OK, "not running; berth up starts it for the first hardened user")
+        return Check("policy proxy", FAIL, f"not running: the sockets of {', '.join(hardened_up)} refuse",
+                     f"berth up {hardened_up[0]} (or any of their logins, or berth reap) starts it again")
+    unserved = [u for u in hardened_up if u not in served]
+    if unserved:
+        return Check("policy proxy", FAIL, f"pid {info['pid']} does not serve {', '.join(unserved)}, whose "
+                                           "sockets therefore refuse", f"berth up {unserved[0]}")
+    return Check("policy proxy", OK, f"pid {info['pid']} serves {len(served)} user(s) "
+                                     f"({info['connections']} open connection(s))")
 
 
 def _check_mode(cfg):
@@ -307,9 +326,6 @@ def _check_mode(cfg):
         out.append(Check("user namespaces", OK, "available: container root is each user's own uid"))
     out += judge_subids(subids.parse(read_text("/etc/subuid")), subids.parse(read_text("/etc/subgid")))
     out += judge_id_sources(read_text("/etc/nsswitch.conf"), cfg.security.subid_start)
-    out.append(Check("policy proxy", WARN, "not in place yet: a user can still ask their dockerd for "
-                                           "--privileged or --userns=host and so become root",
-                     "until berth's policy proxy lands, treat users as root-equivalent"))
     return out
 
 

@@ -1,12 +1,12 @@
 """The host-wide objects, built in one place from the config: the lease
-table, the firewall, the supervisor of one user's dockerd, and the users
-berth knows on this host. Commands take them from here rather than from
-each other."""
+table, the firewall, the supervisors of one user's dockerd and of the
+policy proxy, and the users berth knows on this host. Commands take them
+from here rather than from each other."""
 
 import os
 import pwd
 
-from . import engine, supervisor
+from . import engine, proxyctl, supervisor
 from .leases import LeaseTable
 
 
@@ -25,6 +25,13 @@ def supervisor_for(cfg, upaths, dockerd=None, bridge_name=""):
     """How this host runs the user's dockerd: a systemd unit or a direct child."""
     return supervisor.for_host(upaths, dockerd or cfg.daemon.dockerd, cfg.daemon.stop_timeout,
                                cfg.daemon.supervisor, bridge_name, cfg.security.mode)
+
+
+def proxy_supervisor(cfg):
+    """How this host runs the policy proxy: a systemd unit where systemd runs."""
+    use_systemd = cfg.daemon.supervisor == "systemd" or (cfg.daemon.supervisor == "auto"
+                                                          and supervisor.systemd_booted())
+    return proxyctl.ProxySupervisor(cfg.paths.run_dir, cfg.paths.log_dir, use_systemd)
 
 
 def known_users(cfg, leases):
@@ -53,5 +60,5 @@ def daemon_state(sup, upaths):
     (recorded but gone), down; the record of the dockerd that runs, or None."""
     rec = sup.running()
     if rec is not None:
-        return ("up" if engine.ping(upaths.socket) else "starting"), rec
+        return ("up" if engine.ping(upaths.engine_socket) else "starting"), rec
     return ("dead" if sup.poll() == "exited" else "down"), None

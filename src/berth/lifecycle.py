@@ -1,7 +1,9 @@
 """`up` and `down` for one user: the steps in order, each idempotent.
 
-up:   lease -> bridge -> dockerd (forked) -> rules (while dockerd starts)
-      -> socket answers -> socket handed to the user -> net container.
+up:   lease -> bridge -> dockerd (forked) -> policy proxy (hardened mode,
+      started where none answers) -> rules (while both start) -> dockerd
+      answers -> the user's socket (the proxy's, or dockerd's handed over)
+      -> net container.
 A cold `up` that fails part-way undoes what it made, last first, so no
 bridge, rule or process is left behind; the lease stays (it is the user's
 for good). A warm `up` only repairs what is missing (e.g. rules wiped by a
@@ -17,9 +19,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from . import activity, blocks, bridge, daemonjson, engine, host, netcontainer, paths, record, users, userns
+from . import (activity, blocks, bridge, daemonjson, engine, host, netcontainer, paths, proxyctl, proxyspec, record,
+               users, userns)
 from .errors import BerthError, DaemonError, UserRefused
-from .fsutil import atomic_write, ensure_dir, ensure_private_file, traverse_only_for
+from .fsutil import atomic_write, ensure_dir, ensure_private_file, remove, traverse_only_for
 from .locks import user_lock
 from .paths import ROOT_ONLY, TRAVERSE_ONLY
 from .rules import plan_user_rules
@@ -62,6 +65,7 @@ def _prepare_dirs(cfg, upaths, account):
     ensure_dir(cfg.paths.run_dir, TRAVERSE_ONLY)
     # The user (only) passes through to the socket inside; nothing in it is theirs to write.
     ensure_dir(upaths.run_dir, TRAVERSE_ONLY)
+    ensure_dir(upaths.engine_dir, ROOT_ONLY)  # dockerd's own socket: root's alone
     if not traverse_only_for(upaths.run_dir, account.uid):
         log.warning("%s has no POSIX ACLs: %s is 0711, so others can stat (not list) what is in it",
                     cfg.paths.run_dir, upaths.run_dir)
@@ -94,13 +98,21 @@ def _enable_ip_forward(proc_sys="/proc/sys/net/ipv4/ip_forward"):
 
 
 def _hand_socket(upaths, account):
-    """Only the user (and root) may talk to their daemon: user:root 0600.
+    """Trusted mode: only the user (and root) may talk to their daemon: user:root 0600.
 
     dockerd made it root:root 0660 ("group": "root"), so nobody else had a
     window; a shared primary group such as 'users' gets nothing either.
     """
     os.chown(upaths.socket, account.uid, 0)
     os.chmod(upaths.socket, 0o600)
+
+
+def _serve_through_proxy(cfg, upaths, account, layout, proxy):
+    """Hardened mode: the proxy serves the user's socket (user:root 0600)
+    in front of dockerd's own, from the spec written here."""
+    atomic_write(upaths.proxy_spec, proxyspec.render(proxyspec.for_user(cfg, account, layout)), mode=0o600)
+    proxy.wait_ready()
+    proxyctl.ask(cfg.paths.run_dir, "serve", account.name)
 
 
 def _need_root(command):
@@ -135,6 +147,13 @@ def up(cfg, name, clock=time.monotonic):
             if bridge.ensure_bridge(br, layout.bridge_cidr, account.name):
                 undo.callback(bridge.remove_bridge, br)
             rec = supervisor.running()
+            if rec is not None and not os.path.exists(upaths.engine_socket):
+                # Started by a berth before 0.3, which gave the user dockerd's
+                # own socket: in hardened mode that is the way round the proxy.
+                log.warning("%s's daemon was started without berth's own socket (an older berth); "
+                            "restarting it", account.name)
+                supervisor.stop()
+                rec = None
             started = rec is None
             if rec is not None and rec.bridge != br:
                 # Started by an older berth: record the bridge for the warm login check.
@@ -149,11 +168,22 @@ def up(cfg, name, clock=time.monotonic):
                 atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o600)
                 rec = supervisor.start()
                 undo.callback(supervisor.stop)
+            proxy = host.proxy_supervisor(cfg) if rec.mode == "hardened" else None
+            if proxy is not None:
+                proxy.launch()  # where none answers; it starts while dockerd does
+                if started:
+                    undo.callback(_drop_from_proxy, cfg, upaths)
             # dockerd takes a moment to start: the rules, and the imports of
             # iptc and the Docker SDK, are done meanwhile rather than before.
             _ensure_rules(cfg, account.name, lease.block, undo if started else None)
-            supervisor.wait_ready(rec, cfg.daemon.start_timeout, lambda: engine.ping(upaths.socket))
-            _hand_socket(upaths, account)
+            supervisor.wait_ready(rec, cfg.daemon.start_timeout, lambda: engine.ping(upaths.engine_socket))
+            if proxy is not None:
+                _serve_through_proxy(cfg, upaths, account, layout, proxy)
+            else:
+                _hand_socket(upaths, account)
+            if not engine.ping(upaths.socket):
+                raise DaemonError(f"{upaths.socket} does not answer although dockerd does",
+                                  hint="see proxy.log in " + str(cfg.paths.log_dir))
             net_ip = _ensure_net_container(cfg, upaths)
             undo.pop_all()
         if started:
@@ -174,12 +204,12 @@ def _ensure_net_container(cfg, upaths):
     """
     name = cfg.net_container.name
     try:
-        info = engine.get_json(upaths.socket, f"/containers/{name}/json")
+        info = engine.get_json(upaths.engine_socket, f"/containers/{name}/json")
         if info.get("State", {}).get("Running"):
             return netcontainer.ip_from_inspect(info)
     except (OSError, ValueError):
         pass  # absent or unreadable: the SDK path below creates or reports it
-    dc = netcontainer.client(upaths.docker_host)
+    dc = netcontainer.client("unix://" + upaths.engine_socket)
     return netcontainer.ip_from_inspect(netcontainer.ensure(dc, name, cfg.net_container.image).attrs)
 
 
@@ -215,6 +245,7 @@ def down(cfg, name, locked=False):
     with contextlib.nullcontext() if locked else user_lock(cfg, account.name):
         supervisor = host.supervisor_for(cfg, upaths)
         was_running = supervisor.running() is not None
+        _drop_from_proxy(cfg, upaths)
         supervisor.stop()
         # dockerd leaves mounts under its exec-root behind (a --net=host
         # container's netns bind mount among them); none may outlive it.
@@ -226,6 +257,16 @@ def down(cfg, name, locked=False):
              account.name, "stopped" if was_running else "was not running", removed,
              f"bridge {br}" if bridge_removed else "no bridge")
     return DownResult(account.name, was_running, removed, bridge_removed)
+
+
+def _drop_from_proxy(cfg, upaths):
+    """The proxy stops serving the user, and forgets them after a restart."""
+    remove(upaths.proxy_spec)
+    try:
+        proxyctl.ask(cfg.paths.run_dir, "drop", upaths.user)
+    except OSError:
+        pass  # no proxy runs: nothing serves the socket, which goes below
+    remove(upaths.socket)
 
 
 def _unmount_below(path, mounts="/proc/self/mounts"):

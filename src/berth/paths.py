@@ -34,6 +34,21 @@ class UserPaths(namedtuple("UserPaths", "user run_dir data_root log_file")):
         return "unix://" + self.socket
 
     @property
+    def engine_dir(self):
+        """Root's alone (0700): dockerd's own socket. In hardened mode only
+        berth's proxy and berth itself talk to it."""
+        return os.path.join(self.run_dir, "d")
+
+    @property
+    def engine_socket(self):
+        return os.path.join(self.engine_dir, "docker.sock")
+
+    @property
+    def proxy_spec(self):
+        """What the policy proxy needs to serve this user (root's, 0600)."""
+        return os.path.join(self.run_dir, "proxy.conf")
+
+    @property
     def pidfile(self):
         return os.path.join(self.run_dir, "docker.pid")
 
@@ -54,6 +69,12 @@ class UserPaths(namedtuple("UserPaths", "user run_dir data_root log_file")):
     def legacy_record(self):
         """The same record as berth before 0.2 wrote it (JSON)."""
         return os.path.join(self.run_dir, "dockerd.json")
+
+
+def proxy_dir(run_dir):
+    """The policy proxy's own directory (root's alone): its control socket
+    and lock. No user can be named so: the prefix berth- is reserved."""
+    return os.path.join(run_dir, "berth-proxy")
 
 
 def locks_dir(cfg):

@@ -12,13 +12,15 @@ HTTP/1.1 is parsed with h11 on asyncio, both ways. For each request:
 - responses stream back; a 101 (attach, exec start) turns the connection
   into a raw byte pipe both ways, with half-close.
 
-Part 3 of hardened mode: `serve` is not yet started by `berth up` (the
-user's socket is still dockerd's own). Each client connection gets its own
-upstream connection, so one user's slow client holds up nobody else.
+This module serves one socket; proxyd runs it for every user as one
+host-wide service. Each client connection gets its own upstream
+connection, so one user's slow client holds up nobody else.
 """
 
 import asyncio
 import logging
+import socket
+import struct
 
 import h11
 
@@ -53,6 +55,20 @@ async def _next(conn, reader):
         conn.receive_data(data)
 
 
+def _joined(conn, first):
+    """`first` (a Data event) joined with every Data event h11 already has
+    parsed behind it, and the next other event (None: more must be read).
+    One write and one chunk onward instead of dozens: the docker CLI sends
+    its streams in 32 KiB chunks."""
+    parts = [first.data]
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Data):
+            parts.append(event.data)
+        else:
+            return b"".join(parts) if len(parts) > 1 else parts[0], (None if event is h11.NEED_DATA else event)
+
+
 def _headers(request, body_length=None):
     """The request's headers for dockerd; a re-encoded body gets its own length."""
     out = []
@@ -65,23 +81,55 @@ def _headers(request, body_length=None):
     return out
 
 
-class Handler:
-    """One client connection to one user's socket."""
+_PEERCRED = struct.Struct("3i")
 
-    def __init__(self, upstream_path, ctx):
+
+def peer_uid(writer):
+    """The uid of the process at the other end of a connection's unix socket."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    _, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    return uid
+
+
+class Handler:
+    """The client connections to one user's socket.
+
+    `uids`: who may connect (the socket's mode says so too; this holds
+    even if the file is ever opened wider). `max_connections`: how many
+    one user may hold open at once.
+    """
+
+    def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None):
         self.upstream_path = upstream_path
         self.ctx = ctx
+        self.user = user
+        self.uids = uids
+        self.max_connections = max_connections
+        self.requests = 0
+        self.refused = 0
         # The loop holds tasks weakly: a connection task waiting on its
         # pipes is otherwise garbage-collected mid-stream, and the output
         # of a `docker run` vanishes (asyncio docs, create_task).
         self.tasks = set()
+
+    def _admit(self, writer):
+        """A refusal for a connection that may not be served, or None."""
+        if self.uids is not None and peer_uid(writer) not in self.uids:
+            return 403, "a connection from another user", "use your own socket ($DOCKER_HOST)"
+        if self.max_connections is not None and len(self.tasks) > self.max_connections:
+            return 429, f"over {self.max_connections} open connections to your daemon", \
+                "close some (a script that never closes its connections?)"
+        return None
 
     async def __call__(self, reader, writer):
         task = asyncio.current_task()
         self.tasks.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
-            while await self._one(conn, reader, writer):
+            refused = self._admit(writer)
+            while await self._one(conn, reader, writer, refused):
                 conn.start_next_cycle()
         except h11.RemoteProtocolError as e:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
@@ -93,15 +141,22 @@ class Handler:
             writer.close()
             self.tasks.discard(task)
 
-    async def _one(self, conn, reader, writer):
-        """Serve one request; True if the connection may carry another."""
+    async def _one(self, conn, reader, writer, refused=None):
+        """Serve one request; True if the connection may carry another.
+        `refused`: (status, what, instead) for a connection not admitted."""
         request = await _next(conn, reader)
         if not isinstance(request, h11.Request):
             return False
+        self.requests += 1
         method, target = request.method.decode(), request.target.decode("latin-1")
+        if refused is not None:
+            status, what, instead = refused
+            self._refuse(writer, conn, method, target, policy.Refusal(what, instead), status)
+            await self._drain(conn, reader)
+            return False
         found = policy.canonical(target)
         if isinstance(found, policy.Refusal):
-            writer.write(_refusal_response(conn, 403, found.what, found.instead))
+            self._refuse(writer, conn, method, target, found)
             await self._drain(conn, reader)
             return False
         path, _ = found
@@ -116,7 +171,7 @@ class Handler:
             if refusal is None:
                 refusal = policy.check(method, target, body, self.ctx)
             if refusal is not None:
-                writer.write(_refusal_response(conn, 403, refusal.what, refusal.instead))
+                self._refuse(writer, conn, method, target, refusal)
                 return False
             if path == "/containers/create" and isinstance(body, dict) and body.field("HostConfig"):
                 key = next(k for k in body if k.casefold() == "hostconfig")
@@ -124,10 +179,16 @@ class Handler:
         else:
             refusal = policy.check(method, target, None, self.ctx)
             if refusal is not None:
-                writer.write(_refusal_response(conn, 403, refusal.what, refusal.instead))
+                self._refuse(writer, conn, method, target, refusal)
                 await self._drain(conn, reader)
                 return False
         return await self._forward(conn, reader, writer, request, body)
+
+    def _refuse(self, writer, conn, method, target, refusal, status=403):
+        self.refused += 1
+        # The admin's record of who tried what (the target, cut short: it is the user's text).
+        log.info("refused %s: %s %s: %s", self.user or "-", method, target[:200], refusal.what)
+        writer.write(_refusal_response(conn, status, refusal.what, refusal.instead))
 
     async def _drain(self, conn, reader, limit=DRAIN_LIMIT):
         """Read and drop the rest of a refused request's body (up to `limit`):
@@ -156,7 +217,13 @@ class Handler:
                 return None, policy.Refusal("an incomplete request", "send it whole")
 
     async def _forward(self, conn, reader, writer, request, body):
-        up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path)
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path)
+        except OSError as e:
+            log.warning("%s's dockerd does not answer at %s: %s", self.user or "-", self.upstream_path, e)
+            writer.write(_refusal_response(conn, 502, "your Docker daemon is not running",
+                                           "log in again to start it, or ask your administrator"))
+            return False
         up = h11.Connection(h11.CLIENT)
         try:
             encoded = None if body is None else apijson.dumps(body)
@@ -172,11 +239,13 @@ class Handler:
             up_writer.close()
 
     async def _stream_request(self, conn, reader, up, up_writer):
+        event = await _next(conn, reader)
         while True:
-            event = await _next(conn, reader)
             if isinstance(event, h11.Data):
-                up_writer.write(up.send(h11.Data(data=event.data)))
+                data, event = _joined(conn, event)
+                up_writer.write(up.send(h11.Data(data=data)))
                 await up_writer.drain()
+                event = event or await _next(conn, reader)
             elif isinstance(event, h11.EndOfMessage):
                 up_writer.write(up.send(h11.EndOfMessage()))
                 return
@@ -184,8 +253,9 @@ class Handler:
                 raise ConnectionError("the client went away mid-request")
 
     async def _stream_response(self, conn, reader, writer, up, up_reader, up_writer):
+        pending = None
         while True:
-            event = await _next(up, up_reader)
+            event, pending = pending or await _next(up, up_reader), None
             if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
                 writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=event.headers,
                                                                  reason=event.reason)))
@@ -199,7 +269,8 @@ class Handler:
                 writer.write(conn.send(h11.Response(status_code=event.status_code, headers=event.headers,
                                                     reason=event.reason)))
             elif isinstance(event, h11.Data):
-                writer.write(conn.send(h11.Data(data=event.data)))
+                data, pending = _joined(up, event)
+                writer.write(conn.send(h11.Data(data=data)))
                 await writer.drain()
             elif isinstance(event, h11.EndOfMessage):
                 writer.write(conn.send(h11.EndOfMessage()))

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import activity, bridge, engine, host, lifecycle, paths, proc
+from . import activity, bridge, engine, host, lifecycle, paths, proc, proxyctl
 from .humanize import human_duration
 from .locks import user_lock
 from .rules import plan_user_rules
@@ -40,7 +40,7 @@ class Observed:
 
 @dataclass(frozen=True)
 class Decision:
-    action: str   # reap | keep | collect | none
+    action: str   # reap | keep | collect | none | repair (the policy proxy restarted)
     reason: str
 
 
@@ -84,7 +84,7 @@ def _user_processes(uid, exclude):
 
 def _running_containers(upaths, net_name):
     try:
-        listing = engine.get_json(upaths.socket, "/containers/json")
+        listing = engine.get_json(upaths.engine_socket, "/containers/json")
     except (OSError, ValueError):
         return ()
     names = [n.lstrip("/") for c in listing for n in c.get("Names", [])[:1]]
@@ -125,11 +125,27 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
     # dockerd takes about a second to exit; users are independent (each has
     # its own lock, and rule changes queue on the xtables lock), so a pass
     # over many idle users stops them side by side.
+    outcomes = [] if dry_run else restore_proxy(cfg, names)
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        outcomes = list(pool.map(lambda n: _one(cfg, n, table.get(n), dry_run, now, rules.get(n, [])), names))
+        outcomes += list(pool.map(lambda n: _one(cfg, n, table.get(n), dry_run, now, rules.get(n, [])), names))
     if not only:
         outcomes += collect_orphans(cfg, table, dry_run)
     return outcomes
+
+
+def restore_proxy(cfg, names):
+    """A proxy that died leaves hardened users' sockets refusing until
+    their next login: the pass starts it again, and it serves everyone
+    whose spec berth up left in place."""
+    if not any(os.path.exists(paths.for_user(cfg, n).proxy_spec) for n in names):
+        return []
+    if proxyctl.ping(cfg.paths.run_dir) is not None:
+        return []
+    info = host.proxy_supervisor(cfg).ensure()
+    log.warning("the policy proxy was not running; started it again (pid %d, %d user(s))", info["pid"],
+                info["users"])
+    return [Outcome("policy proxy", Decision("repair", f"it was not running; started again, serving "
+                                                       f"{info['users']} user(s)"), True)]
 
 
 def _one(cfg, name, lease, dry_run, now, rules_seen=()):
@@ -228,6 +244,8 @@ def render(outcome, dry_run):
         verb = "would be collected" if dry_run else "collected"
     elif d.action == "keep":
         verb = "kept"
+    elif d.action == "repair":
+        verb = "repaired"
     else:
         verb = "down"
     line = f"{outcome.user} {verb}: {d.reason}" if d.action != "none" else f"{outcome.user}: down"

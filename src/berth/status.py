@@ -7,7 +7,7 @@ import pwd
 import time
 from dataclasses import asdict, dataclass
 
-from . import activity, blocks, bridge, engine, host, netcontainer, paths, proc
+from . import activity, blocks, bridge, engine, host, netcontainer, paths, proc, proxyctl
 from .errors import BerthError
 from .humanize import human_bytes, human_duration
 
@@ -51,8 +51,8 @@ def user_status(cfg, name, lease, now=None):
     running, net_ip = None, ""
     if state == "up":
         try:
-            running = len(engine.get_json(upaths.socket, "/containers/json"))
-            net = engine.get_json(upaths.socket, f"/containers/{cfg.net_container.name}/json")
+            running = len(engine.get_json(upaths.engine_socket, "/containers/json"))
+            net = engine.get_json(upaths.engine_socket, f"/containers/{cfg.net_container.name}/json")
             net_ip = netcontainer.ip_from_inspect(net)
         except (OSError, ValueError) as e:
             log.debug("status of %s: %s", name, e)
@@ -107,6 +107,32 @@ def collect(cfg, only=None, now=None):
     return [user_status(cfg, n, table.get(n), now) for n in names], table
 
 
+def proxy_status(cfg):
+    """The policy proxy, which every hardened user's socket goes through
+    (root only: it is asked on its control socket). Its memory is the
+    host's, not any one user's."""
+    info = proxyctl.ping(cfg.paths.run_dir)
+    if info is None:
+        return {"state": "down", "pid": None, "users": [], "connections": 0, "memory_bytes": 0}
+    served = proxyctl.stats(cfg.paths.run_dir) or {}
+    return {"state": "up", "pid": info["pid"], "users": sorted(served), "connections": info["connections"],
+            "memory_bytes": proc.rss_bytes(info["pid"])}
+
+
+def render_proxy(proxy, rows):
+    """One line on the proxy; it says what a dead one means for whom."""
+    hardened = [r.user for r in rows if r.mode == "hardened" and r.state in ("up", "starting")]
+    if proxy["state"] == "up":
+        unserved = [u for u in hardened if u not in proxy["users"]]
+        return (f"policy proxy: pid {proxy['pid']}, serving {len(proxy['users'])} user(s), "
+                f"{proxy['connections']} open connection(s), {human_bytes(proxy['memory_bytes'])}"
+                + (f"; NOT serving {', '.join(unserved)} (berth up each)" if unserved else ""))
+    if hardened:
+        return (f"policy proxy: NOT RUNNING: the sockets of {', '.join(hardened)} refuse until their next login, "
+                f"berth up or reaper pass")
+    return "policy proxy: not running (berth up starts it for the first hardened user)"
+
+
 def summary(cfg, rows, table):
     """The totals under the table. Pure; `table` is None for a caller who
     may not read the leases (blocks_leased is then null)."""
@@ -121,8 +147,11 @@ def summary(cfg, rows, table):
     }
 
 
-def to_json(cfg, rows, table):
-    return {"schema": SCHEMA_VERSION, "users": [r.to_json() for r in rows], "summary": summary(cfg, rows, table)}
+def to_json(cfg, rows, table, proxy=None):
+    doc = {"schema": SCHEMA_VERSION, "users": [r.to_json() for r in rows], "summary": summary(cfg, rows, table)}
+    if proxy is not None:
+        doc["proxy"] = proxy
+    return doc
 
 
 def _dash(value):
@@ -132,7 +161,7 @@ def _dash(value):
 COLUMNS = ("USER", "UID", "STATE", "BLOCK", "BRIDGE", "NET-IP", "PID", "RUNNING", "MEMORY", "UPTIME", "IDLE")
 
 
-def render_table(cfg, rows, table):
+def render_table(cfg, rows, table, proxy=None):
     lines = [COLUMNS]
     for r in rows:
         lines.append((r.user, str(r.uid), r.state, _dash(r.block), _dash(r.bridge), _dash(r.net_ip), _dash(r.pid),
@@ -144,6 +173,8 @@ def render_table(cfg, rows, table):
     out.append(f"{s['users']} user(s), {s['up']} up, {human_bytes(s['memory_bytes'])} in all; "
                f"pool {s['pool']}: {_dash(s['blocks_leased'])}/{s['blocks_total']} blocks leased; "
                f"{s['mode']} mode")
+    if proxy is not None:
+        out.append(render_proxy(proxy, rows))
     return "\n".join(out)
 
 

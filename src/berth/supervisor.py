@@ -104,8 +104,8 @@ class DirectSupervisor:
         # dockerd trusts containerd's pidfile with kill(pid, 0), which a dead
         # but unreaped containerd still passes: it would wait on it forever.
         containerd_pid = os.path.join(self.paths.exec_root, "containerd", "containerd.pid")
-        for path in (self.paths.pidfile, self.paths.socket, self.paths.record, self.paths.legacy_record,
-                     containerd_pid):
+        for path in (self.paths.pidfile, self.paths.engine_socket, self.paths.socket, self.paths.record,
+                     self.paths.legacy_record, containerd_pid):
             if remove(path):
                 log.info("removed stale %s", path)
 
@@ -122,7 +122,8 @@ class DirectSupervisor:
         if rec is not None:
             self._terminate(rec, now)
         self.kill_leftovers()
-        for path in (self.paths.pidfile, self.paths.socket, self.paths.record, self.paths.legacy_record):
+        for path in (self.paths.pidfile, self.paths.engine_socket, self.paths.socket, self.paths.record,
+                     self.paths.legacy_record):
             remove(path)
 
     def _terminate(self, rec, now):
@@ -221,7 +222,7 @@ class DirectSupervisor:
                                   hint=f"see {self.paths.log_file}")
             if time.monotonic() > deadline:
                 raise DaemonError(
-                    f"dockerd for {self.paths.user} did not answer on {self.paths.socket} within "
+                    f"dockerd for {self.paths.user} did not answer on {self.paths.engine_socket} within "
                     f"{timeout:g} s: {self.log_tail(3)}",
                     hint=f"see {self.paths.log_file}, or raise [daemon].start_timeout")
             time.sleep(delay)

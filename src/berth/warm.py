@@ -26,4 +26,8 @@ def is_up(run_dir, user):
     rec = record.running(upaths)
     if rec is None or not rec.bridge or not os.path.isdir(f"/sys/class/net/{rec.bridge}/bridge"):
         return False
+    if not os.path.exists(upaths.engine_socket):
+        return False  # started by a berth before 0.3: the slow path restarts it
+    # In hardened mode this answer comes through the policy proxy: a proxy
+    # that died sends the login down the slow path, which restarts it.
     return engine.ping(upaths.socket, timeout=2.0)

@@ -43,13 +43,13 @@ def test_healthy_install_is_all_ok(harness, sysroot):
                      "profile.d script", "reaper schedule", "ownership", "leases"):
         assert expected in names
     text = harness.berth("doctor", "--root", sysroot).stdout
-    assert all(line.startswith(("ok ", "warn  policy proxy", "      fix: until")) for line in text.splitlines())
+    assert all(line.startswith("ok ") for line in text.splitlines()), text
 
 
-def test_hardened_mode_says_what_is_missing_and_trusted_mode_what_it_means(harness, sysroot):
+def test_hardened_mode_checks_its_parts_and_trusted_mode_says_what_it_means(harness, sysroot):
     _, checks = doctor(harness, sysroot)
     (proxy,) = [c for c in checks if c["name"] == "policy proxy"]
-    assert proxy["level"] == "warn" and "--userns=host" in proxy["detail"]
+    assert proxy["level"] == "ok"  # no hardened daemon runs here: none needed yet
     assert {c["name"] for c in checks} >= {"user namespaces", "subordinate ids"}
     trusted = harness.write_config("doctor-trusted.toml", extra='[security]\nmode = "trusted"\n')
     _, checks = doctor(harness, sysroot, trusted)

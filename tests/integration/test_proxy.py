@@ -1,42 +1,31 @@
 """The policy proxy in front of a real dockerd: the docker CLI through it,
 refusals as the CLI shows them, and raw HTTP that tries to get past it."""
 
-import asyncio
 import os
+import pwd
 import socket
 import subprocess
-import threading
 
 import pytest
-
-from berth import blocks, policy, proxy
 
 
 @pytest.fixture(scope="module")
 def proxied(harness):
-    """A user up, and the proxy on a socket of its own in front of their dockerd."""
+    """A user up in hardened mode: their socket is berth's policy proxy."""
     user = harness.add_user()
     harness.berth("up", user)
     img = harness.import_busybox(user)
-    lease_block = harness.berth("status", user, "--json").stdout
-    import json
-    block = json.loads(lease_block)["users"][0]["block"]
-    ctx = policy.Context(user_networks=str(blocks.layout(blocks.ipaddress.IPv4Network(block)).user_pool))
-    listen = os.path.join(harness.root, f"proxy-{user}.sock")
-    loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(proxy.serve(listen, harness.sock(user), ctx))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield user, img, listen
-    loop.call_soon_threadsafe(server.close)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    yield user, img, harness.sock(user)
     harness.berth("down", user)
 
 
-def docker(listen, *args, check=True, stdin=None):
-    r = subprocess.run(["docker", "-H", f"unix://{listen}", *args], capture_output=True, text=True, timeout=60,
-                       input=stdin)
+def docker(listen, *args, check=True, stdin=None, as_user=None):
+    cmd = ["docker", "-H", f"unix://{listen}", *args]
+    env = dict(os.environ)
+    if as_user:
+        cmd = ["runuser", "-u", as_user, "--", *cmd]
+        env["HOME"] = pwd.getpwnam(as_user).pw_dir
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, input=stdin, env=env)
     if check:
         assert r.returncode == 0, r.stderr
     return r
@@ -80,8 +69,8 @@ def test_exec_and_cp_through_the_proxy(proxied, tmp_path):
     (["-p", "80:80"], "below 1024"),
 ])
 def test_refusals_as_the_cli_shows_them(proxied, args, words):
-    _, img, listen = proxied
-    r = docker(listen, "run", "--rm", *args, img, "true", check=False)
+    user, img, listen = proxied
+    r = docker(listen, "run", "--rm", *args, img, "true", check=False, as_user=user)
     assert r.returncode != 0 and "Error response from daemon: berth:" in r.stderr and words in r.stderr, r.stderr
 
 
@@ -154,3 +143,121 @@ def test_run_output_is_never_lost_over_many_runs(proxied):
     for i in range(40):
         r = docker(listen, "run", "--rm", img, "echo", f"round-{i}")
         assert r.stdout.strip() == f"round-{i}", (i, r.stdout, r.stderr)
+
+
+# --- the proxy as berth runs it: sockets, supervision, health -------------------
+
+def _proxy_pid(harness):
+    from berth import proxyctl
+    info = proxyctl.ping(f"{harness.root}/run")
+    return info and info["pid"]
+
+
+def _kill_proxy(harness):
+    import signal
+    import time
+
+    from berth import proc
+    pid = _proxy_pid(harness)
+    assert pid, "no policy proxy answers"
+    start = proc.stat(pid).start_ticks
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not proc.alive(pid, start):
+            return pid
+        time.sleep(0.05)
+    raise AssertionError(f"the proxy {pid} survived SIGKILL")
+
+
+def test_the_users_socket_is_the_proxys_and_dockerds_own_is_roots_alone(proxied, harness):
+    import json
+    import stat
+
+    user, _, listen = proxied
+    st = os.stat(listen)
+    assert stat.S_ISSOCK(st.st_mode) and st.st_uid == pwd.getpwnam(user).pw_uid and st.st_gid == 0
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    engine_dir = f"{harness.root}/run/{user}/d"
+    assert os.stat(engine_dir).st_uid == 0 and stat.S_IMODE(os.stat(engine_dir).st_mode) == 0o700
+    with open(f"{harness.root}/run/{user}/daemon.json") as f:
+        assert json.load(f)["hosts"] == [f"unix://{engine_dir}/docker.sock"]  # dockerd serves nothing else
+    r = docker(f"{engine_dir}/docker.sock", "ps", check=False, as_user=user)
+    assert r.returncode != 0 and "permission denied" in r.stderr.lower(), r.stderr
+    # What the user gets through the proxy is the same daemon as root sees behind it.
+    assert docker(listen, "info", "--format", "{{.ID}}", as_user=user).stdout == \
+        docker(f"{engine_dir}/docker.sock", "info", "--format", "{{.ID}}").stdout
+
+
+def test_a_connection_from_another_user_is_refused_even_through_an_opened_socket(proxied, harness):
+    user, _, listen = proxied
+    other = harness.add_user()
+    run_dir = os.path.dirname(listen)
+    mode = os.stat(run_dir).st_mode  # with the ACL's mask in its group bits: restored as it was
+    # As if someone had opened both up: the proxy still knows whose socket it is.
+    os.chmod(run_dir, 0o711)
+    os.chmod(listen, 0o666)
+    try:
+        r = docker(listen, "ps", check=False, as_user=other)
+    finally:
+        os.chmod(listen, 0o600)
+        os.chmod(run_dir, mode)
+    assert r.returncode != 0 and "berth: a connection from another user" in r.stderr, r.stderr
+
+
+def test_a_name_the_cli_escapes_is_refused_in_words(proxied):
+    user, _, listen = proxied
+    r = docker(listen, "inspect", "no such name", check=False, as_user=user)
+    assert r.returncode != 0 and "berth: the request path" in r.stderr, r.stderr
+
+
+def test_a_proxy_killed_refuses_and_the_next_up_restores_it_with_containers_kept(proxied, harness):
+    from berth import warm
+    user, img, listen = proxied
+    docker(listen, "run", "-d", "--name", "px-survivor", img, "sleep", "600", as_user=user)
+    started = docker(listen, "inspect", "-f", "{{.State.StartedAt}}", "px-survivor").stdout
+    try:
+        old = _kill_proxy(harness)
+        r = docker(listen, "ps", check=False, as_user=user)
+        assert r.returncode != 0 and "Cannot connect" in r.stderr, r.stderr  # refused, never dockerd's socket
+        assert not warm.is_up(f"{harness.root}/run", user)  # so a login takes the slow path
+        doctor = harness.berth("doctor", check=False).stdout
+        assert any("policy proxy" in line and "not running" in line and user in line
+                   for line in doctor.splitlines()), doctor
+        harness.berth("up", user)
+        assert _proxy_pid(harness) not in (None, old)
+        assert warm.is_up(f"{harness.root}/run", user)
+        names = docker(listen, "ps", "--format", "{{.Names}}", as_user=user).stdout.split()
+        assert "px-survivor" in names
+        assert docker(listen, "inspect", "-f", "{{.State.StartedAt}}", "px-survivor").stdout == started
+    finally:
+        docker(listen, "rm", "-f", "px-survivor", check=False)
+
+
+def test_the_reaper_pass_restarts_a_dead_proxy(proxied, harness):
+    user, _, listen = proxied
+    _kill_proxy(harness)
+    out = harness.berth("reap").stdout
+    assert "policy proxy repaired" in out, out
+    assert docker(listen, "ps", "-q", as_user=user).returncode == 0
+
+
+def test_status_and_doctor_show_the_proxy(proxied, harness):
+    import json
+    user, _, _ = proxied
+    doc = json.loads(harness.berth("status", "--json").stdout)
+    assert doc["proxy"]["state"] == "up" and user in doc["proxy"]["users"] and doc["proxy"]["memory_bytes"] > 0
+    table = harness.berth("status").stdout
+    assert f"policy proxy: pid {doc['proxy']['pid']}, serving" in table, table
+    doctor = harness.berth("doctor", check=False).stdout
+    assert any(line.startswith("ok") and "policy proxy" in line for line in doctor.splitlines()), doctor
+
+
+def test_down_stops_serving_the_user_and_up_serves_them_again(proxied, harness):
+    from berth import proxyctl
+    user, _, listen = proxied
+    harness.berth("down", user)
+    assert not os.path.exists(listen)
+    assert not os.path.exists(f"{harness.root}/run/{user}/proxy.conf")
+    assert user not in proxyctl.stats(f"{harness.root}/run")
+    harness.berth("up", user)
+    assert docker(listen, "ps", "-q", as_user=user).returncode == 0

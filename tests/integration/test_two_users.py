@@ -1,6 +1,7 @@
 """Two users up at once on real daemons: the seed's whole idea, checked."""
 
 import ipaddress
+import os
 import json
 import subprocess
 
@@ -127,7 +128,13 @@ def test_down_of_both_leaves_no_process_bridge_or_rule(harness, pair):
         r = harness.berth("down", user)
         assert "dockerd stopped" in r.stdout
         assert harness.dockerd_pids(user) == []
-    assert harness.leftover_processes() == []
+    # Only the host's policy proxy stays (a service, like cron), serving nobody.
+    from berth import proxyctl
+    info = proxyctl.ping(f"{harness.root}/run")
+    assert info is not None and info["users"] == 0 and proxyctl.stats(f"{harness.root}/run") == {}
+    assert harness.leftover_processes() == [info["pid"]]
+    for user in pair:
+        assert not os.path.exists(harness.sock(user))
     assert harness.bridges() == []
     # berth's chains and their jumps go with the last user
     assert harness.rules_mentioning(harness.chain_prefix) == []

@@ -17,7 +17,8 @@ def test_owned_keys():
     doc = render()
     assert doc["data-root"] == "/var/lib/berth/users/alice/docker"
     assert doc["exec-root"] == "/run/berth/alice/x"
-    assert doc["hosts"] == ["unix:///run/berth/alice/docker.sock"]
+    # trusted mode (no remap): berth's own socket, and the user's served by dockerd itself
+    assert doc["hosts"] == ["unix:///run/berth/alice/d/docker.sock", "unix:///run/berth/alice/docker.sock"]
     assert doc["pidfile"] == "/run/berth/alice/docker.pid"
     assert doc["bridge"] == "bth1001"
     assert doc["iptables"] is False
@@ -25,6 +26,15 @@ def test_owned_keys():
     assert doc["group"] == "root"
     assert doc["default-address-pools"] == [{"base": "10.213.7.128/25", "size": 28}]
     assert doc["fixed-cidr"] == "10.213.7.0/25"
+
+
+def test_hardened_dockerd_listens_only_on_berths_own_socket():
+    cfg = cfg_with()
+    up = paths.for_user(cfg, "alice")
+    doc = daemonjson.render(cfg, up, blocks.layout("10.213.7.0/24"), "bth1001", remap="berth-1001")
+    # the user's socket is the policy proxy's: dockerd's own is root's alone
+    assert doc["hosts"] == ["unix:///run/berth/alice/d/docker.sock"]
+    assert doc["userns-remap"] == "berth-1001"
 
 
 def test_every_rendered_key_is_one_berth_refuses_from_config():

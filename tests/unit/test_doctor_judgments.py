@@ -52,3 +52,14 @@ def test_a_directory_as_a_passwd_source_is_a_warning():
     assert c.level == doctor.WARN and "sss" in c.detail and "subid_start" in c.fix
     assert doctor.judge_id_sources("passwd: files systemd # comment ldap\n", 10**9) == []
     assert doctor.judge_id_sources("", 10**9) == []
+
+
+def test_the_proxy_is_judged_against_the_hardened_daemons_that_run():
+    info = {"pid": 77, "users": 1, "connections": 0}
+    assert doctor.judge_proxy([], None, {}).level == doctor.OK  # nobody needs it yet
+    c = doctor.judge_proxy(["alice", "bob"], None, {})
+    assert c.level == doctor.FAIL and "alice, bob refuse" in c.detail and c.fix.startswith("berth up alice")
+    c = doctor.judge_proxy(["alice", "bob"], info, {"alice": {}})
+    assert c.level == doctor.FAIL and "does not serve bob" in c.detail and c.fix == "berth up bob"
+    c = doctor.judge_proxy(["alice"], info, {"alice": {}})
+    assert c.level == doctor.OK and "pid 77 serves 1 user(s)" in c.detail

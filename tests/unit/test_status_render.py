@@ -57,3 +57,28 @@ def test_a_caller_who_may_not_read_the_leases_gets_null_there():
     assert status.summary(cfg, [row()], None)["blocks_leased"] is None
     last = status.render_table(cfg, [row()], None).splitlines()[-1]
     assert last.endswith("pool 10.213.0.0/16: -/256 blocks leased; hardened mode")
+
+
+def _proxy(**kw):
+    base = {"state": "up", "pid": 77, "users": ["alice"], "connections": 3, "memory_bytes": 21 * 2**20}
+    base.update(kw)
+    return base
+
+
+def test_the_proxy_has_a_line_of_its_own_that_says_what_its_absence_means():
+    cfg = config.Config()
+    hardened = [row(mode="hardened"), row(user="bob", uid=1002, mode="hardened")]
+    assert status.render_proxy(_proxy(), hardened[:1]) == \
+        "policy proxy: pid 77, serving 1 user(s), 3 open connection(s), 21 MiB"
+    assert "NOT serving bob (berth up each)" in status.render_proxy(_proxy(), hardened)
+    down = _proxy(state="down", pid=None, users=[], connections=0, memory_bytes=0)
+    assert status.render_proxy(down, hardened).startswith("policy proxy: NOT RUNNING: the sockets of alice, bob refuse")
+    assert "not running (berth up starts it" in status.render_proxy(down, [row(mode="trusted")])
+    assert status.render_table(cfg, hardened[:1], {}, _proxy()).splitlines()[-1].startswith("policy proxy: pid 77")
+
+
+def test_json_adds_the_proxy_without_changing_the_rest(tmp_path):
+    cfg = config.parse({"paths": {"state_dir": str(tmp_path)}})
+    doc = status.to_json(cfg, [row()], {}, _proxy())
+    assert doc["proxy"] == _proxy() and doc["schema"] == 1
+    assert "proxy" not in status.to_json(cfg, [row()], None)  # a user's own view: not theirs to see

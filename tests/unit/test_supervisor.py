@@ -44,3 +44,13 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
     # Complaints about this box (no systemd running) are not about the unit.
     problems = [line for line in r.stderr.splitlines() if "berth-dockerd-alice" in line]
     assert problems == [], r.stderr
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_the_proxy_unit_passes_systemd_analyze_verify(tmp_path):
+    from berth import proxyctl
+    unit = tmp_path / "berth-proxy.service"
+    unit.write_text(proxyctl.unit_text("/run/berth", "/var/log/berth/proxy.log", "/usr/bin/python3"))
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    problems = [line for line in r.stderr.splitlines() if "berth-proxy" in line]
+    assert problems == [], r.stderr

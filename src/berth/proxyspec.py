@@ -1,0 +1,41 @@
+"""What the policy proxy needs to serve one user, as berth up writes it
+for the proxy to read (`proxy.conf` in the user's run dir). Pure.
+
+`key=value` lines: the proxy reads them at its start and on each `serve`,
+so a restarted proxy serves everyone who was up without asking berth.
+"""
+
+from collections import namedtuple
+
+from . import policy
+
+# uid: who may connect (and owns the socket); networks: the user's half of
+# their block (policy.Context); runtimes: what the site configured.
+Spec = namedtuple("Spec", "user uid networks runtimes")
+
+
+class BadSpec(ValueError):
+    pass
+
+
+def for_user(cfg, account, layout):
+    runtimes = ("runc", *sorted(dict(cfg.daemon_json).get("runtimes", {}) or {}))
+    return Spec(account.name, account.uid, str(layout.user_pool), tuple(dict.fromkeys(runtimes)))
+
+
+def render(spec):
+    return (f"user={spec.user}\nuid={spec.uid}\nnetworks={spec.networks}\n"
+            f"runtimes={','.join(spec.runtimes)}\n")
+
+
+def parse(text):
+    try:
+        fields = dict(line.split("=", 1) for line in text.splitlines() if line)
+        return Spec(fields["user"], int(fields["uid"]), fields["networks"],
+                    tuple(r for r in fields["runtimes"].split(",") if r))
+    except (KeyError, ValueError) as e:
+        raise BadSpec(f"unreadable proxy spec ({e})") from None
+
+
+def context(spec):
+    return policy.Context(user_networks=spec.networks, runtimes=spec.runtimes)

@@ -29,6 +29,9 @@ from . import apijson, policy
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # reads this big keep large uploads (docker cp, load, build) near direct speed
+# A stream's buffer (asyncio pauses reading at twice this): the default
+# 64 KiB means a read, an epoll wait and a parse per ~100 KiB.
+BUFFER = 1 << 20
 DRAIN_LIMIT = 1 << 30  # a refused upload is read and dropped up to this, then cut off
 CHECKED_BODIES = (("POST", "/containers/create"), ("POST", "/volumes/create"), ("POST", "/networks/create"))
 
@@ -218,7 +221,7 @@ class Handler:
 
     async def _forward(self, conn, reader, writer, request, body):
         try:
-            up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path)
+            up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path, limit=BUFFER)
         except OSError as e:
             log.warning("%s's dockerd does not answer at %s: %s", self.user or "-", self.upstream_path, e)
             writer.write(_refusal_response(conn, 502, "your Docker daemon is not running",
@@ -303,4 +306,4 @@ class Handler:
 
 async def serve(listen_path, upstream_path, ctx):
     """Serve `listen_path` (a unix socket) in front of dockerd's `upstream_path`."""
-    return await asyncio.start_unix_server(Handler(upstream_path, ctx), path=listen_path)
+    return await asyncio.start_unix_server(Handler(upstream_path, ctx), path=listen_path, limit=BUFFER)

@@ -72,7 +72,7 @@ class UserSocket:
 
     async def open(self):
         sock, self.inode = bind_private(self.upaths.socket, self.spec.uid)
-        self.server = await asyncio.start_unix_server(self.handler, sock=sock)
+        self.server = await asyncio.start_unix_server(self.handler, sock=sock, limit=proxy.BUFFER)
 
     def in_place(self):
         """Our socket file is still the one at the path (nobody replaced or removed it)."""

@@ -1,8 +1,8 @@
 """Two users up at once on real daemons: the seed's whole idea, checked."""
 
 import ipaddress
-import os
 import json
+import os
 import subprocess
 
 import pytest

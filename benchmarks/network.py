@@ -59,10 +59,15 @@ TUN = "/dev/net/tun"
 ACL = "system.posix_acl_access"
 
 
-def check_tools():
+def check_host():
     missing = [t for t in ("iperf3", "rootlesskit", "slirp4netns", "newuidmap", "newgidmap") if not shutil.which(t)]
     if missing or not os.path.exists(ROOTLESS_SH):
         raise SystemExit(f"network.py needs {', '.join(missing) or ROOTLESS_SH}: apt-get install -y {PACKAGES}")
+    # rootlesskit needs user namespaces a user may make (Debian's own sysctl; upstream kernels lack it)
+    for knob, fix in (("kernel.unprivileged_userns_clone", 1), ("user.max_user_namespaces", 15000)):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/sys/{knob.replace('.', '/')}") as f:
+            if f.read().strip() == "0":
+                raise SystemExit(f"rootless dockerd needs user namespaces: sysctl -w {knob}={fix}")
 
 
 def run(*argv, **kw):
@@ -112,7 +117,7 @@ def iperf(argv, retries=0):
 def host_server(stack, bridge):
     """An iperf3 server on HOST_ADDR, an address of a bridge of our own: local to the host, so
     nothing it serves ever leaves the machine."""
-    if HOST_ADDR in run("ip", "-o", "addr"):
+    if f"inet {HOST_ADDR}/" in run("ip", "-o", "addr"):
         raise SystemExit(f"{HOST_ADDR} is already on this host; change HOST_ADDR in {__file__}")
     run("ip", "link", "add", bridge, "type", "bridge")
     stack.callback(subprocess.run, ["ip", "link", "del", bridge], capture_output=True)
@@ -171,18 +176,18 @@ def grant_tun(stack, uid):
     stack.callback(os.removexattr, TUN, ACL)
 
 
-def pids_of(uid):
+def pids_of(uids):
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
-            if any(line.startswith("Uid:") and int(line.split()[1]) == uid for line in f):
+            if any(line.startswith("Uid:") and int(line.split()[1]) in uids for line in f):
                 pids.append(int(pid))
     return pids
 
 
-def stop_rootless(daemon, uid):
-    """SIGTERM to rootlesskit stops dockerd and its containers; whatever of the throwaway user is left
-    (a shim outlives its dockerd's tree) is killed by pid."""
+def stop_rootless(daemon, uids):
+    """SIGTERM to rootlesskit stops dockerd and its containers; whatever of the throwaway user and its
+    subordinate ids is left (a shim is not in rootlesskit's tree) is killed by pid."""
     if daemon.poll() is None:
         daemon.terminate()
         try:
@@ -191,7 +196,7 @@ def stop_rootless(daemon, uid):
             daemon.kill()
             daemon.wait()
     for _ in range(50):
-        left = pids_of(uid)
+        left = pids_of(uids)
         if not left:
             return
         for pid in left:
@@ -233,14 +238,15 @@ def start_rootless(stack, root, name):
     daemon = subprocess.Popen(["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups",
                                "env", "-i", *(f"{k}={v}" for k, v in env.items()), ROOTLESS_SH, "--data-root", data],
                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    stack.callback(stop_rootless, daemon, account.pw_uid)
+    stack.callback(stop_rootless, daemon, {account.pw_uid, *range(subid, subid + SUBID_COUNT)})
     sock = os.path.join(xdg, "docker.sock")
     deadline = time.monotonic() + 60
     while subprocess.run(["docker", "-H", f"unix://{sock}", "version"], capture_output=True).returncode:
         if daemon.poll() is not None or time.monotonic() > deadline:
             with open(log.name) as f:
-                tail = [line.strip() for line in f if "error" in line.lower()][-3:]
-            raise SystemExit(f"dockerd-rootless.sh did not come up (log {log.name}): {' | '.join(tail)}")
+                lines = [line.strip() for line in f if line.strip()]
+            tail = [line for line in lines if "error" in line.lower()][-3:] or lines[-3:]
+            raise SystemExit(f"dockerd-rootless.sh did not come up: {' | '.join(tail)}")
         time.sleep(0.3)
     return sock
 
@@ -254,6 +260,7 @@ def unmount_under(root):
 
 # --- the run ---------------------------------------------------------------------------------------
 
+# each way in, and what carries it on the rootless side (on berth's, the user's bridge both ways)
 WAYS = {"host dials the container": "rootless: a published port, rootlesskit's builtin driver + docker-proxy",
         "container dials the host": "rootless: slirp4netns"}
 
@@ -291,7 +298,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=3, help="length of one iperf3 measurement")
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs berth")
     args = ap.parse_args()
-    check_tools()
+    check_host()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so everything is removed
 
     with Scratch("net", "10.254.192.0/20", args.python) as s, contextlib.ExitStack() as stack:

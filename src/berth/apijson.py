@@ -31,13 +31,32 @@ def _constant(name):
     raise BadBody(f"{name} is not a JSON number")
 
 
+MAX_CONTAINERS = 10000  # objects and arrays in one body: parsing is on the loop every user shares
+MAX_DEPTH = 64
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"{}[]")
+
+
+def _shape_ok(body):
+    """A cheap bound before parsing: brackets counted as if none were in a
+    string (a body that only looks too big is refused too: never a real one)."""
+    if body.count(b"{") + body.count(b"[") > MAX_CONTAINERS:
+        return False
+    depth = deepest = 0
+    for byte in body.translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"{[" else -1
+        deepest = max(deepest, depth)
+    return deepest <= MAX_DEPTH
+
+
 def loads(body):
     """The body as dockerd would see it; raises BadBody."""
     if len(body) > MAX_BODY:
         raise BadBody(f"the request body is over {MAX_BODY // 1024} KiB")
+    if not _shape_ok(body):
+        raise BadBody(f"a request body nested over {MAX_DEPTH} deep or with over {MAX_CONTAINERS} objects")
     try:
         return json.loads(body or b"null", object_pairs_hook=_pairs, parse_constant=_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise BadBody(f"the request body is not JSON ({e})") from e
 
 

@@ -29,7 +29,11 @@ DEFAULT_CAPS = frozenset({"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", 
                           "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"})
 GPU_DEVICES = re.compile(r"/dev/(nvidia[a-z0-9-]*|nvidia-caps/[a-z0-9-]+|dri/[a-zA-Z0-9_-]+)")
 UNCONFINED = re.compile(r"(seccomp|apparmor|systempaths|label)[=:]", re.IGNORECASE)
-API_VERSION = re.compile(r"/v[0-9]+\.[0-9]+(?=/)")
+# As dockerd's router reads a version: /v{version:[0-9.]+}/... ("/v1.41.0/" too).
+API_VERSION = re.compile(r"/v([0-9.]*)(?=/)")
+# Below 1.24 `POST /containers/{id}/start` takes a HostConfig that nothing
+# here reads; the docker CLI has asked for 1.24 or later since 2016.
+MIN_API_VERSION = (1, 24)
 
 
 def _is(value):
@@ -88,6 +92,18 @@ def _mounts(v, ctx):
     return False
 
 
+def _not_null(v, ctx):
+    return v is not None
+
+
+SCHEDULING_ULIMITS = frozenset({"rtprio", "rttime", "nice"})
+LOG_DRIVERS = frozenset({"json-file", "local", "none"})
+
+
+def _scheduling_ulimits(v, ctx):
+    return any(str(_get(u, "Name") or "").casefold() in SCHEDULING_ULIMITS for u in (v or ()))
+
+
 def _volume_driver(v, ctx):
     return bool(v) and v != "local"
 
@@ -143,7 +159,26 @@ CREATE = (
          "bind an existing path (-v /home/you/data:/data), or use a plain named volume"),
     Rule("HostConfig.VolumeDriver", _volume_driver, "a volume driver other than local",
          "use plain named volumes"),
+    Rule("HostConfig.MaskedPaths", _not_null, "unmasked system paths (systempaths=unconfined)",
+         "drop it: /proc and /sys stay masked"),
+    Rule("HostConfig.ReadonlyPaths", _not_null, "writable system paths (systempaths=unconfined)",
+         "drop it: /proc and /sys stay read-only"),
+    Rule("HostConfig.Ulimits", _scheduling_ulimits, "a real-time or nice --ulimit (rtprio, rttime, nice)",
+         "drop it: real-time scheduling would starve everyone else on the box"),
+    Rule("HostConfig.LogConfig.Type", lambda v, ctx: bool(v) and v not in LOG_DRIVERS,
+         "a log driver that writes outside your daemon (syslog, journald, ...)",
+         "drop --log-driver: json-file, local and none are yours"),
 )
+
+# What dockerd reads at the top of a create body: container.Config's fields,
+# HostConfig and NetworkingConfig. On 20.10 it also takes HostConfig's fields
+# from the top level when HostConfig is absent (a deprecated embedding), which
+# the rows above would never see: any other key is refused.
+CREATE_KEYS = frozenset(k.casefold() for k in (
+    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty",
+    "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes", "WorkingDir",
+    "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell",
+    "HostConfig", "NetworkingConfig"))
 
 EXEC = (
     Rule("Privileged", _true, "docker exec --privileged", "run the exec without it"),
@@ -191,6 +226,9 @@ def canonical(target):
         return Refusal(f"the request path {path!r}", "send a plain API path")
     m = API_VERSION.match(path)
     if m:
+        version = tuple(int(p) for p in m.group(1).split(".") if p.isdigit())
+        if not re.fullmatch(r"[0-9]+\.[0-9]+", m.group(1)) or version < MIN_API_VERSION:
+            return Refusal(f"API version {m.group(1)!r}", "use API version 1.24 or later, written as /v1.41/")
         path = path[m.end():]
     segments = path.split("/")[1:]
     if any(s in ("", ".", "..") for s in segments[:-1]) or segments[-1] in (".", ".."):
@@ -207,21 +245,53 @@ def check(method, target, body, ctx):
     path, query = found
     if path.startswith(REFUSED_PREFIXES):
         return Refusal(f"the {path.split('/')[1]} API", "plugins and swarm are not for per-user daemons")
+    if path in ("/grpc", "/session"):
+        return Refusal("BuildKit sessions", "build with the classic builder: DOCKER_BUILDKIT=0 docker build ...")
+    if path.startswith("/containers/") and path.count("/") > 3:
+        # dockerd resolves /containers/NAME/ALIAS/... through legacy links
+        return Refusal(f"the container path {path!r}", "name containers by their name or id")
     rules = ()
     if method == "POST" and path == "/containers/create":
+        extra = sorted(k for k in (body or {}) if k.casefold() not in CREATE_KEYS)
+        if extra:
+            return Refusal(f"the create field {extra[0]!r} outside Config and HostConfig",
+                           "send what the docker CLI sends")
         rules = CREATE
-    elif method == "POST" and re.fullmatch(r"/containers/[^/]+/exec", path):
+    elif method == "POST" and is_exec_create(path):
         rules = EXEC
     elif method == "POST" and path == "/volumes/create":
         rules = VOLUME
     elif method == "POST" and path == "/networks/create":
         rules = NETWORK
-    elif method == "POST" and path == "/build" and any(v.casefold() == "host" for v in query.get("networkmode", ())):
-        return Refusal("a build with --network=host", "build without it (RUN steps get the default network)")
+    elif method == "POST" and path == "/build":
+        return _check_build(query)
     for rule in rules:
         value = _get(body, rule.field)
         if value is not None and rule.refused(value, ctx):
             return Refusal(rule.what, rule.instead)
+    return None
+
+
+def is_exec_create(path):
+    return re.fullmatch(r"/containers/[^/]+/exec", path) is not None
+
+
+def reads_body(method, path):
+    """Whether the proxy must read this request's body whole and check it."""
+    return method == "POST" and (path in ("/containers/create", "/volumes/create", "/networks/create")
+                                 or is_exec_create(path))
+
+
+BUILD_REFUSED = (("cgroupparent", "--cgroup-parent"), ("ulimits", "--ulimit"), ("securityopt", "--security-opt"),
+                 ("isolation", "--isolation"))
+
+
+def _check_build(query):
+    if any(v.casefold() == "host" for v in query.get("networkmode", ())):
+        return Refusal("a build with --network=host", "build without it (RUN steps get the default network)")
+    for key, flag in BUILD_REFUSED:
+        if any(query.get(k) for k in query if k.casefold() == key):
+            return Refusal(f"a build with {flag}", "build without it")
     return None
 
 

@@ -19,6 +19,7 @@ connection, so one user's slow client holds up nobody else.
 
 import asyncio
 import logging
+import re
 import socket
 import struct
 
@@ -32,13 +33,14 @@ CHUNK = 1 << 20  # reads this big keep large uploads (docker cp, load, build) ne
 # A stream's buffer (asyncio pauses reading at twice this): the default
 # 64 KiB means a read, an epoll wait and a parse per ~100 KiB.
 BUFFER = 1 << 20
+# A connection that sends no request for this long is closed (the docker
+# CLI opens one per command; a script holding hundreds idle would not).
+IDLE_TIMEOUT = 600
+ARCHIVE = re.compile(r"/containers/([^/]+)/archive")
+FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 DRAIN_LIMIT = 1 << 30  # a refused upload is read and dropped up to this, then cut off
-CHECKED_BODIES = (("POST", "/containers/create"), ("POST", "/volumes/create"), ("POST", "/networks/create"))
 
 
-def _reads_body(method, path):
-    return (method, path) in CHECKED_BODIES or (method == "POST" and path.startswith("/containers/")
-                                                 and path.endswith("/exec"))
 
 
 def _refusal_response(conn, status, what, instead):
@@ -56,6 +58,11 @@ async def _next(conn, reader):
             return event
         data = await reader.read(CHUNK)
         conn.receive_data(data)
+
+
+def _form_body(request):
+    return any(name.lower() == b"content-type" and value.split(b";")[0].strip().lower() in FORM_TYPES
+               for name, value in request.headers)
 
 
 def _joined(conn, first):
@@ -121,13 +128,17 @@ class Handler:
         """A refusal for a connection that may not be served, or None."""
         if self.uids is not None and peer_uid(writer) not in self.uids:
             return 403, "a connection from another user", "use your own socket ($DOCKER_HOST)"
-        if self.max_connections is not None and len(self.tasks) > self.max_connections:
-            return 429, f"over {self.max_connections} open connections to your daemon", \
-                "close some (a script that never closes its connections?)"
         return None
 
     async def __call__(self, reader, writer):
         task = asyncio.current_task()
+        if self.max_connections is not None and len(self.tasks) >= self.max_connections:
+            # Closed before anything is read: idle connections held open
+            # would otherwise take the descriptors every user shares.
+            self.refused += 1
+            log.warning("%s holds %d connections; closed one more at once", self.user or "-", len(self.tasks))
+            writer.close()
+            return
         self.tasks.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
@@ -147,7 +158,10 @@ class Handler:
     async def _one(self, conn, reader, writer, refused=None):
         """Serve one request; True if the connection may carry another.
         `refused`: (status, what, instead) for a connection not admitted."""
-        request = await _next(conn, reader)
+        try:
+            request = await asyncio.wait_for(_next(conn, reader), IDLE_TIMEOUT)
+        except asyncio.TimeoutError:
+            return False  # idle between requests, or a head never finished
         if not isinstance(request, h11.Request):
             return False
         self.requests += 1
@@ -162,9 +176,16 @@ class Handler:
             self._refuse(writer, conn, method, target, found)
             await self._drain(conn, reader)
             return False
+        if _form_body(request):
+            # Go's FormValue reads a form body as query parameters, which
+            # the policy checks in the target only.
+            self._refuse(writer, conn, method, target,
+                         policy.Refusal("a form-encoded request body", "send what the docker CLI sends"))
+            await self._drain(conn, reader)
+            return False
         path, _ = found
         body = None
-        if _reads_body(method, path):
+        if policy.reads_body(method, path):
             raw, refusal = await self._read_body(conn, reader)
             if refusal is None:
                 try:
@@ -181,11 +202,36 @@ class Handler:
                 body[key] = policy.binds_to_mounts(body[key])
         else:
             refusal = policy.check(method, target, None, self.ctx)
+            if refusal is None and ARCHIVE.fullmatch(path) and await self._binds_of(ARCHIVE.fullmatch(path)[1]):
+                refusal = policy.Refusal("docker cp to or from a container with bind mounts (dockerd copies as "
+                                         "root on the host, through them)",
+                                         "copy through the bound directory itself, or use a container without -v")
             if refusal is not None:
                 self._refuse(writer, conn, method, target, refusal)
                 await self._drain(conn, reader)
                 return False
         return await self._forward(conn, reader, writer, request, body)
+
+    async def _binds_of(self, container):
+        """Whether the container has a bind mount, asked of dockerd itself
+        (False if it does not know the container: it answers that itself)."""
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path)
+        except OSError:
+            return False
+        try:
+            up_writer.write(f"GET /containers/{container}/json HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+            raw = await up_reader.read(-1)
+        finally:
+            up_writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
+            return False
+        try:
+            mounts = apijson.loads(body).field("Mounts") or []
+        except (apijson.BadBody, AttributeError):
+            return True  # unreadable: refuse rather than guess
+        return any(isinstance(m, dict) and str(m.get("Type", "")).casefold() == "bind" for m in mounts)
 
     def _refuse(self, writer, conn, method, target, refusal, status=403):
         self.refused += 1

@@ -115,6 +115,12 @@ def post(target, body, extra=b""):
     (post(b"/v1.41//containers/create", b'{"Image": "x"}'), "the request path"),
     (post(b"/containers/../containers/create", b'{"Image": "x"}'), "the request path"),
     (post(b"/plugins/pull?remote=evil", b"[]"), "the plugins API"),
+    # found by attacking the proxy: a version dockerd routes, HostConfig at the top, a form body
+    (post(b"/v1.41.0/containers/create", b'{"Image": "x", "HostConfig": {"Privileged": true}}'), "API version"),
+    (post(b"/containers/create", b'{"Image": "x", "Privileged": true, "Binds": ["/:/host"]}'),
+     "outside Config and HostConfig"),
+    (b"POST /build HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+     b"Content-Length: 16\r\n\r\nnetworkmode=host", "form-encoded"),
 ])
 def test_raw_http_that_tries_to_get_past(proxied, request_bytes, words):
     _, _, listen = proxied
@@ -261,3 +267,24 @@ def test_down_stops_serving_the_user_and_up_serves_them_again(proxied, harness):
     assert user not in proxyctl.stats(f"{harness.root}/run")
     harness.berth("up", user)
     assert docker(listen, "ps", "-q", as_user=user).returncode == 0
+
+
+def test_docker_cp_through_a_bind_mount_is_refused(proxied, harness):
+    """dockerd extracts and archives as root on the host, through the
+    container's bind mounts: a way to read or plant files as root."""
+    user, img, listen = proxied
+    bound = os.path.join(harness.root, "home", user)
+    docker(listen, "create", "--name", "px-bound", "-v", f"{bound}:/h", img, "true", as_user=user)
+    try:
+        payload = os.path.join(bound, "payload")
+        with open(payload, "w") as f:
+            f.write("x")
+        os.chown(payload, pwd.getpwnam(user).pw_uid, -1)
+        for args in (["cp", payload, "px-bound:/h/f"], ["cp", "px-bound:/h", os.path.join(bound, "out")]):
+            r = docker(listen, *args, check=False, as_user=user)
+            assert r.returncode != 0 and "berth: docker cp to or from a container with bind mounts" in r.stderr, \
+                r.stderr
+        assert not os.path.exists(os.path.join(bound, "f")) and not os.path.exists(os.path.join(bound, "out"))
+    finally:
+        docker(listen, "rm", "-f", "px-bound", check=False)
+        os.unlink(payload)

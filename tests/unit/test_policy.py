@@ -42,6 +42,12 @@ CREATE_CASES = {
                           {"Mounts": [{"Type": "bind", "Source": "/home/a", "Target": "/a"},
                                       {"Type": "tmpfs", "Target": "/t"}]}, "creates its source"),
     "HostConfig.VolumeDriver": ({"VolumeDriver": "nfs-plugin"}, {"VolumeDriver": "local"}, "volume driver"),
+    "HostConfig.MaskedPaths": ({"MaskedPaths": []}, {"MaskedPaths": None}, "systempaths=unconfined"),
+    "HostConfig.ReadonlyPaths": ({"ReadonlyPaths": []}, {}, "systempaths=unconfined"),
+    "HostConfig.Ulimits": ({"Ulimits": [{"Name": "rtprio", "Soft": 99, "Hard": 99}]},
+                           {"Ulimits": [{"Name": "nofile", "Soft": 65536, "Hard": 65536}]}, "real-time"),
+    "HostConfig.LogConfig.Type": ({"LogConfig": {"Type": "syslog"}}, {"LogConfig": {"Type": "json-file"}},
+                                  "log driver"),
 }
 
 
@@ -99,7 +105,11 @@ def test_plugin_and_swarm_endpoints_are_refused(target):
 
 
 @pytest.mark.parametrize("target", ["/v1.41//containers/create", "/containers/../containers/create",
-                                    "/containers/./create", "/containers%2Fcreate", "containers/create"])
+                                    "/containers/./create", "/containers%2Fcreate", "containers/create",
+                                    # versions dockerd's router takes, written another way, or too old:
+                                    # below 1.24 a start body carries a HostConfig nothing here reads
+                                    "/v1.41.0/containers/create", "/v1.41./plugins/pull", "/v/containers/create",
+                                    "/v1.23/containers/x/start", "/v1.12/containers/create"])
 def test_paths_written_another_way_are_refused(target):
     assert isinstance(policy.canonical(target), policy.Refusal)
 
@@ -120,3 +130,39 @@ def test_binds_become_mounts_that_never_create_their_source():
          "BindOptions": {"Propagation": "rslave"}},
         {"Type": "volume", "Source": "cache", "Target": "/cache", "ReadOnly": False,
          "VolumeOptions": {"NoCopy": True}}]
+
+
+def test_host_config_fields_at_the_top_of_a_create_body_are_refused():
+    """dockerd 20.10 takes them from there when HostConfig is absent."""
+    body = apijson.loads(b'{"Image": "x", "UsernsMode": "host", "Privileged": true, "Binds": ["/:/host"]}')
+    refusal = policy.check("POST", "/containers/create", body, CTX)
+    assert refusal is not None and "outside Config and HostConfig" in refusal.what
+    ok = apijson.loads(b'{"image": "x", "Cmd": ["true"], "Labels": {}, "HostConfig": {}, "NetworkingConfig": {}}')
+    assert policy.check("POST", "/containers/create", ok, CTX) is None
+
+
+def test_an_exec_through_a_link_alias_is_refused_and_exec_bodies_are_read():
+    body = apijson.loads(b'{"Privileged": true, "Cmd": ["sh"]}')
+    assert policy.check("POST", "/containers/p/al/exec", body, CTX) is not None
+    assert policy.reads_body("POST", "/containers/web/exec")
+    assert not policy.reads_body("POST", "/containers/web/start")
+
+
+@pytest.mark.parametrize("target, words", [
+    ("/build?cgroupparent=/", "--cgroup-parent"),
+    ("/build?ulimits=%5B%7B%22Name%22%3A%22rtprio%22%7D%5D", "--ulimit"),
+    ("/build?securityopt=seccomp%3Dunconfined", "--security-opt"),
+    ("/grpc", "BuildKit"),
+    ("/session", "BuildKit"),
+])
+def test_build_options_and_buildkit_sessions_are_refused(target, words):
+    refusal = policy.check("POST", target, None, CTX)
+    assert refusal is not None and words in refusal.what + refusal.instead
+    assert policy.check("POST", "/build?t=x&rm=1&networkmode=default", None, CTX) is None
+
+
+def test_a_body_that_would_hold_the_shared_loop_is_refused_cheaply():
+    with pytest.raises(apijson.BadBody, match="nested"):
+        apijson.loads(b"[" + b"{}," * 20000 + b"{}]")
+    with pytest.raises(apijson.BadBody, match="nested"):
+        apijson.loads(b"[" * 100 + b"]" * 100)

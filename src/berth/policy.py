@@ -92,6 +92,23 @@ def _mounts(v, ctx):
     return False
 
 
+def _nonzero(v, ctx):
+    return isinstance(v, (int, float)) and v != 0
+
+
+def _endpoint_addresses(v, ctx):
+    """--ip of each network a container joins (a map: network -> endpoint)."""
+    return isinstance(v, dict) and any(_address_outside(endpoint, ctx) for endpoint in v.values())
+
+
+def _address_outside(endpoint, ctx):
+    for key in ("IPAMConfig.IPv4Address", "IPAddress"):
+        value = _get(endpoint, key)
+        if value and not _inside(value, ctx.user_networks):
+            return True
+    return False
+
+
 def _not_null(v, ctx):
     return v is not None
 
@@ -125,7 +142,27 @@ def _inside(value, networks):
     return net.version == 4 and net.subnet_of(ipaddress.ip_network(networks))
 
 
-CREATE = (
+def _resource_rows(prefix):
+    """Rows for container.Resources, which a create body holds in HostConfig
+    and an update body (`docker update`) at its top."""
+    return (
+        Rule(prefix + "Devices", _devices, "devices other than GPUs (/dev/nvidia*, /dev/dri/*)",
+             "use --gpus for GPUs; other devices are the administrator's to give"),
+        Rule(prefix + "DeviceCgroupRules", _nonempty, "--device-cgroup-rule", "drop it; use --gpus for GPUs"),
+        Rule(prefix + "CgroupParent", _nonempty, "--cgroup-parent",
+             "drop it: berth places your containers in your own share"),
+        Rule(prefix + "OomKillDisable", _true, "--oom-kill-disable", "drop it; set -m to bound the memory"),
+        Rule(prefix + "Ulimits", _scheduling_ulimits, "a real-time or nice --ulimit (rtprio, rttime, nice)",
+             "drop it: real-time scheduling would starve everyone else on the box"),
+        Rule(prefix + "CPURealtimeRuntime", _nonzero, "--cpu-rt-runtime",
+             "drop it: real-time scheduling would starve everyone else on the box"),
+        Rule(prefix + "CPURealtimePeriod", _nonzero, "--cpu-rt-period", "drop it"),
+    )
+
+
+CREATE = _resource_rows("HostConfig.") + (
+    Rule("NetworkingConfig.EndpointsConfig", _endpoint_addresses, "an address outside your own networks (--ip)",
+         "leave out --ip, or pick one inside your own networks"),
     Rule("HostConfig.Privileged", _true, "--privileged",
          "run without it: containers get Docker's default capabilities, and --gpus for GPUs"),
     Rule("HostConfig.UsernsMode", _is("host"), "--userns=host",
@@ -142,16 +179,10 @@ CREATE = (
          "drop --cap-add: the default set is what a container gets"),
     Rule("HostConfig.SecurityOpt", _security_opts, "a seccomp, apparmor, systempaths or label override",
          "drop --security-opt (no-new-privileges is fine)"),
-    Rule("HostConfig.Devices", _devices, "devices other than GPUs (/dev/nvidia*, /dev/dri/*)",
-         "use --gpus for GPUs; other devices are the administrator's to give"),
-    Rule("HostConfig.DeviceCgroupRules", _nonempty, "--device-cgroup-rule", "drop it; use --gpus for GPUs"),
-    Rule("HostConfig.CgroupParent", _nonempty, "--cgroup-parent",
-         "drop it: berth places your containers in your own share"),
     Rule("HostConfig.Runtime", _runtime, "a runtime the site has not configured",
          "drop --runtime, or ask the administrator to add it to [daemon_json]"),
     Rule("HostConfig.OomScoreAdj", _negative, "a negative --oom-score-adj",
          "drop it: your containers are not to be spared before others'"),
-    Rule("HostConfig.OomKillDisable", _true, "--oom-kill-disable", "drop it; set -m to bound the memory"),
     Rule("HostConfig.PortBindings", _low_host_port, "publishing a host port below 1024",
          "publish on a port from 1024 up (-p 8080:80)"),
     Rule("HostConfig.Mounts", _mounts, "a mount that is not a plain bind, volume or tmpfs, or that creates "
@@ -163,8 +194,6 @@ CREATE = (
          "drop it: /proc and /sys stay masked"),
     Rule("HostConfig.ReadonlyPaths", _not_null, "writable system paths (systempaths=unconfined)",
          "drop it: /proc and /sys stay read-only"),
-    Rule("HostConfig.Ulimits", _scheduling_ulimits, "a real-time or nice --ulimit (rtprio, rttime, nice)",
-         "drop it: real-time scheduling would starve everyone else on the box"),
     Rule("HostConfig.LogConfig.Type", lambda v, ctx: bool(v) and v not in LOG_DRIVERS,
          "a log driver that writes outside your daemon (syslog, journald, ...)",
          "drop --log-driver: json-file, local and none are yours"),
@@ -179,6 +208,13 @@ CREATE_KEYS = frozenset(k.casefold() for k in (
     "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes", "WorkingDir",
     "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell",
     "HostConfig", "NetworkingConfig"))
+
+UPDATE = _resource_rows("")
+
+CONNECT = (
+    Rule("EndpointConfig", lambda v, ctx: _address_outside(v, ctx), "an address outside your own networks (--ip)",
+         "leave out --ip, or pick one inside your own networks"),
+)
 
 EXEC = (
     Rule("Privileged", _true, "docker exec --privileged", "run the exec without it"),
@@ -199,6 +235,34 @@ NETWORK = (
          "leave out --subnet (your own address pool applies), or pick one inside it"),
     Rule("ConfigFrom", _nonempty, "--config-from", "drop it"),
 )
+
+# Every route a user's request may take, as dockerd's router names them
+# (api/server/router/*): anything else is refused, whatever dockerd would do
+# with it. C: a container or exec id (links make "/" in one an alias), I: an
+# image reference (with "/" and ":"), N: a network or volume.
+C, I, N = r"[^/]+", r".+", r"[^/]+"
+ROUTES = tuple((frozenset(methods.split()), re.compile(pattern)) for methods, pattern in (
+    ("GET HEAD", "/_ping"), ("GET", "/events"), ("GET", "/info"), ("GET", "/version"), ("GET", "/system/df"),
+    ("POST", "/auth"),
+    ("GET", "/containers/json"), ("POST", "/containers/create"), ("POST", "/containers/prune"),
+    ("GET", f"/containers/{C}/(json|export|changes|top|logs|stats|attach/ws)"),
+    ("GET HEAD PUT", f"/containers/{C}/archive"),
+    ("POST", f"/containers/{C}/(kill|pause|unpause|restart|start|stop|wait|resize|attach|exec|rename|update)"),
+    ("DELETE", f"/containers/{C}"), ("POST", "/commit"),
+    ("GET", f"/exec/{C}/json"), ("POST", f"/exec/{C}/(start|resize)"),
+    ("GET", "/images/(json|search|get)"), ("GET", f"/images/{I}/(get|history|json)"),
+    ("POST", "/images/(load|create|prune)"), ("POST", f"/images/{I}/(push|tag)"), ("DELETE", f"/images/{I}"),
+    ("GET", f"/distribution/{I}/json"),
+    ("GET", "/networks"), ("GET", f"/networks/{N}"), ("POST", "/networks/(create|prune)"),
+    ("POST", f"/networks/{N}/(connect|disconnect)"), ("DELETE", f"/networks/{N}"),
+    ("GET", "/volumes"), ("GET", f"/volumes/{N}"), ("POST", "/volumes/(create|prune)"), ("DELETE", f"/volumes/{N}"),
+    ("POST", "/build"), ("POST", "/build/(prune|cancel)"),
+))
+
+
+def routed(method, path):
+    return any(method in methods and pattern.fullmatch(path) for methods, pattern in ROUTES)
+
 
 # Endpoints no user may reach, whatever the body: managed plugins run as
 # real root; swarm is not a per-user daemon's business.
@@ -247,9 +311,8 @@ def check(method, target, body, ctx):
         return Refusal(f"the {path.split('/')[1]} API", "plugins and swarm are not for per-user daemons")
     if path in ("/grpc", "/session"):
         return Refusal("BuildKit sessions", "build with the classic builder: DOCKER_BUILDKIT=0 docker build ...")
-    if path.startswith("/containers/") and path.count("/") > 3:
-        # dockerd resolves /containers/NAME/ALIAS/... through legacy links
-        return Refusal(f"the container path {path!r}", "name containers by their name or id")
+    if not routed(method, path):
+        return Refusal(f"{method} {path}", "berth passes the Docker API the docker CLI uses, and no other")
     rules = ()
     if method == "POST" and path == "/containers/create":
         extra = sorted(k for k in (body or {}) if k.casefold() not in CREATE_KEYS)
@@ -259,6 +322,10 @@ def check(method, target, body, ctx):
         rules = CREATE
     elif method == "POST" and is_exec_create(path):
         rules = EXEC
+    elif method == "POST" and UPDATE_PATH.fullmatch(path):
+        rules = UPDATE
+    elif method == "POST" and CONNECT_PATH.fullmatch(path):
+        rules = CONNECT
     elif method == "POST" and path == "/volumes/create":
         rules = VOLUME
     elif method == "POST" and path == "/networks/create":
@@ -272,14 +339,19 @@ def check(method, target, body, ctx):
     return None
 
 
+UPDATE_PATH = re.compile(f"/containers/{C}/update")
+CONNECT_PATH = re.compile(f"/networks/{N}/connect")
+
+
 def is_exec_create(path):
-    return re.fullmatch(r"/containers/[^/]+/exec", path) is not None
+    return re.fullmatch(f"/containers/{C}/exec", path) is not None
 
 
 def reads_body(method, path):
     """Whether the proxy must read this request's body whole and check it."""
     return method == "POST" and (path in ("/containers/create", "/volumes/create", "/networks/create")
-                                 or is_exec_create(path))
+                                 or is_exec_create(path) or UPDATE_PATH.fullmatch(path) is not None
+                                 or CONNECT_PATH.fullmatch(path) is not None)
 
 
 BUILD_REFUSED = (("cgroupparent", "--cgroup-parent"), ("ulimits", "--ulimit"), ("securityopt", "--security-opt"),

@@ -121,6 +121,9 @@ def post(target, body, extra=b""):
      "outside Config and HostConfig"),
     (b"POST /build HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-www-form-urlencoded\r\n"
      b"Content-Length: 16\r\n\r\nnetworkmode=host", "form-encoded"),
+    (post(b"/containers/net/update", b'{"Devices": [{"PathOnHost": "/dev/sda", "PathInContainer": "/dev/sda"}]}'),
+     "devices other than GPUs"),
+    (post(b"/containers/net/checkpoints", b'{"CheckpointID": "x"}'), "the Docker API the docker CLI uses"),
 ])
 def test_raw_http_that_tries_to_get_past(proxied, request_bytes, words):
     _, _, listen = proxied
@@ -288,3 +291,36 @@ def test_docker_cp_through_a_bind_mount_is_refused(proxied, harness):
     finally:
         docker(listen, "rm", "-f", "px-bound", check=False)
         os.unlink(payload)
+
+
+def test_everyday_cli_commands_pass_the_allow_list(proxied):
+    """The routes berth lets through are enough for what users run every day."""
+    user, img, listen = proxied
+
+    def ok(*args):
+        return docker(listen, *args, as_user=user).stdout
+
+    ok("version")
+    ok("info")
+    ok("images")
+    ok("system", "df")
+    ok("volume", "create", "px-vol")
+    assert "px-vol" in ok("volume", "ls", "-q")
+    ok("network", "create", "px-net")
+    ok("network", "inspect", "px-net")
+    ok("run", "-d", "--name", "px-daily", "--network", "px-net", "-v", "px-vol:/data", img, "sleep", "600")
+    try:
+        for args in (["top", "px-daily"], ["logs", "px-daily"], ["stats", "--no-stream", "px-daily"],
+                     ["diff", "px-daily"], ["pause", "px-daily"], ["unpause", "px-daily"],
+                     ["rename", "px-daily", "px-daily2"], ["update", "--memory", "256m", "--memory-swap", "512m",
+                                                           "px-daily2"],
+                     ["commit", "px-daily2", "px-snap:1"], ["tag", "px-snap:1", "px-snap:2"],
+                     ["history", "px-snap:2"], ["image", "inspect", "px-snap:2"], ["restart", "-t", "0", "px-daily2"],
+                     ["kill", "px-daily2"], ["wait", "px-daily2"], ["rm", "px-daily2"], ["rmi", "px-snap:1", "px-snap:2"],
+                     ["network", "rm", "px-net"], ["volume", "rm", "px-vol"], ["container", "prune", "-f"],
+                     ["events", "--since", "1m", "--until", "0s"]):
+            ok(*args)
+    finally:
+        docker(listen, "rm", "-f", "px-daily", "px-daily2", check=False)
+        docker(listen, "network", "rm", "px-net", check=False)
+        docker(listen, "volume", "rm", "px-vol", check=False)

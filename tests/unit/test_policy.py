@@ -48,11 +48,29 @@ CREATE_CASES = {
                            {"Ulimits": [{"Name": "nofile", "Soft": 65536, "Hard": 65536}]}, "real-time"),
     "HostConfig.LogConfig.Type": ({"LogConfig": {"Type": "syslog"}}, {"LogConfig": {"Type": "json-file"}},
                                   "log driver"),
+    "HostConfig.CPURealtimeRuntime": ({"CPURealtimeRuntime": 950000}, {"CPURealtimeRuntime": 0}, "--cpu-rt-runtime"),
+    "HostConfig.CPURealtimePeriod": ({"CPURealtimePeriod": 1000000}, {}, "--cpu-rt-period"),
+}
+
+# Rows outside HostConfig: (the whole body refused, one allowed, words)
+BODY_CASES = {
+    "NetworkingConfig.EndpointsConfig": (
+        {"Image": "x", "NetworkingConfig": {"EndpointsConfig": {"n": {"IPAMConfig": {"IPv4Address": "10.213.9.5"}}}}},
+        {"Image": "x", "NetworkingConfig": {"EndpointsConfig": {"n": {"IPAMConfig": {"IPv4Address": "10.213.3.130"}}}}},
+        "an address outside your own networks"),
 }
 
 
 def test_every_row_of_the_create_table_has_a_case():
-    assert {r.field for r in policy.CREATE} == set(CREATE_CASES)
+    assert {r.field for r in policy.CREATE} == set(CREATE_CASES) | set(BODY_CASES)
+
+
+@pytest.mark.parametrize("field", sorted(BODY_CASES))
+def test_create_rows_outside_host_config(field):
+    refused, allowed, words = BODY_CASES[field]
+    refusal = policy.check("POST", "/containers/create", apijson.loads(apijson.dumps(refused)), CTX)
+    assert refusal is not None and words in refusal.what
+    assert policy.check("POST", "/containers/create", apijson.loads(apijson.dumps(allowed)), CTX) is None
 
 
 @pytest.mark.parametrize("field", sorted(CREATE_CASES))
@@ -166,3 +184,35 @@ def test_a_body_that_would_hold_the_shared_loop_is_refused_cheaply():
         apijson.loads(b"[" + b"{}," * 20000 + b"{}]")
     with pytest.raises(apijson.BadBody, match="nested"):
         apijson.loads(b"[" * 100 + b"]" * 100)
+
+
+def test_docker_update_and_network_connect_bodies_are_checked():
+    update = apijson.loads(b'{"Devices": [{"PathOnHost": "/dev/sda"}], "Memory": 1}')
+    assert policy.reads_body("POST", "/containers/web/update")
+    assert "devices other than GPUs" in policy.check("POST", "/containers/web/update", update, CTX).what
+    assert policy.check("POST", "/containers/web/update", apijson.loads(b'{"Memory": 1073741824}'), CTX) is None
+    connect = apijson.loads(b'{"Container": "web", "EndpointConfig": {"IPAMConfig": {"IPv4Address": "10.213.4.9"}}}')
+    assert policy.reads_body("POST", "/networks/mine/connect")
+    assert "outside your own networks" in policy.check("POST", "/networks/mine/connect", connect, CTX).what
+    assert policy.check("POST", "/networks/mine/connect", apijson.loads(b'{"Container": "web"}'), CTX) is None
+
+
+@pytest.mark.parametrize("method, target", [
+    ("HEAD", "/_ping"), ("GET", "/v1.41/containers/json?all=1"), ("POST", "/containers/web/wait?condition=next-exit"),
+    ("GET", "/images/registry.example/team/img:1/json"), ("POST", "/images/create?fromSrc=-&repo=bb"),
+    ("GET", "/images/get?names=bb"), ("DELETE", "/images/sha256:abc"), ("POST", "/exec/0123abc/start"),
+    ("GET", "/networks/"), ("DELETE", "/volumes/data"), ("POST", "/build/prune"), ("PUT", "/containers/web/archive"),
+    ("GET", "/distribution/busybox:1/json"), ("POST", "/commit?container=web&repo=snap"),
+])
+def test_routes_the_docker_cli_uses_pass(method, target):
+    assert policy.check(method, target, None, CTX) is None
+
+
+@pytest.mark.parametrize("method, target", [
+    ("POST", "/containers/web/checkpoints"), ("GET", "/containers/web/attach"), ("PUT", "/containers/create"),
+    ("OPTIONS", "/containers/json"), ("POST", "/debug/pprof"), ("GET", "/containers/p/alias/json"),
+    ("POST", "/images/x/squash"), ("GET", "/no/such/route"),
+])
+def test_every_other_route_is_refused(method, target):
+    refusal = policy.check(method, target, None, CTX)
+    assert refusal is not None and "the Docker API the docker CLI uses" in refusal.instead

@@ -164,6 +164,8 @@ def up(cfg, name, clock=time.monotonic):
                             "(berth down %s)", account.name, rec.mode, cfg.security.mode, account.name)
             if started:
                 remap = userns.ensure(cfg, account)[0] if cfg.security.mode == "hardened" else None
+                if remap:
+                    userns.close_other_stores(upaths.data_root, userns.store_name(account))
                 doc = daemonjson.render(cfg, upaths, layout, br, remap)
                 atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o600)
                 rec = supervisor.start()

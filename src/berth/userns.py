@@ -10,7 +10,9 @@ comment naming the user it maps). Allocations are serialized host-wide.
 
 import grp
 import logging
+import os
 import pwd
+import re
 import subprocess
 
 from . import paths, subids
@@ -26,6 +28,7 @@ NO_HOME = "/nonexistent"
 # Host-wide, whatever [paths] a config names: /etc/subuid is one file.
 # In /run, where only root creates files (not /run/lock, which anyone may).
 LOCK = "/run/berth-subids.lock"
+STORE = re.compile(r"[0-9]+\.[0-9]+")  # a remapped store in a data-root: <uid>.<gid>
 
 
 class MappingError(BerthError):
@@ -68,27 +71,14 @@ def ids_in_use():
     return {p.pw_uid for p in pwd.getpwall()} | {g.gr_gid for g in grp.getgrall()}
 
 
-def private_group(account):
-    """True when the user's primary group is a user private group (named
-    after them, as useradd makes it, with no one else in it): container gid
-    0 may then be it. A shared one (users, staff), even with one member so
-    far, would let every member into the user's image store, which dockerd
-    makes group-passable."""
-    try:
-        group = grp.getgrgid(account.gid)
-    except KeyError:
-        return False
-    if group.gr_name != account.name or set(group.gr_mem) - {account.name}:
-        return False
-    return not any(p.pw_gid == account.gid and p.pw_name != account.name for p in pwd.getpwall())
-
-
 def ensure(cfg, account):
     """The mapping account for `account` (a users.Account), made if missing
     or repaired if its lines are not exactly berth's; returns (name, base).
 
-    Container gid 0 is the user's primary gid when that group is theirs
-    alone, else the mapping account's own group.
+    Container gid 0 is the mapping account's own group, never one of the
+    user's: dockerd makes the image store passable to that group, and a
+    user inside it could open the device nodes an image's layers hold
+    (they are extracted as root, owned by container root: the user).
 
     Raises:
         MappingError: shadow's tools failed, no range is free, the account
@@ -107,7 +97,30 @@ def ensure(cfg, account):
 
 
 def _root_gid(entry, account):
-    return account.gid if private_group(account) else entry.pw_gid
+    return entry.pw_gid
+
+
+def store_name(account):
+    """The remapped store dockerd makes in the data-root: <root uid>.<root gid>."""
+    return f"{account.uid}.{pwd.getpwnam(subids.account_name(account.uid)).pw_gid}"
+
+
+def close_other_stores(data_root, keep):
+    """Stores of an earlier mapping (berth before 0.3 gave a user private
+    group container gid 0) keep their images on disk, and their device
+    nodes: nobody but root may pass into them any more."""
+    try:
+        names = os.listdir(data_root)
+    except FileNotFoundError:
+        return []
+    closed = []
+    for name in names:
+        path = os.path.join(data_root, name)
+        if name != keep and STORE.fullmatch(name) and os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o700)
+            closed.append(path)
+            log.warning("closed %s, a remapped store of an earlier mapping, to everyone but root", path)
+    return closed
 
 
 def _current(name, account):

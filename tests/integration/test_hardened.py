@@ -3,10 +3,12 @@
 What a user tries with their own socket, and what the host sees."""
 
 import grp
+import io
 import json
 import os
 import pwd
 import subprocess
+import tarfile
 
 import pytest
 
@@ -34,8 +36,7 @@ def _docker_run(harness, user, *args):
 
 
 def root_gid(user):
-    """Container gid 0: the test users share the primary group `users`, so it
-    is their mapping account's own group (a private primary group would be it)."""
+    """Container gid 0: the mapping account's own group, never one of the user's."""
     return grp.getgrnam(subids.account_name(pwd.getpwnam(user).pw_uid)).gr_gid
 
 
@@ -181,9 +182,11 @@ def test_an_account_named_like_a_mapping_account_is_never_taken_over(harness):
         subprocess.run(["userdel", squatter], check=True)
 
 
-def test_a_user_private_group_is_container_gid_0(harness):
-    """Where the primary group is the user's own (useradd's default), a file
-    container root writes into the home is user:user on the host."""
+def test_a_device_node_in_an_image_is_out_of_the_users_reach(harness):
+    """dockerd extracts layers as root, and container root is the user: a
+    device node in an image lands owned by them. The store it lands in must
+    stay closed to them, even when their primary group is their own
+    (useradd's default): container gid 0 is the mapping account's group."""
     name = f"bt{harness.tag}pg"
     home = f"{harness.root}/home/{name}"
     subprocess.run(["useradd", "-M", "-U", "-d", home, "-s", "/bin/sh", name], check=True)
@@ -191,13 +194,29 @@ def test_a_user_private_group_is_container_gid_0(harness):
     os.makedirs(home)
     pw = pwd.getpwnam(name)
     os.chown(home, pw.pw_uid, pw.pw_gid)
-    harness.berth("up", name)
-    img = harness.import_busybox(name)
-    r = harness.docker(name, "run", "--rm", "-v", f"{home}:/h", img, "sh", "-c", "touch /h/f; id -g")
-    assert r.stdout.split() == ["0"]
-    st = os.stat(f"{home}/f")
-    assert (st.st_uid, st.st_gid) == (pw.pw_uid, pw.pw_gid)
-    harness.berth("down", "--purge", "--yes", name)
+    try:
+        harness.berth("up", name)
+        layer = io.BytesIO()
+        with tarfile.open(fileobj=layer, mode="w") as t:
+            t.add("/bin/busybox", arcname="bin/busybox")
+            node = tarfile.TarInfo("dev/node")
+            node.type, node.devmajor, node.devminor, node.mode = tarfile.CHRTYPE, 1, 3, 0o600  # /dev/null's numbers
+            t.addfile(node)
+        subprocess.run(["docker", "-H", f"unix://{harness.sock(name)}", "import", "-", "bt-node:1"],
+                       input=layer.getvalue(), check=True, capture_output=True)
+        (found,) = subprocess.run(["find", f"{harness.root}/state/users/{name}", "-name", "node", "-path", "*diff*"],
+                                  capture_output=True, text=True, check=True).stdout.split()
+        r = subprocess.run(["runuser", "-u", name, "--", "sh", "-c", f"head -c 1 {found} && echo OPENED"],
+                           capture_output=True, text=True)
+        assert r.returncode != 0 and "OPENED" not in r.stdout and "Permission denied" in r.stderr, (r.stdout, r.stderr)
+        # and what container root writes into the home is still the user's own
+        img = harness.import_busybox(name)
+        r = harness.docker(name, "run", "--rm", "-v", f"{home}:/h", img, "sh", "-c", "touch /h/f; id -g")
+        assert r.stdout.split() == ["0"]
+        st = os.stat(f"{home}/f")
+        assert st.st_uid == pw.pw_uid and st.st_gid == root_gid(name) != pw.pw_gid
+    finally:
+        harness.berth("down", "--purge", "--yes", name, check=False)
 
 
 def test_a_mode_change_waits_for_the_daemons_restart_and_says_so(harness):

@@ -38,3 +38,16 @@ def test_the_users_own_lines_are_not_berths():
     text = "alice:100000:65536\nberth-1001:1001:1\nberth-1001:1000000000:65536\n"
     assert subids.lines_of(subids.parse(text), "berth-1001") == [SubId("berth-1001", 1001, 1),
                                                                  SubId("berth-1001", START, RANGE)]
+
+
+def test_stores_of_an_earlier_mapping_are_closed_to_all_but_root(tmp_path):
+    from berth import userns
+    for name, mode in (("1001.1001", 0o710), ("1001.999", 0o710), ("volumes", 0o755), ("1001.5", 0o700)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name).chmod(mode)
+    closed = userns.close_other_stores(str(tmp_path), keep="1001.999")
+    assert closed == [str(tmp_path / "1001.1001")]
+    assert (tmp_path / "1001.1001").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "1001.999").stat().st_mode & 0o777 == 0o710  # the store in use: dockerd's
+    assert (tmp_path / "volumes").stat().st_mode & 0o777 == 0o755  # not a store
+    assert userns.close_other_stores(str(tmp_path / "absent"), keep="x") == []

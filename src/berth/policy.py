@@ -332,6 +332,9 @@ def check(method, target, body, ctx):
         rules = NETWORK
     elif method == "POST" and path == "/build":
         return _check_build(query)
+    elif method == "POST" and path == "/images/create" and any(v != "-" for v in query.get("fromSrc", ())):
+        return Refusal("an import from a URL (dockerd would fetch it as root)",
+                       "fetch it yourself and pipe it: curl -L URL | docker import - NAME")
     for rule in rules:
         value = _get(body, rule.field)
         if value is not None and rule.refused(value, ctx):
@@ -361,6 +364,11 @@ BUILD_REFUSED = (("cgroupparent", "--cgroup-parent"), ("ulimits", "--ulimit"), (
 def _check_build(query):
     if any(v.casefold() == "host" for v in query.get("networkmode", ())):
         return Refusal("a build with --network=host", "build without it (RUN steps get the default network)")
+    if any(query.get("remote", ())):
+        # dockerd would fetch it as root from the host's network namespace,
+        # where berth's network isolation lets root reach every user's containers.
+        return Refusal("a build from a URL or git remote (dockerd would fetch it as root)",
+                       "fetch it yourself and build the directory: git clone URL dir && docker build dir")
     for key, flag in BUILD_REFUSED:
         if any(query.get(k) for k in query if k.casefold() == key):
             return Refusal(f"a build with {flag}", "build without it")

@@ -171,12 +171,16 @@ def test_an_exec_through_a_link_alias_is_refused_and_exec_bodies_are_read():
     ("/build?ulimits=%5B%7B%22Name%22%3A%22rtprio%22%7D%5D", "--ulimit"),
     ("/build?securityopt=seccomp%3Dunconfined", "--security-opt"),
     ("/grpc", "BuildKit"),
+    ("/build?remote=https%3A%2F%2F10.213.4.2%2Fctx.tar", "fetch it yourself"),
+    ("/images/create?fromSrc=http%3A%2F%2F10.213.4.2%3A8080%2F&repo=x", "fetch it yourself"),
     ("/session", "BuildKit"),
 ])
-def test_build_options_and_buildkit_sessions_are_refused(target, words):
+def test_build_options_buildkit_sessions_and_fetches_by_root_are_refused(target, words):
     refusal = policy.check("POST", target, None, CTX)
     assert refusal is not None and words in refusal.what + refusal.instead
     assert policy.check("POST", "/build?t=x&rm=1&networkmode=default", None, CTX) is None
+    assert policy.check("POST", "/images/create?fromSrc=-&repo=x", None, CTX) is None  # docker import FILE
+    assert policy.check("POST", "/images/create?fromImage=busybox&tag=1", None, CTX) is None  # docker pull
 
 
 def test_a_body_that_would_hold_the_shared_loop_is_refused_cheaply():

@@ -82,21 +82,28 @@ def _norm_net(value):
     return ("!" if neg else "") + str(net)
 
 
-def _read_rule(r):
-    ctstate = comment = ""
+def _read_matches(r):
+    found = {"ctstate": "", "comment": "", "owner": "", "rpfilter": False}
     for m in r.matches:
         params = m.get_all_parameters()
         if m.name == "conntrack":
-            ctstate = ",".join(params.get("ctstate", []))
+            found["ctstate"] = ",".join(params.get("ctstate", []))
         elif m.name == "comment":
-            comment = " ".join(params.get("comment", []))
-    return ctstate, comment
+            found["comment"] = " ".join(params.get("comment", []))
+        elif m.name == "owner":
+            found["owner"] = "".join(params.get("uid-owner", [])).split("-")[0]  # "1001" or "1001-1001"
+        elif m.name == "rpfilter":
+            found["rpfilter"] = "invert" in params
+    return found
+
+
+def _norm_iface(value):
+    return ("!" + value[1:]) if value and value.startswith("!") else (value or "")
 
 
 def _to_key(r, table, chain):
-    ctstate, comment = _read_rule(r)
     return Rule(table, chain, r.target.name if r.target else "", _norm_net(r.src), _norm_net(r.dst),
-                ctstate, comment)
+                in_iface=_norm_iface(r.in_interface), **_read_matches(r))
 
 
 def _build(iptc, rule):
@@ -105,9 +112,17 @@ def _build(iptc, rule):
         r.src = rule.src
     if rule.dst:
         r.dst = rule.dst
+    if rule.in_iface:
+        r.in_interface = rule.in_iface
     if rule.ctstate:
         m = r.create_match("conntrack")
         m.ctstate = rule.ctstate
+    if rule.owner:
+        m = r.create_match("owner")
+        m.uid_owner = rule.owner
+    if rule.rpfilter:
+        m = r.create_match("rpfilter")
+        m.invert = ""
     if rule.comment:
         m = r.create_match("comment")
         m.comment = rule.comment
@@ -165,6 +180,8 @@ class Firewall:
             deleted += 1
 
     def _ensure_jumps(self):
+        """Hook berth's chains in where they are not; True if any was missing."""
+        hooked = False
         for jump in self.chains.jumps():
             table = self._table(jump.table)
             self._chain(table, jump.target, create=True)
@@ -174,13 +191,15 @@ class Firewall:
                 # shadow berth's ACCEPTs for its users.
                 builtin.insert_rule(_build(self.iptc, jump))
                 log.info("hooked %s into %s/%s", jump.target, jump.table, jump.chain)
+                hooked = True
+        return hooked
 
     def ensure_user(self, user, planned):
         """Make the user's rules exactly `planned`. Returns True if anything changed."""
         comment = user_comment(user)
         changed = False
         with xtables_lock(), _translated(self.iptc, f"the rules of {user}"):
-            self._ensure_jumps()
+            changed = self._ensure_jumps()
             for chain_name in {r.chain for r in planned}:
                 table_name = next(r.table for r in planned if r.chain == chain_name)
                 want = [r for r in planned if r.chain == chain_name]
@@ -221,8 +240,8 @@ class Firewall:
         log.info("removed the empty chain %s/%s", jump.table, jump.target)
 
     def rules_by_user(self):
-        """{user: [Rule, ...]} for every rule in berth's chains, in chain order
-        (filter, then nat: the order plan_user_rules gives)."""
+        """{user: [Rule, ...]} for every rule in berth's chains, in the order
+        of the jumps (the order plan_user_rules gives)."""
         found = {}
         with _translated(self.iptc, "reading berth's rules"):
             for jump in self.chains.jumps():
@@ -231,6 +250,17 @@ class Firewall:
                     if key.comment.startswith("berth:"):
                         found.setdefault(key.comment.split(":", 1)[1], []).append(key)
         return found
+
+    def jumps_in_place(self):
+        """Every hook into berth's chains is there (a flush of the built-in
+        chains removes them and leaves berth's chains unreached)."""
+        with _translated(self.iptc, "reading the hooks into berth's chains"):
+            for jump in self.chains.jumps():
+                table = self._table(jump.table)
+                if not any(_to_key(r, jump.table, jump.chain) == jump
+                           for r in self.iptc.Chain(table, jump.chain).rules):
+                    return False
+        return True
 
     def users_with_rules(self):
         """Users who have rules in berth's chains."""

@@ -177,7 +177,7 @@ def up(cfg, name, clock=time.monotonic):
                     undo.callback(_drop_from_proxy, cfg, upaths)
             # dockerd takes a moment to start: the rules, and the imports of
             # iptc and the Docker SDK, are done meanwhile rather than before.
-            _ensure_rules(cfg, account.name, lease.block, undo if started else None)
+            _ensure_rules(cfg, account, lease.block, undo if started else None)
             supervisor.wait_ready(rec, cfg.daemon.start_timeout, lambda: engine.ping(upaths.engine_socket))
             if proxy is not None:
                 _serve_through_proxy(cfg, upaths, account, layout, proxy)
@@ -215,12 +215,12 @@ def _ensure_net_container(cfg, upaths):
     return netcontainer.ip_from_inspect(netcontainer.ensure(dc, name, cfg.net_container.image).attrs)
 
 
-def _ensure_rules(cfg, user, block, undo):
+def _ensure_rules(cfg, account, block, undo):
     _enable_ip_forward()
     fw = host.firewall(cfg)
-    fw.ensure_user(user, plan_user_rules(cfg, user, block))
+    fw.ensure_user(account.name, plan_user_rules(cfg, account.name, block, account.uid))
     if undo is not None:
-        undo.callback(fw.remove_user, user)
+        undo.callback(fw.remove_user, account.name)
 
 
 def _account_for_down(cfg, name):

@@ -121,13 +121,18 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
     now = time.time() if now is None else now
     table = host.lease_table(cfg).read()
     names = [only] if only else host.known_users(cfg, table)
-    rules = host.firewall(cfg).rules_by_user()  # read once; only users whose rules differ are touched
+    fw = host.firewall(cfg)
+    rules = fw.rules_by_user()  # read once; only users whose rules differ are touched
+    # A flush of the built-in chains (iptables -F) leaves berth's chains
+    # whole but unhooked: every user's rules are then put back, jumps first.
+    jumps_ok = fw.jumps_in_place()
     # dockerd takes about a second to exit; users are independent (each has
     # its own lock, and rule changes queue on the xtables lock), so a pass
     # over many idle users stops them side by side.
     outcomes = [] if dry_run else restore_proxy(cfg, names)
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        outcomes += list(pool.map(lambda n: _one(cfg, n, table.get(n), dry_run, now, rules.get(n, [])), names))
+        outcomes += list(pool.map(lambda n: _one(cfg, n, table.get(n), dry_run, now, rules.get(n, []), jumps_ok),
+                                  names))
     if not only:
         outcomes += collect_orphans(cfg, table, dry_run)
     return outcomes
@@ -148,14 +153,14 @@ def restore_proxy(cfg, names):
                                                        f"{info['users']} user(s)"), True)]
 
 
-def _one(cfg, name, lease, dry_run, now, rules_seen=()):
+def _one(cfg, name, lease, dry_run, now, rules_seen=(), jumps_ok=True):
     o = observe(cfg, name, lease, now)
     d = decide(o, cfg.reaper.idle_timeout, now)
     upaths = paths.for_user(cfg, name)
     if d.action == "keep" and not dry_run and (o.sessions or o.processes or o.containers):
         activity.touch(upaths, now)  # activity seen by this pass counts as activity
     if (d.action == "keep" and not dry_run and o.state == "up" and lease is not None
-            and list(rules_seen) != list(plan_user_rules(cfg, name, lease.block))):
+            and (not jumps_ok or list(rules_seen) != list(plan_user_rules(cfg, name, lease.block, lease.uid)))):
         if _restore_rules(cfg, name, lease):
             d = Decision("keep", d.reason + "; its firewall rules were missing and are back")
     if d.action in ("none", "keep") or dry_run:
@@ -176,7 +181,7 @@ def _restore_rules(cfg, name, lease):
     with user_lock(cfg, name):
         if host.supervisor_for(cfg, paths.for_user(cfg, name)).running() is None:
             return False
-        changed = host.firewall(cfg).ensure_user(name, plan_user_rules(cfg, name, lease.block))
+        changed = host.firewall(cfg).ensure_user(name, plan_user_rules(cfg, name, lease.block, lease.uid))
     if changed:
         log.warning("restored the firewall rules of %s (wiped by a firewall reload?)", name)
     return changed

@@ -227,8 +227,8 @@ chain_prefix = "{self.chain_prefix}"
 
     def wipe_rules(self):
         """What `iptables-restore` or a firewalld reload does to berth's rules."""
-        subprocess.run(["iptables-legacy", "-F", f"{self.chain_prefix}-FORWARD"], check=True)
-        subprocess.run(["iptables-legacy", "-t", "nat", "-F", f"{self.chain_prefix}-POSTROUTING"], check=True)
+        for table, chain in (("filter", "FORWARD"), ("filter", "OUTPUT"), ("raw", "PREROUTING"), ("nat", "POSTROUTING")):
+            subprocess.run(["iptables-legacy", "-t", table, "-F", f"{self.chain_prefix}-{chain}"], check=True)
 
     def bridges(self):
         return sorted(n for n in os.listdir("/sys/class/net") if n.startswith(self.bridge_prefix))
@@ -281,6 +281,8 @@ chain_prefix = "{self.chain_prefix}"
     def _remove_chains(self):
         import iptc
         for table_name, builtin, chain in (("filter", "FORWARD", f"{self.chain_prefix}-FORWARD"),
+                                           ("filter", "OUTPUT", f"{self.chain_prefix}-OUTPUT"),
+                                           ("raw", "PREROUTING", f"{self.chain_prefix}-PREROUTING"),
                                            ("nat", "POSTROUTING", f"{self.chain_prefix}-POSTROUTING")):
             table = iptc.Table(table_name)
             table.refresh()

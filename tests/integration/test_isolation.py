@@ -1,0 +1,217 @@
+"""Network isolation against a user who tries, held by the kernel's rules
+(not by the policy proxy): two users on real daemons, host shells, a
+network made behind the proxy's back, and forged packets sent from a
+namespace this test puts on a user's bridge."""
+
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+PORT = 8080
+BUSYBOX = "/bin/busybox"
+
+
+@pytest.fixture(scope="module")
+def pair(harness):
+    """Alice and bob up, each with a web server on :8080 in their net container."""
+    users = [harness.add_user(), harness.add_user()]
+    info = {}
+    for user in users:
+        harness.berth("up", user)
+        img = harness.import_busybox(user)
+        harness.docker(user, "run", "-d", "--name", "web", "--net=container:net", img, "sh", "-c",
+                       f"echo page-of-{user} > /www/index.html && exec httpd -f -p {PORT} -h /www")
+        row = json.loads(harness.berth("status", user, "--json").stdout)["users"][0]
+        info[user] = {"ip": row["net_ip"], "block": row["block"], "uid": row["uid"], "img": img,
+                      "bridge": row["bridge"]}
+        for _ in range(50):  # httpd takes a moment to listen
+            if fetch(row["net_ip"]) is not None:
+                break
+            time.sleep(0.1)
+    yield users, info
+    for user in users:
+        harness.docker(user, "rm", "-f", "web", check=False)
+
+
+def fetch(ip, as_user=None):
+    # busybox's own wget timeout option crashes when built static: timeout(1) bounds it
+    cmd = ["timeout", "4", BUSYBOX, "wget", "-q", "-O", "-", f"http://{ip}:{PORT}/"]
+    if as_user:
+        cmd = ["runuser", "-u", as_user, "--", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def test_host_users_stay_out_but_the_owner_and_root_get_in(harness, pair):
+    (alice, bob), info = pair
+    ip = info[alice]["ip"]
+    assert fetch(ip) == f"page-of-{alice}"                 # root (and docker-proxy for -p, which is root's)
+    assert fetch(ip, as_user=alice) == f"page-of-{alice}"  # alice from her own shell
+    assert fetch(ip, as_user=bob) is None                  # bob from his shell
+    assert fetch(info[bob]["ip"], as_user=bob) == f"page-of-{bob}"
+
+
+def test_a_network_made_behind_the_proxys_back_still_cannot_reach_another_user(harness, pair):
+    """dockerd itself (root, or trusted mode) may make any network; the kernel's rules are by destination."""
+    (alice, bob), info = pair
+    engine = f"unix://{harness.root}/run/{alice}/d/docker.sock"
+    pool = ipaddress.ip_network(harness.pool)
+    outside = str(list(pool.subnets(new_prefix=24))[-1])  # in the pool, in no one's block
+    subprocess.run(["docker", "-H", engine, "network", "create", "--subnet", outside, "rogue"], check=True,
+                   capture_output=True)
+    try:
+        r = subprocess.run(["docker", "-H", engine, "run", "--rm", "--network", "rogue", info[alice]["img"], "sh", "-c",
+                            f"timeout 4 wget -q -O - http://{info[bob]['ip']}:{PORT}/ || echo REFUSED"],
+                           capture_output=True, text=True, timeout=60)
+        assert "REFUSED" in r.stdout and f"page-of-{bob}" not in r.stdout, (r.stdout, r.stderr)
+        # and from alice's own block, as before
+        r = harness.docker(alice, "run", "--rm", info[alice]["img"], "sh", "-c",
+                           f"timeout 4 wget -q -O - http://{info[bob]['ip']}:{PORT}/ || echo REFUSED")
+        assert "REFUSED" in r.stdout
+    finally:
+        subprocess.run(["docker", "-H", engine, "network", "rm", "rogue"], capture_output=True)
+
+
+# --- forged sources -------------------------------------------------------------------
+
+SEND = """
+import socket, struct, sys
+src, dst, port, payload = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                 socket.inet_aton(src), socket.inet_aton(dst))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # our own IP header
+s.sendto(ip + udp, (dst, 0))
+"""
+
+
+class Namespace:
+    """A network namespace of the test's own, on a user's bridge by a veth pair."""
+
+    def __init__(self, name, bridge, address, prefixlen, gateway):
+        self.name = name
+        host_end = name + "h"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        subprocess.run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", name + "n"], check=True)
+        subprocess.run(["ip", "link", "set", host_end, "master", bridge, "up"], check=True)
+        subprocess.run(["ip", "link", "set", name + "n", "netns", name], check=True)
+        self.run("ip", "addr", "add", f"{address}/{prefixlen}", "dev", name + "n")
+        self.run("ip", "link", "set", name + "n", "up")
+        self.run("ip", "link", "set", "lo", "up")
+        self.run("ip", "route", "add", "default", "via", gateway)
+
+    def run(self, *argv, **kw):
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], check=True, capture_output=True,
+                              text=True, **kw)
+
+    def close(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.name + "h"], capture_output=True)
+
+
+def _hosts(block, n):
+    """The n-th address of the block's bridge half, counted from its top (dockerd hands them out from below)."""
+    bridge_half = list(ipaddress.ip_network(block).subnets(prefixlen_diff=1))[0]
+    return str(bridge_half.broadcast_address - n), bridge_half.prefixlen, str(next(bridge_half.hosts()))
+
+
+@pytest.fixture
+def listener_and_forger(harness, pair):
+    (alice, bob), info = pair
+    bob_ip, prefix, bob_gw = _hosts(info[bob]["block"], 2)
+    alice_ip, _, alice_gw = _hosts(info[alice]["block"], 2)
+    made = []
+    try:
+        listener = Namespace(f"bt{harness.tag}l", info[bob]["bridge"], bob_ip, prefix, bob_gw)
+        made.append(listener)
+        forger = Namespace(f"bt{harness.tag}f", info[alice]["bridge"], alice_ip, prefix, alice_gw)
+        made.append(forger)
+        proc = subprocess.Popen(["ip", "netns", "exec", listener.name, sys.executable, "-c",
+                                 "import socket, sys\n"
+                                 "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                                 "s.bind(('0.0.0.0', 9999)); s.settimeout(30)\n"
+                                 "print('ready', flush=True)\n"
+                                 "while True:\n"
+                                 "    data, peer = s.recvfrom(100)\n"
+                                 "    print(data.decode(), peer[0], flush=True)\n"],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        yield forger, alice_ip, bob_ip, info, proc
+        proc.kill()
+        proc.wait()
+    finally:
+        for ns in made:
+            ns.close()
+
+
+def _received(proc, wait=2.0):
+    os.set_blocking(proc.stdout.fileno(), False)
+    deadline, lines = time.monotonic() + wait, []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            lines.append(line.strip())
+        else:
+            time.sleep(0.05)
+    return lines
+
+
+def test_forged_sources_from_another_users_bridge_are_not_delivered(harness, pair, listener_and_forger):
+    forger, forger_ip, target, info, listener = listener_and_forger
+    (alice, bob), _ = pair
+    # root on the host reaches bob's listener: it works
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"from-root", (target, 9999))
+    s.close()
+    # from alice's bridge: posing as bob's own net container, as an address in no block, and as itself
+    for src, word in ((info[bob]["ip"], "as-bob"), ("198.51.100.7", "as-outsider"), (forger_ip, "as-alice")):
+        forger.run(sys.executable, "-c", SEND, src, target, "9999", word)
+    got = _received(listener)
+    assert any(line.startswith("from-root") for line in got), got
+    assert not any(line.startswith(("as-bob", "as-outsider", "as-alice")) for line in got), got
+    # The control: without the anti-spoofing rules, posing as bob gets through
+    # (bob's own block accepts its own addresses); berth up puts them back.
+    subprocess.run(["iptables-legacy", "-t", "raw", "-F", f"{harness.chain_prefix}-PREROUTING"], check=True)
+    forger.run(sys.executable, "-c", SEND, info[bob]["ip"], target, "9999", "unchecked-as-bob")
+    assert any(line.startswith("unchecked-as-bob") for line in _received(listener))
+    for user in (alice, bob):
+        harness.berth("up", user)
+    forger.run(sys.executable, "-c", SEND, info[bob]["ip"], target, "9999", "again-as-bob")
+    assert not any(line.startswith("again-as-bob") for line in _received(listener))
+
+
+def test_rules_come_back_after_a_flush_of_every_berth_chain(harness, pair):
+    (alice, bob), info = pair
+    before = sorted(harness.rules_mentioning(f"berth:{alice}"))
+    assert any("rpfilter" in line for line in before) and any("owner" in line for line in before)
+    # What `iptables -F && iptables -X` does to berth: no jumps, no chains.
+    from berth import firewall, rules
+    cfg = harness.cfg()
+    ch = rules.chains(cfg)
+    for jump in ch.jumps():
+        subprocess.run(["iptables-legacy", "-t", jump.table, "-D", jump.chain, "-m", "comment", "--comment", "berth",
+                        "-j", jump.target], check=True)
+        subprocess.run(["iptables-legacy", "-t", jump.table, "-F", jump.target], check=True)
+        subprocess.run(["iptables-legacy", "-t", jump.table, "-X", jump.target], check=True)
+    assert harness.rules_mentioning(harness.chain_prefix) == []
+    assert fetch(info[alice]["ip"], as_user=bob) == f"page-of-{alice}"  # open while the rules are gone
+    out = harness.berth("reap").stdout
+    assert "firewall rules were missing and are back" in out, out
+    assert sorted(harness.rules_mentioning(f"berth:{alice}")) == before
+    assert firewall.Firewall(cfg).jumps_in_place()
+    assert fetch(info[alice]["ip"], as_user=bob) is None
+    # only the jumps gone (a flush of the built-in chains): back too
+    for jump in ch.jumps():
+        subprocess.run(["iptables-legacy", "-t", jump.table, "-D", jump.chain, "-m", "comment", "--comment", "berth",
+                        "-j", jump.target], check=True)
+    assert not firewall.Firewall(cfg).jumps_in_place()
+    harness.berth("reap")
+    assert firewall.Firewall(cfg).jumps_in_place()
+    assert fetch(info[alice]["ip"], as_user=bob) is None

@@ -6,7 +6,7 @@ from here rather than from each other."""
 import os
 import pwd
 
-from . import engine, proxyctl, supervisor
+from . import engine, paths, proxyctl, supervisor
 from .leases import LeaseTable
 
 
@@ -62,3 +62,20 @@ def daemon_state(sup, upaths):
     if rec is not None:
         return ("up" if engine.ping(upaths.engine_socket) else "starting"), rec
     return ("dead" if sup.poll() == "exited" else "down"), None
+
+
+def user_interfaces(cfg, leases):
+    """{link: user} for the bridges users' daemons made: each user's own
+    bridge, and every bridge network their running dockerd reports."""
+    owner = {}
+    for name, lease in leases.items():
+        owner[paths.bridge_name(cfg, lease.uid)] = name
+        try:
+            networks = engine.get_json(paths.for_user(cfg, name).engine_socket, "/networks")
+        except (OSError, ValueError):
+            continue  # not running: no bridge of its own but the one above
+        for net in networks:
+            if net.get("Driver") == "bridge":
+                options = net.get("Options") or {}
+                owner[options.get("com.docker.network.bridge.name") or "br-" + net["Id"][:12]] = name
+    return owner

@@ -11,6 +11,7 @@ firewall reload) and never undoes what was already there.
 """
 
 import contextlib
+import ipaddress
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from . import (activity, blocks, bridge, daemonjson, engine, host, netcontainer, paths, proxyctl, proxyspec, record,
-               users, userns)
+               trespass, users, userns)
 from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir, ensure_private_file, remove, traverse_only_for
 from .locks import user_lock
@@ -140,7 +141,8 @@ def up(cfg, name, clock=time.monotonic):
         # Under the lock: a purge holds it until the last file is gone.
         _prepare_dirs(cfg, upaths, account)
         lease = host.lease_table(cfg).acquire(account.name, account.uid, cfg.network.pool,
-                                              cfg.network.block_prefix, bridge.host_networks)
+                                              cfg.network.block_prefix, lambda: _networks_to_avoid(cfg))
+        clear_trespassers(cfg, {account.name: str(lease.block)}, own_bridge=br)
         layout = blocks.layout(lease.block)
         supervisor = host.supervisor_for(cfg, upaths, dockerd, br)
         with contextlib.ExitStack() as undo:
@@ -196,6 +198,31 @@ def up(cfg, name, clock=time.monotonic):
     log.info("%s is up (block %s, dockerd pid %d, %s in %.2f s)", result.user, result.block, result.pid,
              "started" if started else "already running", result.seconds)
     return result
+
+
+def _networks_to_avoid(cfg):
+    """The host's networks, less what users' daemons put in the pool: no
+    user can make a new block unavailable to the next one."""
+    owners = host.user_interfaces(cfg, host.lease_table(cfg).read())
+    return trespass.host_networks(bridge.host_networks_by_link(), cfg.network.pool, owners)
+
+
+def clear_trespassers(cfg, blocks_of, own_bridge=None):
+    """Take off other users' interfaces any address in the blocks of
+    `blocks_of` ({user: block}): a block is routed to its user alone.
+    Returns what was removed. Users' daemons are asked which bridges are
+    theirs only when some other interface holds such an address."""
+    suspects = [(link, address) for link, address in bridge.addresses()
+                if link != own_bridge and any(ipaddress.IPv4Interface(address).network.overlaps(
+                    ipaddress.IPv4Network(block)) for block in blocks_of.values())]
+    if not suspects:
+        return []
+    found = trespass.trespassers(suspects, blocks_of, host.user_interfaces(cfg, host.lease_table(cfg).read()))
+    for link, address, owner, holder in found:
+        bridge.remove_address(link, address)
+        log.warning("removed %s from %s, a bridge of %s's daemon: it lies in %s's block", address, link, holder,
+                    owner)
+    return found
 
 
 def _ensure_net_container(cfg, upaths):

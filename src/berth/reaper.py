@@ -130,6 +130,11 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
     # its own lock, and rule changes queue on the xtables lock), so a pass
     # over many idle users stops them side by side.
     outcomes = [] if dry_run else restore_proxy(cfg, names)
+    if not dry_run:
+        for link, address, owner, holder in lifecycle.clear_trespassers(
+                cfg, {n: str(lease.block) for n, lease in table.items()}):
+            outcomes.append(Outcome(holder, Decision("repair", f"{address} on {link} lay in {owner}'s block; "
+                                                               "removed"), True))
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
         outcomes += list(pool.map(lambda n: _one(cfg, n, table.get(n), dry_run, now, rules.get(n, []), jumps_ok),
                                   names))

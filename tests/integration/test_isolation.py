@@ -215,3 +215,76 @@ def test_rules_come_back_after_a_flush_of_every_berth_chain(harness, pair):
     harness.berth("reap")
     assert firewall.Firewall(cfg).jumps_in_place()
     assert fetch(info[alice]["ip"], as_user=bob) is None
+
+
+# --- no hijack, no exhaustion -------------------------------------------------------------
+
+def _engine(harness, user, *args, check=True):
+    return subprocess.run(["docker", "-H", f"unix://{harness.root}/run/{user}/d/docker.sock", *args],
+                          capture_output=True, text=True, timeout=60, check=check)
+
+
+def _addresses_in(block):
+    from berth import bridge
+    return [(link, a) for link, a in bridge.addresses()
+            if ipaddress.ip_interface(a).network.overlaps(ipaddress.ip_network(block))]
+
+
+def test_a_users_daemon_cannot_take_another_users_addresses_even_across_a_restart(harness, pair):
+    """alice's daemon is made (behind the proxy's back) to put bob's net IP on a bridge of its own and
+    serve a fake page there; bob's daemon restarts, as a reap and a login do: bob's IP is bob's again."""
+    (alice, bob), info = pair
+    bob_net = ipaddress.ip_address(info[bob]["ip"])
+    small = ipaddress.ip_network(f"{bob_net}/28", strict=False)  # more specific than bob's bridge half
+    _engine(harness, alice, "network", "create", "--subnet", str(small), "--gateway", str(small.broadcast_address - 1),
+            "hijack")
+    try:
+        _engine(harness, alice, "run", "-d", "--name", "fake", "--network", "hijack", "--ip", str(bob_net),
+                info[alice]["img"], "sh", "-c",
+                f"echo FAKE > /www/index.html && exec httpd -f -p {PORT} -h /www")
+        harness.berth("down", bob)
+        harness.berth("up", bob)
+        harness.docker(bob, "start", "web")
+        assert [link for link, _ in _addresses_in(info[bob]["block"])] == [info[bob]["bridge"]]
+        for _ in range(50):
+            page = fetch(info[bob]["ip"])
+            if page is not None:
+                break
+            time.sleep(0.1)
+        assert page == f"page-of-{bob}"
+        # what is put back behind berth's back, the reaper pass takes off again
+        link = next(n["Options"].get("com.docker.network.bridge.name") or "br-" + n["Id"][:12]
+                    for n in json.loads(_engine(harness, alice, "network", "inspect", "hijack").stdout))
+        subprocess.run(["ip", "addr", "add", f"{small.broadcast_address - 1}/{small.prefixlen}", "dev", link],
+                       check=True)
+        out = harness.berth("reap").stdout
+        assert f"lay in {bob}'s block; removed" in out, out
+        assert fetch(info[bob]["ip"]) == f"page-of-{bob}"
+    finally:
+        _engine(harness, alice, "rm", "-f", "fake", check=False)
+        _engine(harness, alice, "network", "rm", "hijack", check=False)
+
+
+def test_networks_a_user_makes_in_the_pool_never_leave_the_next_user_without_a_block(harness, pair):
+    (alice, bob), info = pair
+    pool = ipaddress.ip_network(harness.pool)
+    leased = [ipaddress.ip_network(info[u]["block"]) for u in (alice, bob)]
+    first_free = max(b.broadcast_address for b in leased) + 1
+    rogue = list(ipaddress.summarize_address_range(first_free, pool.broadcast_address))
+    made = []
+    try:
+        for i, net in enumerate(rogue):
+            _engine(harness, alice, "network", "create", "--subnet", str(net), f"grab{i}")
+            made.append(f"grab{i}")
+        carol = harness.add_user()
+        harness.berth("up", carol)  # once: "no free /24 left"
+        row = json.loads(harness.berth("status", carol, "--json").stdout)["users"][0]
+        assert row["state"] == "up" and ipaddress.ip_network(row["block"]).subnet_of(pool)
+        # her block is hers alone: alice's bridge that covered it has given its address up
+        assert [link for link, _ in _addresses_in(row["block"])] == [row["bridge"]]
+        r = subprocess.run(["timeout", "4", BUSYBOX, "ping", "-c", "1", row["net_ip"]], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        harness.berth("down", "--purge", "--yes", carol)
+    finally:
+        for name in made:
+            _engine(harness, alice, "network", "rm", name, check=False)

@@ -22,7 +22,10 @@ Refusal = namedtuple("Refusal", "what instead")
 # field: a dotted path into the body; refused(value, ctx) -> bool
 Rule = namedtuple("Rule", "field refused what instead")
 # Who asks: their network half-block, the runtimes the site configured.
-Context = namedtuple("Context", "user_networks runtimes", defaults=(("runc",),))
+# bridge: the user's bridge name, which names their networks' bridges too.
+Context = namedtuple("Context", "user_networks runtimes bridge", defaults=(("runc",), ""))
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+IFNAME_MAX = 15  # IFNAMSIZ less its NUL
 
 # Docker's default capability set (moby oci/caps/defaults.go).
 DEFAULT_CAPS = frozenset({"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
@@ -373,6 +376,20 @@ def _check_build(query):
         if any(query.get(k) for k in query if k.casefold() == key):
             return Refusal(f"a build with {flag}", "build without it")
     return None
+
+
+def name_bridge(body, bridge, suffix):
+    """A network create body whose bridge is named `<bridge>.<suffix>`:
+    berth's anti-spoofing rules match the user's networks by that prefix
+    (dockerd would name it br-<id>, like any other daemon's). Pure; the
+    body has passed `check` (no options of the user's own)."""
+    driver = _get(body, "Driver")
+    name = f"{bridge}.{suffix}"[:IFNAME_MAX]
+    if not bridge or driver not in (None, "", "bridge") or len(name) < len(bridge) + 3:
+        return body  # no room for a name of its own: dockerd's br-<id>
+    out = {k: v for k, v in body.items() if k.casefold() != "options"}
+    out["Options"] = {BRIDGE_NAME_OPTION: name}
+    return out
 
 
 def binds_to_mounts(host_config):

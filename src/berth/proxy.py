@@ -20,6 +20,7 @@ connection, so one user's slow client holds up nobody else.
 import asyncio
 import logging
 import re
+import secrets
 import socket
 import struct
 
@@ -200,6 +201,8 @@ class Handler:
             if path == "/containers/create" and isinstance(body, dict) and body.field("HostConfig"):
                 key = next(k for k in body if k.casefold() == "hostconfig")
                 body[key] = policy.binds_to_mounts(body[key])
+            elif path == "/networks/create" and isinstance(body, dict):
+                body = policy.name_bridge(body, self.ctx.bridge, secrets.token_hex(8))
         else:
             refusal = policy.check(method, target, None, self.ctx)
             if refusal is None and ARCHIVE.fullmatch(path) and await self._binds_of(ARCHIVE.fullmatch(path)[1]):

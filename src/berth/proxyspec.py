@@ -11,7 +11,8 @@ from . import policy
 
 # uid: who may connect (and owns the socket); networks: the user's half of
 # their block (policy.Context); runtimes: what the site configured.
-Spec = namedtuple("Spec", "user uid networks runtimes")
+# bridge: the user's bridge, whose name prefixes their networks' bridges.
+Spec = namedtuple("Spec", "user uid networks runtimes bridge", defaults=("",))
 
 
 class BadSpec(ValueError):
@@ -20,22 +21,23 @@ class BadSpec(ValueError):
 
 def for_user(cfg, account, layout):
     runtimes = ("runc", *sorted(dict(cfg.daemon_json).get("runtimes", {}) or {}))
-    return Spec(account.name, account.uid, str(layout.user_pool), tuple(dict.fromkeys(runtimes)))
+    return Spec(account.name, account.uid, str(layout.user_pool), tuple(dict.fromkeys(runtimes)),
+                f"{cfg.network.bridge_prefix}{account.uid}")
 
 
 def render(spec):
     return (f"user={spec.user}\nuid={spec.uid}\nnetworks={spec.networks}\n"
-            f"runtimes={','.join(spec.runtimes)}\n")
+            f"runtimes={','.join(spec.runtimes)}\nbridge={spec.bridge}\n")
 
 
 def parse(text):
     try:
         fields = dict(line.split("=", 1) for line in text.splitlines() if line)
         return Spec(fields["user"], int(fields["uid"]), fields["networks"],
-                    tuple(r for r in fields["runtimes"].split(",") if r))
+                    tuple(r for r in fields["runtimes"].split(",") if r), fields.get("bridge", ""))
     except (KeyError, ValueError) as e:
         raise BadSpec(f"unreadable proxy spec ({e})") from None
 
 
 def context(spec):
-    return policy.Context(user_networks=spec.networks, runtimes=spec.runtimes)
+    return policy.Context(user_networks=spec.networks, runtimes=spec.runtimes, bridge=spec.bridge)

@@ -88,5 +88,7 @@ def plan_user_rules(cfg, user, block, uid):
         # from the user's bridge only the block's addresses.
         Rule("raw", ch.prerouting, "DROP", src=block, rpfilter=True, comment=tag),
         Rule("raw", ch.prerouting, "DROP", src="!" + block, in_iface=bridge, comment=tag),
+        # ... and their networks' bridges (named <bridge>.<suffix> by the policy proxy)
+        Rule("raw", ch.prerouting, "DROP", src="!" + block, in_iface=bridge + ".+", comment=tag),
         Rule("nat", ch.postrouting, "MASQUERADE", src=block, dst="!" + block, comment=tag),
     )

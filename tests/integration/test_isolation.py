@@ -206,6 +206,8 @@ def test_rules_come_back_after_a_flush_of_every_berth_chain(harness, pair):
     assert "firewall rules were missing and are back" in out, out
     assert sorted(harness.rules_mentioning(f"berth:{alice}")) == before
     assert firewall.Firewall(cfg).jumps_in_place()
+    # read back exactly as planned: the next pass finds nothing to put back
+    assert "were missing" not in harness.berth("reap").stdout
     assert fetch(info[alice]["ip"], as_user=bob) is None
     # only the jumps gone (a flush of the built-in chains): back too
     for jump in ch.jumps():
@@ -288,3 +290,47 @@ def test_networks_a_user_makes_in_the_pool_never_leave_the_next_user_without_a_b
     finally:
         for name in made:
             _engine(harness, alice, "network", "rm", name, check=False)
+
+
+def test_a_users_own_networks_send_only_the_users_addresses(harness, pair):
+    """A network made through the policy proxy gets a bridge named after the user's, which berth's
+    anti-spoofing rules cover: a forged source from it never reaches even the host."""
+    (alice, bob), info = pair
+    r = subprocess.run(["runuser", "-u", alice, "--", "docker", "-H", f"unix://{harness.sock(alice)}", "network",
+                        "create", "mine"], capture_output=True, text=True, env={**os.environ, "HOME": "/"})
+    assert r.returncode == 0, r.stderr
+    ns = None
+    try:
+        net = json.loads(_engine(harness, alice, "network", "inspect", "mine").stdout)[0]
+        link = net["Options"]["com.docker.network.bridge.name"]
+        assert link.startswith(info[alice]["bridge"] + ".") and len(link) <= 15
+        subnet = ipaddress.ip_network(net["IPAM"]["Config"][0]["Subnet"])
+        assert subnet.subnet_of(ipaddress.ip_network(info[alice]["block"]))
+        gateway, mine = str(subnet.network_address + 1), str(subnet.broadcast_address - 1)
+        ns = Namespace(f"bt{harness.tag}m", link, mine, subnet.prefixlen, gateway)
+        host = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        host.bind((gateway, 0))
+        host.settimeout(2)
+        port = str(host.getsockname()[1])
+
+        def arrives(src, word):
+            ns.run(sys.executable, "-c", SEND, src, gateway, port, word)
+            try:
+                while True:
+                    if host.recv(100).decode() == word:
+                        return True
+            except socket.timeout:
+                return False
+
+        assert arrives(mine, "own-address")
+        assert not arrives("198.51.100.7", "forged-outsider")
+        subprocess.run(["iptables-legacy", "-t", "raw", "-F", f"{harness.chain_prefix}-PREROUTING"], check=True)
+        assert arrives("198.51.100.7", "unchecked-outsider")  # the control: it is the rule that stops it
+        harness.berth("up", alice)
+        harness.berth("up", bob)
+        assert not arrives("198.51.100.7", "forged-again")
+        host.close()
+    finally:
+        if ns is not None:
+            ns.close()
+        _engine(harness, alice, "network", "rm", "mine", check=False)

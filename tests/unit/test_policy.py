@@ -220,3 +220,15 @@ def test_routes_the_docker_cli_uses_pass(method, target):
 def test_every_other_route_is_refused(method, target):
     refusal = policy.check(method, target, None, CTX)
     assert refusal is not None and "the Docker API the docker CLI uses" in refusal.instead
+
+
+def test_a_users_networks_get_bridges_named_after_their_own():
+    body = apijson.loads(b'{"Name": "web", "Driver": "bridge"}')
+    named = policy.name_bridge(body, "bth1001", "0123456789abcdef")
+    assert named["Options"] == {"com.docker.network.bridge.name": "bth1001.0123456"}  # 15 characters at most
+    assert named["Name"] == "web"
+    assert policy.name_bridge(apijson.loads(b'{"Name": "x"}'), "bth1001", "ab12cd34")["Options"] == {
+        "com.docker.network.bridge.name": "bth1001.ab12cd3"}
+    # no room left for a suffix of its own, or not a bridge: left to dockerd
+    assert policy.name_bridge(body, "abcde1234567890", "ab12") is body
+    assert "Options" not in policy.name_bridge(apijson.loads(b'{"Name": "m", "Driver": "macvlan"}'), "bth1001", "ab")

@@ -41,6 +41,7 @@ def test_forged_sources_are_dropped_before_conntrack():
     assert all(r.chain == "BERTH-PREROUTING" and r.target == "DROP" for r in raw)
     assert any(r.src == BLOCK and r.rpfilter for r in raw)  # the block's addresses only from where they live
     assert any(r.src == "!" + BLOCK and r.in_iface == "bth1001" for r in raw)  # the bridge sends only the block's
+    assert any(r.src == "!" + BLOCK and r.in_iface == "bth1001.+" for r in raw)  # and so do its networks' bridges
 
 
 def test_plans_of_two_users_never_share_a_rule():

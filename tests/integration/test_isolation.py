@@ -334,3 +334,24 @@ def test_a_users_own_networks_send_only_the_users_addresses(harness, pair):
         if ns is not None:
             ns.close()
         _engine(harness, alice, "network", "rm", "mine", check=False)
+
+
+def test_published_ports_keep_their_meaning(harness, pair):
+    """-p publishes on the host for everyone, as it does without berth (docker-proxy is root's)."""
+    (alice, bob), info = pair
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    harness.docker(alice, "run", "-d", "--name", "published", "-p", f"127.0.0.1:{port}:{PORT}", info[alice]["img"],
+                   "sh", "-c", f"echo published-by-{alice} > /www/index.html && exec httpd -f -p {PORT} -h /www")
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(50):
+            r = subprocess.run(["runuser", "-u", bob, "--", "timeout", "4", BUSYBOX, "wget", "-q", "-O", "-", url],
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+            time.sleep(0.1)
+        assert r.stdout.strip() == f"published-by-{alice}", r.stderr
+    finally:
+        harness.docker(alice, "rm", "-f", "published", check=False)

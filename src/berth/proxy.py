@@ -1,12 +1,15 @@
 """berth's policy proxy: a user's Docker socket, checked before dockerd sees it.
 
-HTTP/1.1 is parsed with h11 on asyncio, both ways. For each request:
+On asyncio: the client's requests are parsed by llhttp (clientside.py) and
+each head is checked by h11 too, which frames the answers; dockerd's side
+is h11 both ways. For each request:
 - the target is canonicalised (policy.canonical) and the endpoint checked;
 - a JSON body of an endpoint the policy reads (container/exec/volume/network
   create) is read whole, chunked or not, up to apijson.MAX_BODY, parsed as
   dockerd parses it, checked, and forwarded re-encoded with a Content-Length
   (a container's Binds as Mounts that never create their source);
-- any other body (image load, build context, docker cp) streams through;
+- any other body (image load, build context, docker cp) streams through,
+  framed anew;
 - a refusal is HTTP 403 {"message": "berth: <what>; <instead>"}, and nothing
   of the request reaches dockerd;
 - responses stream back; a 101 (attach, exec start) turns the connection
@@ -26,7 +29,7 @@ import struct
 
 import h11
 
-from . import apijson, policy
+from . import apijson, clientside, policy
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ def _refusal_response(conn, status, what, instead):
 
 
 async def _next(conn, reader):
-    """The next h11 event, reading as needed; ConnectionClosed at EOF."""
+    """The next h11 event from dockerd, reading as needed; ConnectionClosed at EOF."""
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
@@ -61,9 +64,9 @@ async def _next(conn, reader):
         conn.receive_data(data)
 
 
-def _form_body(request):
+def _form_body(head):
     return any(name.lower() == b"content-type" and value.split(b";")[0].strip().lower() in FORM_TYPES
-               for name, value in request.headers)
+               for name, value in head.headers)
 
 
 def _joined(conn, first):
@@ -80,13 +83,17 @@ def _joined(conn, first):
             return b"".join(parts) if len(parts) > 1 else parts[0], (None if event is h11.NEED_DATA else event)
 
 
-def _headers(request, body_length=None):
-    """The request's headers for dockerd; a re-encoded body gets its own length."""
-    out = []
-    for name, value in request.headers:
-        if body_length is not None and name.lower() in (b"content-length", b"transfer-encoding"):
-            continue
-        out.append((name, value))
+def _upstream_headers(head, body_length=None):
+    """The request's headers for dockerd, its body framed anew: by the
+    length of a re-encoded body, else as the client framed it (a length
+    h11 then holds the forwarded bytes to, or chunks of h11's own)."""
+    out = [(name, value) for name, value in head.headers
+           if name.lower() not in (b"content-length", b"transfer-encoding")]
+    if body_length is None and clientside.has_body(head):
+        if any(name.lower() == b"transfer-encoding" for name, _ in head.headers):
+            out.append((b"Transfer-Encoding", b"chunked"))
+        else:
+            body_length = clientside.content_length(head)
     if body_length is not None:
         out.append((b"Content-Length", str(body_length).encode()))
     return out
@@ -142,12 +149,16 @@ class Handler:
             return
         self.tasks.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        client = clientside.Requests(reader, CHUNK)
         try:
             refused = self._admit(writer)
-            while await self._one(conn, reader, writer, refused):
+            while await self._one(conn, client, writer, refused):
                 conn.start_next_cycle()
-        except h11.RemoteProtocolError as e:
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        except (clientside.BadRequest, h11.RemoteProtocolError) as e:
+            if conn.our_state is h11.IDLE:  # nothing of it reached h11: a head it can answer
+                conn.receive_data(b"GET / HTTP/1.1\r\nHost: berth\r\n\r\n")
+                conn.next_event()
+            if conn.our_state is h11.SEND_RESPONSE:
                 writer.write(_refusal_response(conn, 400, f"a request that is not HTTP/1.1 ({e})",
                                                "send what the docker CLI sends"))
         except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError) as e:
@@ -156,38 +167,43 @@ class Handler:
             writer.close()
             self.tasks.discard(task)
 
-    async def _one(self, conn, reader, writer, refused=None):
+    async def _one(self, conn, client, writer, refused=None):
         """Serve one request; True if the connection may carry another.
         `refused`: (status, what, instead) for a connection not admitted."""
         try:
-            request = await asyncio.wait_for(_next(conn, reader), IDLE_TIMEOUT)
+            head = await asyncio.wait_for(client.next(), IDLE_TIMEOUT)
         except asyncio.TimeoutError:
             return False  # idle between requests, or a head never finished
-        if not isinstance(request, h11.Request):
+        if not isinstance(head, clientside.Head):
             return False
+        conn.receive_data(clientside.bodiless_head(head))
+        request = conn.next_event()  # h11 checks the head too, and answers it
+        if not isinstance(request, h11.Request):
+            raise h11.RemoteProtocolError("an incomplete request head", 400)
+        conn.next_event()  # its (empty) end
         self.requests += 1
         method, target = request.method.decode(), request.target.decode("latin-1")
         if refused is not None:
             status, what, instead = refused
             self._refuse(writer, conn, method, target, policy.Refusal(what, instead), status)
-            await self._drain(conn, reader)
+            await self._drain(client)
             return False
         found = policy.canonical(target)
         if isinstance(found, policy.Refusal):
             self._refuse(writer, conn, method, target, found)
-            await self._drain(conn, reader)
+            await self._drain(client)
             return False
-        if _form_body(request):
+        if _form_body(head):
             # Go's FormValue reads a form body as query parameters, which
             # the policy checks in the target only.
             self._refuse(writer, conn, method, target,
                          policy.Refusal("a form-encoded request body", "send what the docker CLI sends"))
-            await self._drain(conn, reader)
+            await self._drain(client)
             return False
         path, _ = found
         body = None
         if policy.reads_body(method, path):
-            raw, refusal = await self._read_body(conn, reader)
+            raw, refusal = await self._read_body(client)
             if refusal is None:
                 try:
                     body = apijson.loads(raw)
@@ -211,9 +227,9 @@ class Handler:
                                          "copy through the bound directory itself, or use a container without -v")
             if refusal is not None:
                 self._refuse(writer, conn, method, target, refusal)
-                await self._drain(conn, reader)
+                await self._drain(client)
                 return False
-        return await self._forward(conn, reader, writer, request, body)
+        return await self._forward(conn, client, writer, head, body)
 
     async def _binds_of(self, container):
         """Whether the container has a bind mount, asked of dockerd itself
@@ -242,33 +258,33 @@ class Handler:
         log.info("refused %s: %s %s: %s", self.user or "-", method, target[:200], refusal.what)
         writer.write(_refusal_response(conn, status, refusal.what, refusal.instead))
 
-    async def _drain(self, conn, reader, limit=DRAIN_LIMIT):
+    async def _drain(self, client, limit=DRAIN_LIMIT):
         """Read and drop the rest of a refused request's body (up to `limit`):
         a client still sending it (a build context) would otherwise hit a
         closed socket before reading the refusal."""
         size = 0
         while size <= limit:
-            event = await _next(conn, reader)
-            if not isinstance(event, h11.Data):
+            event = await client.next()
+            if not isinstance(event, bytes):
                 return
-            size += len(event.data)
+            size += len(event)
 
-    async def _read_body(self, conn, reader):
+    async def _read_body(self, client):
         chunks, size = [], 0
         while True:
-            event = await _next(conn, reader)
-            if isinstance(event, h11.Data):
-                size += len(event.data)
+            event = await client.next()
+            if isinstance(event, bytes):
+                size += len(event)
                 if size > apijson.MAX_BODY:
                     return None, policy.Refusal(f"a request body over {apijson.MAX_BODY // 1024} KiB",
                                                 "send a smaller one")
-                chunks.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+                chunks.append(event)
+            elif event is client.END:
                 return b"".join(chunks), None
             else:
                 return None, policy.Refusal("an incomplete request", "send it whole")
 
-    async def _forward(self, conn, reader, writer, request, body):
+    async def _forward(self, conn, client, writer, head, body):
         try:
             up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path, limit=BUFFER)
         except OSError as e:
@@ -279,32 +295,31 @@ class Handler:
         up = h11.Connection(h11.CLIENT)
         try:
             encoded = None if body is None else apijson.dumps(body)
-            up_writer.write(up.send(h11.Request(method=request.method, target=request.target,
-                                                headers=_headers(request, None if encoded is None else len(encoded)))))
+            up_writer.write(up.send(h11.Request(method=head.method, target=head.target,
+                                                headers=_upstream_headers(head, None if encoded is None
+                                                                          else len(encoded)))))
             if encoded is not None:
                 up_writer.write(up.send(h11.Data(data=encoded)) + up.send(h11.EndOfMessage()))
             else:
-                await self._stream_request(conn, reader, up, up_writer)
+                await self._stream_request(client, up, up_writer)
             await up_writer.drain()
-            return await self._stream_response(conn, reader, writer, up, up_reader, up_writer)
+            return await self._stream_response(conn, client, writer, up, up_reader, up_writer)
         finally:
             up_writer.close()
 
-    async def _stream_request(self, conn, reader, up, up_writer):
-        event = await _next(conn, reader)
+    async def _stream_request(self, client, up, up_writer):
         while True:
-            if isinstance(event, h11.Data):
-                data, event = _joined(conn, event)
-                up_writer.write(up.send(h11.Data(data=data)))
+            event = await client.next()
+            if isinstance(event, bytes):
+                up_writer.write(up.send(h11.Data(data=event)))
                 await up_writer.drain()
-                event = event or await _next(conn, reader)
-            elif isinstance(event, h11.EndOfMessage):
+            elif event is client.END:
                 up_writer.write(up.send(h11.EndOfMessage()))
                 return
             else:
                 raise ConnectionError("the client went away mid-request")
 
-    async def _stream_response(self, conn, reader, writer, up, up_reader, up_writer):
+    async def _stream_response(self, conn, client, writer, up, up_reader, up_writer):
         pending = None
         while True:
             event, pending = pending or await _next(up, up_reader), None
@@ -312,7 +327,7 @@ class Handler:
                 writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=event.headers,
                                                                  reason=event.reason)))
                 await writer.drain()
-                await self._pipe(conn, reader, writer, up, up_reader, up_writer)
+                await self._pipe(client, writer, up, up_reader, up_writer)
                 return False
             if isinstance(event, h11.InformationalResponse):  # 100 Continue and the like: passed on as they are
                 writer.write(conn.send(h11.InformationalResponse(status_code=event.status_code,
@@ -331,9 +346,9 @@ class Handler:
             else:
                 return False
 
-    async def _pipe(self, conn, reader, writer, up, up_reader, up_writer):
+    async def _pipe(self, client, writer, up, up_reader, up_writer):
         """Raw bytes both ways after a 101, each direction half-closed on its own EOF."""
-        client_rest, _ = conn.trailing_data
+        client_rest = client.rest
         daemon_rest, _ = up.trailing_data
         if client_rest:
             up_writer.write(client_rest)
@@ -350,7 +365,7 @@ class Handler:
             except ConnectionError:
                 pass
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        await asyncio.gather(pump(client.reader, up_writer), pump(up_reader, writer))
 
 
 async def serve(listen_path, upstream_path, ctx):

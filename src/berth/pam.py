@@ -17,7 +17,7 @@ import select
 import sys
 import time
 
-from . import activity, users, warm
+from . import activity, paths, users, warm
 from .paths import SYSTEM_PATH
 
 READY = "berth: your Docker daemon is ready ({seconds:.1f} s)"
@@ -92,7 +92,7 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
         # The PAM line names the run dir, so a login whose daemon is up is
         # answered without even reading the config.
         if run_dir:
-            upaths = warm.user_paths(run_dir, name)
+            upaths = paths.in_run_dir(run_dir, name)
             if os.path.isdir(upaths.run_dir):
                 # The session first, the check second: see reaper._reap.
                 activity.session_opened(upaths, os.getppid())
@@ -107,7 +107,7 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
 
 
 def _session(name, out, config_path, recorded_in=None):
-    from . import config, paths
+    from . import config
     from .errors import BerthError, UserRefused
 
     try:

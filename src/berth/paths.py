@@ -84,6 +84,12 @@ def locks_dir(cfg):
     return os.path.join(cfg.paths.state_dir, "lock")
 
 
+def in_run_dir(run_dir, user):
+    """The run-dir half of a user's paths, from the run dir alone (the
+    warm login and the proxy know no config)."""
+    return UserPaths(user, os.path.join(str(run_dir), user), "", "")
+
+
 def for_user(cfg, user):
     return UserPaths(
         user=user,

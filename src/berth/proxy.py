@@ -41,10 +41,9 @@ BUFFER = 1 << 20
 # CLI opens one per command; a script holding hundreds idle would not).
 IDLE_TIMEOUT = 600
 ARCHIVE = re.compile(r"/containers/([^/]+)/archive")
+ARCHIVE_TARGET = re.compile(rb"/containers/[^/?]+/archive")
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 DRAIN_LIMIT = 1 << 30  # a refused upload is read and dropped up to this, then cut off
-
-
 
 
 def _refusal_response(conn, status, what, instead):
@@ -221,10 +220,17 @@ class Handler:
                 body = policy.name_bridge(body, self.ctx.bridge, secrets.token_hex(8))
         else:
             refusal = policy.check(method, target, None, self.ctx)
-            if refusal is None and ARCHIVE.fullmatch(path) and await self._binds_of(ARCHIVE.fullmatch(path)[1]):
-                refusal = policy.Refusal("docker cp to or from a container with bind mounts (dockerd copies as "
-                                         "root on the host, through them)",
-                                         "copy through the bound directory itself, or use a container without -v")
+            archive = ARCHIVE.fullmatch(path)
+            if refusal is None and archive:
+                binds, container_id = await self._binds_of(archive[1])
+                if binds:
+                    refusal = policy.Refusal("docker cp to or from a container with bind mounts (dockerd copies "
+                                             "as root on the host, through them)",
+                                             "copy through the bound directory itself, or use a container without -v")
+                elif container_id:
+                    # By the id that was checked: a name could be given to another container meanwhile.
+                    head = head._replace(target=ARCHIVE_TARGET.sub(b"/containers/" + container_id.encode()
+                                                                   + b"/archive", head.target, count=1))
             if refusal is not None:
                 self._refuse(writer, conn, method, target, refusal)
                 await self._drain(client)
@@ -232,12 +238,13 @@ class Handler:
         return await self._forward(conn, client, writer, head, body)
 
     async def _binds_of(self, container):
-        """Whether the container has a bind mount, asked of dockerd itself
-        (False if it does not know the container: it answers that itself)."""
+        """(whether the container has a bind mount, its id), asked of dockerd
+        itself; (False, None) if it does not know the container (it answers
+        the request that way itself)."""
         try:
             up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path)
         except OSError:
-            return False
+            return False, None
         try:
             up_writer.write(f"GET /containers/{container}/json HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
             raw = await up_reader.read(-1)
@@ -245,12 +252,15 @@ class Handler:
             up_writer.close()
         head, _, body = raw.partition(b"\r\n\r\n")
         if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
-            return False
+            return False, None
         try:
-            mounts = apijson.loads(body).field("Mounts") or []
+            info = apijson.loads(body)
+            mounts, container_id = info.field("Mounts") or [], str(info.field("Id") or "")
         except (apijson.BadBody, AttributeError):
-            return True  # unreadable: refuse rather than guess
-        return any(isinstance(m, dict) and str(m.get("Type", "")).casefold() == "bind" for m in mounts)
+            return True, None  # unreadable: refuse rather than guess
+        if not re.fullmatch(r"[0-9a-f]{64}", container_id):
+            return True, None
+        return any(isinstance(m, dict) and str(m.get("Type", "")).casefold() == "bind" for m in mounts), container_id
 
     def _refuse(self, writer, conn, method, target, refusal, status=403):
         self.refused += 1
@@ -276,6 +286,7 @@ class Handler:
             if isinstance(event, bytes):
                 size += len(event)
                 if size > apijson.MAX_BODY:
+                    await self._drain(client)  # so the client reads the refusal, not a reset
                     return None, policy.Refusal(f"a request body over {apijson.MAX_BODY // 1024} KiB",
                                                 "send a smaller one")
                 chunks.append(event)

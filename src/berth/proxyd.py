@@ -99,7 +99,7 @@ class ProxyService:
 
     async def serve(self, name):
         users.check_name(name)
-        upaths = paths.UserPaths(name, os.path.join(self.run_dir, name), "", "")
+        upaths = paths.in_run_dir(self.run_dir, name)
         raw = read_trusted(upaths.proxy_spec)
         if raw is None:
             raise LookupError(f"no proxy spec for {name} ({upaths.proxy_spec})")
@@ -131,7 +131,7 @@ class ProxyService:
         for name in names:
             if name.startswith(users.RESERVED_PREFIX) or not users.is_valid_name(name):
                 continue
-            if os.path.exists(os.path.join(self.run_dir, name, "proxy.conf")):
+            if os.path.exists(paths.in_run_dir(self.run_dir, name).proxy_spec):
                 try:
                     await self.serve(name)
                 except (OSError, LookupError, ValueError) as e:

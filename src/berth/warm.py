@@ -11,16 +11,11 @@ import os
 from . import engine, paths, record, users
 
 
-def user_paths(run_dir, user):
-    """The run-dir half of a user's paths (all the warm check needs)."""
-    return paths.UserPaths(user, os.path.join(run_dir, user), "", "")
-
-
 def is_up(run_dir, user):
     """True when berth's dockerd for `user` runs, has its bridge and answers."""
     if not users.is_valid_name(user):
         return False
-    upaths = user_paths(run_dir, user)
+    upaths = paths.in_run_dir(run_dir, user)
     if os.path.exists(os.path.join(upaths.run_dir, "reaping")):
         return False  # the reaper is at work: take the slow path, which waits for it
     rec = record.running(upaths)

@@ -66,3 +66,10 @@ def test_h11_is_fed_the_head_without_its_body():
     assert clientside.bodiless_head(head) == (
         b"PUT /containers/x/archive?path=/ HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\n"
         b"Content-Length: 0\r\n\r\n")
+
+
+def test_an_archive_request_is_sent_on_by_the_id_that_was_checked():
+    from berth import proxy
+    target = b"/v1.41/containers/web/archive?path=%2Fh&noOverwriteDirNonDir=true"
+    assert proxy.ARCHIVE_TARGET.sub(b"/containers/" + b"a" * 64 + b"/archive", target, count=1) == \
+        b"/v1.41/containers/" + b"a" * 64 + b"/archive?path=%2Fh&noOverwriteDirNonDir=true"

@@ -1,15 +1,16 @@
 """berth's policy proxy: a user's Docker socket, checked before dockerd sees it.
 
-On asyncio: the client's requests are parsed by llhttp (clientside.py) and
-each head is checked by h11 too, which frames the answers; dockerd's side
-is h11 both ways. For each request:
+On asyncio (uvloop where it is installed): the client's requests are
+parsed by llhttp (clientside.py) and each head is checked by h11 too, which
+frames the answers; dockerd's side is h11 both ways, but for the bodies the
+proxy streams, which it frames itself. For each request:
 - the target is canonicalised (policy.canonical) and the endpoint checked;
 - a JSON body of an endpoint the policy reads (container/exec/volume/network
   create) is read whole, chunked or not, up to apijson.MAX_BODY, parsed as
   dockerd parses it, checked, and forwarded re-encoded with a Content-Length
   (a container's Binds as Mounts that never create their source);
 - any other body (image load, build context, docker cp) streams through,
-  framed anew;
+  framed anew, in the pieces llhttp gave, never joined;
 - a refusal is HTTP 403 {"message": "berth: <what>; <instead>"}, and nothing
   of the request reaches dockerd;
 - responses stream back; a 101 (attach, exec start) turns the connection
@@ -33,10 +34,15 @@ from . import apijson, clientside, policy
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20  # reads this big keep large uploads (docker cp, load, build) near direct speed
+CHUNK = 1 << 20  # reads from dockerd this big keep large downloads (docker save, cp out) near direct speed
 # A stream's buffer (asyncio pauses reading at twice this): the default
 # 64 KiB means a read, an epoll wait and a parse per ~100 KiB.
 BUFFER = 1 << 20
+# The send buffer of the connection to dockerd (root may set it past the
+# sysctl's cap): 208 KiB meant a writev, and a wakeup of dockerd, for every
+# 200 KiB of an upload.
+SEND_BUFFER = 4 << 20
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)  # Linux's number; Python names it only on some builds
 # A connection that sends no request for this long is closed (the docker
 # CLI opens one per command; a script holding hundreds idle would not).
 IDLE_TIMEOUT = 600
@@ -89,13 +95,19 @@ def _upstream_headers(head, body_length=None):
     out = [(name, value) for name, value in head.headers
            if name.lower() not in (b"content-length", b"transfer-encoding")]
     if body_length is None and clientside.has_body(head):
-        if any(name.lower() == b"transfer-encoding" for name, _ in head.headers):
+        if _chunked(head):
             out.append((b"Transfer-Encoding", b"chunked"))
         else:
             body_length = clientside.content_length(head)
     if body_length is not None:
         out.append((b"Content-Length", str(body_length).encode()))
     return out
+
+
+def _chunked(head):
+    """Whether the client sent its body in chunks (llhttp has checked that
+    such a body ends in them), so it goes on in chunks of berth's own."""
+    return any(name.lower() == b"transfer-encoding" for name, _ in head.headers)
 
 
 _PEERCRED = struct.Struct("3i")
@@ -137,7 +149,10 @@ class Handler:
             return 403, "a connection from another user", "use your own socket ($DOCKER_HOST)"
         return None
 
-    async def __call__(self, reader, writer):
+    async def __call__(self, client):
+        """Serve one client connection (a clientside.Client, which is also
+        the writer its answers go out through)."""
+        writer = client
         task = asyncio.current_task()
         if self.max_connections is not None and len(self.tasks) >= self.max_connections:
             # Closed before anything is read: idle connections held open
@@ -148,7 +163,6 @@ class Handler:
             return
         self.tasks.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
-        client = clientside.Requests(reader, CHUNK)
         try:
             refused = self._admit(writer)
             while await self._one(conn, client, writer, refused):
@@ -162,6 +176,8 @@ class Handler:
                                                "send what the docker CLI sends"))
         except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError) as e:
             log.debug("client connection ended: %s", e)
+        except Exception:
+            log.exception("%s: a client connection failed", self.user or "-")
         finally:
             writer.close()
             self.tasks.discard(task)
@@ -275,21 +291,21 @@ class Handler:
         size = 0
         while size <= limit:
             event = await client.next()
-            if not isinstance(event, bytes):
+            if not isinstance(event, list):
                 return
-            size += len(event)
+            size += sum(map(len, event))
 
     async def _read_body(self, client):
         chunks, size = [], 0
         while True:
             event = await client.next()
-            if isinstance(event, bytes):
-                size += len(event)
+            if isinstance(event, list):
+                size += sum(map(len, event))
                 if size > apijson.MAX_BODY:
                     await self._drain(client)  # so the client reads the refusal, not a reset
                     return None, policy.Refusal(f"a request body over {apijson.MAX_BODY // 1024} KiB",
                                                 "send a smaller one")
-                chunks.append(event)
+                chunks.extend(event)
             elif event is client.END:
                 return b"".join(chunks), None
             else:
@@ -303,6 +319,10 @@ class Handler:
             writer.write(_refusal_response(conn, 502, "your Docker daemon is not running",
                                            "log in again to start it, or ask your administrator"))
             return False
+        try:
+            up_writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SEND_BUFFER)
+        except OSError:
+            pass  # not root (a test's own proxy): the default buffer, slower, works
         up = h11.Connection(h11.CLIENT)
         try:
             encoded = None if body is None else apijson.dumps(body)
@@ -312,17 +332,26 @@ class Handler:
             if encoded is not None:
                 up_writer.write(up.send(h11.Data(data=encoded)) + up.send(h11.EndOfMessage()))
             else:
-                await self._stream_request(client, up, up_writer)
+                await self._stream_request(client, up, up_writer, chunked=_chunked(head))
             await up_writer.drain()
             return await self._stream_response(conn, client, writer, up, up_reader, up_writer)
         finally:
             up_writer.close()
 
-    async def _stream_request(self, client, up, up_writer):
+    async def _stream_request(self, client, up, up_writer, chunked):
+        """The body as llhttp read it, framed anew: a chunked one as one chunk
+        for each batch of pieces, written here, because h11 would frame each
+        piece with a call of its own or join them first (a copy of every
+        byte of a 500 MiB upload); one the client gave a Content-Length
+        through h11, which holds it to that length. h11 ends it either way."""
         while True:
             event = await client.next()
-            if isinstance(event, bytes):
-                up_writer.write(up.send(h11.Data(data=event)))
+            if isinstance(event, list):
+                if chunked:
+                    up_writer.writelines([b"%x\r\n" % sum(map(len, event)), *event, b"\r\n"])
+                else:
+                    for piece in event:
+                        up_writer.writelines(up.send_with_data_passthrough(h11.Data(data=piece)))
                 await up_writer.drain()
             elif event is client.END:
                 up_writer.write(up.send(h11.EndOfMessage()))
@@ -359,16 +388,13 @@ class Handler:
 
     async def _pipe(self, client, writer, up, up_reader, up_writer):
         """Raw bytes both ways after a 101, each direction half-closed on its own EOF."""
-        client_rest = client.rest
         daemon_rest, _ = up.trailing_data
-        if client_rest:
-            up_writer.write(client_rest)
         if daemon_rest:
             writer.write(daemon_rest)
 
-        async def pump(src, dst):
+        async def pump(read, dst):
             try:
-                while data := await src.read(CHUNK):
+                while data := await read():
                     dst.write(data)
                     await dst.drain()
                 if dst.can_write_eof():
@@ -376,9 +402,9 @@ class Handler:
             except ConnectionError:
                 pass
 
-        await asyncio.gather(pump(client.reader, up_writer), pump(up_reader, writer))
+        await asyncio.gather(pump(client.read_raw, up_writer), pump(lambda: up_reader.read(CHUNK), writer))
 
 
-async def serve(listen_path, upstream_path, ctx):
-    """Serve `listen_path` (a unix socket) in front of dockerd's `upstream_path`."""
-    return await asyncio.start_unix_server(Handler(upstream_path, ctx), path=listen_path, limit=BUFFER)
+async def serve_socket(handler, sock):
+    """Serve a listening unix socket with `handler`."""
+    return await asyncio.get_running_loop().create_unix_server(lambda: clientside.Client(handler), sock=sock)

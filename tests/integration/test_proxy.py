@@ -132,6 +132,30 @@ def test_raw_http_that_tries_to_get_past(proxied, request_bytes, words):
     assert answer.startswith(f"HTTP/1.1 {status}") and words in answer, answer[:300]
 
 
+def test_a_streamed_body_framed_by_its_length_goes_through_whole(proxied):
+    """The docker CLI sends its uploads chunked; a client may give a Content-Length instead."""
+    import io
+    import tarfile
+    _, img, listen = proxied
+    payload = os.urandom(3 << 20)
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        info = tarfile.TarInfo("sized")
+        info.size = len(payload)
+        t.addfile(info, io.BytesIO(payload))
+    docker(listen, "run", "-d", "--name", "px-sized", img, "sleep", "600")
+    try:
+        answer = raw(listen, b"PUT /v1.41/containers/px-sized/archive?path=/tmp HTTP/1.1\r\nHost: docker\r\n"
+                             b"Content-Type: application/x-tar\r\nConnection: close\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(tar.getvalue()) + tar.getvalue())
+        assert answer.startswith("HTTP/1.1 200"), answer[:300]
+        r = subprocess.run(["docker", "-H", f"unix://{listen}", "exec", "px-sized", "cat", "/tmp/sized"],
+                           capture_output=True, timeout=60)
+        assert r.stdout == payload
+    finally:
+        docker(listen, "rm", "-f", "px-sized", check=False)
+
+
 def test_a_legacy_build_streams_its_context_through(proxied, tmp_path):
     _, img, listen = proxied
     (tmp_path / "Dockerfile").write_text(f"FROM {img}\nCOPY blob /blob\nRUN wc -c /blob > /size\n")

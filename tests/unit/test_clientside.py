@@ -8,23 +8,54 @@ import pytest
 from berth import clientside
 
 
-class Reader:
-    """What a client sends, in the pieces it arrives in."""
+class Transport:
+    """What asyncio's transport does for the protocol: pausing and resuming reads."""
 
-    def __init__(self, *pieces):
-        self.pieces = list(pieces)
+    def __init__(self):
+        self.paused = False
+        self.written = []
 
-    async def read(self, n):
-        return self.pieces.pop(0) if self.pieces else b""
+    def pause_reading(self):
+        self.paused = True
+
+    def resume_reading(self):
+        self.paused = False
+
+    def is_closing(self):
+        return False
+
+    def write(self, data):
+        self.written.append(data)
+
+
+def arrive(client, data):
+    """`data` arriving as the kernel hands it over: read into the client's buffer."""
+    buf = client.get_buffer(-1)
+    buf[:len(data)] = data
+    client.buffer_updated(len(data))
 
 
 def events(*pieces):
+    """The client's events for what a client sends, in the pieces it arrives in,
+    and whatever it sent raw after an upgrade."""
     async def collect():
-        client = clientside.Requests(Reader(*pieces), 1 << 20)
         out = []
-        while (event := await client.next()) is not None:
-            out.append(event)
-        return out, client.rest
+
+        async def serve(client):
+            while (event := await client.next()) is not None:
+                out.append(b"".join(event) if isinstance(event, list) else event)
+            raw = []
+            while client.upgraded and (data := await client.read_raw()):
+                raw.append(data)
+            return b"".join(raw) if client.upgraded else None
+
+        client = clientside.Client(serve)
+        client.connection_made(Transport())
+        for piece in pieces:
+            await asyncio.sleep(0)
+            arrive(client, piece)
+        client.eof_received()
+        return out, await client.task
     return asyncio.run(collect())
 
 
@@ -33,21 +64,21 @@ def test_a_chunked_body_is_read_as_data_joined_and_then_its_end():
                        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
     head, data, end = got
     assert (head.method, head.target, head.version) == (b"POST", b"/build", "1.1")
-    assert data == b"hello world" and end is clientside.Requests.END and rest is None
+    assert data == b"hello world" and end is clientside.Client.END and rest is None
     assert clientside.has_body(head)
 
 
 def test_pipelined_requests_come_one_after_another():
     got, _ = events(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\nGET /info HTTP/1.1\r\nHost: d\r\n\r\n")
     assert [e.target if isinstance(e, clientside.Head) else e for e in got] == [
-        b"/_ping", clientside.Requests.END, b"/info", clientside.Requests.END]
+        b"/_ping", clientside.Client.END, b"/info", clientside.Client.END]
 
 
 def test_an_upgrade_requests_body_comes_before_the_raw_stream():
     head = (b"POST /exec/x/start HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
             b"Content-Length: 13\r\n\r\n")
     got, rest = events(head + b'{"Det', b'ach":1}\nstdin')
-    assert got[1:] == [b'{"Det', b'ach":1}\n', clientside.Requests.END] and rest == b"stdin"
+    assert got[1:] == [b'{"Det', b'ach":1}\n', clientside.Client.END] and rest == b"stdin"
 
 
 @pytest.mark.parametrize("request_bytes", [
@@ -73,3 +104,70 @@ def test_an_archive_request_is_sent_on_by_the_id_that_was_checked():
     target = b"/v1.41/containers/web/archive?path=%2Fh&noOverwriteDirNonDir=true"
     assert proxy.ARCHIVE_TARGET.sub(b"/containers/" + b"a" * 64 + b"/archive", target, count=1) == \
         b"/v1.41/containers/" + b"a" * 64 + b"/archive?path=%2Fh&noOverwriteDirNonDir=true"
+
+
+def test_body_data_comes_in_the_pieces_llhttp_gave_never_joined():
+    async def run():
+        got = []
+
+        async def serve(client):
+            got.append(await client.next())
+            got.append(await client.next())
+
+        client = clientside.Client(serve)
+        client.connection_made(Transport())
+        arrive(client, b"PUT /x HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"3\r\nabc\r\n2\r\nde\r\n")
+        await client.task
+        return got
+    head, body = asyncio.run(run())
+    assert body == [b"abc", b"de"]
+
+
+def test_a_client_sending_faster_than_the_proxy_takes_is_no_longer_read_until_it_catches_up():
+    async def run():
+        client = clientside.Client(lambda client: asyncio.sleep(0))
+        transport = Transport()
+        client.connection_made(transport)
+        arrive(client, b"PUT /x HTTP/1.1\r\nHost: d\r\nContent-Length: %d\r\n\r\n" % (64 << 20))
+        await client.next()
+        while not transport.paused:
+            arrive(client, b"x" * clientside.READ_BUFFER)
+        queued = client._queued
+        assert clientside.HIGH < queued <= clientside.HIGH + clientside.READ_BUFFER
+        while transport.paused:
+            await client.next()
+        assert client._queued <= clientside.LOW
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_real_socket_on_either_event_loop(loop, tmp_path):
+    """The proxy runs on uvloop where it is installed and on plain asyncio where not."""
+    import socket
+
+    from berth import proxy, proxyd
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    if loop == "uvloop":
+        assert proxyd._event_loop_run() is run
+
+    async def serve(client):
+        head, body = await client.next(), await client.next()
+        client.write(b"HTTP/1.1 200 OK\r\nX-Body: %d\r\nContent-Length: %d\r\n\r\n%s"
+                     % (sum(map(len, body)), len(head.target), head.target))
+        await client.drain()
+        client.close()
+
+    async def main():
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(tmp_path / "s"))
+        sock.listen()
+        server = await proxy.serve_socket(serve, sock)
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "s"))
+        writer.write(b"PUT /x HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n" + b"4000\r\n" + b"y" * 0x4000
+                     + b"\r\n0\r\n\r\n")
+        answer = await reader.read(-1)
+        writer.close()
+        server.close()
+        return answer
+    assert run(main()).endswith(b"X-Body: 16384\r\nContent-Length: 2\r\n\r\n/x")

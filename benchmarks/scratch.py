@@ -46,6 +46,9 @@ class Scratch:
         from berth import proxyctl  # the policy proxy the first hardened `up` started
 
         proxyctl.ProxySupervisor(f"{self.root}/run", f"{self.root}/log").stop()
+        from berth import containerd  # the shared containerd the first `up` started
+
+        containerd.Shared(f"{self.root}/run", f"{self.root}/state", f"{self.root}/log").stop()
         with open("/proc/self/mounts") as f:
             points = [line.split()[1] for line in f if line.split()[1].startswith(self.root + "/")]
         for point in sorted(points, key=len, reverse=True):

@@ -176,12 +176,13 @@ def _status(args, cfg, out):
         users.check_name(args.user)
     rows, table = status.collect(cfg, only=args.user)
     proxy = status.proxy_status(cfg) if table is not None else None  # root only
+    shared = status.containerd_status(cfg) if table is not None else None
     if args.json:
-        print(json.dumps(status.to_json(cfg, rows, table, proxy), indent=2), file=out)
+        print(json.dumps(status.to_json(cfg, rows, table, proxy, shared), indent=2), file=out)
     elif args.user:
         print(status.render_detail(rows[0]), file=out)
     else:
-        print(status.render_table(cfg, rows, table, proxy), file=out)
+        print(status.render_table(cfg, rows, table, proxy, shared), file=out)
 
 
 def _env(args, cfg, out):

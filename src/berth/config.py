@@ -23,6 +23,7 @@ OWNED_DAEMON_KEYS = frozenset({
     "data-root", "graph", "exec-root", "hosts", "host", "pidfile", "bridge",
     "bip", "fixed-cidr", "iptables", "ip-masq", "default-address-pools",
     "group", "live-restore", "userns-remap",
+    "containerd", "containerd-namespace", "containerd-plugins-namespace",
 })
 
 
@@ -70,6 +71,10 @@ class LoginConfig:
 class DaemonConfig:
     dockerd: str = "dockerd"
     supervisor: str = "auto"   # auto | direct | systemd
+    # "shared": one containerd for every user's dockerd (berth's, or the
+    # distribution's where systemd runs it); "own": each dockerd starts its
+    # own; or the absolute path of a containerd socket to use.
+    containerd: str = "shared"
     start_timeout: float = 30.0
     stop_timeout: float = 30.0
     lock_timeout: float = 120.0
@@ -170,6 +175,14 @@ def _text(value):
     return value
 
 
+def _containerd(value):
+    if value in ("shared", "own") or (isinstance(value, str) and value.startswith("/") and len(value) <= 107
+                                      and not any(c.isspace() for c in value)):
+        return value
+    raise ValueError('"shared" (one containerd for every user), "own" (each dockerd its own), '
+                     'or the absolute path of a containerd socket')
+
+
 def _program(value):
     if not isinstance(value, str) or not value or any(c.isspace() for c in value):
         raise ValueError("a program name on PATH or an absolute path, e.g. \"dockerd\"")
@@ -197,6 +210,7 @@ SCHEMA = {
     "daemon": (DaemonConfig, {
         "dockerd": _program,
         "supervisor": _choice("auto", "direct", "systemd"),
+        "containerd": _containerd,
         "start_timeout": _positive_number,
         "stop_timeout": _positive_number,
         "lock_timeout": _positive_number,

@@ -4,8 +4,10 @@ import json
 
 
 
-def render(cfg, upaths, layout, bridge, remap=None):
-    """`remap`: hardened mode's mapping account (container root is the user), or None."""
+def render(cfg, upaths, layout, bridge, remap=None, containerd=None):
+    """`remap`: hardened mode's mapping account (container root is the user), or None.
+    `containerd`: (socket, namespace, plugins namespace) of the shared
+    containerd, or None for a containerd of dockerd's own."""
     owned = {
         "data-root": upaths.data_root,
         "exec-root": upaths.exec_root,
@@ -34,6 +36,10 @@ def render(cfg, upaths, layout, bridge, remap=None):
     }
     if remap:
         owned["userns-remap"] = remap
+    if containerd:
+        address, namespace, plugins_namespace = containerd
+        owned.update({"containerd": address, "containerd-namespace": namespace,
+                      "containerd-plugins-namespace": plugins_namespace})
     return {**dict(cfg.daemon_json), **owned}
 
 

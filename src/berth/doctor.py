@@ -11,7 +11,7 @@ import stat
 import subprocess
 from dataclasses import asdict, dataclass
 
-from . import bridge, host, install, pamlayout, pause, paths, proxyctl, subids
+from . import bridge, engine, host, install, pamlayout, pause, paths, proxyctl, subids
 from .paths import SYSTEM_PATH
 from .supervisor import systemd_booted
 from .errors import BerthError
@@ -307,6 +307,45 @@ def judge_proxy(hardened_up, info, served):
                                      f"({info['connections']} open connection(s))")
 
 
+def check_containerd(cfg):
+    """The shared containerd against the daemons that run on it."""
+    shared = host.shared_containerd(cfg)
+    if shared is None:
+        return [judge_containerd("own", None, [], "")]
+    on_it = []
+    for name in host.known_users(cfg, {}):
+        rec = host.supervisor_for(cfg, paths.for_user(cfg, name)).running()
+        if rec is not None and rec.containerd:
+            on_it.append(name)
+    address = shared.address()
+    if shared.external:
+        state = "external" if engine.listens(address) else "down"
+        return [judge_containerd(state, None, on_it, address, external=True)]
+    rec = shared.running()
+    state = "down" if rec is None else ("up" if engine.listens(address) else "hung")
+    return [judge_containerd(state, rec.pid if rec else None, on_it, address)]
+
+
+def judge_containerd(state, pid, on_it, address, external=False):
+    """The shared containerd's state (up, hung, down, external, own) against
+    the users whose daemons run on it; `external`: one berth does not run. Pure."""
+    name = "shared containerd"
+    if state == "own":
+        return Check(name, OK, 'not used ([daemon].containerd = "own"): each dockerd runs its own')
+    if state in ("up", "external"):
+        whose = "berth's, pid %d" % pid if state == "up" else "not berth's"
+        return Check(name, OK, f"{address} answers ({whose}); {len(on_it)} daemon(s) on it")
+    if state == "hung":
+        return Check(name, FAIL, f"pid {pid} runs but {address} does not answer: no user can start, stop or "
+                                 "exec a container", f"kill {pid} (containers keep running), then berth reap")
+    if not on_it:
+        return Check(name, OK, "not running; berth up starts it for the next user")
+    return Check(name, FAIL, f"{address} does not answer: containers of {', '.join(on_it)} keep running, "
+                             "but none can be started, stopped or exec'd",
+                 "systemctl start containerd, or point [daemon].containerd elsewhere" if external else
+                 f"berth up {on_it[0]} (or any login, or berth reap) starts it again")
+
+
 def _check_mode(cfg):
     if cfg.security.mode == "trusted":
         return [Check("security mode", WARN, "trusted: every user's containers run as root on the host, "
@@ -378,7 +417,8 @@ def check_config(cfg, error):
 def run(cfg, root="/", python=None, config_error=None):
     checks = check_config(cfg, config_error)
     for step in (lambda: check_binaries(cfg), check_kernel, lambda: check_iptables_backend(cfg),
-                 lambda: check_pool(cfg), lambda: check_security(cfg), lambda: check_install(cfg, root, python),
+                 lambda: check_pool(cfg), lambda: check_security(cfg), lambda: check_containerd(cfg),
+                 lambda: check_install(cfg, root, python),
                  lambda: check_dirs(cfg), lambda: check_leases_and_orphans(cfg)):
         try:
             checks += step()

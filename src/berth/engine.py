@@ -37,6 +37,20 @@ def request(sock_path, path, timeout=2.0):
     return status, body
 
 
+def listens(sock_path, timeout=1.0):
+    """Something accepts connections on the socket (containerd speaks gRPC:
+    a connection accepted is as far as the login check looks)."""
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect(sock_path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def ping(sock_path, timeout=1.0):
     """True when the daemon behind the socket answers /_ping with OK."""
     try:

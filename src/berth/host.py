@@ -6,7 +6,7 @@ from here rather than from each other."""
 import os
 import pwd
 
-from . import engine, paths, proxyctl, supervisor
+from . import containerd, engine, paths, proxyctl, supervisor, users
 from .leases import LeaseTable
 
 
@@ -34,12 +34,26 @@ def proxy_supervisor(cfg):
     return proxyctl.ProxySupervisor(cfg.paths.run_dir, cfg.paths.log_dir, use_systemd)
 
 
+def shared_containerd(cfg):
+    """The containerd users' dockerds share, or None where each runs its own."""
+    if cfg.daemon.containerd == "own":
+        return None
+    use_systemd = cfg.daemon.supervisor == "systemd" or (cfg.daemon.supervisor == "auto"
+                                                          and supervisor.systemd_booted())
+    return containerd.Shared(cfg.paths.run_dir, cfg.paths.state_dir, cfg.paths.log_dir, cfg.daemon.containerd,
+                             use_systemd)
+
+
 def known_users(cfg, leases):
     """Users with a lease or a run dir: everyone berth has served here."""
     names = set(leases)
     try:
+        # Not berth's own (berth-proxy, berth-containerd), nor what dockerd
+        # makes beside a remapped user's run dir (alice.1001.995: its
+        # prepareBundleDir, for a directory others may not pass).
         names.update(d for d in os.listdir(cfg.paths.run_dir)
-                     if os.path.isdir(os.path.join(cfg.paths.run_dir, d)))
+                     if users.is_valid_name(d) and not d.startswith(users.RESERVED_PREFIX)
+                     and os.path.isdir(os.path.join(cfg.paths.run_dir, d)))
     except FileNotFoundError:
         pass
     return sorted(names)

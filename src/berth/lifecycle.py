@@ -1,9 +1,10 @@
 """`up` and `down` for one user: the steps in order, each idempotent.
 
-up:   lease -> bridge -> dockerd (forked) -> policy proxy (hardened mode,
-      started where none answers) -> rules (while both start) -> dockerd
-      answers -> the user's socket (the proxy's, or dockerd's handed over)
-      -> net container.
+up:   the shared containerd (started where it does not run) -> lease ->
+      bridge -> dockerd (forked, on containerd once it answers) -> policy
+      proxy (hardened mode, started where none answers) -> rules (while
+      both start) -> dockerd answers -> the user's socket (the proxy's, or
+      dockerd's handed over) -> net container.
 A cold `up` that fails part-way undoes what it made, last first, so no
 bridge, rule or process is left behind; the lease stays (it is the user's
 for good). A warm `up` only repairs what is missing (e.g. rules wiped by a
@@ -11,6 +12,7 @@ firewall reload) and never undoes what was already there.
 """
 
 import contextlib
+import glob
 import ipaddress
 import logging
 import os
@@ -20,8 +22,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from . import (activity, blocks, bridge, daemonjson, engine, host, netcontainer, paths, proxyctl, proxyspec, record,
-               trespass, users, userns)
+from . import (activity, blocks, bridge, containerd, daemonjson, engine, host, netcontainer, paths, proxyctl,
+               proxyspec, record, trespass, users, userns)
 from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir, ensure_private_file, remove, traverse_only_for
 from .locks import user_lock
@@ -140,11 +142,12 @@ def up(cfg, name, clock=time.monotonic):
     with user_lock(cfg, account.name):
         # Under the lock: a purge holds it until the last file is gone.
         _prepare_dirs(cfg, upaths, account)
+        supervisor = host.supervisor_for(cfg, upaths, dockerd, br)
+        shared, relaunched = _launch_containerd(cfg, supervisor.running())  # it boots while the bridge is made
         lease = host.lease_table(cfg).acquire(account.name, account.uid, cfg.network.pool,
                                               cfg.network.block_prefix, lambda: _networks_to_avoid(cfg))
         clear_trespassers(cfg, {account.name: str(lease.block)}, own_bridge=br)
         layout = blocks.layout(lease.block)
-        supervisor = host.supervisor_for(cfg, upaths, dockerd, br)
         with contextlib.ExitStack() as undo:
             if bridge.ensure_bridge(br, layout.bridge_cidr, account.name):
                 undo.callback(bridge.remove_bridge, br)
@@ -164,13 +167,15 @@ def up(cfg, name, clock=time.monotonic):
             if rec is not None and rec.mode != cfg.security.mode:
                 log.warning("%s's daemon runs in %s mode; the config's %s mode applies from its next start "
                             "(berth down %s)", account.name, rec.mode, cfg.security.mode, account.name)
+            address = shared.wait_ready() if shared is not None else ""
             if started:
                 remap = userns.ensure(cfg, account)[0] if cfg.security.mode == "hardened" else None
                 if remap:
                     userns.close_other_stores(upaths.data_root, userns.store_name(account))
-                doc = daemonjson.render(cfg, upaths, layout, br, remap)
+                given = (address, *containerd.namespaces(account.name, account.uid)) if address else None
+                doc = daemonjson.render(cfg, upaths, layout, br, remap, given)
                 atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o600)
-                rec = supervisor.start()
+                rec = supervisor.start(address)
                 undo.callback(supervisor.stop)
             proxy = host.proxy_supervisor(cfg) if rec.mode == "hardened" else None
             if proxy is not None:
@@ -181,6 +186,9 @@ def up(cfg, name, clock=time.monotonic):
             # iptc and the Docker SDK, are done meanwhile rather than before.
             _ensure_rules(cfg, account, lease.block, undo if started else None)
             supervisor.wait_ready(rec, cfg.daemon.start_timeout, lambda: engine.ping(upaths.engine_socket))
+            if relaunched:
+                # Every daemon that ran on the old one, this user's included.
+                wait_reconnected(cfg, daemons_on_shared_containerd(cfg))
             if proxy is not None:
                 _serve_through_proxy(cfg, upaths, account, layout, proxy)
             else:
@@ -198,6 +206,45 @@ def up(cfg, name, clock=time.monotonic):
     log.info("%s is up (block %s, dockerd pid %d, %s in %.2f s)", result.user, result.block, result.pid,
              "started" if started else "already running", result.seconds)
     return result
+
+
+def _launch_containerd(cfg, running):
+    """(the shared containerd, whether it was started now), started where
+    it does not run, for a daemon about to start or one that runs on it;
+    (None, False) where dockerds run their own."""
+    if running is not None and not running.containerd:
+        return None, False  # a daemon with a containerd of its own (own, or an older berth) goes on with it
+    shared = host.shared_containerd(cfg)
+    return shared, shared is not None and shared.launch()
+
+
+def daemons_on_shared_containerd(cfg):
+    """The users whose running dockerd berth started on the shared containerd."""
+    return [n for n in host.known_users(cfg, {})
+            if (rec := record.running(paths.for_user(cfg, n))) is not None and rec.containerd]
+
+
+def wait_reconnected(cfg, names, timeout=10.0):
+    """After the shared containerd came back: until the users' running
+    dockerds reach it again (gRPC retries a lost connection with a backoff
+    of up to 3 s; until then every start, stop or exec fails). A call that
+    needs containerd answers 503 (unavailable) until then."""
+    deadline = time.monotonic() + timeout
+    waiting = list(names)
+    while waiting and time.monotonic() < deadline:
+        for name in list(waiting):
+            try:
+                status, _ = engine.request(paths.for_user(cfg, name).engine_socket,
+                                           f"/containers/{cfg.net_container.name}/top", 5.0)
+            except OSError:
+                status = 0  # dockerd itself does not answer: not this wait's to report
+            if status < 500:
+                waiting.remove(name)
+        if waiting:
+            time.sleep(0.1)
+    if waiting:
+        log.warning("the dockerds of %s have not reached the shared containerd again within %g s",
+                    ", ".join(waiting), timeout)
 
 
 def _networks_to_avoid(cfg):
@@ -331,6 +378,11 @@ def purge(cfg, name):
             raise BerthError(f"cannot delete {user_state}: {e.strerror} ({e.filename}); the lease is kept",
                              hint=f"see what holds it (fuser -vm {user_state}), then purge again") from e
         shutil.rmtree(upaths.run_dir, ignore_errors=True)
+        for beside in glob.glob(glob.escape(upaths.run_dir) + ".[0-9]*.[0-9]*"):
+            shutil.rmtree(beside, ignore_errors=True)  # dockerd's remapped bundle dirs (see host.known_users)
+        shared = host.shared_containerd(cfg)
+        if shared is not None:
+            shared.remove_namespaces(containerd.namespaces(account.name, account.uid))
         userns.remove(account.uid, account.name)
         released = host.lease_table(cfg).release(account.name)
     log.info("purged %s: deleted %s%s", account.name, user_state, ", released the lease" if released else "")

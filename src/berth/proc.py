@@ -67,6 +67,23 @@ def rss_bytes(pid, proc="/proc"):
         return 0
 
 
+def pss_bytes(pid, proc="/proc"):
+    """Proportional set size: the process's own pages, and its share of
+    pages others map too (the dockerd binary every user's daemon runs).
+    Summed over processes it counts each page once. Root only; RSS where
+    smaps_rollup cannot be read."""
+    try:
+        with open(f"{proc}/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except PermissionError:
+        return rss_bytes(pid, proc)
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return 0
+    return rss_bytes(pid, proc)
+
+
 def pids(proc="/proc"):
     return [int(d) for d in os.listdir(proc) if d.isdigit()]
 

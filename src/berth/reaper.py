@@ -129,7 +129,7 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
     # dockerd takes about a second to exit; users are independent (each has
     # its own lock, and rule changes queue on the xtables lock), so a pass
     # over many idle users stops them side by side.
-    outcomes = [] if dry_run else restore_proxy(cfg, names)
+    outcomes = [] if dry_run else restore_containerd(cfg, names) + restore_proxy(cfg, names)
     if not dry_run:
         for link, address, owner, holder in lifecycle.clear_trespassers(
                 cfg, {n: str(lease.block) for n, lease in table.items()}):
@@ -141,6 +141,24 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
     if not only:
         outcomes += collect_orphans(cfg, table, dry_run)
     return outcomes
+
+
+def restore_containerd(cfg, names):
+    """A shared containerd that died leaves its daemons' containers running
+    but unmanageable (no start, stop or exec) until their next login: the
+    pass starts it again, and dockerd reconnects by itself."""
+    shared = host.shared_containerd(cfg)
+    if shared is None or shared.external or shared.running() is not None:
+        return []
+    on_it = [n for n in lifecycle.daemons_on_shared_containerd(cfg) if n in names]
+    if not on_it:
+        return []
+    shared.ensure()
+    lifecycle.wait_reconnected(cfg, on_it)
+    log.warning("the shared containerd was not running; started it again (pid %d) for %s",
+                shared.running().pid, ", ".join(on_it))
+    return [Outcome("shared containerd", Decision("repair", f"it was not running; started again for "
+                                                            f"{len(on_it)} daemon(s)"), True)]
 
 
 def restore_proxy(cfg, names):

@@ -11,12 +11,14 @@ from .fsutil import atomic_write, read_trusted, remove
 
 # bridge is recorded so the login check needs no config to find it; mode
 # ("hardened" / "trusted") is what the daemon was started with, which a
-# changed config does not change until it restarts.
-DaemonRecord = namedtuple("DaemonRecord", "pid start_ticks started_at dockerd bridge mode",
-                          defaults=("", "trusted"))
+# changed config does not change until it restarts; containerd is the
+# socket of the shared containerd it was given ("": a containerd of its own).
+DaemonRecord = namedtuple("DaemonRecord", "pid start_ticks started_at dockerd bridge mode containerd",
+                          defaults=("", "trusted", ""))
 
 
-TYPES = {"pid": int, "start_ticks": int, "started_at": float, "dockerd": str, "bridge": str, "mode": str}
+TYPES = {"pid": int, "start_ticks": int, "started_at": float, "dockerd": str, "bridge": str, "mode": str,
+         "containerd": str}
 
 
 def read(upaths):

@@ -29,13 +29,14 @@ class UserStatus:
     net_ip: str
     pid: int | None               # dockerd's pid
     containers_running: int | None  # the net container included
-    memory_bytes: int             # RSS of dockerd, containerd, shims and containers
+    memory_bytes: int             # PSS of dockerd, its shims and containers (not the shared containerd's)
     sessions: int                 # open login sessions
     uptime_seconds: float | None
     idle_seconds: float | None    # since the last activity; 0 while a session is open
     docker_host: str
     log_file: str
     mode: str | None = None       # what the running daemon runs in: hardened | trusted
+    containerd: str = ""          # the shared containerd's socket it runs on; "": a containerd of its own
 
     def to_json(self):
         return asdict(self)
@@ -56,7 +57,7 @@ def user_status(cfg, name, lease, now=None):
             net_ip = netcontainer.ip_from_inspect(net)
         except (OSError, ValueError) as e:
             log.debug("status of %s: %s", name, e)
-    memory = sum(proc.rss_bytes(p) for p in supervisor.processes()) if rec else 0
+    memory = sum(proc.pss_bytes(p) for p in supervisor.processes()) if rec else 0
     sessions = len(activity.open_sessions(upaths))
     last = activity.last_active(upaths) or (rec.started_at if rec else None)
     return UserStatus(
@@ -65,7 +66,8 @@ def user_status(cfg, name, lease, now=None):
         pid=rec.pid if rec else None, containers_running=running, memory_bytes=memory, sessions=sessions,
         uptime_seconds=round(now - rec.started_at, 1) if rec else None,
         idle_seconds=0.0 if sessions else (round(max(0.0, now - last), 1) if last else None),
-        docker_host=upaths.docker_host, log_file=upaths.log_file, mode=rec.mode if rec else None)
+        docker_host=upaths.docker_host, log_file=upaths.log_file, mode=rec.mode if rec else None,
+        containerd=rec.containerd if rec else "")
 
 
 def own_status(cfg, name):
@@ -116,7 +118,40 @@ def proxy_status(cfg):
         return {"state": "down", "pid": None, "users": [], "connections": 0, "memory_bytes": 0}
     served = proxyctl.stats(cfg.paths.run_dir) or {}
     return {"state": "up", "pid": info["pid"], "users": sorted(served), "connections": info["connections"],
-            "memory_bytes": proc.rss_bytes(info["pid"])}
+            "memory_bytes": proc.pss_bytes(info["pid"])}
+
+
+def containerd_status(cfg):
+    """The containerd users' daemons share: berth's (state up or down), one
+    berth was given (external), or none (own: each dockerd runs its own).
+    Its memory is the host's, counted once, not any one user's."""
+    shared = host.shared_containerd(cfg)
+    if shared is None:
+        return {"state": "own", "pid": None, "address": "", "memory_bytes": 0}
+    if shared.external:
+        return {"state": "external" if engine.listens(shared.external) else "down", "pid": None,
+                "address": shared.external, "memory_bytes": 0}
+    rec = shared.running()
+    if rec is None:
+        return {"state": "down", "pid": None, "address": shared.own_address, "memory_bytes": 0}
+    return {"state": "up" if engine.listens(shared.own_address) else "starting", "pid": rec.pid,
+            "address": shared.own_address, "memory_bytes": proc.pss_bytes(rec.pid)}
+
+
+def render_containerd(shared, rows):
+    """One line on the shared containerd; it says what a dead one means for whom."""
+    on_it = [r.user for r in rows if r.state in ("up", "starting") and r.containerd]
+    if shared["state"] == "own":
+        return None
+    if shared["state"] == "external":
+        return f"shared containerd: {shared['address']} (not berth's), {len(on_it)} daemon(s) on it"
+    if shared["state"] in ("up", "starting"):
+        return (f"shared containerd: pid {shared['pid']}, {len(on_it)} daemon(s) on it, "
+                f"{human_bytes(shared['memory_bytes'])}" + ("; starting" if shared["state"] == "starting" else ""))
+    if on_it:
+        return (f"shared containerd: NOT RUNNING: containers keep running, but {', '.join(on_it)} can start, stop "
+                f"or exec none until their next login, berth up or reaper pass")
+    return "shared containerd: not running (berth up starts it)"
 
 
 def render_proxy(proxy, rows):
@@ -147,10 +182,12 @@ def summary(cfg, rows, table):
     }
 
 
-def to_json(cfg, rows, table, proxy=None):
+def to_json(cfg, rows, table, proxy=None, shared=None):
     doc = {"schema": SCHEMA_VERSION, "users": [r.to_json() for r in rows], "summary": summary(cfg, rows, table)}
     if proxy is not None:
         doc["proxy"] = proxy
+    if shared is not None:
+        doc["containerd"] = shared
     return doc
 
 
@@ -161,7 +198,7 @@ def _dash(value):
 COLUMNS = ("USER", "UID", "STATE", "BLOCK", "BRIDGE", "NET-IP", "PID", "RUNNING", "MEMORY", "UPTIME", "IDLE")
 
 
-def render_table(cfg, rows, table, proxy=None):
+def render_table(cfg, rows, table, proxy=None, shared=None):
     lines = [COLUMNS]
     for r in rows:
         lines.append((r.user, str(r.uid), r.state, _dash(r.block), _dash(r.bridge), _dash(r.net_ip), _dash(r.pid),
@@ -175,6 +212,8 @@ def render_table(cfg, rows, table, proxy=None):
                f"{s['mode']} mode")
     if proxy is not None:
         out.append(render_proxy(proxy, rows))
+    if shared is not None and render_containerd(shared, rows):
+        out.append(render_containerd(shared, rows))
     return "\n".join(out)
 
 

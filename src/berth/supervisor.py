@@ -12,10 +12,10 @@ import signal
 import subprocess
 import time
 
-from . import proc, record
+from . import containerd, proc, record
 from .paths import ROOT_ONLY, SYSTEM_PATH
 from .errors import DaemonError, MissingBinary
-from .fsutil import ensure_dir, remove
+from .fsutil import ensure_dir, read_trusted, remove
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,9 @@ class DirectSupervisor:
 
     # --- start ------------------------------------------------------------
 
-    def start(self):
-        """Launch dockerd detached; returns its record. Does not wait for the socket."""
+    def start(self, containerd=""):
+        """Launch dockerd detached; returns its record. Does not wait for the socket.
+        `containerd`: the shared containerd's socket its daemon.json names, if any."""
         self.clear_stale()
         ensure_dir(os.path.dirname(self.paths.log_file), ROOT_ONLY)
         with open(self.paths.log_file, "ab") as logf:
@@ -72,7 +73,7 @@ class DirectSupervisor:
             pid = self._launch(logf)
         st = proc.stat(pid)
         rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), self.dockerd, self.bridge_name,
-                                  self.mode)
+                                  self.mode, containerd)
         record.write(self.paths, rec)
         log.info("started dockerd for %s: pid %d (%s)", self.paths.user, pid, self.kind)
         return rec
@@ -165,19 +166,34 @@ class DirectSupervisor:
     def leftovers(self):
         """Processes that belong to this user's daemon by their command line.
 
-        containerd and its shims name the exec-root in their arguments, and
-        that directory is berth's own, so a match is ours. Only root's
-        processes count: a user's `ls /run/berth/alice/x/` is not a leftover.
+        A containerd of the daemon's own, and its shims, name the exec-root
+        in their arguments; the shims of the shared containerd name the
+        user's namespace. Both are berth's own, so a match is ours. Only
+        root's processes count: a user's `ls /run/berth/alice/x/` is not a
+        leftover.
         """
         marker = self.paths.exec_root + "/"
+        namespaces = self._containerd_namespaces()
         found = []
         for pid in proc.pids():
             if pid == os.getpid() or proc.owner(pid) != 0:
                 continue
             args = proc.cmdline(pid)
-            if any(marker in a or a == self.paths.daemon_json for a in args):
+            if any(marker in a or a == self.paths.daemon_json for a in args) or \
+                    (namespaces and containerd.shim_namespace(args) in namespaces):
                 found.append(pid)
         return found
+
+    def _containerd_namespaces(self):
+        """The shared containerd's namespaces the daemon.json berth wrote names, if any."""
+        raw = read_trusted(self.paths.daemon_json)
+        try:
+            import json
+
+            doc = json.loads(raw) if raw else {}
+        except ValueError:
+            return set()
+        return {doc[k] for k in ("containerd-namespace", "containerd-plugins-namespace") if doc.get(k)}
 
     def processes(self):
         """Every live process of this user's daemon: dockerd, containerd, the

@@ -23,6 +23,8 @@ def is_up(run_dir, user):
         return False
     if not os.path.exists(upaths.engine_socket):
         return False  # started by a berth before 0.3: the slow path restarts it
+    if rec.containerd and not engine.listens(rec.containerd):
+        return False  # the shared containerd died: the slow path starts it again
     # In hardened mode this answer comes through the policy proxy: a proxy
     # that died sends the login down the slow path, which restarts it.
     return engine.ping(upaths.socket, timeout=2.0)

@@ -63,3 +63,17 @@ def test_the_proxy_is_judged_against_the_hardened_daemons_that_run():
     assert c.level == doctor.FAIL and "does not serve bob" in c.detail and c.fix == "berth up bob"
     c = doctor.judge_proxy(["alice"], info, {"alice": {}})
     assert c.level == doctor.OK and "pid 77 serves 1 user(s)" in c.detail
+
+
+def test_the_shared_containerd_is_judged_against_the_daemons_on_it():
+    from berth import doctor
+    sock = "/run/berth/berth-containerd/containerd.sock"
+    assert doctor.judge_containerd("up", 9, ["alice"], sock).level == doctor.OK
+    assert doctor.judge_containerd("own", None, [], "").level == doctor.OK
+    assert doctor.judge_containerd("down", None, [], sock).level == doctor.OK  # nobody needs it yet
+    down = doctor.judge_containerd("down", None, ["alice", "bob"], sock)
+    assert down.level == doctor.FAIL and "alice, bob keep running" in down.detail and "berth up alice" in down.fix
+    hung = doctor.judge_containerd("hung", 9, ["alice"], sock)
+    assert hung.level == doctor.FAIL and hung.fix.startswith("kill 9")
+    gone = doctor.judge_containerd("down", None, ["alice"], "/run/containerd/containerd.sock", external=True)
+    assert gone.level == doctor.FAIL and "systemctl start containerd" in gone.fix

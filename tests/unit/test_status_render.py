@@ -47,7 +47,7 @@ def test_json_schema_is_stable(tmp_path):
     assert doc["schema"] == 1
     assert set(doc["users"][0]) == {
         "user", "uid", "state", "block", "bridge", "bridge_present", "net_ip", "pid", "containers_running",
-        "memory_bytes", "sessions", "uptime_seconds", "idle_seconds", "docker_host", "log_file", "mode"}
+        "memory_bytes", "sessions", "uptime_seconds", "idle_seconds", "docker_host", "log_file", "mode", "containerd"}
     assert doc["summary"] == {"users": 1, "up": 1, "memory_bytes": 130 * 2**20, "pool": "10.213.0.0/16",
                               "mode": "hardened", "blocks_leased": 0, "blocks_total": 256}
 
@@ -82,3 +82,18 @@ def test_json_adds_the_proxy_without_changing_the_rest(tmp_path):
     doc = status.to_json(cfg, [row()], {}, _proxy())
     assert doc["proxy"] == _proxy() and doc["schema"] == 1
     assert "proxy" not in status.to_json(cfg, [row()], None)  # a user's own view: not theirs to see
+
+
+def test_the_shared_containerd_has_a_line_of_its_own_that_says_what_its_absence_means(tmp_path):
+    cfg = config.parse({"paths": {"state_dir": str(tmp_path)}})
+    sock = "/run/berth/berth-containerd/containerd.sock"
+    on_it = [row(containerd=sock), row(user="bob", uid=1002, containerd=sock), row(user="carol", uid=1003)]
+    up = {"state": "up", "pid": 9, "address": sock, "memory_bytes": 22 * 2**20}
+    assert status.render_containerd(up, on_it) == "shared containerd: pid 9, 2 daemon(s) on it, 22 MiB"
+    down = dict(up, state="down", pid=None, memory_bytes=0)
+    assert status.render_containerd(down, on_it).startswith(
+        "shared containerd: NOT RUNNING: containers keep running, but alice, bob can start")
+    assert status.render_containerd({"state": "own", "pid": None, "address": "", "memory_bytes": 0}, on_it) is None
+    assert status.render_table(cfg, on_it, {}, None, up).splitlines()[-1].startswith("shared containerd: pid 9")
+    doc = status.to_json(cfg, on_it, {}, None, up)
+    assert doc["containerd"] == up and doc["users"][0]["containerd"] == sock

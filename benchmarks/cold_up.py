@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, HERE)
 
 from berth import config, host, pause, paths, proc  # noqa: E402
-from scratch import Scratch  # noqa: E402
+from scratch import Scratch, pip_installed_python  # noqa: E402
 
 SEED = r"""
 set -e
@@ -72,8 +72,10 @@ def daemon_rss(cfg_path, user):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--python", default=sys.executable, help="interpreter that runs berth")
+    ap.add_argument("--python", help="interpreter that runs berth (default: a venv berth is pip-installed "
+                                     "into, setuptools left in place, made under /tmp)")
     args = ap.parse_args()
+    args.python = args.python or pip_installed_python()
 
     bench = Scratch("bench", "10.254.64.0/20", args.python)
     tag, root = bench.tag, bench.root

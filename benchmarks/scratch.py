@@ -54,3 +54,21 @@ class Scratch:
         for point in sorted(points, key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def pip_installed_python(venv="/tmp/berth-bench-venv"):
+    """berth installed the ordinary way: `pip install` of this checkout into a
+    venv of the system's python3, setuptools left in place (as a fresh venv
+    has it). Made once, berth reinstalled on each call; returns its python."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.exists(python):
+        subprocess.run(["/usr/bin/python3", "-m", "venv", venv], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "setuptools", here],
+                       check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                    "--force-reinstall", here], check=True)
+    has = subprocess.run([python, "-c", "import setuptools"], capture_output=True).returncode == 0
+    if not has:
+        raise SystemExit(f"{venv} has no setuptools: the figure must be taken with it in place")
+    return python

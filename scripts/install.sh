@@ -35,9 +35,6 @@ apt-get install -y -qq --no-install-recommends \
 # which matters on the login path.
 /usr/bin/python3 -m venv "$prefix"
 "$prefix/bin/pip" install -q --disable-pip-version-check "$here"
-# setuptools' distutils shim makes python-iptables' import 0.1 s slower, and
-# nothing needs setuptools at run time.
-"$prefix/bin/pip" uninstall -q -y setuptools 2>/dev/null || true
 ln -sf "$prefix/bin/berth" /usr/local/bin/berth
 install -d -m 0755 /etc/berth
 [ -e /etc/berth/berth.toml ] || "$prefix/bin/berth" config --example > /etc/berth/berth.toml

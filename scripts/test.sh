@@ -16,6 +16,5 @@ apt-get install -y -qq --no-install-recommends openssh-client procps iproute2 ut
 venv=${BERTH_TEST_VENV:-$here/.venv}
 [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
-"$venv/bin/pip" uninstall -q -y setuptools 2>/dev/null || true  # as install.sh does
 cd "$here"
 exec "$venv/bin/python" -m pytest -q -ra "$@"

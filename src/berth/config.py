@@ -13,8 +13,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .errors import ConfigError
+from .paths import DEFAULT_CONFIG
 
-DEFAULT_PATH = "/etc/berth/berth.toml"
+DEFAULT_PATH = DEFAULT_CONFIG
 ENV_VAR = "BERTH_CONFIG"
 
 # Keys of daemon.json that berth itself sets per user; a site may not

@@ -29,6 +29,7 @@ from collections import namedtuple
 from . import engine, proc
 from .errors import DaemonError, MissingBinary
 from .fsutil import atomic_write, ensure_dir, read_trusted, remove
+from .hostns import HOST, in_mount_namespace
 from .locks import flock
 from .paths import ROOT_ONLY, SYSTEM_PATH
 
@@ -114,6 +115,13 @@ class Shared:
         except (ValueError, KeyError, UnicodeDecodeError):
             return None
 
+    def mount_namespace(self):
+        """Where users' dockerds must run so that runc, under containerd,
+        sees the root filesystems they mount: the namespace of berth's
+        containerd, or the host's for one berth was given."""
+        rec = None if self.external else self.running()
+        return f"/proc/{rec.pid}/ns/mnt" if rec else HOST
+
     def running(self):
         """The record of berth's containerd while it runs, else None."""
         rec = self.record()
@@ -152,7 +160,7 @@ class Shared:
         else:
             with open(self.log_file, "ab") as logf:
                 os.fchmod(logf.fileno(), 0o600)
-                self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                self.child = subprocess.Popen(in_mount_namespace(argv), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                               cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
                                               close_fds=True, start_new_session=True)
             pid = self.child.pid

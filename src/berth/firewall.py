@@ -37,8 +37,6 @@ def _point_iptc_at_its_libraries(environ=os.environ):
 
     Left to itself it runs `ldconfig -v` and ctypes' library search (gcc,
     ld) on every import: a good part of 0.1 s on every cold `berth up`.
-    (The rest was setuptools' distutils shim, which is why the install
-    scripts leave setuptools out of berth's venv.)
     """
     import glob
     import importlib.util
@@ -60,9 +58,22 @@ def _point_iptc_at_its_libraries(environ=os.environ):
         return
 
 
+def _without_setuptools_distutils_shim():
+    """python-iptables asks distutils for one path. In a venv pip made,
+    setuptools' shim (a .pth run at every start) answers with setuptools'
+    own distutils, which imports pkg_resources: 0.24 s of every cold
+    `berth up`. Without the shim, distutils is the stdlib's (3.11), or
+    missing and python-iptables falls back to sysconfig (3.12+)."""
+    hack = sys.modules.get("_distutils_hack")
+    remove = getattr(hack, "remove_shim", None)
+    if remove is not None and "distutils" not in sys.modules:
+        remove()
+
+
 def _iptc():
     if "iptc" not in sys.modules:
         _point_iptc_at_its_libraries()
+        _without_setuptools_distutils_shim()
     try:
         import iptc
     except Exception as e:  # iptc raises XTablesError/OSError when libxtables is missing

@@ -22,8 +22,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from . import (activity, blocks, bridge, containerd, daemonjson, engine, host, netcontainer, paths, proxyctl,
-               proxyspec, record, trespass, users, userns)
+from . import (activity, blocks, bridge, containerd, daemonjson, engine, host, hostns, netcontainer, paths,
+               proxyctl, proxyspec, record, trespass, users, userns)
 from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir, ensure_private_file, remove, traverse_only_for
 from .locks import user_lock
@@ -175,7 +175,7 @@ def up(cfg, name, clock=time.monotonic):
                 given = (address, *containerd.namespaces(account.name, account.uid)) if address else None
                 doc = daemonjson.render(cfg, upaths, layout, br, remap, given)
                 atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o600)
-                rec = supervisor.start(address)
+                rec = supervisor.start(address, shared.mount_namespace() if address else hostns.HOST)
                 undo.callback(supervisor.stop)
             proxy = host.proxy_supervisor(cfg) if rec.mode == "hardened" else None
             if proxy is not None:

@@ -17,7 +17,7 @@ import select
 import sys
 import time
 
-from . import activity, paths, users, warm
+from . import activity, logindigest, paths, users, warm
 from .paths import SYSTEM_PATH
 
 READY = "berth: your Docker daemon is ready ({seconds:.1f} s)"
@@ -89,8 +89,13 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
         if account is None or account.uid == 0:
             return 0  # not a user berth could serve: say nothing
         recorded_in = None
-        # The PAM line names the run dir, so a login whose daemon is up is
-        # answered without even reading the config.
+        # The PAM line names the run dir, or the digest of the config says
+        # it, so a login whose daemon is up is answered without reading the
+        # config.
+        if not run_dir:
+            digest = logindigest.read(config_path or paths.DEFAULT_CONFIG)
+            if digest is not None and digest.min_uid <= account.uid <= digest.max_uid:
+                run_dir = digest.run_dir
         if run_dir:
             upaths = paths.in_run_dir(run_dir, name)
             if os.path.isdir(upaths.run_dir):
@@ -110,9 +115,16 @@ def _session(name, out, config_path, recorded_in=None):
     from . import config
     from .errors import BerthError, UserRefused
 
+    path = config_path or paths.DEFAULT_CONFIG
     try:
+        seen = logindigest.identity(path)
         # The PAM line's --config or the default path: never BERTH_CONFIG.
         cfg = config.load(config_path, environ={})
+        logindigest.write(path, cfg, seen)
+    except OSError as e:
+        _log(None).error("berth pam: cannot read the config %s: %s", path, e)
+        _tell(out, FAILED.format(reason=f"cannot read {path}", contact=config.LoginConfig().contact))
+        return
     except BerthError as e:
         _log(None).error("berth pam: %s", e.one_line())
         _tell(out, FAILED.format(reason=e.message, contact=config.LoginConfig().contact))

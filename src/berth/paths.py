@@ -7,6 +7,8 @@ from collections import namedtuple
 # environment had; dockerd, containerd and runc live in sbin.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+DEFAULT_CONFIG = "/etc/berth/berth.toml"
+
 # Modes of berth's own directories. Users may pass through the top ones to
 # reach their socket, but list nothing: no names, blocks or paths of others.
 TRAVERSE_ONLY = 0o711   # state_dir, state_dir/users, run_dir, run_dir/<user>

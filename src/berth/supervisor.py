@@ -13,6 +13,7 @@ import subprocess
 import time
 
 from . import containerd, proc, record
+from .hostns import HOST, in_mount_namespace
 from .paths import ROOT_ONLY, SYSTEM_PATH
 from .errors import DaemonError, MissingBinary
 from .fsutil import ensure_dir, read_trusted, remove
@@ -60,9 +61,10 @@ class DirectSupervisor:
 
     # --- start ------------------------------------------------------------
 
-    def start(self, containerd=""):
+    def start(self, containerd="", mount_ns=HOST):
         """Launch dockerd detached; returns its record. Does not wait for the socket.
-        `containerd`: the shared containerd's socket its daemon.json names, if any."""
+        `containerd`: the shared containerd's socket its daemon.json names, if
+        any; `mount_ns`: the mount namespace it runs in (the containerd's)."""
         self.clear_stale()
         ensure_dir(os.path.dirname(self.paths.log_file), ROOT_ONLY)
         with open(self.paths.log_file, "ab") as logf:
@@ -70,7 +72,7 @@ class DirectSupervisor:
             logf.write(f"--- berth: starting dockerd for {self.paths.user} at "
                        f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
             logf.flush()
-            pid = self._launch(logf)
+            pid = self._launch(logf, mount_ns)
         st = proc.stat(pid)
         rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), self.dockerd, self.bridge_name,
                                   self.mode, containerd)
@@ -83,9 +85,9 @@ class DirectSupervisor:
     def argv(self):
         return [self.dockerd, "--config-file", self.paths.daemon_json]
 
-    def _launch(self, logf):
+    def _launch(self, logf, mount_ns=HOST):
         child = subprocess.Popen(
-            self.argv(), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            in_mount_namespace(self.argv(), mount_ns), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
             cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}, close_fds=True,
             # Its own session: no controlling terminal, no SIGHUP at logout.
             start_new_session=True)
@@ -324,8 +326,8 @@ class SystemdSupervisor(DirectSupervisor):
                               hint="see journalctl -u " + unit_name(self.paths.user))
         return r.stdout.strip()
 
-    def _launch(self, logf):
-        unit = unit_name(self.paths.user)
+    def _launch(self, logf, mount_ns=HOST):
+        unit = unit_name(self.paths.user)  # systemd runs it in the host's mount namespace
         # A failed run of the same unit would block the name.
         self._systemctl("reset-failed", unit, check=False)
         r = subprocess.run(systemd_run_argv(self.paths, self.dockerd, self.stop_timeout),

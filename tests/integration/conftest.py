@@ -106,6 +106,8 @@ class Harness:
         self.users = []
         self.configs = []
         self.config = self.write_config("berth.toml")
+        from berth import logindigest
+        self.had_login_digests = os.path.isdir(logindigest.DIR)
 
     def write_config(self, name, extra="", **daemon):
         daemon = {"start_timeout": 60, "stop_timeout": 20, **daemon}
@@ -273,10 +275,25 @@ chain_prefix = "{self.chain_prefix}"
                 userns.remove(uid, user)
             except Exception as e:
                 errors.append(f"mapping account of {user}: {e}")
+        self._forget_login_digests()
         self._unmount_below(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
         if errors:
             print("cleanup errors:", *errors, sep="\n  ", file=sys.stderr)
+
+    def _forget_login_digests(self):
+        """The digests the login hook left of this run's configs (in /run/berth-login)."""
+        from berth import logindigest
+        for path in self.configs:
+            try:
+                os.unlink(logindigest.path_for(path))
+            except FileNotFoundError:
+                pass
+        if not self.had_login_digests:
+            try:
+                os.rmdir(logindigest.DIR)
+            except OSError:
+                pass  # not empty: another run's, or the host's own
 
     def _remove_chains(self):
         import iptc
@@ -315,6 +332,13 @@ def _reaper():
 def harness():
     h = Harness()
     try:
+        # Up before any login, as after a host's first `berth up`: in this
+        # process's mount namespace. A login through the test sshd (a
+        # namespace of its own, for its private /etc/pam.d) would otherwise
+        # start it there, on machines where PID 1's namespace cannot be
+        # entered (hostns.py), and every daemon would follow it in.
+        from berth import host
+        host.shared_containerd(h.cfg()).ensure()
         yield h
     finally:
         h.cleanup()

@@ -71,6 +71,37 @@ def test_warm_login_loads_no_heavy_library_and_no_lock(harness):
     harness.berth("down", user)
 
 
+def test_a_pam_line_without_run_dir_reads_the_config_once_then_its_digest(harness):
+    """A hand-written PAM line: the first login reads the config and leaves its
+    digest; the next ones read the digest only, until the config changes."""
+    import subprocess
+    import sys
+
+    from berth import logindigest
+    user = harness.add_user()
+    harness.berth("up", user)
+    env = dict(os.environ, PAM_TYPE="open_session", PAM_USER=user)
+
+    def login():
+        r = subprocess.run([sys.executable, "-X", "importtime", "-I", "-m", "berth", "pam", "--config",
+                            harness.config], env=env, capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout == "", r.stdout
+        return {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+
+    assert "tomllib" in login()  # no digest yet: the config is read, and digested
+    digest = logindigest.path_for(harness.config)
+    assert os.stat(digest).st_mode & 0o777 == 0o600 and os.stat(digest).st_uid == 0
+    warm = login()
+    for heavy in ("tomllib", "dataclasses", "ipaddress", "json", "re", "docker", "iptc"):
+        assert heavy not in warm, f"the warm path imported {heavy}"
+    with open(harness.config, "a") as f:
+        f.write("\n# edited\n")
+    assert "tomllib" in login()  # a changed config is read again, never trusted stale
+    assert "tomllib" not in login()
+    assert len(os.listdir(f"{harness.root}/run/{user}/sessions")) == 4
+    harness.berth("down", user)
+
+
 def test_slow_daemon_past_the_deadline_finishes_in_the_background(harness):
     """The login goes on at the deadline; the daemon still comes up."""
     import subprocess

@@ -54,3 +54,16 @@ def test_the_proxy_unit_passes_systemd_analyze_verify(tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     problems = [line for line in r.stderr.splitlines() if "berth-proxy" in line]
     assert problems == [], r.stderr
+
+
+def test_daemons_start_in_the_mount_namespace_they_are_given_wherever_berth_runs(tmp_path):
+    from berth.hostns import in_mount_namespace
+    mine, init = tmp_path / "self", tmp_path / "init"
+    init.symlink_to("mnt:[4026531832]")
+    mine.symlink_to("mnt:[4026531832]")
+    assert in_mount_namespace(["dockerd", "-x"], str(init), str(mine)) == ["dockerd", "-x"]
+    mine.unlink()
+    mine.symlink_to("mnt:[4026532999]")  # a login through a service with a namespace of its own
+    argv = in_mount_namespace(["dockerd", "-x"], str(init), str(mine))
+    assert argv[0].endswith("nsenter") and argv[1:] == [f"--mount={init}", "--", "dockerd", "-x"]
+    assert in_mount_namespace(["dockerd"], str(tmp_path / "unreadable"), str(mine)) == ["dockerd"]

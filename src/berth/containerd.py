@@ -31,7 +31,7 @@ from .errors import DaemonError, MissingBinary
 from .fsutil import atomic_write, ensure_dir, read_trusted, remove
 from .hostns import HOST, in_mount_namespace
 from .locks import flock
-from .paths import ROOT_ONLY, SYSTEM_PATH
+from .paths import ROOT_ONLY, SYSTEM_PATH, TRAVERSE_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class Shared:
 
     def __init__(self, run_dir, state_dir, log_dir, setting="shared", use_systemd=False):
         self.setting = setting
+        self.run_dir, self.state_dir = str(run_dir), str(state_dir)
         # "berth-": a prefix no user name may have (users.is_valid_name).
         self.dir = os.path.join(str(run_dir), "berth-containerd")
         self.root = os.path.join(str(state_dir), "containerd")
@@ -142,6 +143,7 @@ class Shared:
             raise MissingBinary("containerd not found on PATH",
                                 hint="install it (apt-get install containerd, which docker.io depends on), "
                                      'or set [daemon].containerd = "own"')
+        ensure_dir(self.run_dir, TRAVERSE_ONLY)  # berth's own modes, not makedirs' 0755
         ensure_dir(self.dir, ROOT_ONLY)
         with flock(os.path.join(self.dir, "start.lock"), 30.0, "starting the shared containerd"):
             if self.running():
@@ -149,6 +151,7 @@ class Shared:
             return self._start(binary)
 
     def _start(self, binary):
+        ensure_dir(self.state_dir, TRAVERSE_ONLY)
         ensure_dir(self.root, ROOT_ONLY)
         ensure_dir(os.path.dirname(self.log_file), ROOT_ONLY)
         remove(self.own_address)

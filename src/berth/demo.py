@@ -28,8 +28,10 @@ class Demo:
         tag = "%04x" % random.randrange(0x10000)
         self.users = [f"demo{tag}a", f"demo{tag}b"]
         self.made_users = []
-        # Left as found: a policy proxy the demo started goes with it.
+        # Left as found: a policy proxy or shared containerd the demo started goes with it.
         self.proxy_was_running = proxyctl.ping(cfg.paths.run_dir) is not None
+        shared = host.shared_containerd(cfg)
+        self.containerd_was_running = shared is None or shared.external or shared.running() is not None
 
     def say(self, text):
         print(f"[{time.monotonic() - self.t0:5.1f}s] {text}", file=self.out, flush=True)
@@ -123,6 +125,8 @@ class Demo:
         info = proxyctl.ping(self.cfg.paths.run_dir)
         if not self.proxy_was_running and info is not None and info["users"] == 0:
             host.proxy_supervisor(self.cfg).stop()
+        if not self.containerd_was_running and not lifecycle.daemons_on_shared_containerd(self.cfg):
+            host.shared_containerd(self.cfg).stop()
         if self.made_users:
             self.say("cleaned up: users, daemons, bridges, rules, data and leases are gone")
 

@@ -214,6 +214,21 @@ chain_prefix = "{self.chain_prefix}"
             time.sleep(0.05)
         raise AssertionError(f"dockerd {pid} of {user} survived SIGKILL")
 
+    def processes_of(self, user):
+        """The user's daemon's processes by their command lines: dockerd and
+        what names its run dir, and shims of its containerd namespace."""
+        import pwd
+
+        from berth import containerd, proc
+        namespaces = set(containerd.namespaces(user, pwd.getpwnam(user).pw_uid))
+        return [p for p in self.leftover_processes()
+                if f"/run/{user}/" in " ".join(args := proc.cmdline(p)) or containerd.shim_namespace(args) in namespaces]
+
+    def shared_containerd_pid(self):
+        from berth import host
+        rec = host.shared_containerd(self.cfg()).running()
+        return rec.pid if rec else None
+
     def leftover_processes(self):
         from berth import proc
         out = []

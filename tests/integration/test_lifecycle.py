@@ -15,8 +15,7 @@ def block_of(harness, user, config=None):
 
 def assert_nothing_left(harness, user):
     assert harness.dockerd_pids(user) == []
-    assert not [p for p in harness.leftover_processes() if f"/run/{user}/" in " ".join(
-        open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace").split("\0"))]
+    assert harness.processes_of(user) == []
     assert not [b for b in harness.bridges() if b.endswith(str(__import__("pwd").getpwnam(user).pw_uid))]
     assert harness.rules_mentioning(f"berth:{user}") == []
     assert not os.path.exists(harness.sock(user))

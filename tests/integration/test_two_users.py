@@ -128,11 +128,11 @@ def test_down_of_both_leaves_no_process_bridge_or_rule(harness, pair):
         r = harness.berth("down", user)
         assert "dockerd stopped" in r.stdout
         assert harness.dockerd_pids(user) == []
-    # Only the host's policy proxy stays (a service, like cron), serving nobody.
+    # Only the host's policy proxy and shared containerd stay (services, like cron), serving nobody.
     from berth import proxyctl
     info = proxyctl.ping(f"{harness.root}/run")
     assert info is not None and info["users"] == 0 and proxyctl.stats(f"{harness.root}/run") == {}
-    assert harness.leftover_processes() == [info["pid"]]
+    assert sorted(harness.leftover_processes()) == sorted([info["pid"], harness.shared_containerd_pid()])
     for user in pair:
         assert not os.path.exists(harness.sock(user))
     assert harness.bridges() == []

@@ -74,6 +74,11 @@ def main():
         print(f"{n:3} user(s): shared containerd {s_user / mib:5.1f} MiB/user, host {s_total / mib:6.1f} MiB "
               f"(of which shared {s_common / mib:.1f}) | own containerd {o_user / mib:5.1f} MiB/user, host "
               f"{o_total / mib:6.1f} MiB | ratio per user {s_user / o_user:.2f}")
+    for low, high in zip(counts, counts[1:]):
+        extra = high - low
+        print(f"each additional user, {low} -> {high}: shared containerd "
+              f"{(shared[high][1] - shared[low][1]) / extra / mib:5.1f} MiB | own containerd "
+              f"{(own[high][1] - own[low][1]) / extra / mib:5.1f} MiB  (target <= 60 MiB)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """The `berth` command. The only place (with the PAM hook) that configures
 logging, turns errors into one line and an exit code, and exits."""
 
-import argparse
 import json
 import logging
 import os
@@ -9,9 +8,11 @@ import pwd
 import signal
 import sys
 from collections import namedtuple
+from types import SimpleNamespace
 
 from . import config as config_mod
 from . import logsetup
+from . import users as users_mod
 from .errors import BerthError
 
 log = logging.getLogger("berth")
@@ -35,6 +36,8 @@ EXAMPLES = {
 
 
 def build_parser():
+    import argparse  # not for `berth up USER` (fast_args)
+
     p = argparse.ArgumentParser(
         prog="berth",
         description="A Docker daemon of your own on a shared box: per-user dockerd, bridge, "
@@ -308,9 +311,20 @@ def run(args, cfg, out):
     return command.handler(args, cfg, out) or 0
 
 
+def fast_args(argv):
+    """`berth up USER`, as every script and cold login path runs it, read
+    without argparse: importing it and building the parser is 27 ms of a
+    cold start that should beat the seed's shell sequence. Anything else
+    (a flag, --help, a typo) goes through argparse as usual."""
+    if len(argv) == 2 and argv[0] == "up" and users_mod.is_valid_name(argv[1]):
+        return SimpleNamespace(command="up", user=argv[1], config=None, debug=False)
+    return None
+
+
 def main(argv=None, out=None):
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = fast_args(argv) or build_parser().parse_args(argv)
     # install into a scratch root (tests) needs no root; doctor always does
     args.root_check = args.command == "doctor" or os.path.realpath(getattr(args, "root", "/")) == "/"
     if args.command in ("pam", "proxy"):  # their own config, logging and signals

@@ -70,12 +70,39 @@ def _without_setuptools_distutils_shim():
         remove()
 
 
+@contextlib.contextmanager
+def _libraries_found_in_libdirs():
+    """python-iptables looks up libc, libip4tc and libip6tc with ctypes'
+    find_library, which runs `ldconfig -p` each time: four processes on
+    every cold `berth up`, taking CPU from the dockerd starting beside it.
+    While it is imported, a name is first looked for as lib<name>.so.<N>
+    in the usual library directories."""
+    import ctypes.util
+    import glob
+
+    original = ctypes.util.find_library
+
+    def find_library(name):
+        for libdir in LIBDIRS:
+            found = sorted(glob.glob(os.path.join(libdir, f"lib{glob.escape(name)}.so.[0-9]*")), key=len)
+            if found:
+                return os.path.basename(found[0])
+        return original(name)
+
+    ctypes.util.find_library = find_library
+    try:
+        yield
+    finally:
+        ctypes.util.find_library = original
+
+
 def _iptc():
     if "iptc" not in sys.modules:
         _point_iptc_at_its_libraries()
         _without_setuptools_distutils_shim()
     try:
-        import iptc
+        with _libraries_found_in_libdirs():
+            import iptc
     except Exception as e:  # iptc raises XTablesError/OSError when libxtables is missing
         raise NetworkError(f"python-iptables cannot load libiptc ({e})",
                            hint="install iptables (apt-get install iptables)") from None

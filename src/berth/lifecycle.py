@@ -22,13 +22,14 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from . import (activity, blocks, bridge, containerd, daemonjson, engine, host, hostns, netcontainer, paths,
-               proxyctl, proxyspec, record, trespass, users, userns)
+# What comes after dockerd is launched (the proxy's spec, the firewall plan,
+# the net container) is imported there, while dockerd boots.
+from . import (activity, blocks, bridge, containerd, daemonjson, engine, host, hostns, paths, proxyctl, record,
+               trespass, users, userns)
 from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir, ensure_private_file, remove, traverse_only_for
 from .locks import user_lock
 from .paths import ROOT_ONLY, TRAVERSE_ONLY
-from .rules import plan_user_rules
 from .supervisor import find_dockerd
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ def _hand_socket(upaths, account):
 def _serve_through_proxy(cfg, upaths, account, layout, proxy):
     """Hardened mode: the proxy serves the user's socket (user:root 0600)
     in front of dockerd's own, from the spec written here."""
+    from . import proxyspec
+
     atomic_write(upaths.proxy_spec, proxyspec.render(proxyspec.for_user(cfg, account, layout)), mode=0o600)
     proxy.wait_ready()
     proxyctl.ask(cfg.paths.run_dir, "serve", account.name)
@@ -278,6 +281,8 @@ def _ensure_net_container(cfg, upaths):
     dockerd restarts it by itself (restart policy "always"), so on most ups
     one GET over the socket suffices and the Docker SDK is never imported.
     """
+    from . import netcontainer
+
     name = cfg.net_container.name
     try:
         info = engine.get_json(upaths.engine_socket, f"/containers/{name}/json")
@@ -292,6 +297,8 @@ def _ensure_net_container(cfg, upaths):
 def _ensure_rules(cfg, account, block, undo):
     _enable_ip_forward()
     fw = host.firewall(cfg)
+    from .rules import plan_user_rules
+
     fw.ensure_user(account.name, plan_user_rules(cfg, account.name, block, account.uid))
     if undo is not None:
         undo.callback(fw.remove_user, account.name)

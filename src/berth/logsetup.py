@@ -2,7 +2,6 @@
 hook): berth's log file, syslog for the hook, and a one-line terminal form."""
 
 import logging
-import logging.handlers
 import os
 
 FILE_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
@@ -74,7 +73,9 @@ def for_hook(cfg):
     add_file(root, cfg, logging.INFO)
     if os.path.exists("/dev/log"):
         try:
-            syslog = logging.handlers.SysLogHandler("/dev/log", facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV)
+            from logging import handlers  # the hook's alone: 7 ms of every CLI start otherwise
+
+            syslog = handlers.SysLogHandler("/dev/log", facility=handlers.SysLogHandler.LOG_AUTHPRIV)
             syslog.setFormatter(logging.Formatter("berth[%(process)d]: %(message)s"))
             syslog.setLevel(logging.INFO)
             root.addHandler(syslog)

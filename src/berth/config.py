@@ -24,7 +24,7 @@ OWNED_DAEMON_KEYS = frozenset({
     "data-root", "graph", "exec-root", "hosts", "host", "pidfile", "bridge",
     "bip", "fixed-cidr", "iptables", "ip-masq", "default-address-pools",
     "group", "live-restore", "userns-remap",
-    "containerd", "containerd-namespace", "containerd-plugins-namespace",
+    "containerd", "containerd-namespace", "containerd-plugins-namespace", "cgroup-parent",
 })
 
 
@@ -92,6 +92,14 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    # What [limits] and [limits.users.<name>] say, checked (limits.parse):
+    # {key: value}, and {user: {key: value}}. limits.for_user combines them.
+    defaults: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    users: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -102,6 +110,7 @@ class Config:
     login: LoginConfig = field(default_factory=LoginConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     daemon_json: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str = "(defaults)"
 
 
@@ -255,8 +264,11 @@ def parse(data, source="(config)"):
         if name == "daemon_json":
             sections[name] = _daemon_json(value, source)
             continue
+        if name == "limits":
+            sections[name] = _limits(value, source)
+            continue
         if name not in SCHEMA:
-            allowed = ", ".join(f"[{s}]" for s in [*SCHEMA, "daemon_json"])
+            allowed = ", ".join(f"[{s}]" for s in [*SCHEMA, "daemon_json", "limits"])
             raise ConfigError(f"{source}: unknown section [{name}]; allowed: {allowed}")
         cls, keys = SCHEMA[name]
         if not isinstance(value, dict):
@@ -287,6 +299,30 @@ def _daemon_json(value, source):
             f"{source}: [daemon_json].{owned[0]} is set by berth for each user and cannot be overridden",
             hint=f"remove it; berth owns {', '.join(sorted(OWNED_DAEMON_KEYS))}")
     return MappingProxyType(dict(value))
+
+
+def _limits(value, source):
+    from . import limits, users
+
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [limits] must be a table")
+    per_user = value.get("users", {})
+    if not isinstance(per_user, dict) or any(not isinstance(v, dict) for v in per_user.values()):
+        raise ConfigError(f"{source}: [limits.users] must hold a table for each user, e.g. [limits.users.alice]")
+    try:
+        defaults = limits.parse({k: v for k, v in value.items() if k != "users"})
+    except ValueError as e:
+        raise ConfigError(f"{source}: [limits].{e}") from None
+    overrides = {}
+    for name, table in per_user.items():
+        if not users.is_valid_name(name):
+            raise ConfigError(f"{source}: [limits.users.{name}] does not name a user",
+                              hint="use a login name such as alice")
+        try:
+            overrides[name] = MappingProxyType(limits.parse(table))
+        except ValueError as e:
+            raise ConfigError(f"{source}: [limits.users.{name}].{e}") from None
+    return LimitsConfig(MappingProxyType(defaults), MappingProxyType(overrides))
 
 
 def _check_network(net, source):

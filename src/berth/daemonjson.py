@@ -4,10 +4,11 @@ import json
 
 
 
-def render(cfg, upaths, layout, bridge, remap=None, containerd=None):
+def render(cfg, upaths, layout, bridge, remap=None, containerd=None, cgroup_parent=None):
     """`remap`: hardened mode's mapping account (container root is the user), or None.
     `containerd`: (socket, namespace, plugins namespace) of the shared
-    containerd, or None for a containerd of dockerd's own."""
+    containerd, or None for a containerd of dockerd's own. `cgroup_parent`:
+    the user's cgroup, which holds all their containers to their limits."""
     owned = {
         "data-root": upaths.data_root,
         "exec-root": upaths.exec_root,
@@ -36,6 +37,8 @@ def render(cfg, upaths, layout, bridge, remap=None, containerd=None):
     }
     if remap:
         owned["userns-remap"] = remap
+    if cgroup_parent:
+        owned["cgroup-parent"] = cgroup_parent
     if containerd:
         address, namespace, plugins_namespace = containerd
         owned.update({"containerd": address, "containerd-namespace": namespace,

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 
 # What comes after dockerd is launched (the proxy's spec, the firewall plan,
 # the net container) is imported there, while dockerd boots.
-from . import (activity, blocks, bridge, containerd, daemonjson, engine, host, hostns, paths, proxyctl, record,
-               trespass, users, userns)
+from . import (activity, blocks, bridge, cgroups, containerd, daemonjson, engine, host, hostns, limits, paths,
+               proxyctl, record, trespass, users, userns)
 from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir, ensure_private_file, remove, traverse_only_for
 from .locks import user_lock
 from .paths import ROOT_ONLY, TRAVERSE_ONLY
+from . import supervisor as supervisor_mod
 from .supervisor import find_dockerd
 
 log = logging.getLogger(__name__)
@@ -171,12 +172,22 @@ def up(cfg, name, clock=time.monotonic):
                 log.warning("%s's daemon runs in %s mode; the config's %s mode applies from its next start "
                             "(berth down %s)", account.name, rec.mode, cfg.security.mode, account.name)
             address = shared.wait_ready() if shared is not None else ""
+            # Before dockerd starts its containers, and again for one that runs: a config's new limits apply.
+            limited = cgroups.cgroupfs_driver(cfg.daemon_json, supervisor_mod.systemd_booted())
+            if limited:
+                cgroups.apply(account.name, limits.for_user(cfg.limits.defaults, cfg.limits.users, account.name))
+                if started:
+                    undo.callback(cgroups.remove, account.name)
+            else:
+                log.warning("dockerd uses systemd's cgroup driver here: %s's containers are not held to [limits]",
+                            account.name)
             if started:
                 remap = userns.ensure(cfg, account)[0] if cfg.security.mode == "hardened" else None
                 if remap:
                     userns.close_other_stores(upaths.data_root, userns.store_name(account))
                 given = (address, *containerd.namespaces(account.name, account.uid)) if address else None
-                doc = daemonjson.render(cfg, upaths, layout, br, remap, given)
+                doc = daemonjson.render(cfg, upaths, layout, br, remap, given,
+                                        cgroups.parent_of(account.name) if limited else None)
                 atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o600)
                 rec = supervisor.start(address, shared.mount_namespace() if address else hostns.HOST)
                 undo.callback(supervisor.stop)
@@ -336,6 +347,7 @@ def down(cfg, name, locked=False):
 
         removed = host.firewall(cfg).remove_user(account.name)
         bridge_removed = bridge.remove_bridge(br)
+        cgroups.remove(account.name)
     log.info("%s is down (dockerd %s, %d rule(s) and %s removed; data and lease kept)",
              account.name, "stopped" if was_running else "was not running", removed,
              f"bridge {br}" if bridge_removed else "no bridge")

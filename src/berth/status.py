@@ -7,7 +7,7 @@ import pwd
 import time
 from dataclasses import asdict, dataclass
 
-from . import activity, blocks, bridge, engine, host, netcontainer, paths, proc, proxyctl
+from . import activity, blocks, bridge, cgroups, engine, host, netcontainer, paths, proc, proxyctl
 from .errors import BerthError
 from .humanize import human_bytes, human_duration
 
@@ -37,6 +37,7 @@ class UserStatus:
     log_file: str
     mode: str | None = None       # what the running daemon runs in: hardened | trusted
     containerd: str = ""          # the shared containerd's socket it runs on; "": a containerd of its own
+    memory_limit_bytes: int | None = None  # the user's cgroup's limit (all their containers together); null: none
 
     def to_json(self):
         return asdict(self)
@@ -67,7 +68,12 @@ def user_status(cfg, name, lease, now=None):
         uptime_seconds=round(now - rec.started_at, 1) if rec else None,
         idle_seconds=0.0 if sessions else (round(max(0.0, now - last), 1) if last else None),
         docker_host=upaths.docker_host, log_file=upaths.log_file, mode=rec.mode if rec else None,
-        containerd=rec.containerd if rec else "")
+        containerd=rec.containerd if rec else "", memory_limit_bytes=_memory_limit(name))
+
+
+def _memory_limit(name):
+    found = cgroups.read(name)
+    return found[1] if found else None
 
 
 def own_status(cfg, name):
@@ -223,6 +229,7 @@ def render_detail(r):
         ("bridge", f"{_dash(r.bridge)}{'' if r.bridge_present else ' (absent)'}"),
         ("net container IP", _dash(r.net_ip)), ("dockerd pid", _dash(r.pid)),
         ("containers running", _dash(r.containers_running)), ("memory", human_bytes(r.memory_bytes)),
+        ("memory limit", human_bytes(r.memory_limit_bytes) if r.memory_limit_bytes else "none"),
         ("sessions open", str(r.sessions)), ("uptime", human_duration(r.uptime_seconds)),
         ("idle for", "active" if r.sessions else human_duration(r.idle_seconds)),
         ("mode", _dash(r.mode)), ("DOCKER_HOST", r.docker_host), ("log", r.log_file),

@@ -106,8 +106,10 @@ class Harness:
         self.users = []
         self.configs = []
         self.config = self.write_config("berth.toml")
-        from berth import logindigest
+        from berth import cgroups, logindigest
         self.had_login_digests = os.path.isdir(logindigest.DIR)
+        self.berth_cgroups = [os.path.dirname(d) for d in cgroups.user_dirs("x")]
+        self.had_berth_cgroups = [d for d in self.berth_cgroups if os.path.isdir(d)]
 
     def write_config(self, name, extra="", **daemon):
         daemon = {"start_timeout": 60, "stop_timeout": 20, **daemon}
@@ -291,6 +293,12 @@ chain_prefix = "{self.chain_prefix}"
             except Exception as e:
                 errors.append(f"mapping account of {user}: {e}")
         self._forget_login_digests()
+        for d in self.berth_cgroups:  # /sys/fs/cgroup/<hierarchy>/berth, if this run made it and left it empty
+            if d not in self.had_berth_cgroups:
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
         self._unmount_below(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
         if errors:

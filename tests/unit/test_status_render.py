@@ -47,7 +47,8 @@ def test_json_schema_is_stable(tmp_path):
     assert doc["schema"] == 1
     assert set(doc["users"][0]) == {
         "user", "uid", "state", "block", "bridge", "bridge_present", "net_ip", "pid", "containers_running",
-        "memory_bytes", "sessions", "uptime_seconds", "idle_seconds", "docker_host", "log_file", "mode", "containerd"}
+        "memory_bytes", "sessions", "uptime_seconds", "idle_seconds", "docker_host", "log_file", "mode", "containerd",
+        "memory_limit_bytes"}
     assert doc["summary"] == {"users": 1, "up": 1, "memory_bytes": 130 * 2**20, "pool": "10.213.0.0/16",
                               "mode": "hardened", "blocks_leased": 0, "blocks_total": 256}
 

@@ -1,0 +1,139 @@
+"""The cgroup above all of one user's containers, made and limited by berth:
+dockerd's `cgroup-parent` is /berth/<user>, so runc puts every container of
+the user below it, and the kernel holds them to the user's limits together
+(a container past the user's memory is OOM-killed inside the user's share;
+the host and other users are untouched). cgroupfs layout, v1 or v2.
+
+The user never names it: the hardened policy refuses a container's
+CgroupParent, so no container of theirs lives outside it.
+"""
+
+import errno
+import logging
+import os
+
+from . import limits as limits_mod
+
+log = logging.getLogger(__name__)
+
+ROOT = "/sys/fs/cgroup"
+PARENT = "berth"
+CONTROLLERS = ("memory", "cpu", "pids")
+
+
+def version(root=ROOT):
+    return 2 if os.path.exists(os.path.join(root, "cgroup.controllers")) else 1
+
+
+def cgroupfs_driver(daemon_json, systemd_booted, root=ROOT):
+    """Whether dockerd manages cgroups itself (the cgroupfs driver), which a
+    cgroup-parent path needs. With systemd as PID 1 on cgroup v2, or where
+    the site's [daemon_json] asks for it, dockerd uses the systemd driver,
+    whose parents are slices: berth does not limit users there yet."""
+    opts = daemon_json.get("exec-opts", [])
+    if any(str(o).replace(" ", "") == "native.cgroupdriver=systemd" for o in opts):
+        return False
+    if any(str(o).replace(" ", "") == "native.cgroupdriver=cgroupfs" for o in opts):
+        return True
+    return not (systemd_booted and version(root) == 2)
+
+
+def parent_of(user):
+    """dockerd's cgroup-parent for the user (the cgroupfs driver's form)."""
+    return f"/{PARENT}/{user}"
+
+
+def user_dirs(user, root=ROOT):
+    """Where the user's cgroup is: one directory for v2, one in each v1
+    hierarchy runc may have made it in (named ones too, e.g. name=systemd)."""
+    if version(root) == 2:
+        return [os.path.join(root, PARENT, user)]
+    try:
+        hierarchies = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    return [os.path.join(root, h, PARENT, user) for h in hierarchies
+            if os.path.isdir(os.path.join(root, h))]
+
+
+def _write(path, value):
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _enable_v2_controllers(root):
+    """v2: memory, cpu and pids handed down to /berth and from it to users."""
+    for directory in (root, os.path.join(root, PARENT)):
+        try:
+            with open(os.path.join(directory, "cgroup.subtree_control")) as f:
+                enabled = set(f.read().split())
+        except FileNotFoundError:
+            continue
+        missing = [c for c in CONTROLLERS if c not in enabled]
+        if missing:
+            _write(os.path.join(directory, "cgroup.subtree_control"), " ".join("+" + c for c in missing))
+
+
+def apply(user, limits, root=ROOT):
+    """Make the user's cgroup where missing and set its limits, also under
+    containers that run (a lower memory limit than they use now is
+    refused by the kernel: that one is reported and left as it was).
+    Returns what could not be set, as sentences."""
+    v = version(root)
+    if v == 2:
+        os.makedirs(os.path.join(root, PARENT), exist_ok=True)
+        _enable_v2_controllers(root)
+    failed = []
+    for controller, name, value in limits_mod.writes(limits, v):
+        directory = os.path.join(root, PARENT, user) if v == 2 else os.path.join(root, controller, PARENT, user)
+        if v == 1 and not os.path.isdir(os.path.join(root, controller)):
+            failed.append(f"cgroup v1 has no {controller} hierarchy here")
+            continue
+        try:
+            os.makedirs(directory, exist_ok=True)
+            _write(os.path.join(directory, name), value)
+        except OSError as e:
+            why = "its containers use more now" if e.errno == errno.EBUSY else e.strerror
+            failed.append(f"{name} = {value} for {user}: {why}")
+    for sentence in failed:
+        log.warning("limits of %s: could not set %s", user, sentence)
+    return failed
+
+
+def remove(user, root=ROOT):
+    """Remove the user's cgroup (their daemon is down: runc has removed the
+    containers' own). Empty ones left by a killed daemon go too, deepest
+    first; a cgroup something still runs in stays, and is reported."""
+    left = []
+    for top in user_dirs(user, root):
+        if not os.path.isdir(top):
+            continue
+        for directory, _, _ in sorted(os.walk(top), key=lambda w: w[0].count("/"), reverse=True):
+            try:
+                os.rmdir(directory)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    left.append(directory)
+    for directory in left:
+        log.warning("cgroup %s is still in use; left in place", directory)
+    return left
+
+
+def read(user, root=ROOT):
+    """What the kernel says of the user's cgroup: memory in use and its limit
+    (bytes; limit None when there is none), for status."""
+    v = version(root)
+    directory = os.path.join(root, PARENT, user) if v == 2 else os.path.join(root, "memory", PARENT, user)
+    names = ("memory.current", "memory.max") if v == 2 else ("memory.usage_in_bytes", "memory.limit_in_bytes")
+    values = []
+    for name in names:
+        try:
+            with open(os.path.join(directory, name)) as f:
+                text = f.read().strip()
+        except OSError:
+            return None
+        values.append(None if text == "max" else int(text))
+    used, limit = values
+    if limit is not None and limit >= 1 << 62:  # v1's "no limit" is a page-rounded LONG_MAX
+        limit = None
+    return used, limit

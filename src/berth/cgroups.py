@@ -137,3 +137,16 @@ def read(user, root=ROOT):
     if limit is not None and limit >= 1 << 62:  # v1's "no limit" is a page-rounded LONG_MAX
         limit = None
     return used, limit
+
+
+def cpu_usage_ns(user, root=ROOT):
+    """CPU time all the user's containers used so far (ns), or None (no cgroup)."""
+    try:
+        if version(root) == 2:
+            with open(os.path.join(root, PARENT, user, "cpu.stat")) as f:
+                fields = dict(line.split() for line in f if line.strip())
+            return int(fields["usage_usec"]) * 1000
+        with open(os.path.join(root, "cpuacct", PARENT, user, "cpuacct.usage")) as f:
+            return int(f.read())
+    except (OSError, KeyError, ValueError):
+        return None

@@ -22,6 +22,7 @@ EXAMPLES = {
     "down": "berth down alice\n  berth down --purge alice     # deletes alice's images and volumes too",
     "reap": "berth reap --dry-run",
     "status": "berth status            # all users\n  berth status alice --json",
+    "top": "sudo berth top --sort memory",
     "env": "eval \"$(berth env)\"     # DOCKER_HOST for the current user",
     "doctor": "sudo berth doctor",
     "demo": "sudo berth demo",
@@ -66,6 +67,11 @@ def build_parser():
     c = command("status", "show every user's daemon, or one user's in detail")
     c.add_argument("user", nargs="?")
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    c = command("top", "every user's CPU, memory, disk and GPUs, refreshed like top")
+    c.add_argument("--sort", choices=("cpu", "memory", "disk", "gpu", "user"), default="cpu",
+                   help="biggest first (default: cpu)")
+    c.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    c.add_argument("-n", "--iterations", type=int, default=0, help="stop after this many (default: until ^C)")
     c = command("env", "print the shell line that points docker at a user's daemon")
     c.add_argument("user", nargs="?", help="default: the user running the command")
     for name, text in (("install", "put the login hook in place: PAM lines, pam_env conf, profile.d script, config"),
@@ -170,6 +176,29 @@ def _reap(args, cfg, out):
         print(reaper.render(o, args.dry_run), file=out)
     if not outcomes:
         print("no berth users", file=out)
+
+
+def _top(args, cfg, out):
+    import time
+
+    from . import status
+
+    if args.interval <= 0:
+        raise BerthError("--interval must be more than 0 seconds", hint="e.g. berth top --interval 2")
+    clear = "\x1b[H\x1b[2J" if out.isatty() else ""
+    shown = 0
+    while True:
+        rows, table = status.collect(cfg)
+        text = status.render_table(cfg, status.sort_rows(rows, args.sort), table, status.proxy_status(cfg)
+                                   if table is not None else None,
+                                   status.containerd_status(cfg) if table is not None else None)
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{clear}berth top — {stamp}, sorted by {args.sort}, every {args.interval:g} s (^C to stop)\n{text}",
+              file=out, flush=True)
+        shown += 1
+        if args.iterations and shown >= args.iterations:
+            return 0
+        time.sleep(args.interval)
 
 
 def _status(args, cfg, out):
@@ -292,6 +321,7 @@ COMMANDS = {
     "down": Command(_down, True, "it stops daemons and removes bridges and firewall rules"),
     "reap": Command(_reap, True, "it stops other users' daemons"),
     "status": Command(_status, True, None),
+    "top": Command(_top, True, None),
     "env": Command(_env, True, None),
     "install": Command(_install, True, "it edits PAM files and writes under /etc"),
     "uninstall": Command(_install, True, "it edits PAM files and removes files under /etc"),

@@ -17,7 +17,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import activity, bridge, engine, host, lifecycle, paths, proc, proxyctl
+from . import activity, bridge, engine, host, lifecycle, paths, proc, proxyctl, usage
+from .errors import BerthError
 from .humanize import human_duration
 from .locks import user_lock
 from .rules import plan_user_rules
@@ -140,7 +141,19 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
                                   names))
     if not only:
         outcomes += collect_orphans(cfg, table, dry_run)
+    if not dry_run:
+        measure_disks(cfg, names)
     return outcomes
+
+
+def measure_disks(cfg, names):
+    """Each user's data-root size, for `berth status` and `berth top` to
+    read from a cache: a walk of hundreds of GB never runs on their path."""
+    for name in names:
+        try:
+            usage.measure_disk(cfg, name)
+        except (OSError, BerthError) as e:
+            log.warning("could not measure %s's data-root: %s", name, e)
 
 
 def restore_containerd(cfg, names):

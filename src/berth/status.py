@@ -7,7 +7,7 @@ import pwd
 import time
 from dataclasses import asdict, dataclass
 
-from . import activity, blocks, bridge, cgroups, engine, host, netcontainer, paths, proc, proxyctl
+from . import activity, blocks, bridge, cgroups, engine, host, netcontainer, paths, proc, proxyctl, usage
 from .errors import BerthError
 from .humanize import human_bytes, human_duration
 
@@ -38,12 +38,19 @@ class UserStatus:
     mode: str | None = None       # what the running daemon runs in: hardened | trusted
     containerd: str = ""          # the shared containerd's socket it runs on; "": a containerd of its own
     memory_limit_bytes: int | None = None  # the user's cgroup's limit (all their containers together); null: none
+    cgroup_memory_bytes: int | None = None  # what the kernel counts in that cgroup (page cache too); null: no cgroup
+    cpu_percent: float | None = None  # recent CPU of all their containers, % of one core; null: not measured
+    disk_bytes: int | None = None     # their data-root, as the last reaper pass measured it; null: not yet
+    disk_measured_at: float | None = None
+    gpu_processes: list | None = None  # [{"pid", "memory_mib"}] on GPUs; null: no nvidia-smi on this host
 
     def to_json(self):
         return asdict(self)
 
 
-def user_status(cfg, name, lease, now=None):
+def user_status(cfg, name, lease, now=None, cpu=None, gpus=None):
+    """One row. `cpu`: the user's CPU % (usage.cpu_percents), `gpus`: GPU
+    processes by user (usage.gpu_processes; None: no nvidia-smi here)."""
     now = time.time() if now is None else now
     upaths = paths.for_user(cfg, name)
     supervisor = host.supervisor_for(cfg, upaths)
@@ -68,12 +75,17 @@ def user_status(cfg, name, lease, now=None):
         uptime_seconds=round(now - rec.started_at, 1) if rec else None,
         idle_seconds=0.0 if sessions else (round(max(0.0, now - last), 1) if last else None),
         docker_host=upaths.docker_host, log_file=upaths.log_file, mode=rec.mode if rec else None,
-        containerd=rec.containerd if rec else "", memory_limit_bytes=_memory_limit(name))
+        containerd=rec.containerd if rec else "", **_usage(cfg, name, cpu, gpus))
 
 
-def _memory_limit(name):
-    found = cgroups.read(name)
-    return found[1] if found else None
+def _usage(cfg, name, cpu, gpus):
+    memory = cgroups.read(name)
+    disk = usage.cached_disk(cfg, name)
+    return {"memory_limit_bytes": memory[1] if memory else None,
+            "cgroup_memory_bytes": memory[0] if memory else None,
+            "cpu_percent": cpu,
+            "disk_bytes": disk[0] if disk else None, "disk_measured_at": disk[1] if disk else None,
+            "gpu_processes": None if gpus is None else [{"pid": p, "memory_mib": m} for p, m in gpus.get(name, [])]}
 
 
 def own_status(cfg, name):
@@ -112,7 +124,9 @@ def collect(cfg, only=None, now=None):
     if only and only not in host.known_users(cfg, table) and host.uid_of(only) < 0:
         raise BerthError(f"berth knows no user {only!r}", hint="'berth status' lists the users it serves")
     names = [only] if only else host.known_users(cfg, table)
-    return [user_status(cfg, n, table.get(n), now) for n in names], table
+    cpu = usage.cpu_percents(cfg, names)
+    gpus = usage.gpu_processes()
+    return [user_status(cfg, n, table.get(n), now, cpu.get(n), gpus) for n in names], table
 
 
 def proxy_status(cfg):
@@ -201,15 +215,45 @@ def _dash(value):
     return "-" if value in (None, "") else str(value)
 
 
-COLUMNS = ("USER", "UID", "STATE", "BLOCK", "BRIDGE", "NET-IP", "PID", "RUNNING", "MEMORY", "UPTIME", "IDLE")
+COLUMNS = ("USER", "UID", "STATE", "BLOCK", "BRIDGE", "NET-IP", "PID", "RUNNING", "MEMORY", "CPU", "LIMIT", "DISK",
+           "GPU", "UPTIME", "IDLE")
+
+
+def _gpu_cell(processes):
+    if processes is None:
+        return "n/a"
+    return f"{len(processes)}/{sum(p['memory_mib'] for p in processes)}MiB" if processes else "-"
+
+
+def _limit_cell(r):
+    if r.cgroup_memory_bytes is None:
+        return "-"
+    return human_bytes(r.memory_limit_bytes).replace(" ", "") if r.memory_limit_bytes else "none"
+
+
+SORT_KEYS = {  # berth top --sort: biggest first
+    "cpu": lambda r: r.cpu_percent or 0.0,
+    "memory": lambda r: r.cgroup_memory_bytes or r.memory_bytes or 0,
+    "disk": lambda r: r.disk_bytes or 0,
+    "gpu": lambda r: sum(p["memory_mib"] for p in r.gpu_processes or []),
+    "user": None,
+}
+
+
+def sort_rows(rows, key):
+    if SORT_KEYS.get(key) is None:
+        return sorted(rows, key=lambda r: r.user)
+    return sorted(rows, key=lambda r: (-SORT_KEYS[key](r), r.user))
 
 
 def render_table(cfg, rows, table, proxy=None, shared=None):
     lines = [COLUMNS]
     for r in rows:
         lines.append((r.user, str(r.uid), r.state, _dash(r.block), _dash(r.bridge), _dash(r.net_ip), _dash(r.pid),
-                      _dash(r.containers_running), human_bytes(r.memory_bytes), human_duration(r.uptime_seconds),
-                      "active" if r.sessions else human_duration(r.idle_seconds)))
+                      _dash(r.containers_running), human_bytes(r.memory_bytes),
+                      "-" if r.cpu_percent is None else f"{r.cpu_percent:.0f}%", _limit_cell(r),
+                      human_bytes(r.disk_bytes).replace(" ", "") if r.disk_bytes else "-", _gpu_cell(r.gpu_processes),
+                      human_duration(r.uptime_seconds), "active" if r.sessions else human_duration(r.idle_seconds)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
     s = summary(cfg, rows, table)
@@ -230,6 +274,11 @@ def render_detail(r):
         ("net container IP", _dash(r.net_ip)), ("dockerd pid", _dash(r.pid)),
         ("containers running", _dash(r.containers_running)), ("memory", human_bytes(r.memory_bytes)),
         ("memory limit", human_bytes(r.memory_limit_bytes) if r.memory_limit_bytes else "none"),
+        ("cgroup memory", human_bytes(r.cgroup_memory_bytes) if r.cgroup_memory_bytes is not None else "-"),
+        ("CPU", "-" if r.cpu_percent is None else f"{r.cpu_percent:.0f}% of a core"),
+        ("disk", human_bytes(r.disk_bytes) + f" (measured {human_duration(time.time() - r.disk_measured_at)} ago)"
+         if r.disk_bytes else "- (the next reaper pass measures it)"),
+        ("GPU", "n/a (no nvidia-smi)" if r.gpu_processes is None else _gpu_cell(r.gpu_processes)),
         ("sessions open", str(r.sessions)), ("uptime", human_duration(r.uptime_seconds)),
         ("idle for", "active" if r.sessions else human_duration(r.idle_seconds)),
         ("mode", _dash(r.mode)), ("DOCKER_HOST", r.docker_host), ("log", r.log_file),

@@ -138,3 +138,23 @@ def test_no_cgroup_is_left_after_down_and_purge(harness):
     harness.berth("up", user)
     harness.berth("down", "--purge", "--yes", user)
     assert not any(os.path.exists(d) for d in cgroups.user_dirs(user))
+
+
+def test_status_and_top_say_what_the_cgroup_files_and_the_reaper_found(harness, pair):
+    import json
+    import subprocess
+    a, b, cfg = pair
+    harness.berth("reap", "--user", a, config=cfg)  # kept (not idle), and its data-root measured
+    (row,) = json.loads(harness.berth("status", a, "--json", config=cfg).stdout)["users"]
+    usage_now = int(v1("memory", a, "memory.usage_in_bytes"))
+    assert row["memory_limit_bytes"] == MEMORY
+    assert abs(row["cgroup_memory_bytes"] - usage_now) < 8 << 20
+    assert row["cpu_percent"] is not None and row["cpu_percent"] >= 0
+    du = int(subprocess.run(["du", "-sx", "--block-size=1", f"{harness.root}/state/users/{a}/docker"],
+                            capture_output=True, text=True).stdout.split()[0])
+    assert abs(row["disk_bytes"] - du) <= max(du // 20, 1 << 20)  # what du says, give or take what changed since
+    assert row["gpu_processes"] is None  # no nvidia-smi on this machine: the column says so
+    top = harness.berth("top", "-n", "1", "--sort", "memory", "--interval", "0.1", config=cfg).stdout
+    header = next(line for line in top.splitlines() if line.startswith("USER"))
+    assert header.split()[9:13] == ["CPU", "LIMIT", "DISK", "GPU"]
+    assert "sorted by memory" in top and " n/a " in top

@@ -29,7 +29,7 @@ def test_table_has_header_rows_and_summary(tmp_path):
     lines = text.splitlines()
     assert lines[0].split() == list(status.COLUMNS)
     assert lines[1].split() == ["alice", "1001", "up", "10.213.0.0/24", "bth1001", "10.213.0.2", "42", "2",
-                                "130", "MiB", "1h02m", "2m05s"]
+                                "130", "MiB", "-", "-", "-", "n/a", "1h02m", "2m05s"]
     assert lines[2].split()[2] == "down" and lines[2].split()[-1] == "active"
     assert lines[-1] == "2 user(s), 1 up, 130 MiB in all; pool 10.213.0.0/16: 0/256 blocks leased; hardened mode"
 
@@ -48,7 +48,7 @@ def test_json_schema_is_stable(tmp_path):
     assert set(doc["users"][0]) == {
         "user", "uid", "state", "block", "bridge", "bridge_present", "net_ip", "pid", "containers_running",
         "memory_bytes", "sessions", "uptime_seconds", "idle_seconds", "docker_host", "log_file", "mode", "containerd",
-        "memory_limit_bytes"}
+        "memory_limit_bytes", "cgroup_memory_bytes", "cpu_percent", "disk_bytes", "disk_measured_at", "gpu_processes"}
     assert doc["summary"] == {"users": 1, "up": 1, "memory_bytes": 130 * 2**20, "pool": "10.213.0.0/16",
                               "mode": "hardened", "blocks_leased": 0, "blocks_total": 256}
 
@@ -98,3 +98,18 @@ def test_the_shared_containerd_has_a_line_of_its_own_that_says_what_its_absence_
     assert status.render_table(cfg, on_it, {}, None, up).splitlines()[-1].startswith("shared containerd: pid 9")
     doc = status.to_json(cfg, on_it, {}, None, up)
     assert doc["containerd"] == up and doc["users"][0]["containerd"] == sock
+
+
+def test_usage_columns_and_what_top_sorts_by():
+    cfg = config.Config()
+    busy = row(user="bob", uid=1002, cpu_percent=187.4, cgroup_memory_bytes=3 << 30, memory_limit_bytes=64 << 30,
+               disk_bytes=412 << 30, disk_measured_at=0.0, gpu_processes=[{"pid": 9, "memory_mib": 20480}])
+    idle = row(cpu_percent=0.5, cgroup_memory_bytes=1 << 20, gpu_processes=[])
+    table = status.render_table(cfg, [idle, busy], {}).splitlines()
+    assert table[2].split()[10:14] == ["187%", "64.0GiB", "412.0GiB", "1/20480MiB"]
+    assert table[1].split()[10:14] == ["0%", "none", "-", "-"]
+    for key in ("cpu", "memory", "disk", "gpu"):
+        assert [r.user for r in status.sort_rows([idle, busy], key)] == ["bob", "alice"]
+    assert [r.user for r in status.sort_rows([busy, idle], "user")] == ["alice", "bob"]
+    detail = status.render_detail(busy)
+    assert "188% of a core" in detail or "187% of a core" in detail

@@ -2,7 +2,9 @@
 dockerd's `cgroup-parent` is /berth/<user>, so runc puts every container of
 the user below it, and the kernel holds them to the user's limits together
 (a container past the user's memory is OOM-killed inside the user's share;
-the host and other users are untouched). cgroupfs layout, v1 or v2.
+the host and other users are untouched). cgroupfs layout, v1 or v2; where
+dockerd uses systemd's cgroup driver, the user's slice, berth-<user>.slice,
+limited with `systemctl set-property`.
 
 The user never names it: the hardened policy refuses a container's
 CgroupParent, so no container of theirs lives outside it.
@@ -11,6 +13,7 @@ CgroupParent, so no container of theirs lives outside it.
 import errno
 import logging
 import os
+import subprocess
 
 from . import limits as limits_mod
 
@@ -38,9 +41,40 @@ def cgroupfs_driver(daemon_json, systemd_booted, root=ROOT):
     return not (systemd_booted and version(root) == 2)
 
 
-def parent_of(user):
-    """dockerd's cgroup-parent for the user (the cgroupfs driver's form)."""
-    return f"/{PARENT}/{user}"
+def parent_of(user, cgroupfs=True):
+    """dockerd's cgroup-parent for the user: a path for the cgroupfs driver,
+    a slice for systemd's."""
+    return f"/{PARENT}/{user}" if cgroupfs else slice_of(user)
+
+
+def slice_of(user):
+    """The user's slice: berth-<user>.slice, below berth.slice. A '-' in a
+    slice's name means one level down, so a user's own is escaped."""
+    return f"{PARENT}-" + user.replace("-", "\\x2d") + ".slice"
+
+
+def slice_properties(limits):
+    """systemd's names for the limits. Pure."""
+    return [f"MemoryMax={limits.memory or 'infinity'}", f"CPUWeight={limits.cpu_weight}",
+            f"TasksMax={limits.pids or 'infinity'}"]
+
+
+def apply_slice(user, limits, run=subprocess.run):
+    """systemd's driver: the limits on the user's slice (for this boot: the
+    next `berth up` sets them again)."""
+    argv = ["systemctl", "set-property", "--runtime", slice_of(user), *slice_properties(limits)]
+    r = run(argv, capture_output=True, text=True)
+    if r.returncode != 0:
+        sentence = f"{' '.join(argv[3:])}: {r.stderr.strip()}"
+        log.warning("limits of %s: could not set %s", user, sentence)
+        return [sentence]
+    return []
+
+
+def remove_slice(user, run=subprocess.run):
+    """The user's slice goes, and with it berth's runtime settings of it."""
+    for verb in ("stop", "revert"):
+        run(["systemctl", verb, slice_of(user)], capture_output=True, text=True)
 
 
 def user_dirs(user, root=ROOT):
@@ -119,11 +153,21 @@ def remove(user, root=ROOT):
     return left
 
 
+def _found(user, controller, root):
+    """The user's cgroup in one controller's tree (v1) or the one tree (v2):
+    berth's own path, or the slice systemd's driver made."""
+    base = root if version(root) == 2 else os.path.join(root, controller)
+    for relative in (os.path.join(PARENT, user), os.path.join(f"{PARENT}.slice", slice_of(user))):
+        if os.path.isdir(os.path.join(base, relative)):
+            return os.path.join(base, relative)
+    return os.path.join(base, PARENT, user)
+
+
 def read(user, root=ROOT):
     """What the kernel says of the user's cgroup: memory in use and its limit
     (bytes; limit None when there is none), for status."""
     v = version(root)
-    directory = os.path.join(root, PARENT, user) if v == 2 else os.path.join(root, "memory", PARENT, user)
+    directory = _found(user, "memory", root)
     names = ("memory.current", "memory.max") if v == 2 else ("memory.usage_in_bytes", "memory.limit_in_bytes")
     values = []
     for name in names:
@@ -143,10 +187,10 @@ def cpu_usage_ns(user, root=ROOT):
     """CPU time all the user's containers used so far (ns), or None (no cgroup)."""
     try:
         if version(root) == 2:
-            with open(os.path.join(root, PARENT, user, "cpu.stat")) as f:
+            with open(os.path.join(_found(user, "cpu", root), "cpu.stat")) as f:
                 fields = dict(line.split() for line in f if line.strip())
             return int(fields["usage_usec"]) * 1000
-        with open(os.path.join(root, "cpuacct", PARENT, user, "cpuacct.usage")) as f:
+        with open(os.path.join(_found(user, "cpuacct", root), "cpuacct.usage")) as f:
             return int(f.read())
     except (OSError, KeyError, ValueError):
         return None

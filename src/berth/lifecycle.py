@@ -173,21 +173,21 @@ def up(cfg, name, clock=time.monotonic):
                             "(berth down %s)", account.name, rec.mode, cfg.security.mode, account.name)
             address = shared.wait_ready() if shared is not None else ""
             # Before dockerd starts its containers, and again for one that runs: a config's new limits apply.
-            limited = cgroups.cgroupfs_driver(cfg.daemon_json, supervisor_mod.systemd_booted())
-            if limited:
-                cgroups.apply(account.name, limits.for_user(cfg.limits.defaults, cfg.limits.users, account.name))
-                if started:
-                    undo.callback(cgroups.remove, account.name)
-            else:
-                log.warning("dockerd uses systemd's cgroup driver here: %s's containers are not held to [limits]",
-                            account.name)
+            cgroupfs = cgroups.cgroupfs_driver(cfg.daemon_json, supervisor_mod.systemd_booted())
+            share = limits.for_user(cfg.limits.defaults, cfg.limits.users, account.name)
+            if cgroupfs:
+                cgroups.apply(account.name, share)
+            else:  # systemd's driver: the user's slice
+                cgroups.apply_slice(account.name, share)
+            if started:
+                undo.callback(_remove_share, cfg, account.name)
             if started:
                 remap = userns.ensure(cfg, account)[0] if cfg.security.mode == "hardened" else None
                 if remap:
                     userns.close_other_stores(upaths.data_root, userns.store_name(account))
                 given = (address, *containerd.namespaces(account.name, account.uid)) if address else None
                 doc = daemonjson.render(cfg, upaths, layout, br, remap, given,
-                                        cgroups.parent_of(account.name) if limited else None)
+                                        cgroups.parent_of(account.name, cgroupfs))
                 atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o600)
                 rec = supervisor.start(address, shared.mount_namespace() if address else hostns.HOST)
                 undo.callback(supervisor.stop)
@@ -220,6 +220,14 @@ def up(cfg, name, clock=time.monotonic):
     log.info("%s is up (block %s, dockerd pid %d, %s in %.2f s)", result.user, result.block, result.pid,
              "started" if started else "already running", result.seconds)
     return result
+
+
+def _remove_share(cfg, name):
+    """The user's cgroup (or slice) goes with their daemon."""
+    if cgroups.cgroupfs_driver(cfg.daemon_json, supervisor_mod.systemd_booted()):
+        cgroups.remove(name)
+    else:
+        cgroups.remove_slice(name)
 
 
 def _launch_containerd(cfg, running):
@@ -347,7 +355,7 @@ def down(cfg, name, locked=False):
 
         removed = host.firewall(cfg).remove_user(account.name)
         bridge_removed = bridge.remove_bridge(br)
-        cgroups.remove(account.name)
+        _remove_share(cfg, account.name)
     log.info("%s is down (dockerd %s, %d rule(s) and %s removed; data and lease kept)",
              account.name, "stopped" if was_running else "was not running", removed,
              f"bridge {br}" if bridge_removed else "no bridge")

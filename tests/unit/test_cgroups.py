@@ -75,3 +75,28 @@ def test_a_cgroup_parent_path_only_where_dockerd_uses_the_cgroupfs_driver(tmp_pa
     assert not cgroups.cgroupfs_driver({}, systemd_booted=True, root=str(v2))  # dockerd picks systemd's there
     assert cgroups.cgroupfs_driver({"exec-opts": ["native.cgroupdriver=cgroupfs"]}, True, str(v2))
     assert not cgroups.cgroupfs_driver({"exec-opts": ["native.cgroupdriver=systemd"]}, False, str(tmp_path))
+
+
+def test_where_systemd_drives_cgroups_the_user_has_a_slice():
+    from berth import limits as lim
+    assert cgroups.slice_of("alice") == "berth-alice.slice"
+    assert cgroups.slice_of("a-b") == "berth-a\\x2db.slice"  # not berth.slice/berth-a.slice/...
+    assert cgroups.parent_of("alice", cgroupfs=False) == "berth-alice.slice"
+    calls = []
+
+    def run(argv, **kw):
+        calls.append(argv)
+        return type("R", (), {"returncode": 0, "stderr": ""})()
+    assert cgroups.apply_slice("alice", lim.Limits(1 << 30, 200, 0), run) == []
+    assert calls[0] == ["systemctl", "set-property", "--runtime", "berth-alice.slice", f"MemoryMax={1 << 30}",
+                        "CPUWeight=200", "TasksMax=infinity"]
+    cgroups.remove_slice("alice", run)
+    assert calls[1:] == [["systemctl", "stop", "berth-alice.slice"], ["systemctl", "revert", "berth-alice.slice"]]
+
+
+def test_a_slice_made_by_systemds_driver_is_read_too(tmp_path):
+    d = tmp_path / "memory/berth.slice/berth-alice.slice"
+    d.mkdir(parents=True)
+    (d / "memory.usage_in_bytes").write_text("4096")
+    (d / "memory.limit_in_bytes").write_text("8192")
+    assert cgroups.read("alice", str(tmp_path)) == (4096, 8192)

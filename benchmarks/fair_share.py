@@ -50,6 +50,7 @@ def main():
         names = host.known_users(cfg, host.lease_table(cfg).read())
 
         def accounting():
+            """What status does for usage: CPU % from the samples the last run left, cgroup memory, cached disk, GPUs."""
             t0 = time.perf_counter()
             usage.cpu_percents(cfg, names)
             usage.gpu_processes()
@@ -57,8 +58,10 @@ def main():
                 cgroups.read(n)
                 usage.cached_disk(cfg, n)
             return time.perf_counter() - t0
-        accounting()  # leaves the CPU samples later rounds use, as a status before would
-        part = [accounting() for _ in range(args.rounds)]
+        part = []
+        for _ in range(args.rounds):
+            time.sleep(0.5)  # as between two status runs: the samples the last one left are used
+            part.append(accounting())
 
         # cold up with limits against without, alternated, for one more user
         plain = dict(s.env, BERTH_CONFIG=s.config + ".plain")

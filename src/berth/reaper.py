@@ -142,6 +142,7 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
     if not only:
         outcomes += collect_orphans(cfg, table, dry_run)
     if not dry_run:
+        usage.leave_cpu_samples(cfg, names)
         measure_disks(cfg, names)
     return outcomes
 

@@ -15,7 +15,7 @@ from .fsutil import atomic_write, read_trusted
 CPU_SAMPLE = "cpu.sample"    # in the user's run dir: "<ns used> <monotonic-free wall time>"
 DISK_CACHE = "disk.usage"    # in the user's state dir: "<bytes> <when measured>"
 WINDOW = 0.25                # seconds status samples CPU over when it has no recent sample of its own
-MAX_SAMPLE_AGE = 600
+MIN_SAMPLE_AGE, MAX_SAMPLE_AGE = 0.2, 600
 
 
 def cpu_percent(used_before, at_before, used_now, at_now):
@@ -48,7 +48,7 @@ def cpu_percents(cfg, names, root=cgroups.ROOT, now=time.time, sleep=time.sleep)
         if used is None:
             continue
         sample = _read_sample(os.path.join(paths.for_user(cfg, name).run_dir, CPU_SAMPLE))
-        if sample and 1.0 <= t - sample[1] <= MAX_SAMPLE_AGE and sample[0] <= used:
+        if sample and MIN_SAMPLE_AGE <= t - sample[1] <= MAX_SAMPLE_AGE and sample[0] <= used:
             previous[name] = sample
     missing = [n for n, used in readings.items() if used is not None and n not in previous]
     if missing:
@@ -68,6 +68,19 @@ def cpu_percents(cfg, names, root=cgroups.ROOT, now=time.time, sleep=time.sleep)
             if os.path.isdir(run_dir):
                 atomic_write(os.path.join(run_dir, CPU_SAMPLE), f"{used} {t}\n", mode=0o600)
     return out
+
+
+def leave_cpu_samples(cfg, names, root=cgroups.ROOT, now=time.time):
+    """The reaper pass: each user's CPU counter now, so the next status
+    reports the CPU since then without sampling a window of its own."""
+    from . import paths
+
+    t = now()
+    for name in names:
+        used = cgroups.cpu_usage_ns(name, root)
+        run_dir = paths.for_user(cfg, name).run_dir
+        if used is not None and os.path.isdir(run_dir):
+            atomic_write(os.path.join(run_dir, CPU_SAMPLE), f"{used} {t}\n", mode=0o600)
 
 
 def tree_bytes(top):

@@ -83,6 +83,19 @@ def test_a_container_past_its_users_memory_is_killed_and_the_other_users_keeps_r
         harness.docker(b, "rm", "-f", "steady", check=False)
 
 
+def test_a_users_own_memory_limit_still_works_inside_their_share(harness, pair):
+    a, _, _ = pair
+    limit_hits = hits(a)
+    try:
+        # 40 MiB in a container of its own -m 24m: its own limit, well inside a's 96 MiB, kills it
+        r = harness.docker(a, "run", "--name", "own-m", "-m", "24m", "--memory-swap", "24m", "bt-busybox:1",
+                           "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=40M", "count=1", check=False)
+        assert r.returncode == 137 and oom_killed(harness, a, "own-m")
+        assert hits(a) == limit_hits  # a's share was never full
+    finally:
+        harness.docker(a, "rm", "-f", "own-m", check=False)
+
+
 def test_two_containers_of_a_user_together_cannot_exceed_the_users_memory(harness, pair):
     a, _, _ = pair
     limit_hits = hits(a)

@@ -114,10 +114,13 @@ def apply(user, limits, root=ROOT):
     refused by the kernel: that one is reported and left as it was).
     Returns what could not be set, as sentences."""
     v = version(root)
-    if v == 2:
-        os.makedirs(os.path.join(root, PARENT), exist_ok=True)
-        _enable_v2_controllers(root)
     failed = []
+    if v == 2:
+        try:
+            os.makedirs(os.path.join(root, PARENT), exist_ok=True)
+            _enable_v2_controllers(root)
+        except OSError as e:  # a read-only or delegated cgroupfs: the user goes up unlimited, and it is said
+            failed.append(f"the controllers for /{PARENT}: {e.strerror}")
     for controller, name, value in limits_mod.writes(limits, v):
         directory = os.path.join(root, PARENT, user) if v == 2 else os.path.join(root, controller, PARENT, user)
         if v == 1 and not os.path.isdir(os.path.join(root, controller)):

@@ -31,8 +31,12 @@ READ_BUFFER = 256 * 1024
 _SHARED = memoryview(bytearray(READ_BUFFER))
 # Body data parsed but not yet taken by the proxy: past HIGH the client is
 # no longer read until the proxy (that is, dockerd) has caught up to LOW.
-HIGH, LOW = 4 << 20, 1 << 20
+HIGH, LOW = 2 << 20, 512 << 10
 MAX_EVENTS = 1024  # and past this many parsed events (pipelined heads, say)
+# What a body piece costs beyond its bytes (a bytes object, a list slot):
+# counted, so a body of 2-byte chunks is held to HIGH like any other.
+PIECE_OVERHEAD = 64
+MAX_HEAD = 64 << 10  # a request head past this is refused (h11's own cap, which the old proxy had)
 
 
 class BadRequest(Exception):
@@ -58,7 +62,7 @@ class Client(asyncio.BufferedProtocol):
         self.events = collections.deque()
         self.upgraded = False
         self.raw = collections.deque()  # bytes after an upgrade request, in order
-        self._url, self._headers = b"", []
+        self._url, self._headers, self._head_size = [], [], 0
         self._upgrade_body_left = 0  # of an upgrade request's body, still to be read
         self._queued = 0  # bytes of body data in `events`
         self._paused = False
@@ -79,6 +83,8 @@ class Client(asyncio.BufferedProtocol):
         return _SHARED
 
     def buffer_updated(self, nbytes):
+        if self._error is not None:
+            return  # refused: nothing more of this connection is parsed (reading is paused)
         data = _SHARED[:nbytes]
         try:
             if self.upgraded:
@@ -87,6 +93,11 @@ class Client(asyncio.BufferedProtocol):
                 self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             self._upgraded(bytes(data[e.args[0]:]))
+        except (BadRequest, httptools.HttpParserCallbackError) as e:
+            # raised in a callback (a head too big); httptools wraps it, or passes it on
+            cause = e if isinstance(e, BadRequest) else e.__context__ or e.__cause__
+            self._error = cause if isinstance(cause, BadRequest) else BadRequest(str(e))
+            self._pause()
         except httptools.HttpParserError as e:
             self._error = BadRequest(str(e))
             self._pause()
@@ -115,20 +126,27 @@ class Client(asyncio.BufferedProtocol):
     # --- llhttp's callbacks ------------------------------------------------------------
 
     def on_message_begin(self):
-        self._url, self._headers = b"", []
+        self._url, self._headers, self._head_size = [], [], 0
+
+    def _head_grew(self, size):
+        self._head_size += size
+        if self._head_size > MAX_HEAD:
+            raise BadRequest(f"a request head over {MAX_HEAD // 1024} KiB")
 
     def on_url(self, url):
-        self._url += url
+        self._head_grew(len(url))
+        self._url.append(url)
 
     def on_header(self, name, value):
+        self._head_grew(len(name) + len(value) + PIECE_OVERHEAD)
         self._headers.append((name, value))
 
     def on_headers_complete(self):
-        self.events.append(Head(self.parser.get_method(), self._url, self._headers,
+        self.events.append(Head(self.parser.get_method(), b"".join(self._url), self._headers,
                                 self.parser.get_http_version()))
 
     def on_body(self, body):
-        self._queued += len(body)
+        self._queued += len(body) + PIECE_OVERHEAD
         if self.events and isinstance(self.events[-1], list):
             self.events[-1].append(body)
         else:
@@ -171,7 +189,7 @@ class Client(asyncio.BufferedProtocol):
                 return None  # upgraded: no more HTTP on this connection
             await self._wait()
         event = self.events.popleft()
-        self._taken(sum(map(len, event)) if isinstance(event, list) else 0)
+        self._taken(sum(len(piece) + PIECE_OVERHEAD for piece in event) if isinstance(event, list) else 0)
         return event
 
     async def read_raw(self):
@@ -193,12 +211,21 @@ class Client(asyncio.BufferedProtocol):
             self.events.pop()
         if any(name.lower() == b"transfer-encoding" for name, _ in head.headers):
             self._error = BadRequest("an upgrade request with a chunked body")
+            self._pause()
             return
         self.upgraded = True
         self._upgrade_body_left = content_length(head)
         self._after_upgrade(after_head)
         if not self._upgrade_body_left and self.events[-1] is not self.END:
             self.events.append(self.END)
+
+    def take_raw(self):
+        """dockerd switched protocols (101) for a request llhttp did not read
+        as an upgrade (an `Upgrade:` header without `Connection: upgrade`):
+        from now on the client's bytes are raw, as dockerd reads them."""
+        if not self.upgraded:
+            self.upgraded = True
+            self.events.clear()
 
     def _after_upgrade(self, data):
         if self._upgrade_body_left:

@@ -4,7 +4,7 @@ Left to itself, each dockerd starts a containerd of its own: about 22 MiB
 (PSS) and 40 ms of every cold start, for each user. Instead berth runs one
 for the host (or uses the distribution's containerd.service where systemd
 runs one) and gives each dockerd a containerd namespace of its own, and
-one for its plugins: `berth-alice`, `berth-alice-plugins`. Users never
+one for its plugins: `berth.alice`, `berth.alice.plugins`. Users never
 reach containerd: its socket is root's alone, and dockerd is the only
 client.
 
@@ -46,11 +46,14 @@ Record = namedtuple("Record", "pid start_ticks config")
 
 def namespaces(user, uid):
     """The containerd namespaces of a user's dockerd: its containers', and
-    its plugins'. By name where containerd allows the name, else by uid."""
-    base = f"berth-{user}"
+    its plugins'. By name where containerd allows the name, else by uid.
+    Joined with '.', which no user name holds: berth.alice, berth.alice.plugins
+    and berth.uid.1003 can be nobody else's (berth-alice-plugins could have
+    been the user alice-plugins's)."""
+    base = f"berth.{user}"
     if not _NAMESPACE.fullmatch(base) or len(base) > 60:
-        base = f"berth-uid{uid}"
-    return base, base + "-plugins"
+        base = f"berth.uid.{uid}"
+    return base, base + ".plugins"
 
 
 def render_config(root, state, address):
@@ -93,12 +96,14 @@ class Shared:
 
     @property
     def external(self):
-        """The socket of a containerd berth does not run, or None."""
-        if self.setting.startswith("/"):
-            return self.setting
-        if self.use_systemd and answers(SYSTEM_SOCKET):
-            return SYSTEM_SOCKET
-        return None
+        """The socket of a containerd berth does not run, or None. Decided
+        once for this object: the distribution's, if it answered then."""
+        if not hasattr(self, "_external"):
+            if self.setting.startswith("/"):
+                self._external = self.setting
+            else:
+                self._external = SYSTEM_SOCKET if self.use_systemd and answers(SYSTEM_SOCKET) else None
+        return self._external
 
     def address(self):
         """The socket users' dockerds are given."""
@@ -119,24 +124,52 @@ class Shared:
     def mount_namespace(self):
         """Where users' dockerds must run so that runc, under containerd,
         sees the root filesystems they mount: the namespace of berth's
-        containerd, or the host's for one berth was given."""
+        containerd, as an open descriptor (taken, then the pid checked
+        again: a pid reused by a user's process in between would give
+        dockerd a namespace that user made), or the host's path for one
+        berth was given. The caller closes a descriptor."""
         rec = None if self.external else self.running()
-        return f"/proc/{rec.pid}/ns/mnt" if rec else HOST
+        if rec is None:
+            return HOST
+        try:
+            fd = os.open(f"/proc/{rec.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return HOST
+        if not proc.alive(rec.pid, rec.start_ticks):
+            os.close(fd)
+            raise DaemonError("the shared containerd exited while a daemon was being started on it",
+                              hint="log in again, or berth up, which starts it again")
+        return fd
 
     def running(self):
-        """The record of berth's containerd while it runs, else None."""
+        """The record of berth's containerd while it runs, else None. Under
+        systemd the unit's main process is the truth (Restart=always may
+        have started another one): the record follows it."""
         rec = self.record()
+        if self.use_systemd:
+            pid = _unit_main_pid()
+            st = proc.stat(pid) if pid else None
+            if st is not None and self.config in proc.cmdline(pid):
+                if rec is None or (rec.pid, rec.start_ticks) != (pid, st.start_ticks):
+                    rec = Record(pid, st.start_ticks, self.config)
+                    self._write_record(rec)
+                return rec
         if rec is None or not proc.alive(rec.pid, rec.start_ticks):
             return None
         return rec if self.config in proc.cmdline(rec.pid) else None
 
+    def _write_record(self, rec):
+        atomic_write(self.record_path, f"pid={rec.pid}\nstart_ticks={rec.start_ticks}\nconfig={rec.config}\n",
+                     mode=0o600)
+
     # --- start and stop ---------------------------------------------------------------
 
-    def launch(self):
-        """Start berth's containerd unless it runs; returns at once (see
+    def launch(self, own=False):
+        """Start berth's containerd unless it runs (or another is used, unless
+        `own`: for daemons started on berth's); returns at once (see
         wait_ready). Returns whether it started one. Two logins at once
         start one: the second finds the first's running, and waits for it."""
-        if self.external or self.running():
+        if (self.external and not own) or self.running():
             return False
         binary = shutil.which("containerd", path=SYSTEM_PATH)
         if binary is None:
@@ -151,6 +184,8 @@ class Shared:
             return self._start(binary)
 
     def _start(self, binary):
+        if answers(self.own_address):
+            return False  # one berth does not know of answers there: never take its socket away
         ensure_dir(self.state_dir, TRAVERSE_ONLY)
         ensure_dir(self.root, ROOT_ONLY)
         ensure_dir(os.path.dirname(self.log_file), ROOT_ONLY)
@@ -168,12 +203,14 @@ class Shared:
                                               close_fds=True, start_new_session=True)
             pid = self.child.pid
         st = proc.stat(pid)
-        atomic_write(self.record_path, f"pid={pid}\nstart_ticks={st.start_ticks if st else 0}\n"
-                                       f"config={self.config}\n", mode=0o600)
+        self._write_record(Record(pid, st.start_ticks if st else 0, self.config))
         log.info("started the shared containerd: pid %d (%s)", pid, "unit " + UNIT if self.use_systemd else "direct")
         return True
 
     def _launch_unit(self, argv):
+        if _unit_main_pid():
+            raise DaemonError(f"{UNIT} runs, but not with berth's config {self.config}",
+                              hint=f"systemctl stop {UNIT}, then berth up again")
         subprocess.run(["systemctl", "reset-failed", UNIT], capture_output=True)
         cmd = ["systemd-run", "--unit=" + UNIT, "--collect", "--quiet"]
         for key, value in unit_properties(self.log_file):
@@ -182,13 +219,11 @@ class Shared:
         if r.returncode != 0:
             raise DaemonError(f"systemd-run could not start {UNIT}: {r.stderr.strip()}",
                               hint="see journalctl -u " + UNIT)
-        out = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", UNIT],
-                             capture_output=True, text=True).stdout.strip()
-        return int(out or 0)
+        return _unit_main_pid()
 
-    def wait_ready(self, timeout=10.0):
-        """Until the socket dockerd is given accepts connections."""
-        address = self.address()
+    def wait_ready(self, timeout=10.0, own=False):
+        """Until the socket dockerd is given (berth's own, with `own`) accepts connections."""
+        address = self.own_address if own else self.address()
         deadline = time.monotonic() + timeout
         delay = 0.002
         while not answers(address):
@@ -203,9 +238,9 @@ class Shared:
             delay = min(delay * 1.5, 0.05)
         return address
 
-    def ensure(self):
-        self.launch()
-        return self.wait_ready()
+    def ensure(self, own=False):
+        self.launch(own)
+        return self.wait_ready(own=own)
 
     def stop(self, timeout=10.0):
         """Stop berth's containerd (its shims, and so the containers, go on)."""
@@ -214,6 +249,8 @@ class Shared:
             return False
         if self.use_systemd:
             subprocess.run(["systemctl", "stop", UNIT], capture_output=True)
+        if not proc.alive(rec.pid, rec.start_ticks):
+            return True  # gone (systemd stopped it): its pid is nobody's to signal now
         try:
             os.kill(rec.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -244,8 +281,11 @@ class Shared:
         ctr = shutil.which("ctr", path=SYSTEM_PATH)
         if ctr is None or not answers(self.address()):
             return
-        subprocess.run([ctr, "--address", self.address(), "namespaces", "remove", *names], capture_output=True,
-                       timeout=30)
+        try:
+            subprocess.run([ctr, "--address", self.address(), "namespaces", "remove", *names],
+                           capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.warning("could not remove containerd namespaces %s: %s", ", ".join(names), e)
 
 
 def unit_properties(log_file):
@@ -270,6 +310,16 @@ def unit_text(log_file, config):
     service = "\n".join(f"{k}={v}" for k, v in props if k != "Description")
     binary = shutil.which("containerd", path=SYSTEM_PATH) or "/usr/bin/containerd"
     return f"[Unit]\nDescription={props[0][1]}\n\n[Service]\nExecStart={binary} --config {config}\n{service}\n"
+
+
+def _unit_main_pid():
+    """The main pid of berth's containerd unit, 0 when it does not run."""
+    try:
+        out = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", UNIT],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        return int(out or 0)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return 0
 
 
 def shim_namespace(args):

@@ -189,7 +189,12 @@ def up(cfg, name, clock=time.monotonic):
                 doc = daemonjson.render(cfg, upaths, layout, br, remap, given,
                                         cgroups.parent_of(account.name, cgroupfs))
                 atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o600)
-                rec = supervisor.start(address, shared.mount_namespace() if address else hostns.HOST)
+                ns = shared.mount_namespace() if address else hostns.HOST
+                try:
+                    rec = supervisor.start(address, ns)
+                finally:
+                    if isinstance(ns, int):
+                        os.close(ns)
                 undo.callback(supervisor.stop)
             proxy = host.proxy_supervisor(cfg) if rec.mode == "hardened" else None
             if proxy is not None:
@@ -240,10 +245,12 @@ def _launch_containerd(cfg, running):
     return shared, shared is not None and shared.launch()
 
 
-def daemons_on_shared_containerd(cfg):
-    """The users whose running dockerd berth started on the shared containerd."""
+def daemons_on_shared_containerd(cfg, address=None):
+    """The users whose running dockerd berth started on a shared containerd
+    (on the one at `address`, if given)."""
     return [n for n in host.known_users(cfg, {})
-            if (rec := record.running(paths.for_user(cfg, n))) is not None and rec.containerd]
+            if (rec := record.running(paths.for_user(cfg, n))) is not None and rec.containerd
+            and address in (None, rec.containerd)]
 
 
 def wait_reconnected(cfg, names, timeout=10.0):

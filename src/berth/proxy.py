@@ -40,8 +40,9 @@ CHUNK = 1 << 20  # reads from dockerd this big keep large downloads (docker save
 BUFFER = 1 << 20
 # The send buffer of the connection to dockerd (root may set it past the
 # sysctl's cap): 208 KiB meant a writev, and a wakeup of dockerd, for every
-# 200 KiB of an upload.
-SEND_BUFFER = 4 << 20
+# 200 KiB of an upload. Kernel memory for each of up to 256 connections a
+# user may hold: 1 MiB, not more.
+SEND_BUFFER = 1 << 20
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)  # Linux's number; Python names it only on some builds
 # A connection that sends no request for this long is closed (the docker
 # CLI opens one per command; a script holding hundreds idle would not).
@@ -367,6 +368,7 @@ class Handler:
                 writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=event.headers,
                                                                  reason=event.reason)))
                 await writer.drain()
+                client.take_raw()
                 await self._pipe(client, writer, up, up_reader, up_writer)
                 return False
             if isinstance(event, h11.InformationalResponse):  # 100 Continue and the like: passed on as they are

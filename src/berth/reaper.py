@@ -147,12 +147,25 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
     return outcomes
 
 
-def measure_disks(cfg, names):
+DISK_BUDGET = 30.0  # seconds of each pass for measuring data-roots
+
+
+def measure_disks(cfg, names, budget=DISK_BUDGET):
     """Each user's data-root size, for `berth status` and `berth top` to
-    read from a cache: a walk of hundreds of GB never runs on their path."""
-    for name in names:
+    read from a cache: a walk of hundreds of GB never runs on their path.
+    The longest-unmeasured first, within `budget` seconds a pass: a user
+    who fills their data-root with millions of files delays only their
+    own figure, never the pass's other work."""
+    deadline = time.monotonic() + budget
+    oldest_first = sorted(names, key=lambda n: (usage.cached_disk(cfg, n) or (0, 0.0))[1])
+    for name in oldest_first:
+        if time.monotonic() > deadline:
+            log.info("data-roots left unmeasured this pass (budget %g s): %s", budget,
+                     ", ".join(oldest_first[oldest_first.index(name):]))
+            return
         try:
-            usage.measure_disk(cfg, name)
+            if usage.measure_disk(cfg, name, deadline) is None and time.monotonic() > deadline:
+                log.info("%s's data-root was not measured within this pass's budget; the next one goes on", name)
         except (OSError, BerthError) as e:
             log.warning("could not measure %s's data-root: %s", name, e)
 
@@ -162,12 +175,18 @@ def restore_containerd(cfg, names):
     but unmanageable (no start, stop or exec) until their next login: the
     pass starts it again, and dockerd reconnects by itself."""
     shared = host.shared_containerd(cfg)
-    if shared is None or shared.external or shared.running() is not None:
+    if shared is None or shared.running() is not None:
         return []
-    on_it = [n for n in lifecycle.daemons_on_shared_containerd(cfg) if n in names]
+    # berth's own, for the daemons started on it (even where the distribution's runs by now)
+    on_it = [n for n in lifecycle.daemons_on_shared_containerd(cfg, shared.own_address) if n in names]
     if not on_it:
         return []
-    shared.ensure()
+    try:
+        shared.ensure(own=True)
+    except BerthError as e:  # the rest of the pass goes on: reaping, rules, the proxy
+        log.error("the shared containerd is not running and could not be started: %s", e.one_line())
+        return [Outcome("shared containerd", Decision("repair", f"it is not running, and starting it failed: "
+                                                                f"{e.one_line()}"), False)]
     lifecycle.wait_reconnected(cfg, on_it)
     log.warning("the shared containerd was not running; started it again (pid %d) for %s",
                 shared.running().pid, ", ".join(on_it))

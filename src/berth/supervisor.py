@@ -86,9 +86,13 @@ class DirectSupervisor:
         return [self.dockerd, "--config-file", self.paths.daemon_json]
 
     def _launch(self, logf, mount_ns=HOST):
+        """`mount_ns`: a path, or an open descriptor of the namespace (passed
+        to the child, which enters it through its own /proc/self/fd)."""
+        passed = (mount_ns,) if isinstance(mount_ns, int) else ()
+        ns = f"/proc/self/fd/{mount_ns}" if passed else mount_ns
         child = subprocess.Popen(
-            in_mount_namespace(self.argv(), mount_ns), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-            cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}, close_fds=True,
+            in_mount_namespace(self.argv(), ns), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}, close_fds=True, pass_fds=passed,
             # Its own session: no controlling terminal, no SIGHUP at logout.
             start_new_session=True)
         return child.pid

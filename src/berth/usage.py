@@ -83,42 +83,49 @@ def leave_cpu_samples(cfg, names, root=cgroups.ROOT, now=time.time):
             atomic_write(os.path.join(run_dir, CPU_SAMPLE), f"{used} {t}\n", mode=0o600)
 
 
-def tree_bytes(top):
+def tree_bytes(top, deadline=None):
     """Bytes on disk under `top` (st_blocks), one filesystem only (a running
-    container's overlay mount is another), links not followed."""
-    total, stack = 0, [top]
+    container's overlay mount is another), walked by directory descriptors
+    (os.fwalk): a directory a user swaps for a symlink mid-walk is not
+    followed. None when `deadline` (time.monotonic) passes first."""
     try:
         device = os.lstat(top).st_dev
     except OSError:
         return 0
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if st.st_dev != device:
-                        continue
-                    total += st.st_blocks * 512
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-        except OSError:
-            continue
+    total = 0
+    for _, dirs, files, dir_fd in os.fwalk(top, follow_symlinks=False):
+        if deadline is not None and time.monotonic() > deadline:
+            return None
+        for name in list(dirs):
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                dirs.remove(name)
+                continue
+            if st.st_dev != device:
+                dirs.remove(name)  # another filesystem mounted here
+                continue
+            total += st.st_blocks * 512
+        for name in files:
+            try:
+                total += os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
+            except OSError:
+                continue
     return total
 
 
-def measure_disk(cfg, name, now=time.time):
-    """The reaper pass: the user's data-root's size, cached for status."""
+def measure_disk(cfg, name, deadline=None, now=time.time):
+    """The reaper pass: the user's data-root's size, cached for status;
+    None (the cache kept as it was) when it did not finish by `deadline`."""
     from . import paths
 
     upaths = paths.for_user(cfg, name)
     state = os.path.dirname(upaths.data_root)
     if not os.path.isdir(upaths.data_root):
         return None
-    size = tree_bytes(upaths.data_root)
-    atomic_write(os.path.join(state, DISK_CACHE), f"{size} {now()}\n", mode=0o600)
+    size = tree_bytes(upaths.data_root, deadline)
+    if size is not None:
+        atomic_write(os.path.join(state, DISK_CACHE), f"{size} {now()}\n", mode=0o600)
     return size
 
 
@@ -146,11 +153,13 @@ def owner_of(pid, proc="/proc"):
             text = f.read()
     except OSError:
         return None
-    marker = f"/{cgroups.PARENT}/"
+    marker, slices = f"/{cgroups.PARENT}/", f"/{cgroups.PARENT}.slice/{cgroups.PARENT}-"
     for line in text.splitlines():
         path = line.split(":", 2)[-1]
         if path.startswith(marker):
             return path[len(marker):].split("/", 1)[0]
+        if path.startswith(slices):  # systemd's driver: berth.slice/berth-<user>.slice/docker-<id>.scope
+            return path[len(slices):].split("/", 1)[0].removesuffix(".slice").replace("\\x2d", "-")
     return None
 
 

@@ -171,3 +171,26 @@ def test_a_real_socket_on_either_event_loop(loop, tmp_path):
         server.close()
         return answer
     assert run(main()).endswith(b"X-Body: 16384\r\nContent-Length: 2\r\n\r\n/x")
+
+
+def test_a_head_past_64_kib_is_a_bad_request_not_a_memory_hog():
+    with pytest.raises(clientside.BadRequest, match="64 KiB"):
+        events(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: d\r\n\r\n")
+    with pytest.raises(clientside.BadRequest, match="64 KiB"):
+        events(b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(4000)) + b"\r\n")
+
+
+def test_a_body_of_tiny_chunks_is_held_to_the_same_budget_as_any_other():
+    async def run():
+        client = clientside.Client(lambda client: asyncio.sleep(0))
+        transport = Transport()
+        client.connection_made(transport)
+        arrive(client, b"PUT /x HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await client.next()
+        sent = 0
+        while not transport.paused:
+            arrive(client, b"2\r\nab\r\n" * 4096)
+            sent += 2 * 4096
+        # each 2-byte piece counted with its overhead: paused long before HIGH bytes of data
+        assert sent < clientside.HIGH // 8
+    asyncio.run(run())

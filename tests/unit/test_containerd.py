@@ -8,21 +8,23 @@ from berth import config, containerd, users
 
 
 @pytest.mark.parametrize("user, uid, expected", [
-    ("alice", 1001, "berth-alice"),
-    ("a_b-c", 1002, "berth-a_b-c"),
+    ("alice", 1001, "berth.alice"),
+    ("a_b-c", 1002, "berth.a_b-c"),
     # names containerd would refuse as a namespace: by uid instead
-    ("_svc", 1003, "berth-uid1003"),
-    ("a__b", 1004, "berth-uid1004"),
-    ("x-", 1005, "berth-uid1005"),
+    ("_svc", 1003, "berth.uid.1003"),
+    ("a__b", 1004, "berth.uid.1004"),
+    ("x-", 1005, "berth.uid.1005"),
 ])
 def test_namespaces_are_the_users_by_name_or_by_uid(user, uid, expected):
     assert users.is_valid_name(user)
-    assert containerd.namespaces(user, uid) == (expected, expected + "-plugins")
+    assert containerd.namespaces(user, uid) == (expected, expected + ".plugins")
 
 
 def test_two_users_never_share_a_namespace():
-    names = {containerd.namespaces(u, i)[0] for i, u in enumerate(["alice", "bob", "_a", "_b", "a__"])}
-    assert len(names) == 5
+    # alice-plugins once got alice's plugin namespace, and uid1003 the fallback of uid 1003
+    accounts = [("alice", 1), ("alice-plugins", 2), ("bob", 3), ("_a", 1003), ("uid", 5), ("uid1003", 6), ("a__", 7)]
+    every = [ns for name, uid in accounts for ns in containerd.namespaces(name, uid)]
+    assert len(every) == len(set(every))
 
 
 def test_the_config_is_containerd_s_own_and_leaves_out_what_dockerd_never_asks_for():
@@ -36,8 +38,8 @@ def test_the_config_is_containerd_s_own_and_leaves_out_what_dockerd_never_asks_f
 
 
 def test_a_shims_namespace_is_read_from_its_command_line():
-    args = ["/usr/bin/containerd-shim-runc-v2", "-namespace", "berth-alice", "-id", "ab12", "-address", "/x.sock"]
-    assert containerd.shim_namespace(args) == "berth-alice"
+    args = ["/usr/bin/containerd-shim-runc-v2", "-namespace", "berth.alice", "-id", "ab12", "-address", "/x.sock"]
+    assert containerd.shim_namespace(args) == "berth.alice"
     assert containerd.shim_namespace(["/usr/bin/containerd", "--config", "c"]) is None
 
 

@@ -67,8 +67,8 @@ def test_a_shared_containerd_is_named_with_the_users_namespaces():
     cfg = cfg_with()
     up = paths.for_user(cfg, "alice")
     doc = daemonjson.render(cfg, up, blocks.layout("10.213.7.0/24"), "bth1001",
-                            containerd=("/run/berth/berth-containerd/containerd.sock", "berth-alice",
-                                        "berth-alice-plugins"))
+                            containerd=("/run/berth/berth-containerd/containerd.sock", "berth.alice",
+                                        "berth.alice.plugins"))
     assert doc["containerd"] == "/run/berth/berth-containerd/containerd.sock"
-    assert (doc["containerd-namespace"], doc["containerd-plugins-namespace"]) == ("berth-alice", "berth-alice-plugins")
+    assert (doc["containerd-namespace"], doc["containerd-plugins-namespace"]) == ("berth.alice", "berth.alice.plugins")
     assert "containerd" not in render()  # own: dockerd starts its own, as before

@@ -20,6 +20,9 @@ def test_gpu_processes_are_read_from_nvidia_smi_and_found_in_users_cgroups(tmp_p
     assert usage.owner_of(4242, str(tmp_path)) == "alice"
     assert usage.owner_of(77, str(tmp_path)) is None
     assert usage.owner_of(9, str(tmp_path)) is None
+    (tmp_path / "88").mkdir()
+    (tmp_path / "88/cgroup").write_text("0::/berth.slice/berth-a\\x2db.slice/docker-0123.scope\n")
+    assert usage.owner_of(88, str(tmp_path)) == "a-b"  # systemd's driver: the user's slice
 
 
 def test_a_tree_is_measured_by_its_blocks_without_following_links(tmp_path):
@@ -43,3 +46,10 @@ def test_cpu_of_users_over_a_window_when_nothing_was_sampled_before(tmp_path):
 
     out = usage.cpu_percents(cfg, ["alice", "bob"], str(root), now=lambda: next(clock), sleep=sleep)
     assert out == {"alice": 50.0, "bob": None}
+
+
+def test_a_walk_past_its_deadline_gives_up_rather_than_hold_the_pass(tmp_path):
+    import time
+    (tmp_path / "a").mkdir()
+    assert usage.tree_bytes(str(tmp_path), deadline=time.monotonic() - 1) is None
+    assert usage.tree_bytes(str(tmp_path), deadline=time.monotonic() + 60) is not None

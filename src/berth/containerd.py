@@ -28,7 +28,7 @@ from collections import namedtuple
 
 from . import engine, proc
 from .errors import DaemonError, MissingBinary
-from .fsutil import atomic_write, ensure_dir, read_trusted, remove
+from .fsutil import atomic_write, ensure_dir, log_tail, read_trusted, remove
 from .hostns import HOST, in_mount_namespace
 from .locks import flock
 from .paths import ROOT_ONLY, SYSTEM_PATH, TRAVERSE_ONLY
@@ -257,23 +257,16 @@ class Shared:
             return True
         deadline = time.monotonic() + timeout
         while proc.alive(rec.pid, rec.start_ticks):
-            _reap(rec.pid)
+            proc.reap(rec.pid)
             if time.monotonic() > deadline:
                 os.kill(rec.pid, signal.SIGKILL)
                 deadline += 5
             time.sleep(0.02)
-        _reap(rec.pid)
+        proc.reap(rec.pid)
         return True
 
     def log_tail(self, lines=3):
-        try:
-            with open(self.log_file, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 4096))
-                tail = f.read().decode(errors="replace").strip().splitlines()[-lines:]
-        except OSError:
-            return "(no log)"
-        return " | ".join(tail) or "(empty log)"
+        return log_tail(self.log_file, lines)
 
     def remove_namespaces(self, names):
         """Forget a purged user's (empty) namespaces; containerd refuses
@@ -329,9 +322,3 @@ def shim_namespace(args):
             return value
     return None
 
-
-def _reap(pid):
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

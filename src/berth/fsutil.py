@@ -182,3 +182,17 @@ def remove(path):
         return True
     except FileNotFoundError:
         return False
+
+
+def log_tail(path, lines=3, size=4096, skip=None):
+    """The last `lines` lines of a log (its last `size` bytes), joined with
+    " | ", for a one-line error; lines starting with `skip` left out."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - size))
+            tail = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    tail = [t for t in tail if not (skip and t.startswith(skip))][-lines:]
+    return " | ".join(tail) or "(empty log)"

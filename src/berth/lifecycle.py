@@ -181,7 +181,6 @@ def up(cfg, name, clock=time.monotonic):
                 cgroups.apply_slice(account.name, share)
             if started:
                 undo.callback(_remove_share, cfg, account.name)
-            if started:
                 remap = userns.ensure(cfg, account)[0] if cfg.security.mode == "hardened" else None
                 if remap:
                     userns.close_other_stores(upaths.data_root, userns.store_name(account))

@@ -118,3 +118,11 @@ def boot_time(proc="/proc"):
 def started_at(st, proc="/proc"):
     """Wall-clock start of a process, in seconds since the epoch."""
     return boot_time(proc) + st.start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def reap(pid):
+    """Collect a child's exit status (it is ours when berth started it in this process)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

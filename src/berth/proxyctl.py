@@ -17,7 +17,7 @@ import time
 
 from . import paths, proc
 from .errors import DaemonError
-from .fsutil import ensure_dir
+from .fsutil import ensure_dir, log_tail
 from .paths import ROOT_ONLY, SYSTEM_PATH
 
 log = logging.getLogger(__name__)
@@ -177,24 +177,11 @@ class ProxySupervisor:
             return True
         deadline = time.monotonic() + timeout
         while proc.alive(pid, start.start_ticks) and time.monotonic() < deadline:
-            _reap(pid)
+            proc.reap(pid)
             time.sleep(0.02)
-        _reap(pid)
+        proc.reap(pid)
         return True
 
     def log_tail(self, lines=3):
-        try:
-            with open(self.log_file, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 4096))
-                tail = f.read().decode(errors="replace").strip().splitlines()[-lines:]
-        except OSError:
-            return "(no log)"
-        return " | ".join(tail) or "(empty log)"
+        return log_tail(self.log_file, lines)
 
-
-def _reap(pid):
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -16,7 +16,7 @@ from . import containerd, proc, record
 from .hostns import HOST, in_mount_namespace
 from .paths import ROOT_ONLY, SYSTEM_PATH
 from .errors import DaemonError, MissingBinary
-from .fsutil import ensure_dir, read_trusted, remove
+from .fsutil import ensure_dir, log_tail, read_trusted, remove
 
 log = logging.getLogger(__name__)
 
@@ -154,20 +154,12 @@ class DirectSupervisor:
     def _wait_gone(self, rec, timeout):
         deadline = time.monotonic() + timeout
         while proc.alive(rec.pid, rec.start_ticks):
-            self._reap(rec.pid)
+            proc.reap(rec.pid)
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
-        self._reap(rec.pid)
+        proc.reap(rec.pid)
         return True
-
-    @staticmethod
-    def _reap(pid):
-        """Collect the exit status when dockerd is our own child (in-process use)."""
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
     def leftovers(self):
         """Processes that belong to this user's daemon by their command line.
@@ -239,7 +231,7 @@ class DirectSupervisor:
             if ping():
                 return
             if not proc.alive(rec.pid, rec.start_ticks):
-                self._reap(rec.pid)
+                proc.reap(rec.pid)
                 raise DaemonError(f"dockerd for {self.paths.user} exited at start: {self.log_tail(3)}",
                                   hint=f"see {self.paths.log_file}")
             if time.monotonic() > deadline:
@@ -251,15 +243,7 @@ class DirectSupervisor:
             delay = min(delay * 1.5, 0.1)
 
     def log_tail(self, lines=5):
-        try:
-            with open(self.paths.log_file, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 8192))
-                tail = f.read().decode(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        tail = [t for t in tail if not t.startswith("--- berth:")][-lines:]
-        return " | ".join(tail) or "(empty log)"
+        return log_tail(self.paths.log_file, lines, 8192, skip="--- berth:")
 
 
 # --- systemd hosts ------------------------------------------------------------

@@ -49,6 +49,17 @@ class Scratch:
         from berth import containerd  # the shared containerd the first `up` started
 
         containerd.Shared(f"{self.root}/run", f"{self.root}/state", f"{self.root}/log").stop()
+        from berth import cgroups, logindigest  # berth's cgroup parents, once empty; this run's login digest
+
+        for d in {os.path.dirname(u) for u in cgroups.user_dirs("x")}:
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+        try:
+            os.unlink(logindigest.path_for(self.config))
+        except FileNotFoundError:
+            pass
         with open("/proc/self/mounts") as f:
             points = [line.split()[1] for line in f if line.split()[1].startswith(self.root + "/")]
         for point in sorted(points, key=len, reverse=True):

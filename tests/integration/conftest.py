@@ -108,8 +108,8 @@ class Harness:
         self.config = self.write_config("berth.toml")
         from berth import cgroups, logindigest
         self.had_login_digests = os.path.isdir(logindigest.DIR)
+        self.login_digests = set(os.listdir(logindigest.DIR)) if self.had_login_digests else set()
         self.berth_cgroups = [os.path.dirname(d) for d in cgroups.user_dirs("x")]
-        self.had_berth_cgroups = [d for d in self.berth_cgroups if os.path.isdir(d)]
 
     def write_config(self, name, extra="", **daemon):
         daemon = {"start_timeout": 60, "stop_timeout": 20, **daemon}
@@ -293,12 +293,11 @@ chain_prefix = "{self.chain_prefix}"
             except Exception as e:
                 errors.append(f"mapping account of {user}: {e}")
         self._forget_login_digests()
-        for d in self.berth_cgroups:  # /sys/fs/cgroup/<hierarchy>/berth, if this run made it and left it empty
-            if d not in self.had_berth_cgroups:
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    pass
+        for d in self.berth_cgroups:  # /sys/fs/cgroup/<hierarchy>/berth, once no user is in it (berth remakes it)
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
         self._unmount_below(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
         if errors:
@@ -307,9 +306,15 @@ chain_prefix = "{self.chain_prefix}"
     def _forget_login_digests(self):
         """The digests the login hook left of this run's configs (in /run/berth-login)."""
         from berth import logindigest
-        for path in self.configs:
+        # this run's configs, and the temporary ones its tests wrote (pytest's tmp_path)
+        made = {os.path.basename(logindigest.path_for(p)) for p in self.configs}
+        try:
+            made |= {n for n in os.listdir(logindigest.DIR) if n not in self.login_digests and n.startswith("%2Ftmp%2F")}
+        except FileNotFoundError:
+            pass
+        for name in made:
             try:
-                os.unlink(logindigest.path_for(path))
+                os.unlink(os.path.join(logindigest.DIR, name))
             except FileNotFoundError:
                 pass
         if not self.had_login_digests:

@@ -25,10 +25,10 @@ DIR = "/run/berth-login"
 Digest = namedtuple("Digest", "run_dir min_uid max_uid")
 
 
-def path_for(config_path, directory=DIR):
+def path_for(config_path, directory=None):
     """The digest of one config file: its absolute path, as one file name."""
     name = os.path.abspath(config_path).replace("%", "%25").replace("/", "%2F")
-    return os.path.join(directory, name)
+    return os.path.join(directory or DIR, name)
 
 
 def identity(config_path):
@@ -40,7 +40,7 @@ def identity(config_path):
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def read(config_path, directory=DIR):
+def read(config_path, directory=None):
     """The digest of the config as it is now, or None (none, or stale)."""
     try:
         current = identity(config_path)
@@ -58,7 +58,7 @@ def read(config_path, directory=DIR):
         return None
 
 
-def write(config_path, cfg, seen, directory=DIR):
+def write(config_path, cfg, seen, directory=None):
     """Leave the digest of `cfg`, read from `config_path` while it had the
     identity `seen` (taken before reading: a change while it was read
     leaves a digest no later login trusts). Never fails a login."""
@@ -67,7 +67,7 @@ def write(config_path, cfg, seen, directory=DIR):
     text = (f"identity={seen}\nversion={__version__}\nrun_dir={cfg.paths.run_dir}\n"
             f"min_uid={cfg.users.min_uid}\nmax_uid={cfg.users.max_uid}\n")
     try:
-        ensure_dir(directory, ROOT_ONLY)
+        ensure_dir(directory or DIR, ROOT_ONLY)
         atomic_write(path_for(config_path, directory), text, mode=0o600)
     except (OSError, BerthError):
         return False

@@ -2,7 +2,16 @@ import io
 import subprocess
 import sys
 
-from berth import pam
+import pytest
+
+from berth import logindigest, pam
+
+
+@pytest.fixture(autouse=True)
+def _private_login_digests(tmp_path_factory, monkeypatch):
+    """CI runs these as root: the digests the hook leaves of the configs it
+    reads go to a temp dir, not the host's /run/berth-login."""
+    monkeypatch.setattr(logindigest, "DIR", str(tmp_path_factory.mktemp("berth-login")))
 
 
 def run(environ, config_path=None):

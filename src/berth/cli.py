@@ -125,9 +125,12 @@ def _need_root(command, why):
 # --- one handler per command, in the order of the subcommands ---------------
 
 def _up(args, cfg, out):
+    from . import logindigest
     from .lifecycle import up
 
-    r = up(cfg, args.user)
+    r = up(cfg, args.user, prelaunched=args.prelaunched, launch_key=args.config_identity)
+    # Where the next `berth up` finds the run dir (and so the launch plan) without the config.
+    logindigest.write(args.config_path, cfg, args.config_identity)
     how = f"started in {r.seconds:.2f} s" if r.started else "already running"
     print(f"{r.user} is up ({how}): block {r.block} on bridge {r.bridge}, dockerd pid {r.pid}, "
           f"net container {r.net_ip or '-'}", file=out)
@@ -351,10 +354,30 @@ def fast_args(argv):
     return None
 
 
-def main(argv=None, out=None):
+def main(argv=None, out=None, prelaunched=None):
+    """`prelaunched`: for `berth up USER`, the dockerd entry.py launched
+    before this module was even imported (prelaunch.py); abandoned unless
+    `up` is done with it."""
+    try:
+        return _main(argv, out, prelaunched)
+    finally:
+        if prelaunched is not None and not prelaunched.done:
+            from . import prelaunch
+
+            prelaunch.abandon(prelaunched)
+
+
+def _main(argv, out, prelaunched):
     out = out or sys.stdout
     argv = sys.argv[1:] if argv is None else argv
     args = fast_args(argv) or build_parser().parse_args(argv)
+    args.prelaunched = prelaunched if args.command == "up" else None
+    if args.command == "up":
+        # Taken before the config is read: a file changed meanwhile leaves no plan that names it.
+        from . import logindigest
+
+        args.config_path = args.config or config_mod.config_path()
+        args.config_identity = logindigest.identity(args.config_path)
     # install into a scratch root (tests) needs no root; doctor always does
     args.root_check = args.command == "doctor" or os.path.realpath(getattr(args, "root", "/")) == "/"
     if args.command in ("pam", "proxy"):  # their own config, logging and signals

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from . import (activity, blocks, bridge, cgroups, containerd, daemonjson, engine, host, hostns, limits, paths,
                proxyctl, record, trespass, users, userns)
 from .errors import BerthError, DaemonError, UserRefused
-from .fsutil import atomic_write, ensure_dir, ensure_private_file, remove, traverse_only_for
+from .fsutil import atomic_write, ensure_dir, ensure_private_file, read_trusted, remove, traverse_only_for
+from . import locks
 from .locks import user_lock
 from .paths import ROOT_ONLY, TRAVERSE_ONLY
 from . import supervisor as supervisor_mod
@@ -128,14 +129,29 @@ def _need_root(command):
                          hint=f"run it with sudo (sudo berth {command} ...)")
 
 
-def up(cfg, name, clock=time.monotonic):
+def up(cfg, name, clock=time.monotonic, prelaunched=None, launch_key=None):
     """Bring the user up (idempotent); see the module's docstring.
+
+    `prelaunched`: the dockerd prelaunch.launch started before the config
+    was read (with the user's lock held), taken over if it is what this
+    start would run, else stopped and started again. `launch_key`: the
+    config file's identity when it was read (logindigest.identity); given,
+    a cold start leaves the plan the next prelaunch launches from.
 
     Raises:
         UserRefused: not a user berth serves.
         BerthError: what failed (MissingBinary, NetworkError, DaemonError,
             SubnetsExhausted, LockTimeout, ...), after undoing a cold start.
     """
+    try:
+        return _up(cfg, name, clock, prelaunched, launch_key)
+    except BaseException:
+        if prelaunched is not None:
+            _abandon(prelaunched)  # failed before its lock was taken over, or after (then a no-op)
+        raise
+
+
+def _up(cfg, name, clock, prelaunched, launch_key):
     t0 = clock()
     account = users.resolve(name, cfg.users.min_uid, cfg.users.max_uid)
     dockerd = find_dockerd(cfg.daemon.dockerd)
@@ -143,32 +159,39 @@ def up(cfg, name, clock=time.monotonic):
     upaths = paths.for_user(cfg, account.name)
     br = paths.bridge_name(cfg, account.uid)
 
-    with user_lock(cfg, account.name):
-        # Under the lock: a purge holds it until the last file is gone.
-        _prepare_dirs(cfg, upaths, account)
-        supervisor = host.supervisor_for(cfg, upaths, dockerd, br)
-        shared, relaunched = _launch_containerd(cfg, supervisor.running())  # it boots while the bridge is made
-        lease = host.lease_table(cfg).acquire(account.name, account.uid, cfg.network.pool,
-                                              cfg.network.block_prefix, lambda: _networks_to_avoid(cfg))
-        clear_trespassers(cfg, {account.name: str(lease.block)}, own_bridge=br)
-        layout = blocks.layout(lease.block)
+    with prelaunched if prelaunched is not None else user_lock(cfg, account.name):
         with contextlib.ExitStack() as undo:
+            if prelaunched is not None:
+                # Whatever fails before it is taken over: it goes (last, under the lock).
+                undo.callback(_abandon, prelaunched)
+            # Under the lock: a purge holds it until the last file is gone.
+            _prepare_dirs(cfg, upaths, account)
+            supervisor = host.supervisor_for(cfg, upaths, dockerd, br)
+            shared, relaunched = _launch_containerd(cfg, supervisor.running())  # it boots while the bridge is made
+            lease = host.lease_table(cfg).acquire(account.name, account.uid, cfg.network.pool,
+                                                  cfg.network.block_prefix, lambda: _networks_to_avoid(cfg))
+            clear_trespassers(cfg, {account.name: str(lease.block)}, own_bridge=br)
+            layout = blocks.layout(lease.block)
             if bridge.ensure_bridge(br, layout.bridge_cidr, account.name):
                 undo.callback(bridge.remove_bridge, br)
             rec = supervisor.running()
-            if rec is not None and not os.path.exists(upaths.engine_socket):
+            adopt = prelaunched is not None and rec is not None and rec.pid == prelaunched.rec.pid
+            if prelaunched is not None and not adopt:
+                log.warning("the dockerd launched for %s from its plan exited at start; starting it again",
+                            account.name)
+            if rec is not None and not adopt and not os.path.exists(upaths.engine_socket):
                 # Started by a berth before 0.3, which gave the user dockerd's
                 # own socket: in hardened mode that is the way round the proxy.
                 log.warning("%s's daemon was started without berth's own socket (an older berth); "
                             "restarting it", account.name)
                 supervisor.stop()
                 rec = None
-            started = rec is None
-            if rec is not None and rec.bridge != br:
+            started = rec is None or adopt
+            if rec is not None and not adopt and rec.bridge != br:
                 # Started by an older berth: record the bridge for the warm login check.
                 rec = rec._replace(bridge=br)
                 record.write(upaths, rec)
-            if rec is not None and rec.mode != cfg.security.mode:
+            if rec is not None and not adopt and rec.mode != cfg.security.mode:
                 log.warning("%s's daemon runs in %s mode; the config's %s mode applies from its next start "
                             "(berth down %s)", account.name, rec.mode, cfg.security.mode, account.name)
             address = shared.wait_ready() if shared is not None else ""
@@ -179,21 +202,29 @@ def up(cfg, name, clock=time.monotonic):
                 cgroups.apply(account.name, share)
             else:  # systemd's driver: the user's slice
                 cgroups.apply_slice(account.name, share)
+            plan = None
             if started:
                 undo.callback(_remove_share, cfg, account.name)
-                remap = userns.ensure(cfg, account)[0] if cfg.security.mode == "hardened" else None
+                hardened = cfg.security.mode == "hardened"
+                # A mapping made only now: the dockerd launched before it found none.
+                adopt = adopt and not (hardened and userns.current(account) is None)
+                remap = userns.ensure(cfg, account)[0] if hardened else None
                 if remap:
                     userns.close_other_stores(upaths.data_root, userns.store_name(account))
                 given = (address, *containerd.namespaces(account.name, account.uid)) if address else None
-                doc = daemonjson.render(cfg, upaths, layout, br, remap, given,
-                                        cgroups.parent_of(account.name, cgroupfs))
-                atomic_write(upaths.daemon_json, daemonjson.dumps(doc), mode=0o600)
-                ns = shared.mount_namespace() if address else hostns.HOST
-                try:
-                    rec = supervisor.start(address, ns)
-                finally:
-                    if isinstance(ns, int):
-                        os.close(ns)
+                doc = daemonjson.dumps(daemonjson.render(cfg, upaths, layout, br, remap, given,
+                                                         cgroups.parent_of(account.name, cgroupfs)))
+                plan = _launch_plan(cfg, upaths, account, supervisor, layout, address, shared, launch_key)
+                if adopt and (plan != prelaunched.plan or read_trusted(upaths.daemon_json) != doc.encode()):
+                    log.info("%s's dockerd was launched from an outdated plan; starting it again", account.name)
+                    _replace_prelaunched(supervisor, prelaunched, br, layout, account.name, undo)
+                    adopt = False
+                if adopt:
+                    log.info("started dockerd for %s: pid %d (%s, before the config was read)", account.name,
+                             rec.pid, supervisor.kind)
+                else:
+                    atomic_write(upaths.daemon_json, doc, mode=0o600)
+                    rec = _start_dockerd(supervisor, shared, address)
                 undo.callback(supervisor.stop)
             proxy = host.proxy_supervisor(cfg) if rec.mode == "hardened" else None
             if proxy is not None:
@@ -203,27 +234,92 @@ def up(cfg, name, clock=time.monotonic):
             # dockerd takes a moment to start: the rules, and the imports of
             # iptc and the Docker SDK, are done meanwhile rather than before.
             _ensure_rules(cfg, account, lease.block, undo if started else None)
-            supervisor.wait_ready(rec, cfg.daemon.start_timeout, lambda: engine.ping(upaths.engine_socket))
+            if proxy is not None:
+                # Also while dockerd boots: until it answers, so does the proxy, with an error.
+                _serve_through_proxy(cfg, upaths, account, layout, proxy)
+            try:
+                supervisor.wait_ready(rec, cfg.daemon.start_timeout, lambda: engine.ping(upaths.engine_socket))
+            except DaemonError as e:
+                if not adopt:
+                    raise
+                # Launched from the plan, it may have met what `up` repaired since.
+                log.warning("the dockerd launched for %s from its plan failed (%s); starting it again",
+                            account.name, e.message)
+                supervisor.stop(now=True)
+                rec = _start_dockerd(supervisor, shared, address)
+                supervisor.wait_ready(rec, cfg.daemon.start_timeout, lambda: engine.ping(upaths.engine_socket))
             if relaunched:
                 # Every daemon that ran on the old one, this user's included.
                 wait_reconnected(cfg, daemons_on_shared_containerd(cfg))
-            if proxy is not None:
-                _serve_through_proxy(cfg, upaths, account, layout, proxy)
-            else:
+            if proxy is None:
                 _hand_socket(upaths, account)
             if not engine.ping(upaths.socket):
                 raise DaemonError(f"{upaths.socket} does not answer although dockerd does",
                                   hint="see proxy.log in " + str(cfg.paths.log_dir))
             net_ip = _ensure_net_container(cfg, upaths)
+            if prelaunched is not None:
+                prelaunched.done = True
             undo.pop_all()
         if started:
             activity.touch(upaths)  # a daemon just brought up is not idle
+            if launch_key is not None:
+                _leave_plan(upaths, plan)
 
     result = UpResult(account.name, str(lease.block), br, rec.pid, net_ip,
                       upaths.docker_host, started, clock() - t0, rec.mode)
     log.info("%s is up (block %s, dockerd pid %d, %s in %.2f s)", result.user, result.block, result.pid,
              "started" if started else "already running", result.seconds)
     return result
+
+
+def _start_dockerd(supervisor, shared, address):
+    """dockerd launched the usual way, in the shared containerd's mount namespace."""
+    ns = shared.mount_namespace() if address else hostns.HOST
+    try:
+        return supervisor.start(address, ns)
+    finally:
+        if isinstance(ns, int):
+            os.close(ns)
+
+
+def _abandon(prelaunched):
+    if not prelaunched.done:
+        from . import prelaunch
+
+        prelaunch.abandon(prelaunched)
+
+
+def _launch_plan(cfg, upaths, account, supervisor, layout, address, shared, identity):
+    """What this start runs, as the next prelaunch would launch it (see prelaunch.py)."""
+    from . import __version__
+
+    return {"version": __version__, "identity": identity or "", "user": account.name, "uid": str(account.uid),
+            "run_dir": upaths.run_dir, "supervisor": supervisor.kind, "dockerd": supervisor.dockerd,
+            "daemon_json": upaths.daemon_json, "log_file": upaths.log_file,
+            "lock": locks.user_lock_path(cfg, account.name), "bridge": supervisor.bridge_name,
+            "bridge_cidr": str(layout.bridge_cidr), "mode": cfg.security.mode, "containerd": address,
+            # Where dockerd must run: in the mount namespace of berth's own containerd.
+            "containerd_record": shared.record_path if address and not shared.external else ""}
+
+
+def _replace_prelaunched(supervisor, prelaunched, br, layout, owner, undo):
+    """Stop a dockerd launched from an outdated plan, and its bridge if the
+    plan made it: the usual start follows."""
+    supervisor.stop(now=True)
+    if prelaunched.made_bridge:
+        bridge.remove_bridge(prelaunched.plan["bridge"])
+        if bridge.ensure_bridge(br, layout.bridge_cidr, owner):
+            undo.callback(bridge.remove_bridge, br)
+
+
+def _leave_plan(upaths, plan):
+    """The next cold up launches from it; a plan not left costs only speed."""
+    from . import prelaunch
+
+    try:
+        prelaunch.write(upaths, plan)
+    except (OSError, BerthError, ValueError) as e:
+        log.warning("could not leave %s's launch plan: %s", upaths.user, e)
 
 
 def _remove_share(cfg, name):

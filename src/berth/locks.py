@@ -65,6 +65,10 @@ def locks_dir(cfg):
     return ensure_dir(paths.locks_dir(cfg), paths.ROOT_ONLY)
 
 
+def user_lock_path(cfg, user):
+    return os.path.join(paths.locks_dir(cfg), "users", f"{user}.lock")
+
+
 def user_lock(cfg, user):
-    directory = ensure_dir(os.path.join(locks_dir(cfg), "users"), paths.ROOT_ONLY)
-    return flock(os.path.join(directory, f"{user}.lock"), cfg.daemon.lock_timeout, f"user {user}")
+    ensure_dir(os.path.join(locks_dir(cfg), "users"), paths.ROOT_ONLY)
+    return flock(user_lock_path(cfg, user), cfg.daemon.lock_timeout, f"user {user}")

@@ -112,10 +112,23 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
 
 
 def _session(name, out, config_path, recorded_in=None):
+    from . import prelaunch
+
+    path = config_path or paths.DEFAULT_CONFIG
+    # A returning user whose daemon is down: dockerd starts from the last
+    # start's plan while the config is read (prelaunch.py).
+    launched = prelaunch.launch(path, name)
+    try:
+        _session_for(name, out, config_path, path, recorded_in, launched)
+    finally:
+        if launched is not None and launched.lock_fd is not None and not launched.done:
+            prelaunch.abandon(launched)  # not handed to the child that brings it up
+
+
+def _session_for(name, out, config_path, path, recorded_in, launched):
     from . import config
     from .errors import BerthError, UserRefused
 
-    path = config_path or paths.DEFAULT_CONFIG
     try:
         seen = logindigest.identity(path)
         # The PAM line's --config or the default path: never BERTH_CONFIG.
@@ -138,19 +151,22 @@ def _session(name, out, config_path, recorded_in=None):
     # process) names the session; when it is gone, so is the session.
     if recorded_in != str(cfg.paths.run_dir):  # not yet, or under a stale --run-dir
         activity.session_opened(upaths, os.getppid())
-    if warm.is_up(str(cfg.paths.run_dir), account.name):
+    if launched is None and warm.is_up(str(cfg.paths.run_dir), account.name):
         return
-    _cold_start(cfg, account, out)
+    _cold_start(cfg, account, out, launched, seen)
 
 
-def _cold_start(cfg, account, out):
-    """Bring the user up in a detached child; wait for it until the deadline."""
+def _cold_start(cfg, account, out, launched=None, seen=None):
+    """Bring the user up in a detached child; wait for it until the deadline.
+    `launched`: its dockerd, prelaunched; the child takes it (and the lock) over."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        _child(cfg, account, w)  # never returns
+        _child(cfg, account, w, launched, seen)  # never returns
     os.close(w)
+    if launched is not None:
+        launched.close()  # the child holds the user's lock now
     message = _read_until(r, cfg.login.deadline)
     os.close(r)
     if message is None:
@@ -181,7 +197,7 @@ def _read_until(fd, timeout):
         chunks.append(data)
 
 
-def _child(cfg, account, w):
+def _child(cfg, account, w, launched=None, seen=None):
     try:
         os.setsid()
         # pam_exec reads our stdout until EOF: holding it would hold the login.
@@ -193,7 +209,7 @@ def _child(cfg, account, w):
         from .lifecycle import up
 
         try:
-            result = up(cfg, account.name)
+            result = up(cfg, account.name, prelaunched=launched, launch_key=seen)
             message = READY.format(seconds=result.seconds) if result.started else ""
         except BerthError as e:
             log.error("berth pam: could not bring %s up: %s", account.name, e.one_line())
@@ -201,6 +217,10 @@ def _child(cfg, account, w):
         os.write(w, message.encode() + b"\n")
     except BaseException:  # a child that raised would run the parent's code: never
         try:
+            if launched is not None and not launched.done:
+                from . import prelaunch
+
+                prelaunch.abandon(launched)
             _log(cfg).error("berth pam: bringing %s up failed", account.name, exc_info=True)
             os.write(w, FAILED.format(reason="unexpected error, see berth's log",
                                       contact=cfg.login.contact).encode() + b"\n")

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from . import containerd, proc, record
+from . import containerd, daemonlaunch, proc, record
 from .hostns import HOST, in_mount_namespace
 from .paths import ROOT_ONLY, SYSTEM_PATH
 from .errors import DaemonError, MissingBinary
@@ -67,11 +67,7 @@ class DirectSupervisor:
         any; `mount_ns`: the mount namespace it runs in (the containerd's)."""
         self.clear_stale()
         ensure_dir(os.path.dirname(self.paths.log_file), ROOT_ONLY)
-        with open(self.paths.log_file, "ab") as logf:
-            os.fchmod(logf.fileno(), 0o640)
-            logf.write(f"--- berth: starting dockerd for {self.paths.user} at "
-                       f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
-            logf.flush()
+        with daemonlaunch.open_log(self.paths.log_file, self.paths.user) as logf:
             pid = self._launch(logf, mount_ns)
         st = proc.stat(pid)
         rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), self.dockerd, self.bridge_name,
@@ -83,19 +79,14 @@ class DirectSupervisor:
     kind = "direct"
 
     def argv(self):
-        return [self.dockerd, "--config-file", self.paths.daemon_json]
+        return daemonlaunch.argv(self.dockerd, self.paths.daemon_json)
 
     def _launch(self, logf, mount_ns=HOST):
         """`mount_ns`: a path, or an open descriptor of the namespace (passed
         to the child, which enters it through its own /proc/self/fd)."""
         passed = (mount_ns,) if isinstance(mount_ns, int) else ()
         ns = f"/proc/self/fd/{mount_ns}" if passed else mount_ns
-        child = subprocess.Popen(
-            in_mount_namespace(self.argv(), ns), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-            cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}, close_fds=True, pass_fds=passed,
-            # Its own session: no controlling terminal, no SIGHUP at logout.
-            start_new_session=True)
-        return child.pid
+        return daemonlaunch.spawn(in_mount_namespace(self.argv(), ns), logf, passed)
 
     def clear_stale(self):
         """After a crash: drop a pidfile and socket no live dockerd of ours owns.

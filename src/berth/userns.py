@@ -96,6 +96,12 @@ def ensure(cfg, account):
         return name, _make(cfg, name, account)
 
 
+def current(account):
+    """The base of `account`'s mapping if it is in place exactly as berth
+    makes it, else None (ensure would make or repair it)."""
+    return _current(subids.account_name(account.uid), account)
+
+
 def _root_gid(entry, account):
     return entry.pw_gid
 

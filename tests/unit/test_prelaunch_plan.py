@@ -1,0 +1,52 @@
+"""The launch plan's text, and the cases where no prelaunch is even tried."""
+
+import pytest
+
+from berth import entry, prelaunch
+
+PLAN = {"version": "1.0", "identity": "1:2:3:4", "user": "alice", "uid": "1001", "run_dir": "/run/berth/alice",
+        "supervisor": "direct", "dockerd": "/usr/sbin/dockerd", "daemon_json": "/run/berth/alice/daemon.json",
+        "log_file": "/var/log/berth/alice.log", "lock": "/var/lib/berth/lock/users/alice.lock",
+        "bridge": "berth1001", "bridge_cidr": "10.200.0.1/25", "mode": "hardened",
+        "containerd": "/run/berth/berth-containerd/containerd.sock", "containerd_record": ""}
+
+
+def test_a_plan_reads_back_as_written():
+    assert prelaunch.parse(prelaunch.render(PLAN).encode()) == PLAN
+
+
+def test_a_value_with_a_newline_is_never_written():
+    with pytest.raises(ValueError):
+        prelaunch.render(dict(PLAN, bridge="b\nmode=trusted"))
+
+
+@pytest.mark.parametrize("raw", [b"", b"version=1.0\n", b"\xff\xfe", None,
+                                 prelaunch.render(PLAN).encode() + b"extra=1\n"])
+def test_anything_but_a_whole_plan_is_no_plan(raw):
+    assert prelaunch.parse(raw) is None
+
+
+def test_only_berth_up_user_is_prelaunched(monkeypatch):
+    tried = []
+    monkeypatch.setattr(prelaunch, "launch", lambda path, user: tried.append(user))
+    for args in (["up"], ["up", "alice", "--debug"], ["down", "alice"], ["up", "../etc"], ["up", "-h"]):
+        assert entry.prelaunch_up(args) is None
+    assert tried == []
+    entry.prelaunch_up(["up", "alice"])
+    assert tried == ["alice"]
+
+
+def test_no_prelaunch_without_root(monkeypatch):
+    monkeypatch.setattr(prelaunch.os, "geteuid", lambda: 1000)
+    assert prelaunch.launch("/etc/berth/berth.toml", "alice") is None
+
+
+def test_a_closed_launch_closes_once(tmp_path):
+    import os
+
+    fd = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT)
+    launched = prelaunch.Launched(None, PLAN, False, fd)
+    with launched:
+        pass
+    assert launched.lock_fd is None
+    launched.close()

@@ -202,12 +202,11 @@ def _up(cfg, name, clock, prelaunched, launch_key):
                 cgroups.apply(account.name, share)
             else:  # systemd's driver: the user's slice
                 cgroups.apply_slice(account.name, share)
-            plan = None
             if started:
                 undo.callback(_remove_share, cfg, account.name)
                 hardened = cfg.security.mode == "hardened"
                 # A mapping made only now: the dockerd launched before it found none.
-                adopt = adopt and not (hardened and userns.current(account) is None)
+                unmapped = hardened and userns.current(account) is None
                 remap = userns.ensure(cfg, account)[0] if hardened else None
                 if remap:
                     userns.close_other_stores(upaths.data_root, userns.store_name(account))
@@ -215,7 +214,8 @@ def _up(cfg, name, clock, prelaunched, launch_key):
                 doc = daemonjson.dumps(daemonjson.render(cfg, upaths, layout, br, remap, given,
                                                          cgroups.parent_of(account.name, cgroupfs)))
                 plan = _launch_plan(cfg, upaths, account, supervisor, layout, address, shared, launch_key)
-                if adopt and (plan != prelaunched.plan or read_trusted(upaths.daemon_json) != doc.encode()):
+                if adopt and (unmapped or plan != prelaunched.plan
+                              or read_trusted(upaths.daemon_json) != doc.encode()):
                     log.info("%s's dockerd was launched from an outdated plan; starting it again", account.name)
                     _replace_prelaunched(supervisor, prelaunched, br, layout, account.name, undo)
                     adopt = False
@@ -225,6 +225,8 @@ def _up(cfg, name, clock, prelaunched, launch_key):
                 else:
                     atomic_write(upaths.daemon_json, doc, mode=0o600)
                     rec = _start_dockerd(supervisor, shared, address)
+                    if launch_key is not None:
+                        _leave_plan(upaths, plan)  # (one launched from is this very plan)
                 undo.callback(supervisor.stop)
             proxy = host.proxy_supervisor(cfg) if rec.mode == "hardened" else None
             if proxy is not None:
@@ -262,8 +264,6 @@ def _up(cfg, name, clock, prelaunched, launch_key):
             undo.pop_all()
         if started:
             activity.touch(upaths)  # a daemon just brought up is not idle
-            if launch_key is not None:
-                _leave_plan(upaths, plan)
 
     result = UpResult(account.name, str(lease.block), br, rec.pid, net_ip,
                       upaths.docker_host, started, clock() - t0, rec.mode)
@@ -313,7 +313,9 @@ def _replace_prelaunched(supervisor, prelaunched, br, layout, owner, undo):
 
 
 def _leave_plan(upaths, plan):
-    """The next cold up launches from it; a plan not left costs only speed."""
+    """The next cold up launches from it; a plan not left costs only speed.
+    Left as dockerd boots: a start that then fails leaves a plan the next
+    `up` checks like any other."""
     from . import prelaunch
 
     try:

@@ -91,6 +91,10 @@ def launch(config_path, user):
 
 
 def _launch(config_path, user):
+    from .users import is_valid_name
+
+    if not is_valid_name(user):  # it names files below: no '/' or '..' (the PAM hook's PAM_USER too)
+        return None
     digest = logindigest.read(config_path)
     if digest is None:
         return None

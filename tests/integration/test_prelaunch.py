@@ -176,3 +176,24 @@ def test_a_login_launches_from_the_plan_too(harness, pam_service):
     assert harness.docker(user, "ps", as_user=user).returncode == 0
     harness.berth("down", user)
     assert_nothing_left(harness, user)
+
+
+def test_a_mapping_gone_since_the_plan_is_made_again_first(harness):
+    """The user's mapping account removed while they were down (as purge
+    does): what was launched without it goes, `up` makes it and starts again."""
+    from berth import users, userns
+
+    user = harness.add_user()
+    harness.berth("up", user)
+    harness.berth("down", user)
+    uid = pwd.getpwnam(user).pw_uid
+    userns.remove(uid, user)
+    mark = log_mark(harness)
+    harness.berth("up", user)
+    log = log_since(harness, mark)
+    assert PRELAUNCHED not in log and ("outdated plan" in log or "exited at start" in log), log
+    assert userns.current(users.lookup(user)) is not None
+    out = harness.docker(user, "run", "--rm", harness.import_busybox(user), "busybox", "id", "-u", as_user=user)
+    assert out.stdout.strip() == "0"
+    harness.berth("down", user)
+    assert_nothing_left(harness, user)

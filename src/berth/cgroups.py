@@ -121,20 +121,32 @@ def apply(user, limits, root=ROOT):
             _enable_v2_controllers(root)
         except OSError as e:  # a read-only or delegated cgroupfs: the user goes up unlimited, and it is said
             failed.append(f"the controllers for /{PARENT}: {e.strerror}")
-    for controller, name, value in limits_mod.writes(limits, v):
-        directory = os.path.join(root, PARENT, user) if v == 2 else os.path.join(root, controller, PARENT, user)
-        if v == 1 and not os.path.isdir(os.path.join(root, controller)):
-            failed.append(f"cgroup v1 has no {controller} hierarchy here")
-            continue
+    missing = [c for c in CONTROLLERS if v == 1 and not os.path.isdir(os.path.join(root, c))]
+    failed += [f"cgroup v1 has no {c} hierarchy here" for c in missing]
+    for path, value in file_writes(user, limits, root, v):
         try:
-            os.makedirs(directory, exist_ok=True)
-            _write(os.path.join(directory, name), value)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _write(path, value)
         except OSError as e:
             why = "its containers use more now" if e.errno == errno.EBUSY else e.strerror
-            failed.append(f"{name} = {value} for {user}: {why}")
+            failed.append(f"{os.path.basename(path)} = {value} for {user}: {why}")
     for sentence in failed:
         log.warning("limits of %s: could not set %s", user, sentence)
     return failed
+
+
+def file_writes(user, limits, root=ROOT, v=None):
+    """[(file, value)] that set `limits` on the user's cgroup (the v1
+    hierarchies this host has), in order; what `apply` writes, and what a
+    launch plan writes before dockerd starts (prelaunch.py)."""
+    v = version(root) if v is None else v
+    out = []
+    for controller, name, value in limits_mod.writes(limits, v):
+        if v == 2:
+            out.append((os.path.join(root, PARENT, user, name), value))
+        elif os.path.isdir(os.path.join(root, controller)):
+            out.append((os.path.join(root, controller, PARENT, user, name), value))
+    return out
 
 
 def remove(user, root=ROOT):

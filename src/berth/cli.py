@@ -356,18 +356,7 @@ def fast_args(argv):
 
 def main(argv=None, out=None, prelaunched=None):
     """`prelaunched`: for `berth up USER`, the dockerd entry.py launched
-    before this module was even imported (prelaunch.py); abandoned unless
-    `up` is done with it."""
-    try:
-        return _main(argv, out, prelaunched)
-    finally:
-        if prelaunched is not None and not prelaunched.done:
-            from . import prelaunch
-
-            prelaunch.abandon(prelaunched)
-
-
-def _main(argv, out, prelaunched):
+    before this module was even imported (prelaunch.py), for `up`."""
     out = out or sys.stdout
     argv = sys.argv[1:] if argv is None else argv
     args = fast_args(argv) or build_parser().parse_args(argv)

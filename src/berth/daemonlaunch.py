@@ -33,7 +33,9 @@ def spawn(command, logf, pass_fds=()):
     /dev/null, output to `logf`, only `pass_fds` besides); returns its pid
     at once. posix_spawn, not subprocess: 7 ms of import on the prelaunch."""
     _close_on_exec(keep=pass_fds)
-    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    # At 3 and above: a caller with 0, 1 or 2 closed would have them overwritten by the dup2s.
+    devnull = _above_stdio(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    out = _above_stdio(os.dup(logf.fileno()))
     try:
         here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -45,8 +47,8 @@ def spawn(command, logf, pass_fds=()):
         try:
             return os.posix_spawn(
                 command[0], command, {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
-                file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, logf.fileno(), 1),
-                              (os.POSIX_SPAWN_DUP2, logf.fileno(), 2)],
+                file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, out, 1),
+                              (os.POSIX_SPAWN_DUP2, out, 2)],
                 # Its own session: no controlling terminal, no SIGHUP at logout.
                 # Python ignores these, and an ignored signal stays ignored across exec.
                 setsid=True, setsigdef=(signals.SIGPIPE, signals.SIGXFSZ))
@@ -59,6 +61,18 @@ def spawn(command, logf, pass_fds=()):
         if here is not None:
             os.close(here)
         os.close(devnull)
+        os.close(out)
+
+
+def _above_stdio(fd):
+    if fd > 2:
+        return fd
+    import fcntl
+
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
 
 
 def _close_on_exec(keep=()):

@@ -24,9 +24,15 @@ def main():
 
         return hook(**options)
     launched = prelaunch_up(sys.argv[1:])
-    from .cli import main as cli
+    try:
+        from .cli import main as cli
 
-    code = cli(prelaunched=launched)
+        code = cli(prelaunched=launched)
+    finally:
+        if launched is not None and not launched.done:  # `up` failed before it took it over, or never ran
+            from .prelaunch import abandon
+
+            abandon(launched)
     if launched is not None:
         _exit_now(code)
     return code
@@ -56,4 +62,16 @@ def prelaunch_up(args):
         return None
     from . import prelaunch
 
-    return prelaunch.launch(os.environ.get("BERTH_CONFIG") or paths.DEFAULT_CONFIG, args[1])
+    launched = prelaunch.launch(os.environ.get("BERTH_CONFIG") or paths.DEFAULT_CONFIG, args[1])
+    if launched is not None:
+        # A SIGTERM or SIGHUP from here on unwinds (the CLI installs the
+        # same handlers later): what was launched is undone, not left running.
+        import _signal  # the signal module's enums cost 4 ms here
+
+        for number in (_signal.SIGTERM, _signal.SIGHUP):
+            _signal.signal(number, _raise_exit)
+    return launched
+
+
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)

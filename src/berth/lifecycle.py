@@ -158,6 +158,12 @@ def _up(cfg, name, clock, prelaunched, launch_key):
     _need_root("up")
     upaths = paths.for_user(cfg, account.name)
     br = paths.bridge_name(cfg, account.uid)
+    if prelaunched is not None and _elsewhere(prelaunched.plan, cfg, upaths, launch_key):
+        # The config read is not the one the plan named (changed in between):
+        # what was launched goes now, and this up takes the config's own lock.
+        log.info("the config changed while %s's dockerd was launched from its plan; starting it again", name)
+        _abandon(prelaunched)
+        prelaunched = None
 
     with prelaunched if prelaunched is not None else user_lock(cfg, account.name):
         with contextlib.ExitStack() as undo:
@@ -213,7 +219,8 @@ def _up(cfg, name, clock, prelaunched, launch_key):
                 given = (address, *containerd.namespaces(account.name, account.uid)) if address else None
                 doc = daemonjson.dumps(daemonjson.render(cfg, upaths, layout, br, remap, given,
                                                          cgroups.parent_of(account.name, cgroupfs)))
-                plan = _launch_plan(cfg, upaths, account, supervisor, layout, address, shared, launch_key)
+                plan = _launch_plan(cfg, upaths, account, supervisor, layout, address, shared, launch_key,
+                                    cgroups.file_writes(account.name, share) if cgroupfs else [])
                 if adopt and (unmapped or plan != prelaunched.plan
                               or read_trusted(upaths.daemon_json) != doc.encode()):
                     log.info("%s's dockerd was launched from an outdated plan; starting it again", account.name)
@@ -282,6 +289,12 @@ def _start_dockerd(supervisor, shared, address):
             os.close(ns)
 
 
+def _elsewhere(plan, cfg, upaths, identity):
+    """The plan launched in other places than the config read says."""
+    return (plan["identity"] != identity or plan["run_dir"] != upaths.run_dir
+            or plan["lock"] != locks.user_lock_path(cfg, upaths.user))
+
+
 def _abandon(prelaunched):
     if not prelaunched.done:
         from . import prelaunch
@@ -289,7 +302,7 @@ def _abandon(prelaunched):
         prelaunch.abandon(prelaunched)
 
 
-def _launch_plan(cfg, upaths, account, supervisor, layout, address, shared, identity):
+def _launch_plan(cfg, upaths, account, supervisor, layout, address, shared, identity, cgroup_writes):
     """What this start runs, as the next prelaunch would launch it (see prelaunch.py)."""
     from . import __version__
 
@@ -299,7 +312,9 @@ def _launch_plan(cfg, upaths, account, supervisor, layout, address, shared, iden
             "lock": locks.user_lock_path(cfg, account.name), "bridge": supervisor.bridge_name,
             "bridge_cidr": str(layout.bridge_cidr), "mode": cfg.security.mode, "containerd": address,
             # Where dockerd must run: in the mount namespace of berth's own containerd.
-            "containerd_record": shared.record_path if address and not shared.external else ""}
+            "containerd_record": shared.record_path if address and not shared.external else "",
+            # The user's limits, set before dockerd restarts their containers.
+            "cgroup": ";".join(f"{path}={value}" for path, value in cgroup_writes)}
 
 
 def _replace_prelaunched(supervisor, prelaunched, br, layout, owner, undo):

@@ -5,8 +5,8 @@ have every warm login read the config: tomllib, dataclasses and ipaddress
 alone take ~55 ms, and a warm login must stay within 2.5x a bare
 interpreter. So the hook, each time it has read the config, leaves the
 three values it needs (the run dir and the uid range) in a digest, root's
-alone, which names the config file's identity (device, inode, size and
-mtime to the nanosecond) and berth's version: a config edited, replaced
+alone, which names the config file's identity (device, inode, size, mtime and
+ctime to the nanosecond) and berth's version: a config edited, replaced
 or removed, or a berth upgraded, is read again, never trusted stale.
 
 Imports nothing heavy: this is on the warm login path.
@@ -37,7 +37,8 @@ def identity(config_path):
         st = os.stat(config_path)
     except FileNotFoundError:
         return "absent"
-    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    # ctime too: no one sets it back, as anyone may set mtime (touch -d).
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def read(config_path, directory=None):

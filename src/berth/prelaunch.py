@@ -31,7 +31,7 @@ from .fsutil import atomic_write, read_trusted, remove
 NAME = "launch.plan"
 
 FIELDS = ("version", "identity", "user", "uid", "run_dir", "supervisor", "dockerd", "daemon_json", "log_file",
-          "lock", "bridge", "bridge_cidr", "mode", "containerd", "containerd_record")
+          "lock", "bridge", "bridge_cidr", "mode", "containerd", "containerd_record", "cgroup")
 
 
 def path_of(upaths):
@@ -148,6 +148,9 @@ def _launch_locked(upaths, plan, fd):
         return None
     if os.path.exists(f"/sys/class/net/{plan['bridge']}"):
         return None  # left by a failed down, or not a bridge at all: `up` sorts that out
+    made_cgroup = _set_limits(plan["cgroup"])
+    if made_cgroup is None:
+        return None
     pid, made_bridge = None, False
     try:
         with daemonlaunch.open_log(upaths.log_file, upaths.user) as logf:
@@ -165,8 +168,37 @@ def _launch_locked(upaths, plan, fd):
             remove(upaths.record)
         if made_bridge:
             _remove_bridge(plan["bridge"])
+        _rmdirs(made_cgroup)
         raise
     return Launched(rec, plan, made_bridge, fd)
+
+
+def _set_limits(writes):
+    """The user's cgroup and its limits, before dockerd can restart a
+    container in it (`up` sets them again): the directories made, or None,
+    and nothing made, if one cannot be set (`up` says why)."""
+    made = []
+    try:
+        for entry in filter(None, writes.split(";")):
+            path, value = entry.rsplit("=", 1)
+            directory = os.path.dirname(path)
+            if not os.path.isdir(directory):
+                os.mkdir(directory)  # the user's own; /berth (and v2's controllers) are up's to make
+                made.append(directory)
+            with open(path, "w") as f:
+                f.write(value)
+    except (OSError, ValueError):
+        _rmdirs(made)
+        return None
+    return made
+
+
+def _rmdirs(directories):
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
 
 
 def _containerd_here(record_path):
@@ -222,15 +254,21 @@ def abandon(launched):
     bridge made for it, release the lock. Idempotent."""
     from .supervisor import DirectSupervisor
 
+    plan = launched.plan
     try:
-        plan = launched.plan
         upaths = paths.UserPaths(plan["user"], plan["run_dir"], "", plan["log_file"])
         rec = record.read(upaths)
         if rec is not None and (rec.pid, rec.start_ticks) == (launched.rec.pid, launched.rec.start_ticks):
             # (not one that `up` started in its place)
             DirectSupervisor(upaths, plan["dockerd"]).stop(now=True)
-        if launched.made_bridge:
-            _remove_bridge(plan["bridge"])
     finally:
-        launched.done = True
-        launched.close()
+        try:
+            if launched.made_bridge:
+                _remove_bridge(plan["bridge"])
+            if plan["cgroup"]:
+                from .cgroups import remove as remove_cgroup
+
+                remove_cgroup(plan["user"])  # made for it, empty now
+        finally:
+            launched.done = True
+            launched.close()

@@ -197,3 +197,49 @@ def test_a_mapping_gone_since_the_plan_is_made_again_first(harness):
     assert out.stdout.strip() == "0"
     harness.berth("down", user)
     assert_nothing_left(harness, user)
+
+
+def test_the_limits_are_in_place_before_dockerd_is_launched(harness):
+    """A user's containers restart with their daemon: the user's cgroup and
+    its limits come first, and go with a launch nobody takes over."""
+    from berth import cgroups, prelaunch
+
+    config = harness.write_config("prelaunch-limits.toml", extra='[limits]\nmemory = "96M"\npids = 300\n')
+    user = harness.add_user()
+    harness.berth("up", user, config=config)
+    harness.berth("down", user, config=config)
+    assert not [d for d in cgroups.user_dirs(user) if os.path.isdir(d)]
+
+    launched = prelaunch.launch(config, user)
+    assert launched is not None
+    try:
+        writes = dict(entry.rsplit("=", 1) for entry in launched.plan["cgroup"].split(";"))
+        assert str(96 << 20) in writes.values() and "300" in writes.values()
+        for path, value in writes.items():
+            with open(path) as f:
+                assert f.read().strip() == value, path
+    finally:
+        prelaunch.abandon(launched)
+    assert not [d for d in cgroups.user_dirs(user) if os.path.isdir(d)]
+    assert_nothing_left(harness, user)
+
+
+def test_a_config_changed_during_the_launch_is_the_one_that_counts(harness):
+    """Saved between the launch and its reading: what was launched goes, and
+    the up runs as the config now says, under its own lock."""
+    from berth import lifecycle, logindigest, prelaunch
+
+    config = harness.write_config("prelaunch-edited.toml")
+    user = harness.add_user()
+    harness.berth("up", user, config=config)
+    harness.berth("down", user, config=config)
+    launched = prelaunch.launch(config, user)
+    assert launched is not None
+    with open(config, "a") as f:
+        f.write("# saved meanwhile\n")
+    result = lifecycle.up(harness.cfg(config), user, prelaunched=launched, launch_key=logindigest.identity(config))
+    assert result.started and result.pid != launched.rec.pid
+    assert launched.done and launched.lock_fd is None
+    assert harness.dockerd_pids(user) == [result.pid]
+    harness.berth("down", user, config=config)
+    assert_nothing_left(harness, user)

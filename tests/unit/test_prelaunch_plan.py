@@ -8,7 +8,8 @@ PLAN = {"version": "1.0", "identity": "1:2:3:4", "user": "alice", "uid": "1001",
         "supervisor": "direct", "dockerd": "/usr/sbin/dockerd", "daemon_json": "/run/berth/alice/daemon.json",
         "log_file": "/var/log/berth/alice.log", "lock": "/var/lib/berth/lock/users/alice.lock",
         "bridge": "berth1001", "bridge_cidr": "10.200.0.1/25", "mode": "hardened",
-        "containerd": "/run/berth/berth-containerd/containerd.sock", "containerd_record": ""}
+        "containerd": "/run/berth/berth-containerd/containerd.sock", "containerd_record": "",
+        "cgroup": "/sys/fs/cgroup/memory/berth/alice/memory.limit_in_bytes=-1"}
 
 
 def test_a_plan_reads_back_as_written():
@@ -50,3 +51,23 @@ def test_a_closed_launch_closes_once(tmp_path):
         pass
     assert launched.lock_fd is None
     launched.close()
+
+
+def test_limits_are_set_before_the_launch_and_nothing_is_left_of_a_failure(tmp_path):
+    import os
+
+    for hierarchy in ("memory", "pids"):
+        os.makedirs(tmp_path / hierarchy / "berth")
+    writes = f"{tmp_path}/memory/berth/alice/memory.limit_in_bytes=100663296;{tmp_path}/pids/berth/alice/pids.max=max"
+    made = prelaunch._set_limits(writes)
+    assert made == [f"{tmp_path}/memory/berth/alice", f"{tmp_path}/pids/berth/alice"]
+    assert (tmp_path / "memory/berth/alice/memory.limit_in_bytes").read_text() == "100663296"
+    for directory in made:
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)
+
+    # No cpu hierarchy: nothing is launched (a real cgroup's directory goes again with rmdir, files and all).
+    assert prelaunch._set_limits(f"{tmp_path}/cpu/berth/alice/cpu.shares=1024") is None
+    assert not (tmp_path / "cpu").exists()
+    assert prelaunch._set_limits("") == []

@@ -128,9 +128,10 @@ def _up(args, cfg, out):
     from . import logindigest
     from .lifecycle import up
 
-    # Where the next `berth up` finds the run dir (and so the launch plan) without the config.
-    logindigest.write(args.config_path, cfg, args.config_identity)
     r = up(cfg, args.user, prelaunched=args.prelaunched, launch_key=args.config_identity)
+    # Where the next `berth up` finds the run dir (and so the launch plan) without the config;
+    # only for a config a user came up with.
+    logindigest.write(args.config_path, cfg, args.config_identity)
     how = f"started in {r.seconds:.2f} s" if r.started else "already running"
     print(f"{r.user} is up ({how}): block {r.block} on bridge {r.bridge}, dockerd pid {r.pid}, "
           f"net container {r.net_ip or '-'}", file=out)

@@ -14,6 +14,9 @@ def run(argv, monkeypatch, tmp_path, config_text="", run_dir=None):
     p.write_text(f"[paths]\nstate_dir = '{tmp_path}/s'\nrun_dir = '{run_dir or tmp_path / 'r'}'\n"
                  f"log_dir = '{tmp_path}/log'\n{config_text}")
     monkeypatch.setenv("BERTH_CONFIG", str(p))
+    from berth import logindigest  # an `up` leaves the config's digest: in tmp_path, not /run/berth-login
+
+    monkeypatch.setattr(logindigest, "DIR", str(tmp_path / "berth-login"))
     out = io.StringIO()
     return cli.main(argv, out=out), out.getvalue()
 

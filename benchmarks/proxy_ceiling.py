@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""What any proxy that copies in userspace can reach for `docker cp`: a plain
+two-thread byte relay (no HTTP parsing at all) in front of dockerd's own
+socket, against dockerd's socket and berth's policy proxy, alternated.
+
+The policy proxy's throughput target is measured against direct; this is
+the ceiling that target meets on the box at hand (on 2 cores the relay's
+copies compete with the CLI and with dockerd's untar for the same CPUs).
+
+Run as root on a box with docker.io and catatonit:
+    .venv/bin/python benchmarks/proxy_ceiling.py --rounds 7 --mib 300
+"""
+
+import argparse
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "src"))
+sys.path.insert(0, HERE)
+
+from proxy import busybox_tar  # noqa: E402
+from scratch import Scratch  # noqa: E402
+
+
+def pump(src, dst):
+    """One direction: read into a 256 KiB buffer, write it all, pass the end on."""
+    buf = bytearray(256 << 10)
+    view = memoryview(buf)
+    try:
+        while n := src.recv_into(buf):
+            dst.sendall(view[:n])
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def relay(listener, target):
+    """Each connection relayed to `target`, one thread a direction."""
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        upstream = socket.socket(socket.AF_UNIX)
+        upstream.connect(target)
+        threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+
+
+def cpu_seconds():
+    """This process's CPU time: the relay's threads are all it runs meanwhile."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--mib", type=int, default=300, help="size of the file copied in")
+    args = ap.parse_args()
+    with Scratch("proxy", "10.254.64.0/18") as s:
+        user = s.add_user(f"btproxy{s.tag}a")
+        s.berth("up", user)
+        paths = {"direct": f"{s.root}/run/{user}/d/docker.sock",   # dockerd's own
+                 "relay": f"{s.root}/relay.sock",                    # the bare relay in front of it
+                 "proxy": f"{s.root}/run/{user}/docker.sock"}        # the user's: the policy proxy
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(paths["relay"])
+        listener.listen(16)
+        threading.Thread(target=relay, args=(listener, paths["direct"]), daemon=True).start()
+        docker = ["docker", "-H", f"unix://{paths['direct']}"]
+        tar = os.path.join(s.root, "busybox.tar")
+        busybox_tar(tar)
+        subprocess.run(docker + ["import", tar, "bb:1"], check=True, capture_output=True)
+        subprocess.run(docker + ["run", "-d", "--name", "sink", "bb:1", "sleep", "3600"], check=True,
+                       capture_output=True)
+        blob = os.path.join(s.root, "blob")
+        with open(blob, "wb") as f:
+            for _ in range(args.mib):
+                f.write(os.urandom(1 << 20))
+        times = {name: [] for name in paths}
+        relay_cpu = []
+        for _ in range(args.rounds):
+            for name, path in paths.items():
+                c0, t0 = cpu_seconds(), time.perf_counter()
+                subprocess.run(["docker", "-H", f"unix://{path}", "cp", blob, "sink:/blob"], check=True,
+                               capture_output=True)
+                times[name].append(time.perf_counter() - t0)
+                if name == "relay":
+                    relay_cpu.append(cpu_seconds() - c0)
+        listener.close()
+    direct = statistics.median(times["direct"])
+    print(f"docker cp {args.mib} MiB in, {args.rounds} rounds alternated")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:7} median {median * 1000:6.0f} ms   throughput {direct / median:.2f}x direct")
+    print(f"the bare relay's CPU per cp: {statistics.median(relay_cpu) * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,8 @@ sys.path.insert(0, HERE)
 from proxy import busybox_tar  # noqa: E402
 from scratch import Scratch  # noqa: E402
 
+from berth import proxyctl  # noqa: E402
+
 
 def pump(src, dst):
     """One direction: read into a 256 KiB buffer, write it all, pass the end on."""
@@ -63,6 +65,13 @@ def cpu_seconds():
     return r.ru_utime + r.ru_stime
 
 
+def process_cpu(pid):
+    """Another process's CPU time (utime + stime, /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
@@ -89,22 +98,26 @@ def main():
             for _ in range(args.mib):
                 f.write(os.urandom(1 << 20))
         times = {name: [] for name in paths}
-        relay_cpu = []
+        relay_cpu, proxy_cpu = [], []
+        proxy_pid = proxyctl.ping(f"{s.root}/run")["pid"]
         for _ in range(args.rounds):
             for name, path in paths.items():
-                c0, t0 = cpu_seconds(), time.perf_counter()
+                c0, p0, t0 = cpu_seconds(), process_cpu(proxy_pid), time.perf_counter()
                 subprocess.run(["docker", "-H", f"unix://{path}", "cp", blob, "sink:/blob"], check=True,
                                capture_output=True)
                 times[name].append(time.perf_counter() - t0)
                 if name == "relay":
                     relay_cpu.append(cpu_seconds() - c0)
+                elif name == "proxy":
+                    proxy_cpu.append(process_cpu(proxy_pid) - p0)
         listener.close()
     direct = statistics.median(times["direct"])
     print(f"docker cp {args.mib} MiB in, {args.rounds} rounds alternated")
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:7} median {median * 1000:6.0f} ms   throughput {direct / median:.2f}x direct")
-    print(f"the bare relay's CPU per cp: {statistics.median(relay_cpu) * 1000:.0f} ms")
+    print(f"CPU per cp: the bare relay {statistics.median(relay_cpu) * 1000:.0f} ms, "
+          f"the proxy {statistics.median(proxy_cpu) * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

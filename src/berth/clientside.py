@@ -9,10 +9,14 @@ each 32 KiB chunk the docker CLI sends. Here the kernel reads into one
 reused buffer, llhttp parses in C and hands over each body piece once, and
 the pieces go on without being joined.
 
-The proxy still answers through h11 (it feeds h11 each request's head, with
-no body) and still re-frames every body it forwards: it never passes on the
-client's own framing, so no parser difference between llhttp and dockerd's
-can carry a second request past the policy.
+Each head is fed to llhttp on its own, and what follows it waits until
+the proxy has read the head and says how its body is taken: parsed (JSON
+the policy reads, a refused body dropped), or relayed as it came, unparsed
+(`relay_body`: image loads, build contexts, `docker cp`), spliced from this
+socket to dockerd's in the kernel (splicerelay.py).
+
+The proxy answers through h11 (it feeds h11 each request's head, with no
+body).
 """
 
 import asyncio
@@ -28,7 +32,11 @@ READ_BUFFER = 256 * 1024
 # and buffer_updated leaves nothing in it (llhttp hands over copies). One
 # buffer, not one for each of up to thousands of connections, and no
 # allocation for each read.
-_SHARED = memoryview(bytearray(READ_BUFFER))
+_SHARED_BYTES = bytearray(READ_BUFFER)
+_SHARED = memoryview(_SHARED_BYTES)
+# llhttp takes CRLF line ends only (a test holds it to that), so a head ends
+# at the first blank line: what comes after it is the body, or the next request.
+HEAD_END = b"\r\n\r\n"
 # Body data parsed but not yet taken by the proxy: past HIGH the client is
 # no longer read until the proxy (that is, dockerd) has caught up to LOW.
 HIGH, LOW = 2 << 20, 512 << 10
@@ -68,7 +76,17 @@ class Client(asyncio.BufferedProtocol):
         self._paused = False
         self._eof = False
         self._error = None
+        # Between bodies a read is fed to llhttp only up to the end of a head
+        # (`_tail`: the last bytes of a head cut by a read); what follows the
+        # head is `_held` (a list) until the proxy takes the next event or
+        # relays the body.
+        self._between = True
+        self._tail = b""
+        self._head_fed = False
+        self._held = None
+        self._relayed = False  # the rest of the connection goes to dockerd past this protocol
         self._waiter = None
+        self._on_end = None
         self._can_write = asyncio.Event()
         self._can_write.set()
         self.task = None
@@ -85,35 +103,64 @@ class Client(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes):
         if self._error is not None:
             return  # refused: nothing more of this connection is parsed (reading is paused)
-        data = _SHARED[:nbytes]
-        try:
-            if self.upgraded:
-                self._after_upgrade(bytes(data))
-            else:
-                self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            self._upgraded(bytes(data[e.args[0]:]))
-        except (BadRequest, httptools.HttpParserCallbackError) as e:
-            # raised in a callback (a head too big); httptools wraps it, or passes it on
-            cause = e if isinstance(e, BadRequest) else e.__context__ or e.__cause__
-            self._error = cause if isinstance(cause, BadRequest) else BadRequest(str(e))
-            self._pause()
-        except httptools.HttpParserError as e:
-            self._error = BadRequest(str(e))
-            self._pause()
-        finally:
-            data.release()
+        self._process(_SHARED_BYTES, nbytes)
         if (self._queued > HIGH or len(self.events) > MAX_EVENTS) and not self._paused:
             self._pause()
         self._wake()
 
+    def _process(self, buf, end):
+        """Parse buf[:end]: heads on their own, what follows a head held back."""
+        view, pos = memoryview(buf), 0
+        while pos < end and self._error is None:
+            if self.upgraded:
+                self._after_upgrade(bytes(view[pos:end]))
+                return
+            if self._held is not None:
+                self._held.append(bytes(view[pos:end]))
+                self._pause()
+                return
+            stop = self._head_end(buf, pos, end) if self._between else end
+            self._head_fed = self._between
+            try:
+                self.parser.feed_data(view[pos:stop])
+            except httptools.HttpParserUpgrade as e:
+                self._upgraded(bytes(view[pos + e.args[0]:stop]))
+            except (BadRequest, httptools.HttpParserCallbackError) as e:
+                # raised in a callback (a head too big); httptools wraps it, or passes it on
+                cause = e if isinstance(e, BadRequest) else e.__context__ or e.__cause__
+                self._error = cause if isinstance(cause, BadRequest) else BadRequest(str(e))
+                self._pause()
+            except httptools.HttpParserError as e:
+                self._error = BadRequest(str(e))
+                self._pause()
+            finally:
+                self._head_fed = False
+            pos = stop
+
+    def _head_end(self, buf, start, end):
+        """Where in buf[start:end] the head being read ends (past its blank
+        line), or `end`, remembering the last bytes for the next read."""
+        if self._tail:
+            across = (self._tail + bytes(buf[start:start + 3])).find(HEAD_END)
+            if across >= 0:
+                found, self._tail = start + across + len(HEAD_END) - len(self._tail), b""
+                return found
+        found = buf.find(HEAD_END, start, end)
+        if found >= 0:
+            self._tail = b""
+            return found + len(HEAD_END)
+        self._tail = (self._tail + bytes(buf[max(start, end - 3):end]))[-3:]
+        return end
+
     def eof_received(self):
         self._eof = True
+        self._ended()
         self._wake()
         return True  # half-closed: answers (and an exec's output) may still go out
 
     def connection_lost(self, exc):
         self._eof = True
+        self._ended()
         self._can_write.set()
         self._wake()
 
@@ -144,6 +191,9 @@ class Client(asyncio.BufferedProtocol):
     def on_headers_complete(self):
         self.events.append(Head(self.parser.get_method(), b"".join(self._url), self._headers,
                                 self.parser.get_http_version()))
+        self._between = False
+        if self._head_fed and not self.parser.should_upgrade():
+            self._held = []  # llhttp stopped at the head's end: the rest waits for the proxy
 
     def on_body(self, body):
         self._queued += len(body) + PIECE_OVERHEAD
@@ -154,6 +204,22 @@ class Client(asyncio.BufferedProtocol):
 
     def on_message_complete(self):
         self.events.append(self.END)
+        self._between = True
+
+    # --- the client's end, while an answer is pending -----------------------------------
+
+    def on_end(self, callback):
+        """Call `callback` once if the client ends its side (or is gone)
+        before `on_end(None)`: at once if it already has. Not after an
+        upgrade, where the end is passed on with the raw stream."""
+        self._on_end = callback
+        if callback is not None and self._eof:
+            self._ended()
+
+    def _ended(self):
+        callback, self._on_end = self._on_end, None
+        if callback is not None and not self.upgraded:
+            callback()
 
     # --- reading -------------------------------------------------------------------------
 
@@ -175,14 +241,17 @@ class Client(asyncio.BufferedProtocol):
 
     def _taken(self, size):
         self._queued -= size
-        if self._paused and self._error is None and self._queued <= LOW and len(self.events) <= MAX_EVENTS // 2 \
-                and not self.transport.is_closing():
+        if self._paused and self._error is None and self._held is None and not self._relayed \
+                and self._queued <= LOW and len(self.events) <= MAX_EVENTS // 2 and not self.transport.is_closing():
             self._paused = False
             self.transport.resume_reading()
 
     async def next(self):
         """The next event (see the class)."""
         while not self.events:
+            if self._held is not None:
+                self._release()
+                continue
             if self._error is not None:
                 raise self._error
             if self._eof or (self.upgraded and not self._upgrade_body_left):
@@ -191,6 +260,28 @@ class Client(asyncio.BufferedProtocol):
         event = self.events.popleft()
         self._taken(sum(len(piece) + PIECE_OVERHEAD for piece in event) if isinstance(event, list) else 0)
         return event
+
+    def _release(self):
+        """The proxy wants the body parsed: what was held back is parsed now."""
+        held, self._held = b"".join(self._held), None
+        if held:
+            self._process(held, len(held))
+        self._taken(0)
+
+    # --- a body relayed unparsed -------------------------------------------------------
+
+    def relay_body(self):
+        """The bytes read past this request's head, after which the client's
+        socket is no longer read here: the rest of the connection goes to
+        dockerd unparsed (splicerelay), and it carries no further request.
+        None if llhttp has read on past the head (a request pipelined behind
+        a body): its body then comes as events."""
+        if self._held is None or self.events:
+            return None
+        held, self._held = b"".join(self._held), None
+        self._relayed = True
+        self._pause()
+        return held
 
     async def read_raw(self):
         """After an upgrade: the next bytes the client sent, b"" at its end."""
@@ -226,6 +317,12 @@ class Client(asyncio.BufferedProtocol):
         if not self.upgraded:
             self.upgraded = True
             self.events.clear()
+            if self._held is not None:
+                held, self._held = b"".join(self._held), None
+                if held:
+                    self._queued += len(held)
+                    self.raw.append(held)
+                self._taken(0)
 
     def _after_upgrade(self, data):
         if self._upgrade_body_left:

@@ -9,8 +9,11 @@ proxy streams, which it frames itself. For each request:
   create) is read whole, chunked or not, up to apijson.MAX_BODY, parsed as
   dockerd parses it, checked, and forwarded re-encoded with a Content-Length
   (a container's Binds as Mounts that never create their source);
-- any other body (image load, build context, docker cp) streams through,
-  framed anew, in the pieces llhttp gave, never joined;
+- any other body (image load, build context, docker cp) goes through as the
+  client sent it, unparsed and spliced in the kernel (splicerelay), on a
+  connection to dockerd that carries that request alone (`Connection:
+  close`, as every request to dockerd says), so however dockerd reads its
+  framing, nothing after it is a request;
 - a refusal is HTTP 403 {"message": "berth: <what>; <instead>"}, and nothing
   of the request reaches dockerd;
 - responses stream back; a 101 (attach, exec start) turns the connection
@@ -30,7 +33,7 @@ import struct
 
 import h11
 
-from . import apijson, clientside, policy
+from . import apijson, clientside, policy, splicerelay
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +93,18 @@ def _joined(conn, first):
 
 
 def _upstream_headers(head, body_length=None):
-    """The request's headers for dockerd, its body framed anew: by the
-    length of a re-encoded body, else as the client framed it (a length
-    h11 then holds the forwarded bytes to, or chunks of h11's own)."""
-    out = [(name, value) for name, value in head.headers
-           if name.lower() not in (b"content-length", b"transfer-encoding")]
+    """The request's headers for dockerd: its body framed by the length of
+    a re-encoded body, else as the client framed it (a length, or chunks).
+    Each request goes on a connection of its own, which says so
+    (`Connection: close`): dockerd reads no second request from it, whatever
+    it makes of a body's framing. An upgrade (attach, exec start) keeps its
+    own `Connection: Upgrade`: the connection is a raw stream afterwards."""
+    upgrade = any(name.lower() == b"connection" and b"upgrade" in value.lower() for name, value in head.headers)
+    dropped = (b"content-length", b"transfer-encoding") if upgrade else \
+        (b"content-length", b"transfer-encoding", b"connection", b"keep-alive")
+    out = [(name, value) for name, value in head.headers if name.lower() not in dropped]
+    if not upgrade:
+        out.append((b"Connection", b"close"))
     if body_length is None and clientside.has_body(head):
         if _chunked(head):
             out.append((b"Transfer-Encoding", b"chunked"))
@@ -332,19 +342,59 @@ class Handler:
                                                                           else len(encoded)))))
             if encoded is not None:
                 up_writer.write(up.send(h11.Data(data=encoded)) + up.send(h11.EndOfMessage()))
+            elif clientside.has_body(head) and (held := client.relay_body()) is not None:
+                return await self._relayed(conn, client, writer, up, up_reader, up_writer, held)
             else:
                 await self._stream_request(client, up, up_writer, chunked=_chunked(head))
             await up_writer.drain()
-            return await self._stream_response(conn, client, writer, up, up_reader, up_writer)
+
+            def client_ended():
+                # As dockerd sees a client of its own socket go: it stops
+                # what it would answer (a `docker run -d`'s wait, logs -f).
+                if not up_writer.transport.is_closing() and up_writer.can_write_eof():
+                    up_writer.write_eof()
+
+            client.on_end(client_ended)
+            try:
+                return await self._stream_response(conn, client, writer, up, up_reader, up_writer)
+            finally:
+                client.on_end(None)
         finally:
             up_writer.close()
 
+    async def _relayed(self, conn, client, writer, up, up_reader, up_writer, held):
+        """A body the policy does not read (an image, a build context, a
+        `docker cp` archive) goes to dockerd as the client sent it: the
+        bytes read with its head, then the rest spliced in the kernel
+        (splicerelay), while dockerd's answer streams back. The connection
+        ends with the answer."""
+        up_writer.transport.set_write_buffer_limits(high=0)  # drained: all of it is in the kernel
+        if held:
+            up_writer.write(held)
+        await up_writer.drain()  # before the relay writes past the transport
+
+        def ended(error):
+            if error is not None:
+                log.debug("%s: a relayed body ended short: %s", self.user or "-", error)
+                up_writer.transport.abort()  # dockerd sees the body cut short, as it would have directly
+            elif up_writer.can_write_eof():
+                up_writer.write_eof()  # the client's end of sending, passed on
+
+        relay = splicerelay.Relay(asyncio.get_running_loop(), client.get_extra_info("socket").fileno(),
+                                  up_writer.get_extra_info("socket").fileno(), ended)
+        try:
+            await self._stream_response(conn, client, writer, up, up_reader, up_writer, relayed=True)
+        finally:
+            relay.close()
+        return False
+
     async def _stream_request(self, client, up, up_writer, chunked):
-        """The body as llhttp read it, framed anew: a chunked one as one chunk
-        for each batch of pieces, written here, because h11 would frame each
-        piece with a call of its own or join them first (a copy of every
-        byte of a 500 MiB upload); one the client gave a Content-Length
-        through h11, which holds it to that length. h11 ends it either way."""
+        """A body llhttp has already parsed (a request pipelined behind
+        another's body), framed anew: a chunked one as one chunk for each
+        batch of pieces, written here, because h11 would frame each piece
+        with a call of its own or join them first; one the client gave a
+        Content-Length through h11, which holds it to that length. h11 ends
+        it either way."""
         while True:
             event = await client.next()
             if isinstance(event, list):
@@ -360,10 +410,12 @@ class Handler:
             else:
                 raise ConnectionError("the client went away mid-request")
 
-    async def _stream_response(self, conn, client, writer, up, up_reader, up_writer):
+    async def _stream_response(self, conn, client, writer, up, up_reader, up_writer, relayed=False):
         pending = None
         while True:
             event, pending = pending or await _next(up, up_reader), None
+            if isinstance(event, h11.InformationalResponse) and event.status_code == 101 and relayed:
+                return False  # no route with a body the policy does not read switches protocols
             if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
                 writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=event.headers,
                                                                  reason=event.reason)))
@@ -375,7 +427,13 @@ class Handler:
                 writer.write(conn.send(h11.InformationalResponse(status_code=event.status_code,
                                                                  headers=event.headers, reason=event.reason)))
             elif isinstance(event, h11.Response):
-                writer.write(conn.send(h11.Response(status_code=event.status_code, headers=event.headers,
+                # dockerd's `Connection: close` answers berth's own: the client's
+                # connection is kept open or closed by h11 as the client asked,
+                # and closed after a relayed body.
+                headers = [(name, value) for name, value in event.headers if name.lower() != b"connection"]
+                if relayed:
+                    headers.append((b"Connection", b"close"))
+                writer.write(conn.send(h11.Response(status_code=event.status_code, headers=headers,
                                                     reason=event.reason)))
             elif isinstance(event, h11.Data):
                 data, pending = _joined(up, event)

@@ -5,6 +5,7 @@ import os
 import pwd
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -154,6 +155,104 @@ def test_a_streamed_body_framed_by_its_length_goes_through_whole(proxied):
         assert r.stdout == payload
     finally:
         docker(listen, "rm", "-f", "px-sized", check=False)
+
+
+def small_tar(name, data):
+    import io
+    import tarfile
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as t:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_a_request_smuggled_behind_a_relayed_body_never_reaches_dockerd(proxied):
+    """An upload's body goes to dockerd as the client sent it, unparsed. Sent
+    to dockerd's own socket, these bytes run the second request (dockerd reads
+    on after the body's end); through berth, dockerd is told the connection
+    carries one request, and the smuggled one never runs."""
+    _, img, listen = proxied
+    docker(listen, "run", "-d", "--name", "px-carrier", img, "sleep", "600")
+    tar = small_tar("carried", b"hello")
+    try:
+        for n, (framing, body) in enumerate([(b"Transfer-Encoding: chunked", chunked(tar)),
+                                             (b"Content-Length: %d" % len(tar), tar)]):
+            smuggled = post(b"/containers/create?name=px-smuggled%d" % n,
+                            b'{"Image": "%s", "HostConfig": {"Privileged": true}}' % img.encode())
+            answer = raw(listen, b"PUT /containers/px-carrier/archive?path=/tmp HTTP/1.1\r\nHost: docker\r\n"
+                                 b"Content-Type: application/x-tar\r\n" + framing + b"\r\n\r\n" + body + smuggled)
+            assert answer.startswith("HTTP/1.1 200") and answer.count("HTTP/1.1 ") == 1, answer[:300]
+        names = docker(listen, "ps", "-a", "--format", "{{.Names}}").stdout.split()
+        assert not [name for name in names if name.startswith("px-smuggled")]
+        assert docker(listen, "exec", "px-carrier", "cat", "/tmp/carried").stdout == "hello"
+    finally:
+        docker(listen, "rm", "-f", "px-carrier", "px-smuggled0", "px-smuggled1", check=False)
+
+
+def test_a_request_pipelined_behind_a_json_body_streams_its_upload_whole(proxied):
+    """llhttp reads such a request's body itself: the proxy frames it anew."""
+    _, img, listen = proxied
+    docker(listen, "run", "-d", "--name", "px-piped", img, "sleep", "600")
+    payload = os.urandom(1 << 20)
+    tar = small_tar("piped", payload)
+    try:
+        answer = raw(listen, post(b"/volumes/create", b'{"Name": "px-piped-vol"}')
+                     + b"PUT /containers/px-piped/archive?path=/tmp HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n"
+                       b"Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(tar))
+        # the first answer keeps the connection open (dockerd is told otherwise: one request a connection)
+        assert answer.startswith("HTTP/1.1 201") and "HTTP/1.1 200" in answer, answer[:600]
+        assert answer.lower().count("connection: close") == 1
+        r = subprocess.run(["docker", "-H", f"unix://{listen}", "exec", "px-piped", "cat", "/tmp/piped"],
+                           capture_output=True, timeout=60)
+        assert r.stdout == payload
+    finally:
+        docker(listen, "rm", "-f", "px-piped", check=False)
+        docker(listen, "volume", "rm", "px-piped-vol", check=False)
+
+
+def open_connections(harness, user):
+    from berth import proxyctl
+    return proxyctl.stats(f"{harness.root}/run")[user]["connections"]
+
+
+def killed_midway(harness, user, argv, after=0.1):
+    """Run a docker command, kill it once it is into its request, and give
+    the proxy 10 s to let go of its connections."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not open_connections(harness, user) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(after)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while open_connections(harness, user) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return open_connections(harness, user)
+
+
+def test_a_client_gone_mid_answer_or_mid_upload_leaves_no_connection_behind(proxied, harness, tmp_path):
+    """As with dockerd's own socket: dockerd stops what it was answering, and
+    the proxy's connections, which each user has 256 of, are given back."""
+    user, img, listen = proxied
+    # docker run -d asks dockerd to wait for the container's exit, and leaves
+    docker(listen, "run", "-d", "--name", "px-cut", img, "sleep", "600")
+    try:
+        deadline = time.monotonic() + 10
+        while open_connections(harness, user) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert open_connections(harness, user) == 0
+        assert killed_midway(harness, user, ["docker", "-H", f"unix://{listen}", "logs", "-f", "px-cut"]) == 0
+        blob = tmp_path / "blob"
+        with open(blob, "wb") as f:
+            for _ in range(256):
+                f.write(os.urandom(1 << 20))
+        assert killed_midway(harness, user, ["docker", "-H", f"unix://{listen}", "cp", str(blob), "px-cut:/blob"]) == 0
+        assert docker(listen, "exec", "px-cut", "true").returncode == 0  # dockerd and the proxy go on
+    finally:
+        docker(listen, "rm", "-f", "px-cut", check=False)
 
 
 def test_a_legacy_build_streams_its_context_through(proxied, tmp_path):

@@ -35,6 +35,14 @@ def arrive(client, data):
     client.buffer_updated(len(data))
 
 
+async def wants_the_body(client):
+    """The proxy asks for the next event after a head (it reads the body):
+    llhttp parses on from there."""
+    asyncio.ensure_future(client.next())
+    await asyncio.sleep(0)
+    assert client._held is None
+
+
 def events(*pieces):
     """The client's events for what a client sends, in the pieces it arrives in,
     and whatever it sent raw after an upgrade."""
@@ -131,6 +139,7 @@ def test_a_client_sending_faster_than_the_proxy_takes_is_no_longer_read_until_it
         client.connection_made(transport)
         arrive(client, b"PUT /x HTTP/1.1\r\nHost: d\r\nContent-Length: %d\r\n\r\n" % (64 << 20))
         await client.next()
+        await wants_the_body(client)
         while not transport.paused:
             arrive(client, b"x" * clientside.READ_BUFFER)
         queued = client._queued
@@ -187,6 +196,7 @@ def test_a_body_of_tiny_chunks_is_held_to_the_same_budget_as_any_other():
         client.connection_made(transport)
         arrive(client, b"PUT /x HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n")
         await client.next()
+        await wants_the_body(client)
         sent = 0
         while not transport.paused:
             arrive(client, b"2\r\nab\r\n" * 4096)
@@ -194,3 +204,74 @@ def test_a_body_of_tiny_chunks_is_held_to_the_same_budget_as_any_other():
         # each 2-byte piece counted with its overhead: paused long before HIGH bytes of data
         assert sent < clientside.HIGH // 8
     asyncio.run(run())
+
+
+def held_after(*pieces):
+    """(the events before the proxy asks for more, what relay_body gives)
+    for a client that sends `pieces`, each a read of its own."""
+    async def run():
+        client = clientside.Client(lambda client: asyncio.sleep(0))
+        transport = Transport()
+        client.connection_made(transport)
+        for piece in pieces:
+            arrive(client, piece)
+        got = []
+        while client.events:
+            got.append(await client.next())
+        return got, client.relay_body(), transport.paused
+    return asyncio.run(run())
+
+
+PUT = b"PUT /containers/x/archive?path=/ HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_what_follows_a_head_waits_for_the_proxy_and_can_be_relayed_unparsed():
+    body = b"5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"
+    got, held, paused = held_after(PUT + body[:9], body[9:])
+    assert [e.target for e in got] == [b"/containers/x/archive?path=/"]  # no body events: llhttp stopped
+    assert held == body and paused  # as it came, and the socket is read no more here
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, len(PUT) - 3, len(PUT) - 2, len(PUT) - 1])
+def test_a_head_cut_anywhere_by_the_reads_still_ends_where_llhttp_ends_it(cut):
+    got, held, _ = held_after(PUT[:cut], PUT[cut:] + b"0\r\n\r\n")
+    assert len(got) == 1 and held == b"0\r\n\r\n"
+
+
+def test_empty_lines_before_a_request_line_are_not_its_end():
+    got, held, _ = held_after(b"\r\n\r\n" + PUT + b"0\r\n\r\n")
+    assert len(got) == 1 and held == b"0\r\n\r\n"
+
+
+def test_a_request_pipelined_behind_a_body_is_never_relayed():
+    first = b"POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 2\r\n\r\n{}"
+
+    async def run():
+        client = clientside.Client(lambda client: asyncio.sleep(0))
+        client.connection_made(Transport())
+        arrive(client, first + PUT + b"3\r\nabc\r\n0\r\n\r\n")
+        events = [await client.next() for _ in range(5)]
+        return events, client.relay_body()
+    events, held = asyncio.run(run())
+    assert [e.target if isinstance(e, clientside.Head) else e for e in events] == [
+        b"/containers/create", [b"{}"], clientside.Client.END, b"/containers/x/archive?path=/", [b"abc"]]
+    assert held is None  # llhttp read its body: the proxy frames it anew instead
+
+
+def test_a_raw_stream_after_a_switch_keeps_what_was_held():
+    async def run():
+        client = clientside.Client(lambda client: asyncio.sleep(0))
+        client.connection_made(Transport())
+        arrive(client, b"GET /x HTTP/1.1\r\nHost: d\r\nUpgrade: tcp\r\n\r\nraw bytes")
+        await client.next()
+        client.take_raw()
+        return await client.read_raw()
+    assert asyncio.run(run()) == b"raw bytes"
+
+
+def test_llhttp_takes_crlf_line_ends_only():
+    """What the head's end is found by: a bare LF anywhere in a head is a bad request."""
+    for bad in (b"PUT /x HTTP/1.1\nHost: d\r\n\r\n", b"PUT /x HTTP/1.1\r\nHost: d\n\r\n",
+                b"PUT /x HTTP/1.1\r\nHost: d\r\n\n"):
+        with pytest.raises(clientside.BadRequest):
+            events(bad + b"0\r\n\r\n")

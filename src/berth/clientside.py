@@ -21,10 +21,12 @@ body).
 
 import asyncio
 import collections
+import select
 
 import httptools
 
-Head = collections.namedtuple("Head", "method target headers version")
+# `upgrade`: llhttp's own verdict (an Upgrade header and a Connection: upgrade token)
+Head = collections.namedtuple("Head", "method target headers version upgrade", defaults=(False,))
 
 READ_BUFFER = 256 * 1024
 # The kernel reads every connection's bytes into this one buffer: asyncio and
@@ -45,6 +47,10 @@ MAX_EVENTS = 1024  # and past this many parsed events (pipelined heads, say)
 # counted, so a body of 2-byte chunks is held to HIGH like any other.
 PIECE_OVERHEAD = 64
 MAX_HEAD = 64 << 10  # a request head past this is refused (h11's own cap, which the old proxy had)
+# Empty lines before a request line: RFC 9112 asks servers to ignore "at
+# least one"; the docker CLI sends none. More is a client feeding the
+# proxy 4-byte heads, each a pass through the parser.
+MAX_BLANK = 4
 
 
 class BadRequest(Exception):
@@ -78,9 +84,11 @@ class Client(asyncio.BufferedProtocol):
         self._error = None
         # Between bodies a read is fed to llhttp only up to the end of a head
         # (`_tail`: the last bytes of a head cut by a read); what follows the
-        # head is `_held` (a list) until the proxy takes the next event or
-        # relays the body.
+        # head is `_held` ((bytes, start, end) pieces, never copied again)
+        # until the proxy takes the next event or relays the body.
         self._between = True
+        self._in_head = False
+        self._blank = 0
         self._tail = b""
         self._head_fed = False
         self._held = None
@@ -103,21 +111,26 @@ class Client(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes):
         if self._error is not None:
             return  # refused: nothing more of this connection is parsed (reading is paused)
-        self._process(_SHARED_BYTES, nbytes)
+        self._process(_SHARED_BYTES, 0, nbytes)
         if (self._queued > HIGH or len(self.events) > MAX_EVENTS) and not self._paused:
             self._pause()
         self._wake()
 
-    def _process(self, buf, end):
-        """Parse buf[:end]: heads on their own, what follows a head held back."""
-        view, pos = memoryview(buf), 0
+    def _process(self, buf, pos, end):
+        """Parse buf[pos:end] (the shared buffer, or held bytes): heads on
+        their own, what follows a head held back."""
+        view = memoryview(buf)
         while pos < end and self._error is None:
             if self.upgraded:
                 self._after_upgrade(bytes(view[pos:end]))
                 return
             if self._held is not None:
-                self._held.append(bytes(view[pos:end]))
+                if buf is _SHARED_BYTES:  # the next read overwrites it
+                    buf, pos, end = bytes(view[pos:end]), 0, end - pos
+                self._held.append((buf, pos, end))
                 self._pause()
+                return
+            if self._between and not self._in_head and not self._blank_lines(view, pos, end):
                 return
             stop = self._head_end(buf, pos, end) if self._between else end
             self._head_fed = self._between
@@ -128,20 +141,31 @@ class Client(asyncio.BufferedProtocol):
             except (BadRequest, httptools.HttpParserCallbackError) as e:
                 # raised in a callback (a head too big); httptools wraps it, or passes it on
                 cause = e if isinstance(e, BadRequest) else e.__context__ or e.__cause__
-                self._error = cause if isinstance(cause, BadRequest) else BadRequest(str(e))
-                self._pause()
+                self._refused(cause if isinstance(cause, BadRequest) else BadRequest(str(e)))
             except httptools.HttpParserError as e:
-                self._error = BadRequest(str(e))
-                self._pause()
+                self._refused(BadRequest(str(e)))
             finally:
                 self._head_fed = False
             pos = stop
+
+    def _blank_lines(self, view, pos, end):
+        """Count the empty lines before a request line; False (refused) past MAX_BLANK bytes."""
+        lead = bytes(view[pos:min(end, pos + MAX_BLANK + 1)])
+        self._blank += len(lead) - len(lead.lstrip(b"\r\n"))
+        if self._blank > MAX_BLANK:
+            self._refused(BadRequest("empty lines before a request line"))
+            return False
+        return True
+
+    def _refused(self, error):
+        self._error = error
+        self._pause()
 
     def _head_end(self, buf, start, end):
         """Where in buf[start:end] the head being read ends (past its blank
         line), or `end`, remembering the last bytes for the next read."""
         if self._tail:
-            across = (self._tail + bytes(buf[start:start + 3])).find(HEAD_END)
+            across = (self._tail + bytes(buf[start:min(start + 3, end)])).find(HEAD_END)
             if across >= 0:
                 found, self._tail = start + across + len(HEAD_END) - len(self._tail), b""
                 return found
@@ -174,6 +198,7 @@ class Client(asyncio.BufferedProtocol):
 
     def on_message_begin(self):
         self._url, self._headers, self._head_size = [], [], 0
+        self._in_head, self._blank = True, 0
 
     def _head_grew(self, size):
         self._head_size += size
@@ -189,10 +214,11 @@ class Client(asyncio.BufferedProtocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self):
+        upgrade = self.parser.should_upgrade()
         self.events.append(Head(self.parser.get_method(), b"".join(self._url), self._headers,
-                                self.parser.get_http_version()))
-        self._between = False
-        if self._head_fed and not self.parser.should_upgrade():
+                                self.parser.get_http_version(), upgrade))
+        self._between = self._in_head = False
+        if self._head_fed and not upgrade:
             self._held = []  # llhttp stopped at the head's end: the rest waits for the proxy
 
     def on_body(self, body):
@@ -215,6 +241,17 @@ class Client(asyncio.BufferedProtocol):
         self._on_end = callback
         if callback is not None and self._eof:
             self._ended()
+
+    def gone(self):
+        """Whether the client has closed its socket altogether, not only its
+        sending side (POLLHUP: both directions shut)."""
+        sock = self.transport.get_extra_info("socket") if not self.transport.is_closing() else None
+        fd = sock.fileno() if sock is not None else -1
+        if fd < 0:
+            return True
+        poll = select.poll()
+        poll.register(fd, select.POLLIN)
+        return any(events & (select.POLLHUP | select.POLLERR) for _, events in poll.poll(0))
 
     def _ended(self):
         callback, self._on_end = self._on_end, None
@@ -263,9 +300,12 @@ class Client(asyncio.BufferedProtocol):
 
     def _release(self):
         """The proxy wants the body parsed: what was held back is parsed now."""
-        held, self._held = b"".join(self._held), None
-        if held:
-            self._process(held, len(held))
+        pieces, self._held = self._held, None
+        if len(pieces) == 1:
+            self._process(*pieces[0])
+        elif pieces:
+            held = _joined(pieces)
+            self._process(held, 0, len(held))
         self._taken(0)
 
     # --- a body relayed unparsed -------------------------------------------------------
@@ -278,7 +318,7 @@ class Client(asyncio.BufferedProtocol):
         a body): its body then comes as events."""
         if self._held is None or self.events:
             return None
-        held, self._held = b"".join(self._held), None
+        held, self._held = _joined(self._held), None
         self._relayed = True
         self._pause()
         return held
@@ -318,7 +358,7 @@ class Client(asyncio.BufferedProtocol):
             self.upgraded = True
             self.events.clear()
             if self._held is not None:
-                held, self._held = b"".join(self._held), None
+                held, self._held = _joined(self._held), None
                 if held:
                     self._queued += len(held)
                     self.raw.append(held)
@@ -363,6 +403,10 @@ class Client(asyncio.BufferedProtocol):
 
     def close(self):
         self.transport.close()
+
+
+def _joined(pieces):
+    return b"".join(memoryview(buf)[start:end] for buf, start, end in pieces)
 
 
 def content_length(head):

@@ -97,14 +97,14 @@ def _upstream_headers(head, body_length=None):
     a re-encoded body, else as the client framed it (a length, or chunks).
     Each request goes on a connection of its own, which says so
     (`Connection: close`): dockerd reads no second request from it, whatever
-    it makes of a body's framing. An upgrade (attach, exec start) keeps its
-    own `Connection: Upgrade`: the connection is a raw stream afterwards."""
-    upgrade = any(name.lower() == b"connection" and b"upgrade" in value.lower() for name, value in head.headers)
-    dropped = (b"content-length", b"transfer-encoding") if upgrade else \
-        (b"content-length", b"transfer-encoding", b"connection", b"keep-alive")
+    it makes of a body's framing. Only a request llhttp read as an upgrade
+    (attach, exec start: an Upgrade header and a Connection: upgrade token)
+    says `Connection: Upgrade` instead, and it is never relayed: the proxy
+    parsed its body, and the connection is a raw stream afterwards."""
+    dropped = (b"content-length", b"transfer-encoding", b"connection", b"keep-alive") + \
+        (() if head.upgrade else (b"upgrade",))
     out = [(name, value) for name, value in head.headers if name.lower() not in dropped]
-    if not upgrade:
-        out.append((b"Connection", b"close"))
+    out.append((b"Connection", b"Upgrade" if head.upgrade else b"close"))
     if body_length is None and clientside.has_body(head):
         if _chunked(head):
             out.append((b"Transfer-Encoding", b"chunked"))
@@ -119,6 +119,20 @@ def _chunked(head):
     """Whether the client sent its body in chunks (llhttp has checked that
     such a body ends in them), so it goes on in chunks of berth's own."""
     return any(name.lower() == b"transfer-encoding" for name, _ in head.headers)
+
+
+def _client_ended(client, up_writer):
+    """The client ended while its answer was pending: dockerd sees what it
+    would have seen of a client of its own socket. Gone altogether: the
+    connection goes (dockerd stops a `docker run -d`'s wait, a `logs -f`,
+    a body it never read, and the proxy lets go of the connection); only
+    done sending: its end of sending, passed on."""
+    if up_writer.transport.is_closing():
+        return
+    if client.gone():
+        up_writer.transport.abort()
+    elif up_writer.can_write_eof():
+        up_writer.write_eof()
 
 
 _PEERCRED = struct.Struct("3i")
@@ -342,19 +356,13 @@ class Handler:
                                                                           else len(encoded)))))
             if encoded is not None:
                 up_writer.write(up.send(h11.Data(data=encoded)) + up.send(h11.EndOfMessage()))
-            elif clientside.has_body(head) and (held := client.relay_body()) is not None:
+            elif clientside.has_body(head) and not head.upgrade and (held := client.relay_body()) is not None:
                 return await self._relayed(conn, client, writer, up, up_reader, up_writer, held)
             else:
                 await self._stream_request(client, up, up_writer, chunked=_chunked(head))
             await up_writer.drain()
 
-            def client_ended():
-                # As dockerd sees a client of its own socket go: it stops
-                # what it would answer (a `docker run -d`'s wait, logs -f).
-                if not up_writer.transport.is_closing() and up_writer.can_write_eof():
-                    up_writer.write_eof()
-
-            client.on_end(client_ended)
+            client.on_end(lambda: _client_ended(client, up_writer))
             try:
                 return await self._stream_response(conn, client, writer, up, up_reader, up_writer)
             finally:
@@ -377,11 +385,17 @@ class Handler:
             if error is not None:
                 log.debug("%s: a relayed body ended short: %s", self.user or "-", error)
                 up_writer.transport.abort()  # dockerd sees the body cut short, as it would have directly
-            elif up_writer.can_write_eof():
-                up_writer.write_eof()  # the client's end of sending, passed on
+            else:
+                _client_ended(client, up_writer)
 
-        relay = splicerelay.Relay(asyncio.get_running_loop(), client.get_extra_info("socket").fileno(),
-                                  up_writer.get_extra_info("socket").fileno(), ended)
+        client_sock, up_sock = client.get_extra_info("socket"), up_writer.get_extra_info("socket")
+        if client.transport.is_closing() or client_sock is None or up_sock is None:
+            return False  # the client went away (or dockerd did) before its body
+        try:
+            relay = splicerelay.Relay(asyncio.get_running_loop(), client_sock.fileno(), up_sock.fileno(), ended)
+        except OSError as e:
+            log.debug("%s: no relay for a body: %s", self.user or "-", e)
+            return False
         try:
             await self._stream_response(conn, client, writer, up, up_reader, up_writer, relayed=True)
         finally:

@@ -275,3 +275,68 @@ def test_llhttp_takes_crlf_line_ends_only():
                 b"PUT /x HTTP/1.1\r\nHost: d\r\n\n"):
         with pytest.raises(clientside.BadRequest):
             events(bad + b"0\r\n\r\n")
+
+
+def test_a_flood_of_empty_lines_is_a_bad_request_not_a_loop_of_4_byte_heads():
+    assert events(b"\r\n\r\n" + PUT + b"0\r\n\r\n")[0][0].method == b"PUT"  # a few are fine (RFC 9112)
+    for flood in ([b"\r\n" * 100_000], [b"\r\n\r\n", b"\r\n", b"GET / HTTP/1.1\r\n\r\n"]):
+        with pytest.raises(clientside.BadRequest, match="empty lines"):
+            events(*flood)
+
+
+def test_a_head_end_is_never_read_from_another_reads_leftover_bytes():
+    """The shared buffer still holds whatever the last read of any connection left there."""
+    async def run():
+        client = clientside.Client(lambda client: asyncio.sleep(0))
+        client.connection_made(Transport())
+        arrive(client, b"GET /info HTTP/1.1\r\nHost: d\r\n")
+        clientside._SHARED[:4] = b"\r\n\r\n"  # another connection's read
+        buf = client.get_buffer(-1)
+        buf[:1] = b"\r"
+        client.buffer_updated(1)  # this client sent only "\r"
+        return list(client.events)
+    assert asyncio.run(run()) == []
+
+
+def test_many_pipelined_requests_in_one_read_are_parsed_in_linear_time():
+    """What follows each head is held without copying it again: 10000 tiny
+    requests in one read once took a copy of the rest of the read each."""
+    import time
+    one = b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"
+
+    async def run():
+        client = clientside.Client(lambda client: asyncio.sleep(0))
+        client.connection_made(Transport())
+        data = one * (clientside.READ_BUFFER // len(one))
+        arrive(client, data)
+        heads = 0
+        started = time.process_time()
+        while heads < len(data) // len(one):
+            if isinstance(await client.next(), clientside.Head):
+                heads += 1
+        return heads, time.process_time() - started
+    heads, spent = asyncio.run(run())
+    assert heads == clientside.READ_BUFFER // len(one)
+    assert spent < 2.0  # about 0.1 s; the copies made it 1.5 s more
+
+
+def test_llhttps_own_upgrade_verdict_is_on_the_head():
+    got, _ = events(b"GET /x HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\n\r\n",)
+    assert got[0].upgrade is False  # no Upgrade header: not an upgrade, whatever Connection says
+    got, _ = events(b"POST /exec/x/start HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                    b"Content-Length: 2\r\n\r\n{}")
+    assert got[0].upgrade is True
+
+
+@pytest.mark.parametrize("connection", [b"Upgrade", b"keep-alive, x-noupgrade", b"close, upgrade", b"keep-alive"])
+def test_dockerd_is_told_one_request_a_connection_unless_llhttp_read_an_upgrade(connection):
+    from berth import proxy
+    head = clientside.Head(b"PUT", b"/containers/x/archive", [
+        (b"Host", b"d"), (b"Connection", connection), (b"Keep-Alive", b"timeout=5"), (b"Upgrade", b"tcp"),
+        (b"Transfer-Encoding", b"chunked")], "1.1")  # llhttp: not an upgrade (or it would say so)
+    headers = proxy._upstream_headers(head)
+    assert [v for n, v in headers if n.lower() == b"connection"] == [b"close"]
+    assert not [n for n, _ in headers if n.lower() in (b"keep-alive", b"upgrade")]
+    upgrade = proxy._upstream_headers(head._replace(upgrade=True))
+    assert [v for n, v in upgrade if n.lower() == b"connection"] == [b"Upgrade"]
+    assert (b"Upgrade", b"tcp") in upgrade

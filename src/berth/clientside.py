@@ -95,6 +95,8 @@ class Client(asyncio.BufferedProtocol):
         self._relayed = False  # the rest of the connection goes to dockerd past this protocol
         self._waiter = None
         self._on_end = None
+        self._hangup = None
+        self._gone = False
         self._can_write = asyncio.Event()
         self._can_write.set()
         self.task = None
@@ -103,7 +105,36 @@ class Client(asyncio.BufferedProtocol):
 
     def connection_made(self, transport):
         self.transport = transport
+        self._watch_hangup()
         self.task = asyncio.ensure_future(self._serve(self))
+
+    def _watch_hangup(self):
+        """Notice the client closing its socket even while it is not read
+        (bytes held back, a body relayed, an answer pending): an epoll of
+        this socket alone, with no events asked for, wakes only at a hangup."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is None or sock.fileno() < 0:
+            return
+        watcher = select.epoll()
+        try:
+            watcher.register(sock.fileno(), 0)
+            asyncio.get_running_loop().add_reader(watcher.fileno(), self._hung_up)
+        except (OSError, RuntimeError):
+            watcher.close()
+            return
+        self._hangup = watcher
+
+    def _unwatch_hangup(self):
+        if self._hangup is not None:
+            asyncio.get_running_loop().remove_reader(self._hangup.fileno())
+            self._hangup.close()
+            self._hangup = None
+
+    def _hung_up(self):
+        self._unwatch_hangup()
+        self._eof = self._gone = True
+        self._ended()
+        self._wake()
 
     def get_buffer(self, sizehint):
         return _SHARED
@@ -158,7 +189,14 @@ class Client(asyncio.BufferedProtocol):
         return True
 
     def _refused(self, error):
+        """Nothing more of this connection is read. A head llhttp queued
+        before it found the request bad (its framing is checked after the
+        head's callback) goes too: the proxy answers 400, and never sends
+        such a head on."""
         self._error = error
+        if self.events and isinstance(self.events[-1], Head):
+            self.events.pop()
+        self._held = None
         self._pause()
 
     def _head_end(self, buf, start, end):
@@ -183,7 +221,8 @@ class Client(asyncio.BufferedProtocol):
         return True  # half-closed: answers (and an exec's output) may still go out
 
     def connection_lost(self, exc):
-        self._eof = True
+        self._unwatch_hangup()
+        self._eof = self._gone = True
         self._ended()
         self._can_write.set()
         self._wake()
@@ -235,9 +274,10 @@ class Client(asyncio.BufferedProtocol):
     # --- the client's end, while an answer is pending -----------------------------------
 
     def on_end(self, callback):
-        """Call `callback` once if the client ends its side (or is gone)
-        before `on_end(None)`: at once if it already has. Not after an
-        upgrade, where the end is passed on with the raw stream."""
+        """Until `on_end(None)`, call `callback` when the client ends its
+        side, and again when it is gone altogether: at once if it already
+        has. Not after an upgrade, where the end is passed on with the raw
+        stream."""
         self._on_end = callback
         if callback is not None and self._eof:
             self._ended()
@@ -245,6 +285,8 @@ class Client(asyncio.BufferedProtocol):
     def gone(self):
         """Whether the client has closed its socket altogether, not only its
         sending side (POLLHUP: both directions shut)."""
+        if self._gone:
+            return True
         sock = self.transport.get_extra_info("socket") if not self.transport.is_closing() else None
         fd = sock.fileno() if sock is not None else -1
         if fd < 0:
@@ -254,9 +296,8 @@ class Client(asyncio.BufferedProtocol):
         return any(events & (select.POLLHUP | select.POLLERR) for _, events in poll.poll(0))
 
     def _ended(self):
-        callback, self._on_end = self._on_end, None
-        if callback is not None and not self.upgraded:
-            callback()
+        if self._on_end is not None and not self.upgraded:
+            self._on_end()
 
     # --- reading -------------------------------------------------------------------------
 
@@ -316,7 +357,7 @@ class Client(asyncio.BufferedProtocol):
         dockerd unparsed (splicerelay), and it carries no further request.
         None if llhttp has read on past the head (a request pipelined behind
         a body): its body then comes as events."""
-        if self._held is None or self.events:
+        if self._held is None or self.events or self._error is not None:
             return None
         held, self._held = _joined(self._held), None
         self._relayed = True
@@ -341,8 +382,7 @@ class Client(asyncio.BufferedProtocol):
         if self.events and self.events[-1] is self.END:
             self.events.pop()
         if any(name.lower() == b"transfer-encoding" for name, _ in head.headers):
-            self._error = BadRequest("an upgrade request with a chunked body")
-            self._pause()
+            self._refused(BadRequest("an upgrade request with a chunked body"))
             return
         self.upgraded = True
         self._upgrade_body_left = content_length(head)

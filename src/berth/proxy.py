@@ -73,6 +73,23 @@ async def _next(conn, reader):
         conn.receive_data(data)
 
 
+def _bad_request(conn, error):
+    """A 400 for a request llhttp or h11 would not read, if no answer to it
+    has begun: on `conn` where h11 can still answer, else on a fresh one (h11
+    answers nothing on a connection whose peer it has found in error)."""
+    if conn.our_state is not h11.SEND_RESPONSE:
+        if conn.our_state is not h11.IDLE:
+            return b""  # an answer is under way: the connection just ends
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"GET / HTTP/1.1\r\nHost: berth\r\n\r\n")
+        conn.next_event()
+    try:
+        return _refusal_response(conn, 400, f"a request that is not HTTP/1.1 ({error})",
+                                 "send what the docker CLI sends")
+    except h11.LocalProtocolError:
+        return b""
+
+
 def _form_body(head):
     return any(name.lower() == b"content-type" and value.split(b";")[0].strip().lower() in FORM_TYPES
                for name, value in head.headers)
@@ -121,18 +138,25 @@ def _chunked(head):
     return any(name.lower() == b"transfer-encoding" for name, _ in head.headers)
 
 
-def _client_ended(client, up_writer):
-    """The client ended while its answer was pending: dockerd sees what it
-    would have seen of a client of its own socket. Gone altogether: the
-    connection goes (dockerd stops a `docker run -d`'s wait, a `logs -f`,
-    a body it never read, and the proxy lets go of the connection); only
-    done sending: its end of sending, passed on."""
-    if up_writer.transport.is_closing():
-        return
-    if client.gone():
-        up_writer.transport.abort()
-    elif up_writer.can_write_eof():
-        up_writer.write_eof()
+def _passing_the_end(client, up_writer):
+    """What to do when the client ends while its answer is pending: dockerd
+    sees what it would have seen of a client of its own socket. Gone
+    altogether: the connection goes (dockerd stops a `docker run -d`'s
+    wait, a `logs -f`, a body it never read, and the proxy lets go of the
+    connection); only done sending: its end of sending, passed on once (it
+    may go altogether later)."""
+    eof_passed = False
+
+    def ended():
+        nonlocal eof_passed
+        if up_writer.transport.is_closing():
+            return
+        if client.gone():
+            up_writer.transport.abort()
+        elif not eof_passed and up_writer.can_write_eof():
+            eof_passed = True
+            up_writer.write_eof()
+    return ended
 
 
 _PEERCRED = struct.Struct("3i")
@@ -193,12 +217,9 @@ class Handler:
             while await self._one(conn, client, writer, refused):
                 conn.start_next_cycle()
         except (clientside.BadRequest, h11.RemoteProtocolError) as e:
-            if conn.our_state is h11.IDLE:  # nothing of it reached h11: a head it can answer
-                conn.receive_data(b"GET / HTTP/1.1\r\nHost: berth\r\n\r\n")
-                conn.next_event()
-            if conn.our_state is h11.SEND_RESPONSE:
-                writer.write(_refusal_response(conn, 400, f"a request that is not HTTP/1.1 ({e})",
-                                               "send what the docker CLI sends"))
+            answer = _bad_request(conn, e)
+            if answer:
+                writer.write(answer)
         except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError) as e:
             log.debug("client connection ended: %s", e)
         except Exception:
@@ -362,7 +383,7 @@ class Handler:
                 await self._stream_request(client, up, up_writer, chunked=_chunked(head))
             await up_writer.drain()
 
-            client.on_end(lambda: _client_ended(client, up_writer))
+            client.on_end(_passing_the_end(client, up_writer))
             try:
                 return await self._stream_response(conn, client, writer, up, up_reader, up_writer)
             finally:
@@ -380,13 +401,14 @@ class Handler:
         if held:
             up_writer.write(held)
         await up_writer.drain()  # before the relay writes past the transport
+        client_ended = _passing_the_end(client, up_writer)
 
         def ended(error):
             if error is not None:
                 log.debug("%s: a relayed body ended short: %s", self.user or "-", error)
                 up_writer.transport.abort()  # dockerd sees the body cut short, as it would have directly
             else:
-                _client_ended(client, up_writer)
+                client_ended()
 
         client_sock, up_sock = client.get_extra_info("socket"), up_writer.get_extra_info("socket")
         if client.transport.is_closing() or client_sock is None or up_sock is None:
@@ -396,9 +418,11 @@ class Handler:
         except OSError as e:
             log.debug("%s: no relay for a body: %s", self.user or "-", e)
             return False
+        client.on_end(client_ended)  # the client's reading is paused: its hangup is watched apart
         try:
             await self._stream_response(conn, client, writer, up, up_reader, up_writer, relayed=True)
         finally:
+            client.on_end(None)
             relay.close()
         return False
 

@@ -133,6 +133,16 @@ def test_raw_http_that_tries_to_get_past(proxied, request_bytes, words):
     assert answer.startswith(f"HTTP/1.1 {status}") and words in answer, answer[:300]
 
 
+def test_a_head_h11_will_not_read_is_answered_400_and_logged_without_a_traceback(proxied, harness):
+    _, _, listen = proxied
+    for request in (b"GET /_ping HTTP/1.1\r\n\r\n", b"GET /_ping HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                    b"\r\n" * 1000 + b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"):
+        answer = raw(listen, request)
+        assert answer.startswith("HTTP/1.1 400") and "berth: a request that is not HTTP/1.1" in answer, answer
+    with open(f"{harness.root}/log/proxy.log") as f:
+        assert "Traceback" not in f.read()
+
+
 def test_a_streamed_body_framed_by_its_length_goes_through_whole(proxied):
     """The docker CLI sends its uploads chunked; a client may give a Content-Length instead."""
     import io
@@ -250,12 +260,19 @@ def test_a_client_gone_mid_answer_or_mid_upload_leaves_no_connection_behind(prox
             time.sleep(0.1)
         assert open_connections(harness, user) == 0
         assert killed_midway(harness, user, ["docker", "-H", f"unix://{listen}", "logs", "-f", "px-cut"]) == 0
-        # a body dockerd never reads (it waits for the container first), and the client gone
-        for _ in range(3):
+        # a body dockerd never reads (it waits for the container first), and the client gone: at once,
+        # after ending its side first, or while bytes it sent after a head are held back
+        for request, half_close in [
+                (b"POST /containers/px-cut/wait HTTP/1.1\r\nHost: d\r\nContent-Length: 100\r\n\r\n" + b"x" * 10, False),
+                (b"POST /containers/px-cut/wait HTTP/1.1\r\nHost: d\r\nContent-Length: 100\r\n\r\n" + b"x" * 10, True),
+                (b"GET /events HTTP/1.1\r\nHost: d\r\n\r\nX", False)]:
             with socket.socket(socket.AF_UNIX) as s:
                 s.connect(listen)
-                s.sendall(b"POST /containers/px-cut/wait HTTP/1.1\r\nHost: d\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+                s.sendall(request)
                 time.sleep(0.2)
+                if half_close:
+                    s.shutdown(socket.SHUT_WR)
+                    time.sleep(0.2)
         deadline = time.monotonic() + 10
         while open_connections(harness, user) and time.monotonic() < deadline:
             time.sleep(0.1)

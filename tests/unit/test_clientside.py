@@ -27,6 +27,9 @@ class Transport:
     def write(self, data):
         self.written.append(data)
 
+    def get_extra_info(self, name, default=None):
+        return default  # no socket: nothing to watch for a hangup
+
 
 def arrive(client, data):
     """`data` arriving as the kernel hands it over: read into the client's buffer."""
@@ -340,3 +343,50 @@ def test_dockerd_is_told_one_request_a_connection_unless_llhttp_read_an_upgrade(
     upgrade = proxy._upstream_headers(head._replace(upgrade=True))
     assert [v for n, v in upgrade if n.lower() == b"connection"] == [b"Upgrade"]
     assert (b"Upgrade", b"tcp") in upgrade
+
+
+@pytest.mark.parametrize("framing", [b"Transfer-Encoding: identity", b"Transfer-Encoding: gzip",
+                                     b"Transfer-Encoding: chunked;q=1"])
+def test_a_head_llhttp_refuses_for_its_framing_is_never_handed_over(framing):
+    """llhttp checks a body's framing after the head's callback: the head it
+    queued goes with the refusal, so the proxy answers 400 and sends nothing on."""
+    async def run():
+        client = clientside.Client(lambda client: asyncio.sleep(0))
+        client.connection_made(Transport())
+        arrive(client, b"POST /images/load HTTP/1.1\r\nHost: d\r\n" + framing + b"\r\n\r\nabc")
+        with pytest.raises(clientside.BadRequest):
+            await client.next()
+        return client.relay_body()
+    assert asyncio.run(run()) is None
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_client_gone_while_not_read_is_noticed(loop, tmp_path):
+    """Reading paused (bytes held back after a head), an answer pending: the
+    hangup still reaches the proxy, which lets go of the request."""
+    import socket
+
+    from berth import proxy
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+
+    async def main():
+        ended = asyncio.get_running_loop().create_future()
+
+        async def serve(client):
+            await client.next()  # a head, and a byte after it held back
+            client.on_end(lambda: ended.done() or ended.set_result(client.gone()))
+            await asyncio.sleep(30)  # an answer that takes its time
+
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(tmp_path / "s"))
+        listener.listen()
+        server = await proxy.serve_socket(serve, listener)
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(str(tmp_path / "s"))
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: d\r\n\r\nX")
+        await asyncio.sleep(0.2)
+        sock.close()
+        gone = await asyncio.wait_for(ended, 5)
+        server.close()
+        return gone
+    assert run(main()) is True

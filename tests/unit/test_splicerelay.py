@@ -9,9 +9,10 @@ import threading
 
 import pytest
 
-from berth.splicerelay import Relay
+from berth import splicerelay
 
-LOOPS = ["asyncio", "uvloop"]
+# each way a relay runs (a thread of its own; the loop, past MAX_THREADS), on each loop the proxy runs on
+KINDS = [(loop, kind) for loop in ("asyncio", "uvloop") for kind in ("ThreadRelay", "LoopRelay")]
 
 
 def run_on(loop_name, coro):
@@ -38,8 +39,17 @@ def open_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.parametrize("loop_name", LOOPS)
-def test_every_byte_goes_through_in_order_and_the_clients_end_is_reported(loop_name):
+async def settled(before):
+    """The open descriptors once every relay thread has closed its own."""
+    for _ in range(100):
+        if splicerelay.ThreadRelay.running == 0 and open_fds() == before:
+            break
+        await asyncio.sleep(0.02)
+    return open_fds()
+
+
+@pytest.mark.parametrize("loop_name, kind", KINDS)
+def test_every_byte_goes_through_in_order_and_the_clients_end_is_reported(loop_name, kind):
     payload = os.urandom(8 << 20)
 
     async def main():
@@ -47,7 +57,7 @@ def test_every_byte_goes_through_in_order_and_the_clients_end_is_reported(loop_n
         before = open_fds()
         loop = asyncio.get_running_loop()
         ended = loop.create_future()
-        relay = Relay(loop, src.fileno(), dst.fileno(), ended.set_result)
+        relay = getattr(splicerelay, kind)(loop, src.fileno(), dst.fileno(), ended.set_result)
         got = []
         reader = threading.Thread(target=receive, args=(daemon, len(payload), got))
         reader.start()
@@ -61,7 +71,7 @@ def test_every_byte_goes_through_in_order_and_the_clients_end_is_reported(loop_n
         await loop.run_in_executor(None, reader.join)
         sender.join()
         relay.close()
-        after = open_fds()
+        after = await settled(before)
         for s in (client, src, dst, daemon):
             s.close()
         return error, b"".join(got), before, after
@@ -70,12 +80,12 @@ def test_every_byte_goes_through_in_order_and_the_clients_end_is_reported(loop_n
     assert after == before  # its duplicates and its pipe are closed
 
 
-@pytest.mark.parametrize("loop_name", LOOPS)
-def test_a_slow_dockerd_holds_the_client_back_not_the_proxys_memory(loop_name):
+@pytest.mark.parametrize("loop_name, kind", KINDS)
+def test_a_slow_dockerd_holds_the_client_back_not_the_proxys_memory(loop_name, kind):
     async def main():
         client, src, dst, daemon = pairs()
         loop = asyncio.get_running_loop()
-        relay = Relay(loop, src.fileno(), dst.fileno(), lambda error: None)
+        relay = getattr(splicerelay, kind)(loop, src.fileno(), dst.fileno(), lambda error: None)
         sent = [0]
         client.settimeout(0.5)
 
@@ -103,13 +113,13 @@ def test_a_slow_dockerd_holds_the_client_back_not_the_proxys_memory(loop_name):
     assert stuck < (16 << 20) and got == stuck
 
 
-@pytest.mark.parametrize("loop_name", LOOPS)
-def test_dockerd_gone_ends_the_relay_with_the_error(loop_name):
+@pytest.mark.parametrize("loop_name, kind", KINDS)
+def test_dockerd_gone_ends_the_relay_with_the_error(loop_name, kind):
     async def main():
         client, src, dst, daemon = pairs()
         loop = asyncio.get_running_loop()
         ended = loop.create_future()
-        relay = Relay(loop, src.fileno(), dst.fileno(), ended.set_result)
+        relay = getattr(splicerelay, kind)(loop, src.fileno(), dst.fileno(), ended.set_result)
         daemon.close()
         client.sendall(b"x" * 4096)
         error = await asyncio.wait_for(ended, 10)
@@ -117,4 +127,42 @@ def test_dockerd_gone_ends_the_relay_with_the_error(loop_name):
         for s in (client, src, dst):
             s.close()
         return error
-    assert isinstance(run_on(loop_name, main()), OSError)
+    # dockerd's side: the proxy reads its answer on, rather than cutting the connection
+    assert isinstance(run_on(loop_name, main()), splicerelay.DockerdGone)
+
+
+@pytest.mark.parametrize("loop_name, kind", KINDS)
+def test_a_relay_stopped_midway_reports_nothing_and_gives_its_descriptors_back(loop_name, kind):
+    async def main():
+        client, src, dst, daemon = pairs()
+        before = open_fds()
+        loop = asyncio.get_running_loop()
+        ends = []
+        relay = getattr(splicerelay, kind)(loop, src.fileno(), dst.fileno(), ends.append)
+        client.sendall(b"x" * 4096)
+        await asyncio.sleep(0.05)
+        relay.close()  # dockerd answered: the proxy is done with it
+        client.close()  # and then the client's end comes
+        await asyncio.sleep(0.1)
+        after = await settled(before - 1)
+        got = daemon.recv(8192)
+        for s in (src, dst, daemon):
+            s.close()
+        return ends, after, before, got
+    ends, after, before, got = run_on(loop_name, main())
+    assert ends == [] and after == before - 1  # the client's socket closed too
+    assert got == b"x" * 4096
+
+
+def test_past_max_threads_the_loop_drives_relays(monkeypatch):
+    async def main():
+        loop = asyncio.get_running_loop()
+        client, src, dst, daemon = pairs()
+        monkeypatch.setattr(splicerelay, "MAX_THREADS", 0)
+        relay = splicerelay.Relay(loop, src.fileno(), dst.fileno(), lambda error: None)
+        kind = type(relay).__name__
+        relay.close()
+        for s in (client, src, dst, daemon):
+            s.close()
+        return kind
+    assert asyncio.run(main()) == "LoopRelay"

@@ -3,7 +3,7 @@
 On asyncio (uvloop where it is installed): the client's requests are
 parsed by llhttp (clientside.py) and each head is checked by h11 too, which
 frames the answers; dockerd's side is h11 both ways, but for the bodies the
-proxy streams, which it frames itself. For each request:
+proxy relays. For each request:
 - the target is canonicalised (policy.canonical) and the endpoint checked;
 - a JSON body of an endpoint the policy reads (container/exec/volume/network
   create) is read whole, chunked or not, up to apijson.MAX_BODY, parsed as
@@ -12,12 +12,15 @@ proxy streams, which it frames itself. For each request:
 - any other body (image load, build context, docker cp) goes through as the
   client sent it, unparsed and spliced in the kernel (splicerelay), on a
   connection to dockerd that carries that request alone (`Connection:
-  close`, as every request to dockerd says), so however dockerd reads its
-  framing, nothing after it is a request;
+  close`, as every request to dockerd says but an upgrade llhttp itself
+  read), so however dockerd reads its framing, nothing after it is a
+  request; the connection to the client ends with the answer;
 - a refusal is HTTP 403 {"message": "berth: <what>; <instead>"}, and nothing
   of the request reaches dockerd;
 - responses stream back; a 101 (attach, exec start) turns the connection
-  into a raw byte pipe both ways, with half-close.
+  into a raw byte pipe both ways, with half-close;
+- a client that hangs up while its answer is pending is hung up on at
+  dockerd too, as dockerd would see its own client go.
 
 This module serves one socket; proxyd runs it for every user as one
 host-wide service. Each client connection gets its own upstream

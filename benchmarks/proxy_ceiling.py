@@ -14,6 +14,7 @@ Run as root on a box with docker.io and catatonit:
 """
 
 import argparse
+import contextlib
 import fcntl
 import os
 import resource
@@ -40,33 +41,34 @@ def pump(src, dst):
     """One direction: read into a 256 KiB buffer, write it all, pass the end on."""
     buf = bytearray(256 << 10)
     view = memoryview(buf)
-    try:
+    with passing_the_end(dst):
         while n := src.recv_into(buf):
             dst.sendall(view[:n])
-    except OSError:
-        pass
-    try:
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 def pump_splice(src, dst):
     """One direction through a pipe, never in userspace."""
     r, w = os.pipe()
     fcntl.fcntl(w, F_SETPIPE_SZ, 1 << 20)
-    try:
+    with passing_the_end(dst):
         while n := os.splice(src.fileno(), w, 1 << 20):
             while n:
                 n -= os.splice(r, dst.fileno(), n)
+    os.close(r)
+    os.close(w)
+
+
+@contextlib.contextmanager
+def passing_the_end(dst):
+    """Until the source ends or fails; then dst's end of sending."""
+    try:
+        yield
     except OSError:
         pass
     try:
         dst.shutdown(socket.SHUT_WR)
     except OSError:
         pass
-    os.close(r)
-    os.close(w)
 
 
 def relay(listener, target, upload=pump):

@@ -401,9 +401,9 @@ class Handler:
         client_ended = _passing_the_end(client, up_writer)
 
         def ended(error):
-            if isinstance(error, splicerelay.DockerdGone):
+            if isinstance(error, splicerelay.DockerdGone):  # its answer is read to its end meanwhile
                 log.debug("%s: dockerd stopped taking a relayed body: %s", self.user or "-", error)
-            elif error is not None:  # dockerd's answer is read to its end meanwhile
+            elif error is not None:
                 log.debug("%s: a relayed body ended short: %s", self.user or "-", error)
                 up_writer.transport.abort()  # dockerd sees the body cut short, as it would have directly
             else:

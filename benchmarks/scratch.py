@@ -22,6 +22,8 @@ class Scratch:
         self.env = dict(os.environ, BERTH_CONFIG=self.config)
         self.python = python
         self.users = []
+        from berth import logindigest
+        self.had_login_digests = os.path.isdir(logindigest.DIR)
 
     def add_user(self, name):
         subprocess.run(["useradd", "-M", "-N", "-g", "users", name], check=True)
@@ -58,7 +60,9 @@ class Scratch:
                 pass
         try:
             os.unlink(logindigest.path_for(self.config))
-        except FileNotFoundError:
+            if not self.had_login_digests:
+                os.rmdir(logindigest.DIR)  # made by this run's `berth up`; empty unless a real login came
+        except OSError:
             pass
         with open("/proc/self/mounts") as f:
             points = [line.split()[1] for line in f if line.split()[1].startswith(self.root + "/")]

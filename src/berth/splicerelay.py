@@ -9,7 +9,12 @@ Each relay runs in a thread of its own, blocked in poll(2) between reads:
 driven by the event loop instead (a wakeup, a callback and an epoll round
 for each of the CLI's 32 KiB writes) it took 130-140 ms of CPU for 300 MiB
 against 100, and docker cp went 0.82x of direct against 0.87x, alternated
-in one run. Each thread takes the interpreter's lock at each of its
+in one run. And a thread can wait: a read of less than COALESCE waits NAP
+for the CLI's next writes before it goes on, so the proxy and dockerd
+wake once for several of them. That took the proxy to 70-80 ms of CPU and
+docker cp to 0.93-0.94x of direct, against 0.78-0.79x without the wait
+(200 us: 0.88x), alternated in one run each; a body's last bytes arrive
+100 us later. Each thread takes the interpreter's lock at each of its
 wakeups, which delays the loop (32 busy relay threads: 49 ms at worst,
 against 20 ms driven by the loop), so past MAX_THREADS relays at once the
 loop drives them.
@@ -26,11 +31,14 @@ import fcntl
 import os
 import select
 import threading
+import time
 
 F_SETPIPE_SZ = 1031  # fcntl's number on Linux; Python names it from 3.10 on some builds only
 PIPE_SIZE = 1 << 20  # room for what the CLI has in flight, and then some: one splice a wakeup
 FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 MAX_THREADS = 8  # relays in threads at once, host-wide; the loop drives any more
+COALESCE = 128 << 10  # a read smaller than this waits NAP seconds for more
+NAP = 0.0001
 
 
 class DockerdGone(OSError):
@@ -152,6 +160,12 @@ class ThreadRelay:
                 continue
             if not size:
                 return  # the client's end of sending
+            if size < COALESCE:
+                time.sleep(NAP)
+                try:
+                    size += self._pipe.take()
+                except (BlockingIOError, InterruptedError):
+                    pass  # nothing more meanwhile (or the client's end, seen at the next read)
             while size and not self._stopped:
                 try:
                     size -= self._pipe.give(size)

@@ -175,6 +175,17 @@ def read_text(path):
         return ""
 
 
+def read_and_close(fd):
+    """Everything a pipe's reading end gives until its writers are gone; the end is closed."""
+    try:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        return data
+    finally:
+        os.close(fd)
+
+
 def remove(path):
     """rm -f: already gone is success."""
     try:

@@ -95,6 +95,15 @@ def _mounts(v, ctx):
     return False
 
 
+def _relabelled_binds(v, ctx):
+    """A Binds entry with SELinux relabelling (:z, :Z): root would relabel the user's path."""
+    for spec in v or ():
+        parts = str(spec).split(":")
+        if len(parts) >= 3 and {"z", "Z"} & set(parts[-1].split(",")):
+            return True
+    return False
+
+
 def _nonzero(v, ctx):
     return isinstance(v, (int, float)) and v != 0
 
@@ -191,6 +200,8 @@ CREATE = _resource_rows("HostConfig.") + (
     Rule("HostConfig.Mounts", _mounts, "a mount that is not a plain bind, volume or tmpfs, or that creates "
                                        "its source, or a volume with driver options",
          "bind an existing path (-v /home/you/data:/data), or use a plain named volume"),
+    Rule("HostConfig.Binds", _relabelled_binds, "SELinux relabelling of a bind (:z or :Z)",
+         "drop :z/:Z (berth would relabel your path as root); label it yourself with chcon if you need to"),
     Rule("HostConfig.VolumeDriver", _volume_driver, "a volume driver other than local",
          "use plain named volumes"),
     Rule("HostConfig.MaskedPaths", _not_null, "unmasked system paths (systempaths=unconfined)",

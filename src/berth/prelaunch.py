@@ -154,7 +154,8 @@ def _launch_locked(upaths, plan, fd):
     pid, made_bridge = None, False
     try:
         with daemonlaunch.open_log(upaths.log_file, upaths.user) as logf:
-            pid = daemonlaunch.spawn(daemonlaunch.argv(plan["dockerd"], plan["daemon_json"]), logf)
+            pid = daemonlaunch.spawn(daemonlaunch.argv(plan["dockerd"], plan["daemon_json"]), logf,
+                                     no_devices=plan["mode"] == "hardened")
         st = proc.stat(pid)
         rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), plan["dockerd"], plan["bridge"],
                                   plan["mode"], plan["containerd"])

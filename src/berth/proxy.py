@@ -36,7 +36,7 @@ import struct
 
 import h11
 
-from . import apijson, clientside, policy, splicerelay
+from . import apijson, clientside, policy, proxybinds, splicerelay
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,17 @@ IDLE_TIMEOUT = 600
 ARCHIVE = re.compile(r"/containers/([^/]+)/archive")
 ARCHIVE_TARGET = re.compile(rb"/containers/[^/?]+/archive")
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
-DRAIN_LIMIT = 1 << 30  # a refused upload is read and dropped up to this, then cut off
+DRAIN_LIMIT = 1 << 30
+REWRITE_LIMIT = 64 << 20  # an answer read whole to show pins as the user's paths (a listing of many containers)  # a refused upload is read and dropped up to this, then cut off
 
 
 def _refusal_response(conn, status, what, instead):
-    body = apijson.dumps({"message": f"berth: {what}; {instead}"})
+    return _answer_response(conn, status, f"berth: {what}; {instead}")
+
+
+def _answer_response(conn, status, message):
+    """An error answered as dockerd answers one: {"message": ...}."""
+    body = apijson.dumps({"message": message})
     return conn.send(h11.Response(status_code=status, headers=[
         ("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")])) \
         + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
@@ -180,8 +186,9 @@ class Handler:
     one user may hold open at once.
     """
 
-    def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None):
+    def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, binds=None):
         self.upstream_path = upstream_path
+        self.binds = binds  # proxybinds.Binds: bind sources resolved and pinned as the user
         self.ctx = ctx
         self.user = user
         self.uids = uids
@@ -278,7 +285,17 @@ class Handler:
                 return False
             if path == "/containers/create" and isinstance(body, dict) and body.field("HostConfig"):
                 key = next(k for k in body if k.casefold() == "hostconfig")
-                body[key] = policy.binds_to_mounts(body[key])
+                if self.binds is None:
+                    body[key] = policy.binds_to_mounts(body[key])
+                else:
+                    prepared, pinned = await self.binds.prepare_create(body[key])
+                    if isinstance(prepared, int):
+                        self._answer(writer, conn, method, target, prepared, pinned)
+                        return False
+                    body[key] = prepared
+                    if pinned:
+                        return await self._forward(conn, client, writer, head, body,
+                                                   on_status=self._pins_kept_if_created(pinned))
             elif path == "/networks/create" and isinstance(body, dict):
                 body = policy.name_bridge(body, self.ctx.bridge, secrets.token_hex(8))
         else:
@@ -298,26 +315,54 @@ class Handler:
                 self._refuse(writer, conn, method, target, refusal)
                 await self._drain(client)
                 return False
+            if self.binds is not None:
+                return await self._with_binds(conn, client, writer, head, method, target, path)
         return await self._forward(conn, client, writer, head, body)
+
+    async def _with_binds(self, conn, client, writer, head, method, target, path):
+        """A request that starts a container (its pins made again, as the
+        user, first), removes one (its pins swept after), or shows one (the
+        user's paths, not the pins)."""
+        start = proxybinds.START.fullmatch(path) if method == "POST" else None
+        if start:
+            container_id, answer = await self.binds.before_start(start[1])
+            if answer is not None:
+                self._answer(writer, conn, method, target, *answer)
+                await self._drain(client)
+                return False
+            if container_id:  # by the id that was checked: a name could be given to another container meanwhile
+                head = head._replace(target=re.sub(rb"/containers/[^/?]+/", b"/containers/" + container_id.encode()
+                                                   + b"/", head.target, count=1))
+        elif (method == "DELETE" and path.startswith("/containers/")) or path == "/containers/prune":
+            try:
+                return await self._forward(conn, client, writer, head, None)
+            finally:
+                self.binds.sweep_soon()
+        elif method == "GET" and (path == "/containers/json" or proxybinds.CONTAINER_JSON.fullmatch(path)) \
+                and self.binds.has_pins():
+            return await self._forward(conn, client, writer, head, None, rewrite=self.binds.display)
+        return await self._forward(conn, client, writer, head, None)
+
+    def _pins_kept_if_created(self, tokens):
+        def on_status(status):
+            if status != 201:
+                asyncio.ensure_future(self.binds.release(tokens))
+            self.binds.sweep_soon()
+        return on_status
+
+    def _answer(self, writer, conn, method, target, status, message):
+        self.refused += 1
+        log.info("answered %s: %s %s: %d %s", self.user or "-", method, target[:200], status, message[:200])
+        writer.write(_answer_response(conn, status, message))
 
     async def _binds_of(self, container):
         """(whether the container has a bind mount, its id), asked of dockerd
         itself; (False, None) if it does not know the container (it answers
         the request that way itself)."""
         try:
-            up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path)
-        except OSError:
-            return False, None
-        try:
-            up_writer.write(f"GET /containers/{container}/json HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
-            raw = await up_reader.read(-1)
-        finally:
-            up_writer.close()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
-            return False, None
-        try:
-            info = apijson.loads(body)
+            info = await proxybinds.query(self.upstream_path, f"/containers/{container}/json")
+            if info is None:
+                return False, None
             mounts, container_id = info.field("Mounts") or [], str(info.field("Id") or "")
         except (apijson.BadBody, AttributeError):
             return True, None  # unreadable: refuse rather than guess
@@ -358,7 +403,7 @@ class Handler:
             else:
                 return None, policy.Refusal("an incomplete request", "send it whole")
 
-    async def _forward(self, conn, client, writer, head, body):
+    async def _forward(self, conn, client, writer, head, body, on_status=None, rewrite=None):
         try:
             up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path, limit=BUFFER)
         except OSError as e:
@@ -382,7 +427,10 @@ class Handler:
 
             client.on_end(_passing_the_end(client, up_writer))
             try:
-                return await self._stream_response(conn, client, writer, up, up_reader, up_writer)
+                if rewrite is not None:
+                    return await self._rewritten_response(conn, writer, up, up_reader, rewrite)
+                return await self._stream_response(conn, client, writer, up, up_reader, up_writer,
+                                                   on_status=on_status)
             finally:
                 client.on_end(None)
         finally:
@@ -448,7 +496,39 @@ class Handler:
             else:
                 raise ConnectionError("the client went away mid-request")
 
-    async def _stream_response(self, conn, client, writer, up, up_reader, up_writer, relayed=False):
+    async def _rewritten_response(self, conn, writer, up, up_reader, rewrite):
+        """dockerd's whole answer, read, passed through `rewrite` if it is a
+        200, and sent with its new length (a container's inspect: small)."""
+        response, parts, size = None, [], 0
+        while True:
+            event = await _next(up, up_reader)
+            if isinstance(event, h11.InformationalResponse):
+                continue
+            if isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                parts.append(event.data)
+                size += len(event.data)
+                if size > REWRITE_LIMIT:
+                    return False  # no inspect is this big; the connection just ends
+            elif isinstance(event, h11.EndOfMessage) and response is not None:
+                break
+            else:
+                return False
+        body = b"".join(parts)
+        if response.status_code == 200:
+            body = rewrite(body)
+        headers = [(name, value) for name, value in response.headers
+                   if name.lower() not in (b"connection", b"content-length", b"transfer-encoding")]
+        headers.append((b"Content-Length", str(len(body)).encode()))
+        writer.write(conn.send(h11.Response(status_code=response.status_code, headers=headers,
+                                            reason=response.reason)))
+        writer.write(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+        await writer.drain()
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+    async def _stream_response(self, conn, client, writer, up, up_reader, up_writer, relayed=False,
+                               on_status=None):
         pending = None
         while True:
             event, pending = pending or await _next(up, up_reader), None
@@ -465,6 +545,8 @@ class Handler:
                 writer.write(conn.send(h11.InformationalResponse(status_code=event.status_code,
                                                                  headers=event.headers, reason=event.reason)))
             elif isinstance(event, h11.Response):
+                if on_status is not None:
+                    on_status(event.status_code)
                 # dockerd's `Connection: close` answers berth's own: the client's
                 # connection is kept open or closed by h11 as the client asked,
                 # and closed after a relayed body.

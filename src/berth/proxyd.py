@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 
-from . import paths, proxy, proxyspec, users
+from . import paths, pins, proxy, proxybinds, proxyspec, users
 from .fsutil import ensure_dir, read_trusted, remove
 
 log = logging.getLogger("berth.proxy")
@@ -65,8 +65,12 @@ class UserSocket:
     def __init__(self, spec, upaths):
         self.spec = spec
         self.upaths = upaths
+        binds = None
+        if spec.pins:
+            store = pins.Store(spec.uid, spec.pins, os.path.join(upaths.run_dir, "pins"))
+            binds = proxybinds.Binds(store, upaths, upaths.engine_socket)
         self.handler = proxy.Handler(upaths.engine_socket, proxyspec.context(spec), user=spec.user,
-                                     uids=(spec.uid, 0), max_connections=MAX_CONNECTIONS)
+                                     uids=(spec.uid, 0), max_connections=MAX_CONNECTIONS, binds=binds)
         self.server = None
         self.inode = None
 

@@ -5,6 +5,7 @@ for the proxy to read (`proxy.conf` in the user's run dir). Pure.
 so a restarted proxy serves everyone who was up without asking berth.
 """
 
+import os
 from collections import namedtuple
 
 from . import policy
@@ -12,7 +13,8 @@ from . import policy
 # uid: who may connect (and owns the socket); networks: the user's half of
 # their block (policy.Context); runtimes: what the site configured.
 # bridge: the user's bridge, whose name prefixes their networks' bridges.
-Spec = namedtuple("Spec", "user uid networks runtimes bridge", defaults=("",))
+# pins: where the records of the user's pinned bind sources live (pins.py).
+Spec = namedtuple("Spec", "user uid networks runtimes bridge pins", defaults=("", ""))
 
 
 class BadSpec(ValueError):
@@ -22,19 +24,25 @@ class BadSpec(ValueError):
 def for_user(cfg, account, layout):
     runtimes = ("runc", *sorted(dict(cfg.daemon_json).get("runtimes", {}) or {}))
     return Spec(account.name, account.uid, str(layout.user_pool), tuple(dict.fromkeys(runtimes)),
-                f"{cfg.network.bridge_prefix}{account.uid}")
+                f"{cfg.network.bridge_prefix}{account.uid}", pins_records(cfg, account.name))
+
+
+def pins_records(cfg, user):
+    """Root's alone, beside the user's data-root: outlives a reboot."""
+    return os.path.join(cfg.paths.state_dir, "users", user, "pins")
 
 
 def render(spec):
     return (f"user={spec.user}\nuid={spec.uid}\nnetworks={spec.networks}\n"
-            f"runtimes={','.join(spec.runtimes)}\nbridge={spec.bridge}\n")
+            f"runtimes={','.join(spec.runtimes)}\nbridge={spec.bridge}\npins={spec.pins}\n")
 
 
 def parse(text):
     try:
         fields = dict(line.split("=", 1) for line in text.splitlines() if line)
         return Spec(fields["user"], int(fields["uid"]), fields["networks"],
-                    tuple(r for r in fields["runtimes"].split(",") if r), fields.get("bridge", ""))
+                    tuple(r for r in fields["runtimes"].split(",") if r), fields.get("bridge", ""),
+                    fields.get("pins", ""))
     except (KeyError, ValueError) as e:
         raise BadSpec(f"unreadable proxy spec ({e})") from None
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 from . import containerd, daemonlaunch, proc, record
@@ -86,7 +87,8 @@ class DirectSupervisor:
         to the child, which enters it through its own /proc/self/fd)."""
         passed = (mount_ns,) if isinstance(mount_ns, int) else ()
         ns = f"/proc/self/fd/{mount_ns}" if passed else mount_ns
-        return daemonlaunch.spawn(in_mount_namespace(self.argv(), ns), logf, passed)
+        return daemonlaunch.spawn(in_mount_namespace(self.argv(), ns), logf, passed,
+                                  no_devices=self.mode == "hardened")
 
     def clear_stale(self):
         """After a crash: drop a pidfile and socket no live dockerd of ours owns.
@@ -269,7 +271,17 @@ def unit_properties(upaths, stop_timeout):
     )
 
 
-def systemd_run_argv(upaths, dockerd, stop_timeout):
+def exec_start(upaths, dockerd, hardened=False):
+    """The unit's command: a hardened user's dockerd behind nodevices' filter
+    (loaded by root's interpreter, isolated from the environment, then exec'd)."""
+    command = daemonlaunch.argv(dockerd, upaths.daemon_json)
+    if hardened:
+        from . import nodevices
+        command = [sys.executable, "-I", "-S", nodevices.__file__, *command]
+    return command
+
+
+def systemd_run_argv(upaths, dockerd, stop_timeout, hardened=False):
     argv = ["systemd-run", f"--unit={unit_name(upaths.user)}", "--collect", "--quiet",
             # Return at once: berth does its other work while dockerd starts.
             "--no-block"]
@@ -278,14 +290,14 @@ def systemd_run_argv(upaths, dockerd, stop_timeout):
             argv.append(f"--description={value}")
         else:
             argv += ["--property", f"{key}={value}"]
-    return argv + ["--", dockerd, "--config-file", upaths.daemon_json]
+    return argv + ["--", *exec_start(upaths, dockerd, hardened)]
 
 
-def unit_text(upaths, dockerd, stop_timeout):
+def unit_text(upaths, dockerd, stop_timeout, hardened=False):
     props = dict(unit_properties(upaths, stop_timeout))
     service = "\n".join(f"{k}={v}" for k, v in unit_properties(upaths, stop_timeout) if k != "Description")
     return (f"[Unit]\nDescription={props['Description']}\n\n[Service]\n"
-            f"ExecStart={dockerd} --config-file {upaths.daemon_json}\n{service}\n")
+            f"ExecStart={' '.join(exec_start(upaths, dockerd, hardened))}\n{service}\n")
 
 
 class SystemdSupervisor(DirectSupervisor):
@@ -309,7 +321,8 @@ class SystemdSupervisor(DirectSupervisor):
         unit = unit_name(self.paths.user)  # systemd runs it in the host's mount namespace
         # A failed run of the same unit would block the name.
         self._systemctl("reset-failed", unit, check=False)
-        r = subprocess.run(systemd_run_argv(self.paths, self.dockerd, self.stop_timeout),
+        r = subprocess.run(systemd_run_argv(self.paths, self.dockerd, self.stop_timeout,
+                                            hardened=self.mode == "hardened"),
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise DaemonError(f"systemd-run could not start {unit}: {r.stderr.strip()}",

@@ -41,6 +41,8 @@ CREATE_CASES = {
                                        "BindOptions": {"CreateMountpoint": True}}]},
                           {"Mounts": [{"Type": "bind", "Source": "/home/a", "Target": "/a"},
                                       {"Type": "tmpfs", "Target": "/t"}]}, "creates its source"),
+    "HostConfig.Binds": ({"Binds": ["/home/a:/a:ro,Z"]}, {"Binds": ["/home/a:/a:ro", "/home/z:/z", "vol:/v:nocopy"]},
+                         "SELinux relabelling"),
     "HostConfig.VolumeDriver": ({"VolumeDriver": "nfs-plugin"}, {"VolumeDriver": "local"}, "volume driver"),
     "HostConfig.MaskedPaths": ({"MaskedPaths": []}, {"MaskedPaths": None}, "systempaths=unconfined"),
     "HostConfig.ReadonlyPaths": ({"ReadonlyPaths": []}, {}, "systempaths=unconfined"),

@@ -1,0 +1,317 @@
+"""Bind sources resolved as the user, and pinned where only root goes.
+
+dockerd stats a bind source and runc mounts it as root, so the user's own
+rights would count only on the last inode: a colleague's 0700 home guards
+nothing. Instead, for each bind of a container berth forwards:
+
+1. a forked child enters dockerd's mount namespace, takes the user's
+   filesystem identity (fsuid, fsgid and supplementary groups: modes, ACLs
+   and groups all count, as in the user's shell) and opens the path
+   (O_PATH), making it first, as the user, where dockerd would have made a
+   missing Binds source;
+2. back as root, it binds that open file, not the path, onto a mountpoint
+   of its own under `<run_dir>/<user>/pins/` (root's alone), which is what
+   dockerd is given: a component the user swaps after step 1 changes
+   nothing, since the path is never looked up again.
+
+A pin's record (`<state_dir>/users/<user>/pins/<token>`: the user's path)
+outlives a reboot; the container is re-pinned, as the user, each time it
+is started through berth, and `docker inspect` shows the user's path, not
+the pin. A pin whose container is gone (removed, `--rm`, pruned) is swept.
+"""
+
+import ctypes
+import errno
+import json
+import os
+import re
+import secrets
+import time
+
+from .fsutil import read_and_close
+
+CLONE_NEWNS = 0x00020000
+MS_BIND, MS_REC = 4096, 16384
+MNT_DETACH = 2
+TOKEN = re.compile(r"[0-9a-f]{16}")
+SWEEP_AGE = 120  # seconds: a pin younger than this may belong to a create still under way
+
+
+class Result:
+    """What became of one source: `pin` (its mountpoint) or `error` (an errno)."""
+
+    __slots__ = ("path", "pin", "error", "made")
+
+    def __init__(self, path, pin=None, error=0, made=False):
+        self.path, self.pin, self.error, self.made = path, pin, error, made
+
+    def __repr__(self):
+        return f"Result({self.path!r}, pin={self.pin!r}, error={self.error})"
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc):
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def _as_user(libc, uid, gid, groups):
+    os.setgroups(groups)
+    libc.setfsgid(gid)
+    libc.setfsuid(uid)
+    if libc.setfsuid(-1 & 0xFFFFFFFF) != uid:  # setfsuid answers the current fsuid
+        raise OSError(errno.EPERM, "could not take the user's identity")
+
+
+def _as_root(libc):
+    libc.setfsuid(0)
+    libc.setfsgid(0)
+    os.setgroups([])
+
+
+def _makedirs_as_user(path):
+    """mkdir -p, each directory made by the caller (the user), 0755 as dockerd makes them."""
+    parent = os.path.dirname(path)
+    if parent != path and not _exists(parent):
+        _makedirs_as_user(parent)
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+
+
+def _exists(path):
+    """Whether `path` exists, as far as the caller may know: a directory it
+    cannot search raises (PermissionError), never reads as "missing"."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _child(uid, gid, groups, ns_fd, requests, out_fd):
+    """In the forked child: resolve, pin, report as JSON on `out_fd`."""
+    libc = _libc()
+    if ns_fd is not None:
+        _check(libc.setns(ns_fd, CLONE_NEWNS))
+    os.umask(0o022)
+    _as_user(libc, uid, gid, groups)
+    opened = []
+    for path, create, _ in requests:
+        made = False  # True once making it was tried: an error is then one of making it
+        try:
+            if create and not _exists(path):
+                made = True
+                _makedirs_as_user(path)
+            opened.append((os.open(path, os.O_PATH | os.O_CLOEXEC), made, 0))
+        except OSError as e:
+            opened.append((None, made, e.errno or errno.EIO))
+    _as_root(libc)
+    results = []
+    for (fd, made, error), (path, _, pin) in zip(opened, requests):
+        if fd is not None:
+            try:
+                _mount_pin(libc, fd, pin)
+            except OSError as e:
+                error = e.errno or errno.EIO
+        results.append({"error": error, "made": made})
+    os.write(out_fd, json.dumps(results).encode())
+
+
+def _mount_pin(libc, fd, pin):
+    """Bind the open file `fd` onto `pin`, made as a directory or an empty
+    file to match (a socket or a device binds onto a file too)."""
+    is_dir = os.path.isdir(f"/proc/self/fd/{fd}")
+    if os.path.ismount(pin) or os.path.lexists(pin):
+        _unmount(libc, pin)
+    if is_dir:
+        os.mkdir(pin, 0o700)
+    else:
+        os.close(os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    _check(libc.mount(f"/proc/self/fd/{fd}".encode(), pin.encode(), None, MS_BIND | MS_REC, None))
+
+
+def _unmount(libc, pin):
+    while libc.umount2(pin.encode(), MNT_DETACH | 8) == 0:  # | UMOUNT_NOFOLLOW; stacked pins too
+        pass
+    try:
+        if os.path.isdir(pin) and not os.path.islink(pin):
+            os.rmdir(pin)
+        else:
+            os.unlink(pin)
+    except FileNotFoundError:
+        pass
+
+
+def _unpin_child(ns_fd, pins, out_fd):
+    libc = _libc()
+    if ns_fd is not None:
+        _check(libc.setns(ns_fd, CLONE_NEWNS))
+    for pin in pins:
+        _unmount(libc, pin)
+    os.write(out_fd, b"[]")
+
+
+def _in_child(target, *args):
+    """Run `target(*args, out_fd)` in a forked child (single-threaded, so it
+    may enter another mount namespace and change its own identity); its
+    JSON answer, or OSError."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            target(*args, w)
+            os._exit(0)
+        except BaseException as e:  # the child never returns into the caller
+            try:
+                os.write(w, json.dumps({"failed": f"{type(e).__name__}: {e}"}).encode())
+            finally:
+                os._exit(1)
+    os.close(w)
+    try:
+        data = read_and_close(r)
+    finally:
+        os.waitpid(pid, 0)
+    try:
+        answer = json.loads(data or b"null")
+    except ValueError:
+        answer = None
+    if not isinstance(answer, list):
+        reason = answer.get("failed") if isinstance(answer, dict) else "no answer"
+        raise OSError(errno.EIO, f"the pinning process failed: {reason}")
+    return answer
+
+
+class Store:
+    """One user's pins: records in `records` (persistent), mountpoints in
+    `mounts` (under the run dir), made in the mount namespace `ns_path`
+    (dockerd's; None: this process's)."""
+
+    def __init__(self, uid, records, mounts):
+        self.uid = uid
+        self.records = records
+        self.mounts = mounts
+
+    def pin_path(self, token):
+        return os.path.join(self.mounts, token)
+
+    def token_of(self, source):
+        """The token of a pin path of this store, else None."""
+        head, _, token = str(source).rpartition("/")
+        return token if head == self.mounts and TOKEN.fullmatch(token) else None
+
+    def user_path(self, token):
+        try:
+            with open(os.path.join(self.records, token), "rb") as f:
+                return f.read().decode("utf-8", "surrogateescape").rstrip("\n")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _identity(self):
+        import pwd
+
+        entry = pwd.getpwuid(self.uid)
+        return entry.pw_gid, os.getgrouplist(entry.pw_name, entry.pw_gid)
+
+    def _dirs(self):
+        for d in (self.records, self.mounts):
+            try:
+                os.mkdir(d, 0o700)
+            except FileExistsError:
+                pass
+            st = os.lstat(d)
+            if st.st_uid != 0 or st.st_mode & 0o077 or not os.path.isdir(d) or os.path.islink(d):
+                raise OSError(errno.EPERM, f"{d} is not root's alone")
+
+    def pin(self, sources, tokens=None, ns_fd=None):
+        """Resolve each (path, create) as the user and pin it: a Result each.
+        `tokens`: re-pin under these (a start), else new ones."""
+        self._dirs()
+        gid, groups = self._identity()
+        tokens = tokens or [secrets.token_hex(8) for _ in sources]
+        requests = [(path, create, self.pin_path(token)) for (path, create), token in zip(sources, tokens)]
+        for (path, _), token in zip(sources, tokens):
+            _write_record(os.path.join(self.records, token), path)
+        answer = _in_child(_child, self.uid, gid, groups, ns_fd, requests)
+        results = []
+        for (path, _), token, got in zip(sources, tokens, answer):
+            error = int(got.get("error", errno.EIO))
+            results.append(Result(path, None if error else self.pin_path(token), error, bool(got.get("made"))))
+        failed = [t for t, r in zip(tokens, results) if r.error]
+        if failed:
+            self.release(failed, ns_fd)
+        return results
+
+    def release(self, tokens, ns_fd=None):
+        """Unmount and forget these pins."""
+        tokens = [t for t in tokens if TOKEN.fullmatch(t)]
+        if not tokens:
+            return
+        _in_child(_unpin_child, ns_fd, [self.pin_path(t) for t in tokens])
+        for token in tokens:
+            try:
+                os.unlink(os.path.join(self.records, token))
+            except FileNotFoundError:
+                pass
+
+    def tokens(self):
+        try:
+            return [t for t in os.listdir(self.records) if TOKEN.fullmatch(t)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def stale(self, referenced, now=None):
+        """Tokens no container references any more, once past SWEEP_AGE."""
+        now = time.time() if now is None else now
+        out = []
+        for token in self.tokens():
+            if token in referenced:
+                continue
+            try:
+                age = now - os.lstat(os.path.join(self.records, token)).st_mtime
+            except FileNotFoundError:
+                continue
+            if age >= SWEEP_AGE:
+                out.append(token)
+        return out
+
+    def display(self, body):
+        """dockerd's JSON answer with every pin path given as the user's
+        path, as Go would have encoded it."""
+        prefix = (self.mounts + "/").encode()
+        if prefix not in body:
+            return body
+        def swap(m):
+            token = m.group(1).decode()
+            path = self.user_path(token)
+            return m.group(0) if path is None else b'"' + go_json_string(path) + b'"'
+        return re.sub(b'"' + re.escape(prefix) + rb'([0-9a-f]{16})"', swap, body)
+
+
+def go_json_string(text):
+    """The inside of a JSON string as Go's encoding/json writes it (HTML
+    characters and the line separators escaped)."""
+    inner = json.dumps(text, ensure_ascii=False)[1:-1]
+    for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        inner = inner.replace(ch, esc)
+    return inner.encode("utf-8", "surrogateescape")
+
+
+def _write_record(path, user_path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, user_path.encode("utf-8", "surrogateescape") + b"\n")
+    finally:
+        os.close(fd)
+
+
+def mount_namespace_of(pid):
+    """An open descriptor of `pid`'s mount namespace (the caller closes it)."""
+    return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)

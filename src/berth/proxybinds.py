@@ -1,0 +1,228 @@
+"""The proxy's side of pins.py: a container's bind sources resolved and
+pinned as the user before its create reaches dockerd, re-pinned before
+each start, shown as the user's paths in dockerd's answers, and swept
+when their container is gone.
+
+Refusals and errors read as dockerd's would: a source the user cannot
+reach is berth's 403, a missing `--mount` source dockerd's own 400.
+"""
+
+import asyncio
+import errno
+import logging
+import os
+import re
+
+from . import apijson, pins, policy, record
+
+log = logging.getLogger(__name__)
+
+# What a create or start answers instead of going on: (status, message).
+Answer = tuple
+
+CONTAINER_JSON = re.compile(r"/containers/[^/]+/json")
+START = re.compile(r"/containers/([^/]+)/(start|restart)")
+
+
+def _errno_text(code):
+    return os.strerror(code).lower() if code else "unknown error"
+
+
+async def query(upstream_path, target):
+    """dockerd's JSON answer to GET `target`, or None if it answers
+    otherwise. Raises apijson.BadBody for a 200 that is not JSON."""
+    try:
+        reader, writer = await asyncio.open_unix_connection(upstream_path)
+    except OSError:
+        return None
+    try:
+        writer.write(f"GET {target} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+        raw = await reader.read(-1)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
+        return None
+    return apijson.loads(body)
+
+
+async def remove(upstream_path, container_id):
+    """DELETE the container (and its anonymous volumes), as dockerd's own auto-remove does."""
+    try:
+        reader, writer = await asyncio.open_unix_connection(upstream_path)
+    except OSError:
+        return
+    try:
+        writer.write(f"DELETE /containers/{container_id}?force=1&v=1 HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+        await reader.read(-1)
+    finally:
+        writer.close()
+
+
+class Binds:
+    """One user's bind sources, as the proxy handles them."""
+
+    def __init__(self, store, upaths, upstream_path):
+        self.store = store
+        self.upaths = upaths  # the user's run dir: dockerd's record, to find its mount namespace
+        self.upstream_path = upstream_path
+        self._sweeping = None
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    def _in_dockerds_namespace(self, fn, *args):
+        """fn(*args, ns_fd=…) with dockerd's mount namespace, where it will
+        look the pins up (this process's, if dockerd is not running)."""
+        rec = record.running(self.upaths)
+        fd = None
+        if rec is not None:
+            try:
+                fd = pins.mount_namespace_of(rec.pid)
+            except OSError:
+                fd = None
+            if fd is not None and record.running(self.upaths) != rec:  # the pid checked again
+                os.close(fd)
+                raise OSError(errno.ESRCH, "dockerd restarted while its binds were pinned")
+        try:
+            return fn(*args, ns_fd=fd)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    async def prepare_create(self, host_config):
+        """(HostConfig with its Binds made Mounts and every bind source
+        pinned, the tokens made) or an Answer. A Binds source that does
+        not exist is made as the user, as dockerd would have made it."""
+        first_from_binds = len(policy._get(host_config, "Mounts") or [])
+        host_config = policy.binds_to_mounts(host_config)
+        mounts = policy._get(host_config, "Mounts") or []
+        wanted = [(i, str(policy._get(m, "Source") or ""), i >= first_from_binds) for i, m in enumerate(mounts)
+                  if isinstance(m, dict) and str(policy._get(m, "Type") or "").casefold() == "bind"]
+        if not wanted:
+            return host_config, []
+        for _, source, _ in wanted:
+            if not source.startswith("/"):
+                return 400, f"invalid mount config for type \"bind\": invalid mount path: '{source}' mount path must be absolute"
+        try:
+            results = await self._run(self._in_dockerds_namespace, self.store.pin,
+                                      [(source, create) for _, source, create in wanted])
+        except OSError as e:
+            log.warning("%s: binds could not be pinned: %s", self.upaths.user, e)
+            return 500, f"berth: your bind mounts could not be prepared ({e.strerror or e}); try again, or ask your administrator"
+        made = [self.store.token_of(r.pin) for r in results if r.pin]
+        for (_, source, create), result in zip(wanted, results):
+            answer = _answer_for(source, result.made, result.error)
+            if answer is not None:
+                await self.release(made)
+                return answer
+        out_mounts = list(mounts)
+        for (i, _, _), result in zip(wanted, results):
+            out_mounts[i] = {k: v for k, v in mounts[i].items() if k.casefold() != "source"} | {"Source": result.pin}
+        out = {k: v for k, v in host_config.items() if k.casefold() != "mounts"}
+        out["Mounts"] = out_mounts
+        return out, made
+
+    async def before_start(self, container):
+        """(the container's id, None) once its pins are in place again as
+        the user's rights stand now, or (None, Answer). (None, None): dockerd
+        does not know it (its own answer follows)."""
+        try:
+            info = await query(self.upstream_path, f"/containers/{container}/json")
+        except apijson.BadBody:
+            info = {}
+        if info is None:
+            return None, None
+        container_id = str(policy._get(info, "Id") or "")
+        if not re.fullmatch(r"[0-9a-f]{64}", container_id):
+            return None, (403, "berth: a container berth cannot read; remove it and create it again")
+        sources = [str(policy._get(m, "Source") or "") for m in (policy._get(info, "HostConfig.Mounts") or [])
+                   if isinstance(m, dict) and str(policy._get(m, "Type") or "").casefold() == "bind"]
+        tokens = [t for t in map(self.store.token_of, sources) if t]
+        foreign = [s for s in sources if self.store.token_of(s) is None]
+        if foreign:
+            # Made by a berth that gave dockerd the user's own path: started
+            # only while the user reaches it now (dockerd looks it up again).
+            try:
+                results = await self._run(self._in_dockerds_namespace, self.store.pin,
+                                          [(s, False) for s in foreign])
+            except OSError as e:
+                return None, (500, f"berth: your bind mounts could not be checked ({e.strerror or e}); try again")
+            await self.release([self.store.token_of(r.pin) for r in results if r.pin])
+            for path, result in zip(foreign, results):
+                answer = _answer_for(path, False, result.error)
+                if answer is not None:
+                    return None, answer
+        if not tokens:
+            return container_id, None
+        paths = [self.store.user_path(t) for t in tokens]
+        if any(p is None for p in paths):
+            return None, (403, "berth: a bind of this container has lost its record; remove it and create it again")
+        try:
+            results = await self._run(self._in_dockerds_namespace, self.store.pin,
+                                      [(p, False) for p in paths], tokens)
+        except OSError as e:
+            return None, (500, f"berth: your bind mounts could not be prepared ({e.strerror or e}); try again")
+        for path, result in zip(paths, results):
+            answer = _answer_for(path, False, result.error)
+            if answer is not None:
+                if policy._get(info, "HostConfig.AutoRemove") is True:
+                    # As dockerd removes an auto-remove container that failed
+                    # to start: `docker run --rm` waits for that removal.
+                    await remove(self.upstream_path, container_id)
+                return None, answer
+        return container_id, None
+
+    async def release(self, tokens):
+        if tokens:
+            try:
+                await self._run(self._in_dockerds_namespace, self.store.release, tokens)
+            except OSError as e:
+                log.warning("%s: pins not released: %s", self.upaths.user, e)
+
+    def display(self, body):
+        return self.store.display(body)
+
+    def has_pins(self):
+        return bool(self.store.tokens())
+
+    def sweep_soon(self):
+        """Sweep pins whose container is gone, in the background, once at a time."""
+        if self._sweeping is not None and not self._sweeping.done():
+            return
+        if not self.has_pins():
+            return
+        self._sweeping = asyncio.ensure_future(self.sweep())
+
+    async def sweep(self):
+        try:
+            listing = await query(self.upstream_path, "/containers/json?all=1")
+        except apijson.BadBody:
+            return
+        if not isinstance(listing, list):
+            return
+        referenced = set()
+        for c in listing:
+            for m in (policy._get(c, "Mounts") or []):
+                token = self.store.token_of(policy._get(m, "Source") or "") if isinstance(m, dict) else None
+                if token:
+                    referenced.add(token)
+        stale = self.store.stale(referenced)
+        if stale:
+            log.info("%s: %d pin(s) of removed containers released", self.upaths.user, len(stale))
+            await self.release(stale)
+
+
+def _answer_for(path, made, error):
+    """`made`: the source was missing and making it was tried (a Binds source)."""
+    if not error:
+        return None
+    if error == errno.ENOENT and not made:
+        # dockerd's own words for a --mount source that does not exist
+        return 400, f'invalid mount config for type "bind": bind source path does not exist: {path}'
+    if error in (errno.EACCES, errno.EPERM):
+        if made:
+            return 403, (f"berth: a bind of {path}, which does not exist and you may not create; "
+                         "bind a path your own account can reach, or create it first")
+        return 403, f"berth: a bind of {path}, which your account cannot reach; bind a path your own account can read"
+    return 400, f"berth: a bind of {path}: {_errno_text(error)}; bind a path your own account can reach"

@@ -26,7 +26,7 @@ import subprocess
 import time
 from collections import namedtuple
 
-from . import engine, proc
+from . import engine, hostns, proc
 from .errors import DaemonError, MissingBinary
 from .fsutil import atomic_write, ensure_dir, log_tail, read_trusted, remove
 from .hostns import HOST, in_mount_namespace
@@ -193,12 +193,19 @@ class Shared:
         atomic_write(self.config, render_config(self.root, os.path.join(self.dir, "state"), self.own_address),
                      mode=0o600)
         argv = [binary, "--config", self.config]
+        try:
+            users = ensure_dir(os.path.join(self.state_dir, "users"), TRAVERSE_ONLY)
+            argv = hostns.enter(argv, hostns.ensure_berth_namespace(self.run_dir, inert=(users,)))
+        except OSError as e:
+            log.warning("containerd starts in the host's mount namespace: %s; containers' root "
+                        "filesystems are visible from the host", e)
+            argv = in_mount_namespace(argv)
         if self.use_systemd:
             pid = self._launch_unit(argv)
         else:
             with open(self.log_file, "ab") as logf:
                 os.fchmod(logf.fileno(), 0o600)
-                self.child = subprocess.Popen(in_mount_namespace(argv), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                               cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
                                               close_fds=True, start_new_session=True)
             pid = self.child.pid

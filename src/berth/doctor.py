@@ -11,7 +11,7 @@ import stat
 import subprocess
 from dataclasses import asdict, dataclass
 
-from . import bridge, engine, host, install, pamlayout, pause, paths, proxyctl, subids
+from . import bridge, engine, host, hostns, install, pamlayout, pause, paths, proxyctl, subids
 from .paths import SYSTEM_PATH
 from .supervisor import systemd_booted
 from .errors import BerthError
@@ -289,7 +289,45 @@ def check_security(cfg):
                      "berth down each of them (their next login starts them in the config's mode)")] if behind else []
     info = proxyctl.ping(cfg.paths.run_dir)
     served = (proxyctl.stats(cfg.paths.run_dir) or {}) if info else {}
-    return lagging + _check_mode(cfg) + [judge_proxy(hardened, info, served)]
+    return lagging + _check_mode(cfg) + [judge_proxy(hardened, info, served), _check_confinement(cfg, hardened)]
+
+
+def _check_confinement(cfg, hardened):
+    """Each hardened dockerd under nodevices' filter and in berth's mount namespace."""
+    ns_path = hostns.berth_namespace_path(cfg.paths.run_dir)
+    berth_ns = hostns.namespace_id(ns_path) if hostns.is_mount_namespace(ns_path) else None
+    unfiltered, outside = [], []
+    for name in hardened:
+        rec = host.supervisor_for(cfg, paths.for_user(cfg, name)).running()
+        if rec is None:
+            continue
+        try:
+            with open(f"/proc/{rec.pid}/status") as f:
+                seccomp = next((line.split()[1] for line in f if line.startswith("Seccomp:")), "0")
+            ns = hostns.namespace_id(f"/proc/{rec.pid}/ns/mnt")
+        except OSError:
+            continue
+        if seccomp != "2":
+            unfiltered.append(name)
+        if ns != berth_ns:
+            outside.append(name)
+    return judge_confinement(unfiltered, outside)
+
+
+def judge_confinement(unfiltered, outside):
+    """Hardened daemons started by a berth before the device filter, or
+    outside berth's mount namespace (their containers' root filesystems
+    are visible from the host). Pure."""
+    if unfiltered:
+        return Check("daemon confinement", WARN, f"dockerd of {', '.join(unfiltered)} may make device nodes "
+                                                 "(started by an older berth)",
+                     f"berth down {unfiltered[0]} when its containers may stop; its next start is filtered")
+    if outside:
+        return Check("daemon confinement", WARN, f"dockerd of {', '.join(outside)} runs outside berth's mount "
+                                                 "namespace: its containers' root filesystems show on the host",
+                     "when no container runs: stop the shared containerd and berth down those users")
+    return Check("daemon confinement", OK, "hardened daemons make no device nodes and mount in berth's "
+                                           "own namespace")
 
 
 def judge_proxy(hardened_up, info, served):

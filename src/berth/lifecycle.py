@@ -503,6 +503,18 @@ def _unmount_below(path, mounts="/proc/self/mounts"):
                              hint=f"unmount it by hand: umount {point}")
 
 
+def _unpin(cfg, upaths):
+    """The pins of the user's bind sources, unmounted where dockerd saw them
+    (down unmounted those in this namespace), before their directory goes."""
+    ns = hostns.berth_namespace_path(cfg.paths.run_dir)
+    if hostns.is_mount_namespace(ns):
+        from . import pins
+        try:
+            pins.unpin_all(os.path.join(upaths.run_dir, "pins"), ns)
+        except OSError as e:
+            log.warning("%s's pins were not unmounted: %s", upaths.user, e)
+
+
 def purge(cfg, name):
     """down, then delete the user's data-root and run dir and release their lease.
 
@@ -523,6 +535,7 @@ def purge(cfg, name):
         except OSError as e:
             raise BerthError(f"cannot delete {user_state}: {e.strerror} ({e.filename}); the lease is kept",
                              hint=f"see what holds it (fuser -vm {user_state}), then purge again") from e
+        _unpin(cfg, upaths)
         shutil.rmtree(upaths.run_dir, ignore_errors=True)
         for beside in glob.glob(glob.escape(upaths.run_dir) + ".[0-9]*.[0-9]*"):
             shutil.rmtree(beside, ignore_errors=True)  # dockerd's remapped bundle dirs (see host.known_users)

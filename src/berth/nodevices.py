@@ -25,7 +25,6 @@ interpreter's path.
 import ctypes
 import errno
 import os
-import platform
 import struct
 import sys
 
@@ -72,7 +71,7 @@ def _insn(code, k=0, jt=0, jf=0):
 
 
 def program(machine):
-    """The filter for a kernel of `machine` (platform.machine()), as a list of
+    """The filter for a kernel of `machine` (os.uname().machine), as a list of
     (code, jt, jf, k) instructions. Raises Unsupported for another machine."""
     abis = ABIS.get(machine)
     if abis is None:
@@ -140,7 +139,7 @@ def encode(prog):
 def load(machine=None):
     """Load the filter into this process (and so everything it starts from
     now on). Raises Unsupported where the kernel or machine has no way to."""
-    load_encoded(encode(program(machine or platform.machine())))
+    load_encoded(encode(program(machine or os.uname().machine)))
 
 
 def load_encoded(code):

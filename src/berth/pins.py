@@ -26,15 +26,16 @@ import json
 import os
 import re
 import secrets
-import time
+import select
+import signal
 
 from .fsutil import read_and_close
 
 CLONE_NEWNS = 0x00020000
 MS_BIND, MS_REC = 4096, 16384
 MNT_DETACH = 2
+CHILD_TIMEOUT = 30.0
 TOKEN = re.compile(r"[0-9a-f]{16}")
-SWEEP_AGE = 120  # seconds: a pin younger than this may belong to a create still under way
 
 
 class Result:
@@ -175,9 +176,18 @@ def _in_child(target, *args):
                 os._exit(1)
     os.close(w)
     try:
+        if not select.select([r], [], [], CHILD_TIMEOUT)[0]:
+            os.kill(pid, signal.SIGKILL)  # a path on a hung file system: no pin, and no thread held for good
+            os.close(r)
+            r = None
+            raise OSError(errno.ETIMEDOUT, f"resolving the bind sources took over {CHILD_TIMEOUT:g} s")
         data = read_and_close(r)
+        r = None
     finally:
-        os.waitpid(pid, 0)
+        if r is not None:
+            os.close(r)
+        if os.waitpid(pid, os.WNOHANG)[0] == 0:
+            _reap_later(pid)
     try:
         answer = json.loads(data or b"null")
     except ValueError:
@@ -186,6 +196,13 @@ def _in_child(target, *args):
         reason = answer.get("failed") if isinstance(answer, dict) else "no answer"
         raise OSError(errno.EIO, f"the pinning process failed: {reason}")
     return answer
+
+
+def _reap_later(pid):
+    """Collect a child that has not exited yet (killed, or finishing) from a thread of its own."""
+    import threading
+
+    threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
 
 
 class Store:
@@ -266,21 +283,6 @@ class Store:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
-    def stale(self, referenced, now=None):
-        """Tokens no container references any more, once past SWEEP_AGE."""
-        now = time.time() if now is None else now
-        out = []
-        for token in self.tokens():
-            if token in referenced:
-                continue
-            try:
-                age = now - os.lstat(os.path.join(self.records, token)).st_mtime
-            except FileNotFoundError:
-                continue
-            if age >= SWEEP_AGE:
-                out.append(token)
-        return out
-
     def display(self, body):
         """dockerd's JSON answer with every pin path given as the user's
         path, as Go would have encoded it."""
@@ -292,6 +294,21 @@ class Store:
             path = self.user_path(token)
             return m.group(0) if path is None else b'"' + go_json_string(path) + b'"'
         return re.sub(b'"' + re.escape(prefix) + rb'([0-9a-f]{16})"', swap, body)
+
+
+def unpin_all(mounts, ns_path=None):
+    """Unmount every pin below `mounts` (in the namespace held at `ns_path`):
+    before a purge deletes the directory."""
+    try:
+        names = [n for n in os.listdir(mounts) if TOKEN.fullmatch(n)]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC) if ns_path else None
+    try:
+        _in_child(_unpin_child, fd, [os.path.join(mounts, n) for n in names])
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def go_json_string(text):

@@ -130,7 +130,7 @@ LOG_DRIVERS = frozenset({"json-file", "local", "none"})
 
 
 def _scheduling_ulimits(v, ctx):
-    return any(str(_get(u, "Name") or "").casefold() in SCHEDULING_ULIMITS for u in (v or ()))
+    return any(str(_get(u, "Name") or "").casefold() in SCHEDULING_ULIMITS | {"unreadable"} for u in (v or ()))
 
 
 def _volume_driver(v, ctx):
@@ -384,9 +384,30 @@ def _check_build(query):
         return Refusal("a build from a URL or git remote (dockerd would fetch it as root)",
                        "fetch it yourself and build the directory: git clone URL dir && docker build dir")
     for key, flag in BUILD_REFUSED:
-        if any(query.get(k) for k in query if k.casefold() == key):
+        values = [v for k in query if k.casefold() == key for v in query[k] if not _empty_parameter(v)]
+        if key == "ulimits" and not any(_scheduling_ulimits(_json_list(v), None) for v in values):
+            continue  # nofile and the like, as `docker run --ulimit` may
+        if values:
             return Refusal(f"a build with {flag}", "build without it")
     return None
+
+
+def _empty_parameter(value):
+    """A build parameter every moby client up to v27 sends for an unset
+    option (`cgroupparent=`, `ulimits=null`): absent, as dockerd reads it."""
+    return value.strip() in ("", "null", "[]", "{}")
+
+
+def _json_list(value):
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return [{"Name": "unreadable"}] if value else []
+    if not isinstance(parsed, list):
+        return [{"Name": "unreadable"}]
+    return [u if isinstance(u, dict) else {"Name": "unreadable"} for u in parsed]
 
 
 def name_bridge(body, bridge, suffix):

@@ -144,8 +144,17 @@ def _launch_locked(upaths, plan, fd):
     if any(os.path.lexists(p) for p in (upaths.record, upaths.legacy_record, upaths.pidfile,
                                         upaths.engine_socket)):
         return None
-    if not _containerd_here(plan["containerd_record"]):
+    ns = _containerd_namespace(plan["containerd_record"])
+    if ns is False:
         return None
+    try:
+        return _launch_in(upaths, plan, fd, ns)
+    finally:
+        if ns is not None:
+            os.close(ns)
+
+
+def _launch_in(upaths, plan, fd, ns):
     if os.path.exists(f"/sys/class/net/{plan['bridge']}"):
         return None  # left by a failed down, or not a bridge at all: `up` sorts that out
     made_cgroup = _set_limits(plan["cgroup"])
@@ -155,7 +164,7 @@ def _launch_locked(upaths, plan, fd):
     try:
         with daemonlaunch.open_log(upaths.log_file, upaths.user) as logf:
             pid = daemonlaunch.spawn(daemonlaunch.argv(plan["dockerd"], plan["daemon_json"]), logf,
-                                     no_devices=plan["mode"] == "hardened")
+                                     no_devices=plan["mode"] == "hardened", mount_ns=ns)
         st = proc.stat(pid)
         rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), plan["dockerd"], plan["bridge"],
                                   plan["mode"], plan["containerd"])
@@ -202,27 +211,31 @@ def _rmdirs(directories):
             pass
 
 
-def _containerd_here(record_path):
-    """True if dockerd may start here: the shared containerd it names runs,
-    in this mount namespace (elsewhere, `up` starts dockerd through nsenter)."""
+def _containerd_namespace(record_path):
+    """Where dockerd may start: None for here, the open descriptor of the
+    shared containerd's mount namespace (berth's own) when it is elsewhere,
+    or False when the containerd the plan names does not run."""
     if not record_path:
-        target = "/proc/1/ns/mnt"  # a containerd of dockerd's own, or the distribution's
-        rec = None
-    else:
-        raw = read_trusted(record_path)
-        if raw is None:
-            return False
-        data = dict(line.split("=", 1) for line in raw.decode().splitlines() if line)
-        rec = int(data["pid"]), int(data["start_ticks"])
-        if not proc.alive(*rec):
-            return False
-        target = f"/proc/{rec[0]}/ns/mnt"
+        return None  # a containerd of dockerd's own, or the distribution's: where berth runs, as in `up`
+    raw = read_trusted(record_path)
+    if raw is None:
+        return False
+    data = dict(line.split("=", 1) for line in raw.decode().splitlines() if line)
+    rec = int(data["pid"]), int(data["start_ticks"])
+    if not proc.alive(*rec):
+        return False
     try:
-        same = os.readlink("/proc/self/ns/mnt") == os.readlink(target)
+        ns = os.open(f"/proc/{rec[0]}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        same = rec is None  # PID 1's is shielded: dockerd runs where berth runs, as in `up`
-    # Read, then the pid checked again: a reused pid says nothing of containerd.
-    return same and (rec is None or proc.alive(*rec))
+        return False
+    # Opened, then the pid checked again: a reused pid says nothing of containerd.
+    if not proc.alive(*rec):
+        os.close(ns)
+        return False
+    if os.readlink("/proc/self/ns/mnt") == os.readlink(f"/proc/self/fd/{ns}"):
+        os.close(ns)
+        return None
+    return ns
 
 
 def _make_bridge(name, cidr, owner):

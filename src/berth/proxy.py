@@ -58,16 +58,19 @@ DRAIN_LIMIT = 1 << 30
 REWRITE_LIMIT = 64 << 20  # an answer read whole to show pins as the user's paths (a listing of many containers)  # a refused upload is read and dropped up to this, then cut off
 
 
-def _refusal_response(conn, status, what, instead):
-    return _answer_response(conn, status, f"berth: {what}; {instead}")
+def _refusal_response(conn, status, what, instead, method="GET"):
+    return _answer_response(conn, status, f"berth: {what}; {instead}", method)
 
 
-def _answer_response(conn, status, message):
-    """An error answered as dockerd answers one: {"message": ...}."""
+def _answer_response(conn, status, message, method="GET"):
+    """An error answered as dockerd answers one: {"message": ...}; to a
+    HEAD, its headers alone (the length still the body's, as HTTP says)."""
     body = apijson.dumps({"message": message})
-    return conn.send(h11.Response(status_code=status, headers=[
-        ("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")])) \
-        + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+    head = conn.send(h11.Response(status_code=status, headers=[
+        ("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")]))
+    if method == "HEAD":
+        return head + conn.send(h11.EndOfMessage())
+    return head + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
 
 
 async def _next(conn, reader):
@@ -294,8 +297,7 @@ class Handler:
                         return False
                     body[key] = prepared
                     if pinned:
-                        return await self._forward(conn, client, writer, head, body,
-                                                   on_status=self._pins_kept_if_created(pinned))
+                        return await self._create_with_pins(conn, client, writer, head, body, pinned)
             elif path == "/networks/create" and isinstance(body, dict):
                 body = policy.name_bridge(body, self.ctx.bridge, secrets.token_hex(8))
         else:
@@ -333,27 +335,35 @@ class Handler:
             if container_id:  # by the id that was checked: a name could be given to another container meanwhile
                 head = head._replace(target=re.sub(rb"/containers/[^/?]+/", b"/containers/" + container_id.encode()
                                                    + b"/", head.target, count=1))
-        elif (method == "DELETE" and path.startswith("/containers/")) or path == "/containers/prune":
+        elif (method == "DELETE" and path.startswith("/containers/")) or path == "/containers/prune" \
+                or (method == "POST" and path.endswith("/wait")):  # `run --rm` waits for its removal
             try:
                 return await self._forward(conn, client, writer, head, None)
             finally:
                 self.binds.sweep_soon()
-        elif method == "GET" and (path == "/containers/json" or proxybinds.CONTAINER_JSON.fullmatch(path)) \
+        elif method == "GET" and (path in ("/containers/json", "/system/df") or proxybinds.CONTAINER_JSON.fullmatch(path)) \
                 and self.binds.has_pins():
             return await self._forward(conn, client, writer, head, None, rewrite=self.binds.display)
         return await self._forward(conn, client, writer, head, None)
 
-    def _pins_kept_if_created(self, tokens):
+    async def _create_with_pins(self, conn, client, writer, head, body, tokens):
+        """Forward a create whose binds are pinned: the pins are kept if
+        dockerd made the container, else released."""
+        answered = []
+
         def on_status(status):
-            if status != 201:
-                asyncio.ensure_future(self.binds.release(tokens))
-            self.binds.sweep_soon()
-        return on_status
+            answered.append(status)
+            self.binds.answered(tokens, status == 201)
+        try:
+            return await self._forward(conn, client, writer, head, body, on_status=on_status)
+        finally:
+            if not answered:  # dockerd never answered (not running, gone mid-way): nothing holds them
+                self.binds.answered(tokens, False)
 
     def _answer(self, writer, conn, method, target, status, message):
         self.refused += 1
         log.info("answered %s: %s %s: %d %s", self.user or "-", method, target[:200], status, message[:200])
-        writer.write(_answer_response(conn, status, message))
+        writer.write(_answer_response(conn, status, message, method))
 
     async def _binds_of(self, container):
         """(whether the container has a bind mount, its id), asked of dockerd
@@ -374,7 +384,7 @@ class Handler:
         self.refused += 1
         # The admin's record of who tried what (the target, cut short: it is the user's text).
         log.info("refused %s: %s %s: %s", self.user or "-", method, target[:200], refusal.what)
-        writer.write(_refusal_response(conn, status, refusal.what, refusal.instead))
+        writer.write(_refusal_response(conn, status, refusal.what, refusal.instead, method))
 
     async def _drain(self, client, limit=DRAIN_LIMIT):
         """Read and drop the rest of a refused request's body (up to `limit`):
@@ -409,7 +419,8 @@ class Handler:
         except OSError as e:
             log.warning("%s's dockerd does not answer at %s: %s", self.user or "-", self.upstream_path, e)
             writer.write(_refusal_response(conn, 502, "your Docker daemon is not running",
-                                           "log in again to start it, or ask your administrator"))
+                                           "log in again to start it, or ask your administrator",
+                                           head.method.decode("latin-1")))
             return False
         up = h11.Connection(h11.CLIENT)
         try:

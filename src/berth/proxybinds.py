@@ -67,6 +67,8 @@ class Binds:
         self.upaths = upaths  # the user's run dir: dockerd's record, to find its mount namespace
         self.upstream_path = upstream_path
         self._sweeping = None
+        self.pending = set()  # tokens of creates dockerd has not answered yet: never swept
+        self.background = set()  # tasks held: the loop keeps them only weakly
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
@@ -111,10 +113,11 @@ class Binds:
             log.warning("%s: binds could not be pinned: %s", self.upaths.user, e)
             return 500, f"berth: your bind mounts could not be prepared ({e.strerror or e}); try again, or ask your administrator"
         made = [self.store.token_of(r.pin) for r in results if r.pin]
+        self.pending.update(made)
         for (_, source, create), result in zip(wanted, results):
             answer = _answer_for(source, result.made, result.error)
             if answer is not None:
-                await self.release(made)
+                await self.created(made, False)
                 return answer
         out_mounts = list(mounts)
         for (i, _, _), result in zip(wanted, results):
@@ -136,7 +139,8 @@ class Binds:
         container_id = str(policy._get(info, "Id") or "")
         if not re.fullmatch(r"[0-9a-f]{64}", container_id):
             return None, (403, "berth: a container berth cannot read; remove it and create it again")
-        sources = [str(policy._get(m, "Source") or "") for m in (policy._get(info, "HostConfig.Mounts") or [])
+        # Its mount points: its own binds and those --volumes-from gave it.
+        sources = [str(policy._get(m, "Source") or "") for m in (policy._get(info, "Mounts") or [])
                    if isinstance(m, dict) and str(policy._get(m, "Type") or "").casefold() == "bind"]
         tokens = [t for t in map(self.store.token_of, sources) if t]
         foreign = [s for s in sources if self.store.token_of(s) is None]
@@ -173,6 +177,17 @@ class Binds:
                 return None, answer
         return container_id, None
 
+    def answered(self, tokens, ok):
+        """dockerd answered the create these tokens were pinned for (201: `ok`)."""
+        task = asyncio.ensure_future(self.created(tokens, ok))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def created(self, tokens, ok):
+        self.pending.difference_update(tokens)
+        if not ok:
+            await self.release(tokens)
+
     async def release(self, tokens):
         if tokens:
             try:
@@ -195,6 +210,9 @@ class Binds:
         self._sweeping = asyncio.ensure_future(self.sweep())
 
     async def sweep(self):
+        """Release the pins no container references: of those that existed
+        before dockerd was asked, none pinned for a create still under way."""
+        before, pending = set(self.store.tokens()), set(self.pending)
         try:
             listing = await query(self.upstream_path, "/containers/json?all=1")
         except apijson.BadBody:
@@ -207,7 +225,7 @@ class Binds:
                 token = self.store.token_of(policy._get(m, "Source") or "") if isinstance(m, dict) else None
                 if token:
                     referenced.add(token)
-        stale = self.store.stale(referenced)
+        stale = sorted(before - referenced - pending - self.pending)
         if stale:
             log.info("%s: %d pin(s) of removed containers released", self.upaths.user, len(stale))
             await self.release(stale)

@@ -3,6 +3,7 @@ refusals as the CLI shows them, and raw HTTP that tries to get past it."""
 
 import os
 import pwd
+import shutil
 import socket
 import subprocess
 import time
@@ -287,15 +288,20 @@ def test_a_client_gone_mid_answer_or_mid_upload_leaves_no_connection_behind(prox
         docker(listen, "rm", "-f", "px-cut", check=False)
 
 
-def test_a_legacy_build_streams_its_context_through(proxied, tmp_path):
+CLIS = sorted({"/usr/bin/docker", shutil.which("docker") or "/usr/bin/docker"})
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_a_legacy_build_streams_its_context_through(proxied, tmp_path, cli):
+    """Debian's CLI (20.10) sends cgroupparent= and ulimits=null on every legacy build."""
     _, img, listen = proxied
     (tmp_path / "Dockerfile").write_text(f"FROM {img}\nCOPY blob /blob\nRUN wc -c /blob > /size\n")
     (tmp_path / "blob").write_bytes(os.urandom(2 << 20))
-    r = subprocess.run(["docker", "-H", f"unix://{listen}", "build", "-q", "-t", "px-built", str(tmp_path)],
+    r = subprocess.run([cli, "-H", f"unix://{listen}", "build", "-q", "-t", "px-built", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "DOCKER_BUILDKIT": "0"})
     assert r.returncode == 0, r.stderr
     assert docker(listen, "run", "--rm", "px-built", "cat", "/size").stdout.split()[0] == str(2 << 20)
-    r = subprocess.run(["docker", "-H", f"unix://{listen}", "build", "--network=host", "-t", "px-host",
+    r = subprocess.run([cli, "-H", f"unix://{listen}", "build", "--network=host", "-t", "px-host",
                         str(tmp_path)], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "DOCKER_BUILDKIT": "0"})
     assert r.returncode != 0 and "berth: a build with --network=host" in r.stderr, r.stderr
@@ -479,3 +485,11 @@ def test_everyday_cli_commands_pass_the_allow_list(proxied):
         docker(listen, "rm", "-f", "px-daily", "px-daily2", check=False)
         docker(listen, "network", "rm", "px-net", check=False)
         docker(listen, "volume", "rm", "px-vol", check=False)
+
+
+def test_a_refused_head_is_answered_with_headers_alone(proxied):
+    """A HEAD the policy refuses: the 403's head, no body after it (h11 would raise on one)."""
+    _, _, listen = proxied
+    answer = raw(listen, b"HEAD /v1.41/containers/json HTTP/1.1\r\nHost: docker\r\n\r\n")
+    head, _, rest = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 403") and "content-length:" in head.lower() and rest == ""

@@ -77,3 +77,11 @@ def test_the_shared_containerd_is_judged_against_the_daemons_on_it():
     assert hung.level == doctor.FAIL and hung.fix.startswith("kill 9")
     gone = doctor.judge_containerd("down", None, ["alice"], "/run/containerd/containerd.sock", external=True)
     assert gone.level == doctor.FAIL and "systemctl start containerd" in gone.fix
+
+
+def test_confinement_warns_of_an_unfiltered_daemon_first_then_one_outside_berths_namespace():
+    assert doctor.judge_confinement([], []).level == doctor.OK
+    unfiltered = doctor.judge_confinement(["alice"], ["alice"])
+    assert unfiltered.level == doctor.WARN and "device nodes" in unfiltered.detail
+    outside = doctor.judge_confinement([], ["bob"])
+    assert outside.level == doctor.WARN and "mount namespace" in outside.detail

@@ -185,6 +185,19 @@ def test_build_options_buildkit_sessions_and_fetches_by_root_are_refused(target,
     assert policy.check("POST", "/images/create?fromImage=busybox&tag=1", None, CTX) is None  # docker pull
 
 
+def test_empty_build_parameters_are_absent_as_every_legacy_client_sends_them():
+    # docker CLI 20.10 (Debian's) on every legacy build
+    target = ("/v1.41/build?buildargs=%7B%7D&cachefrom=%5B%5D&cgroupparent=&cpuperiod=0&cpuquota=0&cpusetcpus=&"
+              "cpusetmems=&cpushares=0&dockerfile=Dockerfile&labels=%7B%7D&memory=0&memswap=0&networkmode=default&"
+              "rm=1&securityopt=null&shmsize=0&t=x&target=&ulimits=null&version=1")
+    assert policy.check("POST", target, None, CTX) is None
+    nofile = "/build?ulimits=%5B%7B%22Name%22%3A%22nofile%22%2C%22Hard%22%3A1024%2C%22Soft%22%3A1024%7D%5D"
+    assert policy.check("POST", nofile, None, CTX) is None
+    for bad in ("/build?ulimits=%5B%7B%22Name%22%3A%22RTPRIO%22%7D%5D", "/build?ulimits=nonsense",
+                "/build?ulimits=%5B1%5D", "/build?cgroupparent=%20x", "/build?isolation=hyperv"):
+        assert policy.check("POST", bad, None, CTX) is not None, bad
+
+
 def test_a_body_that_would_hold_the_shared_loop_is_refused_cheaply():
     with pytest.raises(apijson.BadBody, match="nested"):
         apijson.loads(b"[" + b"{}," * 20000 + b"{}]")

@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 
@@ -22,6 +23,20 @@ def test_systemd_run_argv():
     assert argv[argv.index("--") + 1:] == ["/usr/sbin/dockerd", "--config-file", "/run/berth/alice/daemon.json"]
 
 
+def test_a_hardened_unit_loads_the_device_filter_before_dockerd():
+    import sys
+
+    from berth import nodevices
+    argv = supervisor_mod.systemd_run_argv(upaths(), "/usr/sbin/dockerd", 30, hardened=True)
+    assert argv[argv.index("--") + 1:] == [sys.executable, "-I", "-S", nodevices.__file__, "/usr/sbin/dockerd",
+                                          "--config-file", "/run/berth/alice/daemon.json"]
+    if os.geteuid() != 0:
+        return  # loading a filter without no_new_privs is root's
+    r = subprocess.run([sys.executable, "-I", "-S", nodevices.__file__, "/bin/sh", "-c",
+                        "grep ^Seccomp: /proc/self/status"], capture_output=True, text=True)
+    assert r.stdout.split() == ["Seccomp:", "2"], r.stderr
+
+
 def test_supervisor_choice(tmp_path):
     up = upaths()
     assert isinstance(supervisor_mod.for_host(up, "d", 1, "systemd"), supervisor_mod.SystemdSupervisor)
@@ -39,11 +54,12 @@ def test_supervisor_config_is_validated():
 def test_unit_passes_systemd_analyze_verify(tmp_path):
     dockerd = shutil.which("dockerd", path="/usr/sbin:/usr/bin") or "/bin/true"
     unit = tmp_path / "berth-dockerd-alice.service"
-    unit.write_text(supervisor_mod.unit_text(upaths(), dockerd, 30))
-    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
-    # Complaints about this box (no systemd running) are not about the unit.
-    problems = [line for line in r.stderr.splitlines() if "berth-dockerd-alice" in line]
-    assert problems == [], r.stderr
+    for hardened in (False, True):
+        unit.write_text(supervisor_mod.unit_text(upaths(), dockerd, 30, hardened=hardened))
+        r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+        # Complaints about this box (no systemd running) are not about the unit.
+        problems = [line for line in r.stderr.splitlines() if "berth-dockerd-alice" in line]
+        assert problems == [], r.stderr
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")

@@ -36,7 +36,7 @@ import struct
 
 import h11
 
-from . import apijson, clientside, policy, splicerelay
+from . import apijson, clientside, policy, proxyshare, splicerelay
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,18 @@ ARCHIVE = re.compile(r"/containers/([^/]+)/archive")
 ARCHIVE_TARGET = re.compile(rb"/containers/[^/?]+/archive")
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 DRAIN_LIMIT = 1 << 30  # a refused upload is read and dropped up to this, then cut off
+OVER_SHARE = policy.Refusal(f"your requests hold over {proxyshare.RAW_CAP >> 20} MiB of request bodies in the "
+                            "proxy at once", "send fewer at once, or wait for the ones under way")
+
+
+def _parsed_and_checked(raw, method, target, ctx):
+    """(the body as dockerd reads it, the policy's refusal or None): run in
+    the user's turn (proxyshare), in a worker thread when the body is big."""
+    try:
+        body = apijson.loads(raw)
+    except apijson.BadBody as e:
+        return None, policy.Refusal(str(e), "send the body docker sends")
+    return body, policy.check(method, target, body, ctx)
 
 
 def _refusal_response(conn, status, what, instead):
@@ -177,11 +189,13 @@ class Handler:
 
     `uids`: who may connect (the socket's mode says so too; this holds
     even if the file is ever opened wider). `max_connections`: how many
-    one user may hold open at once.
+    one user may hold open at once. `share`: the user's proxyshare.Share,
+    which bounds the memory and CPU their request bodies take.
     """
 
-    def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None):
+    def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, share=None):
         self.upstream_path = upstream_path
+        self.share = share if share is not None else proxyshare.Share(proxyshare.Pool())
         self.ctx = ctx
         self.user = user
         self.uids = uids
@@ -215,7 +229,7 @@ class Handler:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             refused = self._admit(writer)
-            while await self._one(conn, client, writer, refused):
+            while await self._served(conn, client, writer, refused):
                 conn.start_next_cycle()
         except (clientside.BadRequest, h11.RemoteProtocolError) as e:
             answer = _bad_request(conn, e)
@@ -229,7 +243,15 @@ class Handler:
             writer.close()
             self.tasks.discard(task)
 
-    async def _one(self, conn, client, writer, refused=None):
+    async def _served(self, conn, client, writer, refused):
+        """_one, with what the request holds of the user's share let go of once it is answered."""
+        charges = self.share.charges()
+        try:
+            return await self._one(conn, client, writer, refused, charges)
+        finally:
+            charges.release()
+
+    async def _one(self, conn, client, writer, refused, charges):
         """Serve one request; True if the connection may carry another.
         `refused`: (status, what, instead) for a connection not admitted."""
         try:
@@ -265,14 +287,11 @@ class Handler:
         path, _ = found
         body = None
         if policy.reads_body(method, path):
-            raw, refusal = await self._read_body(client)
-            if refusal is None:
-                try:
-                    body = apijson.loads(raw)
-                except apijson.BadBody as e:
-                    refusal = policy.Refusal(str(e), "send the body docker sends")
-            if refusal is None:
-                refusal = policy.check(method, target, body, self.ctx)
+            body, refusal = await self._checked_body(client, charges, method, target)
+            if refusal is OVER_SHARE:  # answered at once, and the rest of the body dropped
+                self._refuse(writer, conn, method, target, refusal, 429)
+                await self._drain(client)
+                return False
             if refusal is not None:
                 self._refuse(writer, conn, method, target, refusal)
                 return False
@@ -298,7 +317,7 @@ class Handler:
                 self._refuse(writer, conn, method, target, refusal)
                 await self._drain(client)
                 return False
-        return await self._forward(conn, client, writer, head, body)
+        return await self._forward(conn, client, writer, head, body, charges)
 
     async def _binds_of(self, container):
         """(whether the container has a bind mount, its id), asked of dockerd
@@ -317,7 +336,8 @@ class Handler:
         if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
             return False, None
         try:
-            info = apijson.loads(body)
+            # in the user's share: a container's inspect answer is as big as the labels it was made with
+            info = await self.share.work(apijson.loads, (body,), len(body))
             mounts, container_id = info.field("Mounts") or [], str(info.field("Id") or "")
         except (apijson.BadBody, AttributeError):
             return True, None  # unreadable: refuse rather than guess
@@ -342,12 +362,23 @@ class Handler:
                 return
             size += sum(map(len, event))
 
-    async def _read_body(self, client):
+    async def _checked_body(self, client, charges, method, target):
+        """(the body, parsed as dockerd parses it, a refusal or None): read
+        whole and parsed and checked in the user's share (proxyshare)."""
+        raw, refusal = await self._read_body(client, charges)
+        if refusal is not None:
+            return None, refusal
+        return await charges.parse(_parsed_and_checked, raw, method, target, self.ctx)
+
+    async def _read_body(self, client, charges):
         chunks, size = [], 0
         while True:
             event = await client.next()
             if isinstance(event, list):
-                size += sum(map(len, event))
+                piece = sum(map(len, event))
+                size += piece
+                if size <= apijson.MAX_BODY and not charges.hold(piece):
+                    return None, OVER_SHARE
                 if size > apijson.MAX_BODY:
                     await self._drain(client)  # so the client reads the refusal, not a reset
                     return None, policy.Refusal(f"a request body over {apijson.MAX_BODY // 1024} KiB",
@@ -358,7 +389,7 @@ class Handler:
             else:
                 return None, policy.Refusal("an incomplete request", "send it whole")
 
-    async def _forward(self, conn, client, writer, head, body):
+    async def _forward(self, conn, client, writer, head, body, charges):
         try:
             up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path, limit=BUFFER)
         except OSError as e:
@@ -368,7 +399,7 @@ class Handler:
             return False
         up = h11.Connection(h11.CLIENT)
         try:
-            encoded = None if body is None else apijson.dumps(body)
+            encoded = None if body is None else await charges.encode(apijson.dumps, body)
             up_writer.write(up.send(h11.Request(method=head.method, target=head.target,
                                                 headers=_upstream_headers(head, None if encoded is None
                                                                           else len(encoded)))))

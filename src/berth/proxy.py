@@ -377,7 +377,8 @@ class Handler:
             if isinstance(event, list):
                 piece = sum(map(len, event))
                 size += piece
-                if size <= apijson.MAX_BODY and not charges.hold(piece):
+                # each piece held is an object of its own: 1 MiB in 1-byte chunks is a million
+                if size <= apijson.MAX_BODY and not charges.hold(piece + clientside.PIECE_OVERHEAD * len(event)):
                     return None, OVER_SHARE
                 if size > apijson.MAX_BODY:
                     await self._drain(client)  # so the client reads the refusal, not a reset

@@ -36,7 +36,7 @@ import struct
 
 import h11
 
-from . import apijson, clientside, policy, proxybinds, splicerelay
+from . import apijson, clientside, policy, proxybinds, proxyshare, splicerelay
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,20 @@ IDLE_TIMEOUT = 600
 ARCHIVE = re.compile(r"/containers/([^/]+)/archive")
 ARCHIVE_TARGET = re.compile(rb"/containers/[^/?]+/archive")
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
-DRAIN_LIMIT = 1 << 30
-REWRITE_LIMIT = 64 << 20  # an answer read whole to show pins as the user's paths (a listing of many containers)  # a refused upload is read and dropped up to this, then cut off
+DRAIN_LIMIT = 1 << 30  # a refused upload is read and dropped up to this, then cut off
+REWRITE_LIMIT = 64 << 20  # an answer read whole to show pins as the user's paths (a listing of many containers)
+OVER_SHARE = policy.Refusal(f"your requests hold over {proxyshare.RAW_CAP >> 20} MiB of request bodies in the "
+                            "proxy at once", "send fewer at once, or wait for the ones under way")
+
+
+def _parsed_and_checked(raw, method, target, ctx):
+    """(the body as dockerd reads it, the policy's refusal or None): run in
+    the user's turn (proxyshare), in a worker thread when the body is big."""
+    try:
+        body = apijson.loads(raw)
+    except apijson.BadBody as e:
+        return None, policy.Refusal(str(e), "send the body docker sends")
+    return body, policy.check(method, target, body, ctx)
 
 
 def _refusal_response(conn, status, what, instead, method="GET"):
@@ -186,11 +198,13 @@ class Handler:
 
     `uids`: who may connect (the socket's mode says so too; this holds
     even if the file is ever opened wider). `max_connections`: how many
-    one user may hold open at once.
+    one user may hold open at once. `share`: the user's proxyshare.Share,
+    which bounds the memory and CPU their request bodies take.
     """
 
-    def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, binds=None):
+    def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, share=None, binds=None):
         self.upstream_path = upstream_path
+        self.share = share if share is not None else proxyshare.Share(proxyshare.Pool())
         self.binds = binds  # proxybinds.Binds: bind sources resolved and pinned as the user
         self.ctx = ctx
         self.user = user
@@ -225,7 +239,7 @@ class Handler:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             refused = self._admit(writer)
-            while await self._one(conn, client, writer, refused):
+            while await self._served(conn, client, writer, refused):
                 conn.start_next_cycle()
         except (clientside.BadRequest, h11.RemoteProtocolError) as e:
             answer = _bad_request(conn, e)
@@ -239,7 +253,15 @@ class Handler:
             writer.close()
             self.tasks.discard(task)
 
-    async def _one(self, conn, client, writer, refused=None):
+    async def _served(self, conn, client, writer, refused):
+        """_one, with what the request holds of the user's share let go of once it is answered."""
+        charges = self.share.charges()
+        try:
+            return await self._one(conn, client, writer, refused, charges)
+        finally:
+            charges.release()
+
+    async def _one(self, conn, client, writer, refused, charges):
         """Serve one request; True if the connection may carry another.
         `refused`: (status, what, instead) for a connection not admitted."""
         try:
@@ -275,14 +297,11 @@ class Handler:
         path, _ = found
         body = None
         if policy.reads_body(method, path):
-            raw, refusal = await self._read_body(client)
-            if refusal is None:
-                try:
-                    body = apijson.loads(raw)
-                except apijson.BadBody as e:
-                    refusal = policy.Refusal(str(e), "send the body docker sends")
-            if refusal is None:
-                refusal = policy.check(method, target, body, self.ctx)
+            body, refusal = await self._checked_body(client, charges, method, target)
+            if refusal is OVER_SHARE:  # answered at once, and the rest of the body dropped
+                self._refuse(writer, conn, method, target, refusal, 429)
+                await self._drain(client)
+                return False
             if refusal is not None:
                 self._refuse(writer, conn, method, target, refusal)
                 return False
@@ -297,7 +316,7 @@ class Handler:
                         return False
                     body[key] = prepared
                     if pinned:
-                        return await self._create_with_pins(conn, client, writer, head, body, pinned)
+                        return await self._create_with_pins(conn, client, writer, head, body, charges, pinned)
             elif path == "/networks/create" and isinstance(body, dict):
                 body = policy.name_bridge(body, self.ctx.bridge, secrets.token_hex(8))
         else:
@@ -318,10 +337,10 @@ class Handler:
                 await self._drain(client)
                 return False
             if self.binds is not None:
-                return await self._with_binds(conn, client, writer, head, method, target, path)
-        return await self._forward(conn, client, writer, head, body)
+                return await self._with_binds(conn, client, writer, head, method, target, path, charges)
+        return await self._forward(conn, client, writer, head, body, charges)
 
-    async def _with_binds(self, conn, client, writer, head, method, target, path):
+    async def _with_binds(self, conn, client, writer, head, method, target, path, charges):
         """A request that starts a container (its pins made again, as the
         user, first), removes one (its pins swept after), or shows one (the
         user's paths, not the pins)."""
@@ -338,15 +357,15 @@ class Handler:
         elif (method == "DELETE" and path.startswith("/containers/")) or path == "/containers/prune" \
                 or (method == "POST" and path.endswith("/wait")):  # `run --rm` waits for its removal
             try:
-                return await self._forward(conn, client, writer, head, None)
+                return await self._forward(conn, client, writer, head, None, charges)
             finally:
                 self.binds.sweep_soon()
         elif method == "GET" and (path in ("/containers/json", "/system/df") or proxybinds.CONTAINER_JSON.fullmatch(path)) \
                 and self.binds.has_pins():
-            return await self._forward(conn, client, writer, head, None, rewrite=self.binds.display)
-        return await self._forward(conn, client, writer, head, None)
+            return await self._forward(conn, client, writer, head, None, charges, rewrite=self.binds.display)
+        return await self._forward(conn, client, writer, head, None, charges)
 
-    async def _create_with_pins(self, conn, client, writer, head, body, tokens):
+    async def _create_with_pins(self, conn, client, writer, head, body, charges, tokens):
         """Forward a create whose binds are pinned: the pins are kept if
         dockerd made the container, else released."""
         answered = []
@@ -355,7 +374,7 @@ class Handler:
             answered.append(status)
             self.binds.answered(tokens, status == 201)
         try:
-            return await self._forward(conn, client, writer, head, body, on_status=on_status)
+            return await self._forward(conn, client, writer, head, body, charges, on_status=on_status)
         finally:
             if not answered:  # dockerd never answered (not running, gone mid-way): nothing holds them
                 self.binds.answered(tokens, False)
@@ -365,12 +384,17 @@ class Handler:
         log.info("answered %s: %s %s: %d %s", self.user or "-", method, target[:200], status, message[:200])
         writer.write(_answer_response(conn, status, message, method))
 
+    async def _loads(self, body):
+        """dockerd's JSON answer parsed in the user's share: a container's
+        inspect is as big as the labels it was made with."""
+        return await self.share.work(apijson.loads, (body,), len(body))
+
     async def _binds_of(self, container):
         """(whether the container has a bind mount, its id), asked of dockerd
         itself; (False, None) if it does not know the container (it answers
         the request that way itself)."""
         try:
-            info = await proxybinds.query(self.upstream_path, f"/containers/{container}/json")
+            info = await proxybinds.query(self.upstream_path, f"/containers/{container}/json", self._loads)
             if info is None:
                 return False, None
             mounts, container_id = info.field("Mounts") or [], str(info.field("Id") or "")
@@ -397,12 +421,24 @@ class Handler:
                 return
             size += sum(map(len, event))
 
-    async def _read_body(self, client):
+    async def _checked_body(self, client, charges, method, target):
+        """(the body, parsed as dockerd parses it, a refusal or None): read
+        whole and parsed and checked in the user's share (proxyshare)."""
+        raw, refusal = await self._read_body(client, charges)
+        if refusal is not None:
+            return None, refusal
+        return await charges.parse(_parsed_and_checked, raw, method, target, self.ctx)
+
+    async def _read_body(self, client, charges):
         chunks, size = [], 0
         while True:
             event = await client.next()
             if isinstance(event, list):
-                size += sum(map(len, event))
+                piece = sum(map(len, event))
+                size += piece
+                # each piece held is an object of its own: 1 MiB in 1-byte chunks is a million
+                if size <= apijson.MAX_BODY and not charges.hold(piece + clientside.PIECE_OVERHEAD * len(event)):
+                    return None, OVER_SHARE
                 if size > apijson.MAX_BODY:
                     await self._drain(client)  # so the client reads the refusal, not a reset
                     return None, policy.Refusal(f"a request body over {apijson.MAX_BODY // 1024} KiB",
@@ -413,7 +449,7 @@ class Handler:
             else:
                 return None, policy.Refusal("an incomplete request", "send it whole")
 
-    async def _forward(self, conn, client, writer, head, body, on_status=None, rewrite=None):
+    async def _forward(self, conn, client, writer, head, body, charges, on_status=None, rewrite=None):
         try:
             up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_path, limit=BUFFER)
         except OSError as e:
@@ -424,7 +460,7 @@ class Handler:
             return False
         up = h11.Connection(h11.CLIENT)
         try:
-            encoded = None if body is None else apijson.dumps(body)
+            encoded = None if body is None else await charges.encode(apijson.dumps, body)
             up_writer.write(up.send(h11.Request(method=head.method, target=head.target,
                                                 headers=_upstream_headers(head, None if encoded is None
                                                                           else len(encoded)))))

@@ -28,9 +28,11 @@ def _errno_text(code):
     return os.strerror(code).lower() if code else "unknown error"
 
 
-async def query(upstream_path, target):
+async def query(upstream_path, target, loads=None):
     """dockerd's JSON answer to GET `target`, or None if it answers
-    otherwise. Raises apijson.BadBody for a 200 that is not JSON."""
+    otherwise. Raises apijson.BadBody for a 200 that is not JSON.
+    `loads`: an awaitable parse (the user's share of the proxy), else
+    apijson.loads on the loop."""
     try:
         reader, writer = await asyncio.open_unix_connection(upstream_path)
     except OSError:
@@ -43,7 +45,7 @@ async def query(upstream_path, target):
     head, _, body = raw.partition(b"\r\n\r\n")
     if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
         return None
-    return apijson.loads(body)
+    return apijson.loads(body) if loads is None else await loads(body)
 
 
 async def remove(upstream_path, container_id):
@@ -62,10 +64,11 @@ async def remove(upstream_path, container_id):
 class Binds:
     """One user's bind sources, as the proxy handles them."""
 
-    def __init__(self, store, upaths, upstream_path):
+    def __init__(self, store, upaths, upstream_path, loads=None):
         self.store = store
         self.upaths = upaths  # the user's run dir: dockerd's record, to find its mount namespace
         self.upstream_path = upstream_path
+        self.loads = loads  # dockerd's answers parsed in the user's share of the proxy
         self._sweeping = None
         self.pending = set()  # tokens of creates dockerd has not answered yet: never swept
         self.background = set()  # tasks held: the loop keeps them only weakly
@@ -131,7 +134,7 @@ class Binds:
         the user's rights stand now, or (None, Answer). (None, None): dockerd
         does not know it (its own answer follows)."""
         try:
-            info = await query(self.upstream_path, f"/containers/{container}/json")
+            info = await query(self.upstream_path, f"/containers/{container}/json", self.loads)
         except apijson.BadBody:
             info = {}
         if info is None:
@@ -214,7 +217,7 @@ class Binds:
         before dockerd was asked, none pinned for a create still under way."""
         before, pending = set(self.store.tokens()), set(self.pending)
         try:
-            listing = await query(self.upstream_path, "/containers/json?all=1")
+            listing = await query(self.upstream_path, "/containers/json?all=1", self.loads)
         except apijson.BadBody:
             return
         if not isinstance(listing, list):

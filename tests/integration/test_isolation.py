@@ -487,3 +487,28 @@ def test_an_ipv6_network_is_refused_with_what_to_do(harness, pair):
     (alice, _), _ = pair
     r = harness.docker(alice, "network", "create", "--ipv6", "six", check=False, as_user=alice)
     assert r.returncode != 0 and "berth: " in r.stderr and "--ipv6" in r.stderr, r.stderr
+
+
+# --- what goes with a user -------------------------------------------------------------------
+
+def test_purge_leaves_no_bridge_cgroup_or_ipv6_rule_of_the_user(harness):
+    """A user's own networks have bridges of their own (bth<uid>.<suffix>) that dockerd leaves when it
+    stops: purge removes them, so the block's next user finds none; down removes the daemon's cgroup
+    and the user's IPv6 rules."""
+    from berth import cgroups
+    carol = harness.add_user()
+    harness.berth("up", carol)
+    row = json.loads(harness.berth("status", carol, "--json").stdout)["users"][0]
+    r = harness.docker(carol, "network", "create", "hers", check=False, as_user=carol)
+    assert r.returncode == 0, r.stderr
+    links = [n for n in os.listdir("/sys/class/net") if n.startswith(row["bridge"] + ".")]
+    assert links, os.listdir("/sys/class/net")
+    daemon_cgroup = os.path.join(cgroups.v2_root(), cgroups.DAEMONS, carol)
+    assert os.path.isdir(daemon_cgroup)
+    six = subprocess.run(["ip6tables-legacy-save"], capture_output=True, text=True).stdout
+    assert f"berth:{carol}" in six
+    harness.berth("down", carol)
+    assert not os.path.exists(daemon_cgroup)
+    assert f"berth:{carol}" not in subprocess.run(["ip6tables-legacy-save"], capture_output=True, text=True).stdout
+    harness.berth("down", "--purge", "--yes", carol)
+    assert not [n for n in os.listdir("/sys/class/net") if n.startswith(row["bridge"])]

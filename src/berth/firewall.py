@@ -11,6 +11,8 @@ import ipaddress
 import logging
 import os
 import sys
+import tempfile
+import threading
 
 from .errors import NetworkError
 from .locks import flock
@@ -185,10 +187,33 @@ def _build(iptc, rule):
 @contextlib.contextmanager
 def _translated(iptc, doing):
     try:
-        yield
+        with _without_libxtables_warnings():
+            yield
     except iptc.IPTCError as e:
         raise NetworkError(f"iptables refused {doing}: {e}",
                            hint="check that the kernel has ip_tables and iptable_nat (berth doctor)") from e
+
+
+_stderr_lock = threading.Lock()  # the reaper's threads: one redirect of stderr at a time
+
+
+@contextlib.contextmanager
+def _without_libxtables_warnings():
+    """libxtables prints "Extension owner revision 0 not supported" on
+    stderr the first time a process takes a match of the other family
+    (IPv4 after IPv6): harmless, but a second line under every one-line
+    error. Its real failures reach berth as exceptions (IPTCError)."""
+    with _stderr_lock:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        # A file, not /dev/null: python-iptables then fails to find berth's chains as targets.
+        with tempfile.TemporaryFile() as sink:
+            try:
+                os.dup2(sink.fileno(), 2)
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
 
 
 class Firewall:

@@ -26,43 +26,44 @@ def has_ipv6(proc_sys="/proc/sys/net/ipv6"):
     return os.path.isdir(proc_sys)
 
 
-def daemon_cgroups(cfg, name):
+def daemon_cgroups(cfg, name, root=None):
     """The cgroups the firewall tells users' daemons apart by
     (rules.DaemonCgroups), or None on a host without cgroup2."""
     from .rules import DaemonCgroups
 
-    if cgroups.v2_root() is None:
+    if (root or cgroups.v2_root()) is None:
         return None
     unit = supervisor.unit_name(name) if supervisor.uses_systemd(cfg.daemon.supervisor) else None
     return DaemonCgroups(*cgroups.daemon_cgroups(name, unit))
 
 
-def user_rules(cfg, name, block, uid):
+def user_rules(cfg, name, block, uid, root=None):
     """The user's rules as this host runs them (pure but for the host's facts)."""
     from .rules import plan_user_rules
 
-    return plan_user_rules(cfg, name, block, uid, daemon_cgroups(cfg, name), has_ipv6())
+    return plan_user_rules(cfg, name, block, uid, daemon_cgroups(cfg, name, root), has_ipv6())
 
 
-def ensure_user_rules(cfg, fw, name, block, uid, leases=None):
+def ensure_user_rules(cfg, fw, name, block, uid, leases=None, root=None):
     """Put the user's rules in place (True if anything changed), and make
     sure the daemon cgroups they name are the ones that exist now: one made
     again since (a systemd unit's at each start, a slice emptied, a
     directory removed by hand) gets its rules written again, every user's
     for the cgroup above all daemons. The cgroups are made where missing:
     a rule can only name a cgroup that exists."""
-    daemons = daemon_cgroups(cfg, name)
-    planned = user_rules(cfg, name, block, uid)
+    root = root or cgroups.v2_root()
+    daemons = daemon_cgroups(cfg, name, root)
+    planned = user_rules(cfg, name, block, uid, root)
     if daemons is None:
         return fw.ensure_user(name, planned)
-    own, every = cgroups.ensure_daemon_dirs((daemons.own, daemons.every))
+    own, every = cgroups.ensure_daemon_dirs((daemons.own, daemons.every), root)
     if not cgroups.marked(every):
         leases = lease_table(cfg).read() if leases is None else leases
         with_rules = fw.users_with_rules()
         others = {n: lease for n, lease in leases.items() if n != name and n in with_rules}
         for n in others:
-            cgroups.ensure_daemon_dirs((daemon_cgroups(cfg, n).own,))
-        fw.rewrite({n: user_rules(cfg, n, lease.block, lease.uid) for n, lease in others.items()})
+            cgroups.ensure_daemon_dirs((daemon_cgroups(cfg, n, root).own,), root)
+        fw.rewrite({n: user_rules(cfg, n, lease.block, lease.uid, root) for n, lease in others.items()})
         changed = fw.ensure_user(name, planned, force=True)
         cgroups.mark(every)
     else:

@@ -140,12 +140,11 @@ def _ip6_rules(ch, tag, uid, bridge, daemons):
     the host's own processes and the user's other containers on the same
     bridges can reach."""
     mine = (bridge, bridge + ".+")
-    forward = [Rule("filter", ch.forward, "ACCEPT", in_iface=i, out_iface=o, comment=tag, ip6=True)
-               for o in mine for i in mine]
-    for o in mine:
-        forward += [Rule("filter", ch.forward, "ACCEPT", out_iface=o, ctstate="RELATED,ESTABLISHED", comment=tag,
-                         ip6=True),
-                    Rule("filter", ch.forward, "DROP", out_iface=o, comment=tag, ip6=True)]
+    # Link-local addresses are never routed: what passes FORWARD is bridged
+    # within one bridge (br_netfilter), or a routed address, which no
+    # network of a user has: nothing new onto the user's bridges from elsewhere.
+    forward = [Rule("filter", ch.forward, "ACCEPT", in_iface=o, out_iface=o, comment=tag, ip6=True) for o in mine]
+    forward += [Rule("filter", ch.forward, "DROP", out_iface=o, comment=tag, ip6=True) for o in mine]
     output = []
     for o in mine:
         output += [Rule("filter", ch.output, "ACCEPT", out_iface=o, ctstate="RELATED,ESTABLISHED", comment=tag,

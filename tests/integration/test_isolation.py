@@ -423,8 +423,7 @@ def test_a_users_daemon_runs_in_a_cgroup_of_its_own(harness, pair):
         with open(f"/proc/{pid}/cgroup") as f:
             line = next(line for line in f if line.startswith("0::"))
         assert line.strip() == f"0::/{cgroups.DAEMONS}/{user}", line
-    # berth itself went back where it was after launching them
-    assert os.path.isdir(os.path.join(root, cgroups.DAEMONS, alice))
+        assert os.getxattr(os.path.join(root, cgroups.DAEMONS, user), cgroups.MARK) == b"1"  # its rules name it
 
 
 # --- IPv6 -----------------------------------------------------------------------------------

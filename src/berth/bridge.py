@@ -108,6 +108,12 @@ def berth_bridges(prefix, sysfs="/sys/class/net"):
     return found
 
 
+def network_bridges(bridge, sysfs="/sys/class/net"):
+    """The bridges of a user's own networks: <bridge>.<suffix>, as the
+    policy proxy names them (policy.name_bridge)."""
+    return sorted(n for n in os.listdir(sysfs) if n.startswith(bridge + "."))
+
+
 def bridge_exists(name):
     """Cheap check through sysfs, no netlink import."""
     return os.path.isdir(f"/sys/class/net/{name}/bridge")

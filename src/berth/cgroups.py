@@ -209,3 +209,78 @@ def cpu_usage_ns(user, root=ROOT):
             return int(f.read())
     except (OSError, KeyError, ValueError):
         return None
+
+
+# --- where users' dockerds run ------------------------------------------------------
+# Each user's dockerd, and so everything it starts (docker-proxy for -p, git
+# for a build's sources), runs in a cgroup2 of its own, so the firewall can
+# tell one user's daemon from another's and from root's own tools
+# (rules.plan_user_rules). Launched directly: <v2>/berth-dockerd/<user>,
+# made by berth; as a systemd unit: the unit's own, in berthd.slice.
+
+DAEMONS = "berth-dockerd"
+DAEMON_SLICE = "berthd.slice"
+# Set on a daemon cgroup once rules that name it are in the kernel. The
+# kernel resolves a rule's path when the rule is added: a cgroup made again
+# under the same path is another one, which those rules do not match. A
+# mark is lost with its directory, so a cgroup without one gets its rules
+# written again.
+MARK = "trusted.berth.rules"
+
+
+def v2_root(root=ROOT):
+    """The cgroup2 hierarchy: the root itself (pure v2), its unified/ (a
+    hybrid host), or None (cgroup v1 alone)."""
+    if version(root) == 2:
+        return root
+    unified = os.path.join(root, "unified")
+    return unified if os.path.exists(os.path.join(unified, "cgroup.procs")) else None
+
+
+def daemon_cgroups(user, unit=None):
+    """(the user's daemon's cgroup, the one above every user's), relative
+    to the cgroup2 root; `unit`: the systemd unit dockerd runs as. Pure."""
+    if unit:
+        return f"{DAEMON_SLICE}/{unit}", DAEMON_SLICE
+    return f"{DAEMONS}/{user}", DAEMONS
+
+
+def ensure_daemon_dirs(relative, root=None):
+    """Make the cgroups (relative paths) where missing; their absolute paths."""
+    root = v2_root() if root is None else root
+    made = [os.path.join(root, r) for r in relative]
+    for path in made:
+        os.makedirs(path, exist_ok=True)
+    return made
+
+
+def marked(path):
+    try:
+        return os.getxattr(path, MARK) == b"1"
+    except OSError:
+        return False  # no directory, or no xattrs here: its rules are written again
+
+
+def mark(path):
+    try:
+        os.setxattr(path, MARK, b"1")
+    except OSError as e:
+        log.debug("could not mark %s (%s): its rules are written again at the next up", path, e.strerror)
+
+
+def remove_daemon_cgroup(user, root=None):
+    """The cgroup a directly launched dockerd of the user ran in, once it
+    is empty (its rules are gone by then); True if it was removed or was
+    not there."""
+    root = v2_root() if root is None else root
+    if root is None:
+        return True
+    path = os.path.join(root, DAEMONS, user)
+    try:
+        os.rmdir(path)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return True
+        log.warning("cgroup %s is still in use; left in place", path)
+        return False
+    return True

@@ -26,7 +26,7 @@ import subprocess
 import time
 from collections import namedtuple
 
-from . import engine, hostns, proc
+from . import engine, hostns, paths, proc
 from .errors import DaemonError, MissingBinary
 from .fsutil import atomic_write, ensure_dir, log_tail, read_trusted, remove
 from .hostns import HOST, in_mount_namespace
@@ -81,12 +81,11 @@ class Shared:
     def __init__(self, run_dir, state_dir, log_dir, setting="shared", use_systemd=False):
         self.setting = setting
         self.run_dir, self.state_dir = str(run_dir), str(state_dir)
-        # "berth-": a prefix no user name may have (users.is_valid_name).
-        self.dir = os.path.join(str(run_dir), "berth-containerd")
+        self.dir = paths.own_dir(run_dir, paths.CONTAINERD_DIR)
         self.root = os.path.join(str(state_dir), "containerd")
         self.config = os.path.join(self.dir, "config.toml")
         self.record_path = os.path.join(self.dir, "containerd.rec")
-        self.log_file = os.path.join(str(log_dir), "containerd.log")
+        self.log_file = paths.own_log(log_dir, paths.CONTAINERD_LOG)
         self.use_systemd = use_systemd
         self.child = None
 

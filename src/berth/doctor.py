@@ -229,7 +229,7 @@ def _private_paths(cfg):
     state, run, logs = str(cfg.paths.state_dir), str(cfg.paths.run_dir), str(cfg.paths.log_dir)
     found = [(state, paths.TRAVERSE_ONLY), (os.path.join(state, "users"), paths.TRAVERSE_ONLY),
              (os.path.join(state, "leases.json"), 0o600), (os.path.join(state, "locks"), paths.ROOT_ONLY),
-             (run, paths.TRAVERSE_ONLY), (logs, paths.ROOT_ONLY), (os.path.join(logs, "berth.log"), 0o600)]
+             (run, paths.TRAVERSE_ONLY), (logs, paths.ROOT_ONLY), (paths.own_log(logs, paths.BERTH_LOG), 0o600)]
     for d in (paths.locks_dir(cfg), os.path.join(paths.locks_dir(cfg), "users")):
         found.append((d, paths.ROOT_ONLY))
         try:

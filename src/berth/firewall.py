@@ -11,6 +11,8 @@ import ipaddress
 import logging
 import os
 import sys
+import tempfile
+import threading
 
 from .errors import NetworkError
 from .locks import flock
@@ -114,14 +116,14 @@ def _norm_net(value):
     if not value:
         return ""
     neg = value.startswith("!")
-    net = ipaddress.IPv4Network(value.lstrip("!"), strict=False)
+    net = ipaddress.ip_network(value.lstrip("!"), strict=False)
     if net.prefixlen == 0 and not neg:
         return ""
     return ("!" if neg else "") + str(net)
 
 
 def _read_matches(r):
-    found = {"ctstate": "", "comment": "", "owner": "", "rpfilter": False}
+    found = {"ctstate": "", "comment": "", "owner": "", "rpfilter": False, "cgroup": "", "icmp6": ""}
     for m in r.matches:
         params = m.get_all_parameters()
         if m.name == "conntrack":
@@ -132,6 +134,10 @@ def _read_matches(r):
             found["owner"] = "".join(params.get("uid-owner", [])).split("-")[0]  # "1001" or "1001-1001"
         elif m.name == "rpfilter":
             found["rpfilter"] = "invert" in params
+        elif m.name == "icmp6":
+            found["icmp6"] = "".join(params.get("icmpv6-type", []))
+        elif m.name == "cgroup":
+            found["cgroup"] = "".join(params.get("path", []))
     return found
 
 
@@ -139,28 +145,38 @@ def _norm_iface(value):
     return ("!" + value[1:]) if value and value.startswith("!") else (value or "")
 
 
-def _to_key(r, table, chain):
+def _to_key(r, table, chain, ip6=False):
     return Rule(table, chain, r.target.name if r.target else "", _norm_net(r.src), _norm_net(r.dst),
-                in_iface=_norm_iface(r.in_interface), **_read_matches(r))
+                in_iface=_norm_iface(r.in_interface), out_iface=_norm_iface(r.out_interface), ip6=ip6,
+                **_read_matches(r))
 
 
 def _build(iptc, rule):
-    r = iptc.Rule()
+    r = iptc.Rule6() if rule.ip6 else iptc.Rule()
     if rule.src:
         r.src = rule.src
     if rule.dst:
         r.dst = rule.dst
     if rule.in_iface:
         r.in_interface = rule.in_iface
+    if rule.out_iface:
+        r.out_interface = rule.out_iface
     if rule.ctstate:
         m = r.create_match("conntrack")
         m.ctstate = rule.ctstate
     if rule.owner:
         m = r.create_match("owner")
         m.uid_owner = rule.owner
+    if rule.icmp6:
+        r.protocol = "icmpv6"
+        m = r.create_match("icmp6")
+        m.icmpv6_type = rule.icmp6
     if rule.rpfilter:
         m = r.create_match("rpfilter")
         m.invert = ""
+    if rule.cgroup:
+        m = r.create_match("cgroup")  # revision 2: a cgroup2 path, resolved when the rule is added
+        m.path = rule.cgroup
     if rule.comment:
         m = r.create_match("comment")
         m.comment = rule.comment
@@ -171,23 +187,55 @@ def _build(iptc, rule):
 @contextlib.contextmanager
 def _translated(iptc, doing):
     try:
-        yield
+        with _without_libxtables_warnings():
+            yield
     except iptc.IPTCError as e:
         raise NetworkError(f"iptables refused {doing}: {e}",
                            hint="check that the kernel has ip_tables and iptable_nat (berth doctor)") from e
 
 
-class Firewall:
-    """Executes rule plans against the kernel's (legacy) iptables tables."""
+_stderr_lock = threading.Lock()  # the reaper's threads: one redirect of stderr at a time
 
-    def __init__(self, cfg):
+
+@contextlib.contextmanager
+def _without_libxtables_warnings():
+    """libxtables prints "Extension owner revision 0 not supported" on
+    stderr the first time a process takes a match of the other family
+    (IPv4 after IPv6): harmless, but a second line under every one-line
+    error. Its real failures reach berth as exceptions (IPTCError)."""
+    with _stderr_lock:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        # A file, not /dev/null: python-iptables then fails to find berth's chains as targets.
+        with tempfile.TemporaryFile() as sink:
+            try:
+                os.dup2(sink.fileno(), 2)
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+
+
+class Firewall:
+    """Executes rule plans against the kernel's (legacy) iptables and
+    ip6tables tables. `ip6`: whether this host has IPv6 (its rules and
+    hooks are then berth's too)."""
+
+    def __init__(self, cfg, ip6=True):
         self.chains = chains(cfg)
+        self.ip6 = ip6
         self.iptc = _iptc()
 
-    def _table(self, name):
-        table = self.iptc.Table(name)
+    def _jumps(self):
+        return self.chains.jumps(self.ip6)
+
+    def _table(self, name, ip6=False):
+        table = (self.iptc.Table6 if ip6 else self.iptc.Table)(name)
         table.refresh()
         return table
+
+    def _is6(self, table):
+        return isinstance(table, self.iptc.Table6)
 
     def _chain(self, table, name, create):
         if table.is_chain(name):
@@ -198,7 +246,7 @@ class Firewall:
         chain = self._chain(table, chain_name, create=False)
         if chain is None:
             return None, []
-        return chain, [(r, _to_key(r, table.name, chain_name)) for r in chain.rules]
+        return chain, [(r, _to_key(r, table.name, chain_name, self._is6(table))) for r in chain.rules]
 
     def _delete_where(self, table, chain_name, pred):
         """Delete every rule of the chain whose key matches; returns how many.
@@ -211,7 +259,7 @@ class Firewall:
             table.refresh()
             chain = self._chain(table, chain_name, create=False)
             victim = None if chain is None else next(
-                (r for r in chain.rules if pred(_to_key(r, table.name, chain_name))), None)
+                (r for r in chain.rules if pred(_to_key(r, table.name, chain_name, self._is6(table)))), None)
             if victim is None:
                 return deleted
             chain.delete_rule(victim)
@@ -220,46 +268,61 @@ class Firewall:
     def _ensure_jumps(self):
         """Hook berth's chains in where they are not; True if any was missing."""
         hooked = False
-        for jump in self.chains.jumps():
-            table = self._table(jump.table)
+        for jump in self._jumps():
+            table = self._table(jump.table, jump.ip6)
             self._chain(table, jump.target, create=True)
             builtin = self.iptc.Chain(table, jump.chain)
-            if not any(_to_key(r, jump.table, jump.chain) == jump for r in builtin.rules):
+            if not any(_to_key(r, jump.table, jump.chain, jump.ip6) == jump for r in builtin.rules):
                 # First, so a host's own DROP rules further down do not
                 # shadow berth's ACCEPTs for its users.
                 builtin.insert_rule(_build(self.iptc, jump))
-                log.info("hooked %s into %s/%s", jump.target, jump.table, jump.chain)
+                log.info("hooked %s into %s/%s%s", jump.target, jump.table, jump.chain, " (IPv6)" * jump.ip6)
                 hooked = True
         return hooked
 
-    def ensure_user(self, user, planned):
-        """Make the user's rules exactly `planned`. Returns True if anything changed."""
-        comment = user_comment(user)
-        changed = False
+    def ensure_user(self, user, planned, force=False):
+        """Make the user's rules exactly `planned`. Returns True if anything changed.
+        `force`: written again even where they are as planned (a cgroup they
+        name was made again: the kernel resolved the old one's path)."""
         with xtables_lock(), _translated(self.iptc, f"the rules of {user}"):
-            changed = self._ensure_jumps()
-            for chain_name in {r.chain for r in planned}:
-                table_name = next(r.table for r in planned if r.chain == chain_name)
-                want = [r for r in planned if r.chain == chain_name]
-                table = self._table(table_name)
-                chain, existing = self._existing(table, chain_name)
-                have = [key for _, key in existing if key.comment == comment]
-                if have == want:
-                    continue
-                self._delete_where(table, chain_name, lambda k: k.comment == comment)
-                for rule in want:
-                    chain.append_rule(_build(self.iptc, rule))
-                changed = True
-                log.info("set %d rule(s) for %s in %s/%s", len(want), user, table_name, chain_name)
+            return self._ensure_user(user, planned, force)
+
+    def _ensure_user(self, user, planned, force):
+        comment = user_comment(user)
+        changed = self._ensure_jumps()
+        for ip6, table_name, chain_name in dict.fromkeys((r.ip6, r.table, r.chain) for r in planned):
+            want = [r for r in planned if (r.ip6, r.table, r.chain) == (ip6, table_name, chain_name)]
+            table = self._table(table_name, ip6)
+            chain, existing = self._existing(table, chain_name)
+            have = [key for _, key in existing if key.comment == comment]
+            if have == want and not force:
+                continue
+            self._delete_where(table, chain_name, lambda k: k.comment == comment)
+            for rule in want:
+                chain.append_rule(_build(self.iptc, rule))
+            changed = True
+            log.info("set %d rule(s) for %s in %s/%s%s", len(want), user, table_name, chain_name,
+                     " (IPv6)" * ip6)
         return changed
+
+    def rewrite(self, plans):
+        """Write again the rules of every user in `plans` ({user: planned})
+        who has rules now, under one hold of the lock (a user whose rules
+        went meanwhile, by a `down`, gets none back). Returns who was rewritten."""
+        with xtables_lock(), _translated(self.iptc, "rewriting berth's rules"):
+            present = set(self._rules_by_user())
+            done = [user for user in sorted(plans) if user in present]
+            for user in done:
+                self._ensure_user(user, plans[user], force=True)
+        return done
 
     def remove_user(self, user):
         """Delete every rule carrying the user's comment; drop berth's chains once empty."""
         comment = user_comment(user)
         removed = 0
         with xtables_lock(), _translated(self.iptc, f"removing the rules of {user}"):
-            for jump in self.chains.jumps():
-                table = self._table(jump.table)
+            for jump in self._jumps():
+                table = self._table(jump.table, jump.ip6)
                 removed += self._delete_where(table, jump.target, lambda k: k.comment == comment)
                 table.refresh()
                 chain, rest = self._existing(table, jump.target)
@@ -275,27 +338,30 @@ class Firewall:
         chain = self.iptc.Chain(table, jump.target)
         chain.flush()
         chain.delete()
-        log.info("removed the empty chain %s/%s", jump.table, jump.target)
+        log.info("removed the empty chain %s/%s%s", jump.table, jump.target, " (IPv6)" * jump.ip6)
 
     def rules_by_user(self):
         """{user: [Rule, ...]} for every rule in berth's chains, in the order
         of the jumps (the order plan_user_rules gives)."""
-        found = {}
         with _translated(self.iptc, "reading berth's rules"):
-            for jump in self.chains.jumps():
-                _, existing = self._existing(self._table(jump.table), jump.target)
-                for _, key in existing:
-                    if key.comment.startswith("berth:"):
-                        found.setdefault(key.comment.split(":", 1)[1], []).append(key)
+            return self._rules_by_user()
+
+    def _rules_by_user(self):
+        found = {}
+        for jump in self._jumps():
+            _, existing = self._existing(self._table(jump.table, jump.ip6), jump.target)
+            for _, key in existing:
+                if key.comment.startswith("berth:"):
+                    found.setdefault(key.comment.split(":", 1)[1], []).append(key)
         return found
 
     def jumps_in_place(self):
         """Every hook into berth's chains is there (a flush of the built-in
         chains removes them and leaves berth's chains unreached)."""
         with _translated(self.iptc, "reading the hooks into berth's chains"):
-            for jump in self.chains.jumps():
-                table = self._table(jump.table)
-                if not any(_to_key(r, jump.table, jump.chain) == jump
+            for jump in self._jumps():
+                table = self._table(jump.table, jump.ip6)
+                if not any(_to_key(r, jump.table, jump.chain, jump.ip6) == jump
                            for r in self.iptc.Chain(table, jump.chain).rules):
                     return False
         return True

@@ -6,7 +6,7 @@ from here rather than from each other."""
 import os
 import pwd
 
-from . import containerd, engine, paths, proxyctl, supervisor, users
+from . import cgroups, containerd, engine, paths, proxyctl, supervisor, users
 from .leases import LeaseTable
 
 
@@ -18,7 +18,58 @@ def firewall(cfg):
     """berth's rules in the kernel (imports python-iptables: not for the warm path)."""
     from .firewall import Firewall
 
-    return Firewall(cfg)
+    return Firewall(cfg, ip6=has_ipv6())
+
+
+def has_ipv6(proc_sys="/proc/sys/net/ipv6"):
+    """The kernel speaks IPv6 (every bridge then has link-local addresses)."""
+    return os.path.isdir(proc_sys)
+
+
+def daemon_cgroups(cfg, name, root=None):
+    """The cgroups the firewall tells users' daemons apart by
+    (rules.DaemonCgroups), or None on a host without cgroup2."""
+    from .rules import DaemonCgroups
+
+    if (root or cgroups.v2_root()) is None:
+        return None
+    unit = supervisor.unit_name(name) if supervisor.uses_systemd(cfg.daemon.supervisor) else None
+    return DaemonCgroups(*cgroups.daemon_cgroups(name, unit))
+
+
+def user_rules(cfg, name, block, uid, root=None):
+    """The user's rules as this host runs them (pure but for the host's facts)."""
+    from .rules import plan_user_rules
+
+    return plan_user_rules(cfg, name, block, uid, daemon_cgroups(cfg, name, root), has_ipv6())
+
+
+def ensure_user_rules(cfg, fw, name, block, uid, leases=None, root=None):
+    """Put the user's rules in place (True if anything changed), and make
+    sure the daemon cgroups they name are the ones that exist now: one made
+    again since (a systemd unit's at each start, a slice emptied, a
+    directory removed by hand) gets its rules written again, every user's
+    for the cgroup above all daemons. The cgroups are made where missing:
+    a rule can only name a cgroup that exists."""
+    root = root or cgroups.v2_root()
+    daemons = daemon_cgroups(cfg, name, root)
+    planned = user_rules(cfg, name, block, uid, root)
+    if daemons is None:
+        return fw.ensure_user(name, planned)
+    own, every = cgroups.ensure_daemon_dirs((daemons.own, daemons.every), root)
+    if not cgroups.marked(every):
+        leases = lease_table(cfg).read() if leases is None else leases
+        with_rules = fw.users_with_rules()
+        others = {n: lease for n, lease in leases.items() if n != name and n in with_rules}
+        for n in others:
+            cgroups.ensure_daemon_dirs((daemon_cgroups(cfg, n, root).own,), root)
+        fw.rewrite({n: user_rules(cfg, n, lease.block, lease.uid, root) for n, lease in others.items()})
+        changed = fw.ensure_user(name, planned, force=True)
+        cgroups.mark(every)
+    else:
+        changed = fw.ensure_user(name, planned, force=not cgroups.marked(own))
+    cgroups.mark(own)
+    return changed
 
 
 def supervisor_for(cfg, upaths, dockerd=None, bridge_name=""):

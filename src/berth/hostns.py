@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 
+from . import paths
 from .paths import SYSTEM_PATH
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def in_mount_namespace(argv, ns=HOST, self_ns="/proc/self/ns/mnt"):
 
 
 def berth_namespace_path(run_dir):
-    return os.path.join(run_dir, "berth-mnt", "ns")
+    return os.path.join(paths.own_dir(run_dir, paths.MOUNT_NS_DIR), "ns")
 
 
 NS_GET_NSTYPE = 0xB703  # linux/nsfs.h

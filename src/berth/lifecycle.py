@@ -314,7 +314,9 @@ def _launch_plan(cfg, upaths, account, supervisor, layout, address, shared, iden
             # Where dockerd must run: in the mount namespace of berth's own containerd.
             "containerd_record": shared.record_path if address and not shared.external else "",
             # The user's limits, set before dockerd restarts their containers.
-            "cgroup": ";".join(f"{path}={value}" for path, value in cgroup_writes)}
+            "cgroup": ";".join(f"{path}={value}" for path, value in cgroup_writes),
+            # Where dockerd is born: the firewall knows users' daemons by it.
+            "daemon_cgroup": supervisor.cgroup}
 
 
 def _replace_prelaunched(supervisor, prelaunched, br, layout, owner, undo):
@@ -435,9 +437,7 @@ def _ensure_net_container(cfg, upaths):
 def _ensure_rules(cfg, account, block, undo):
     _enable_ip_forward()
     fw = host.firewall(cfg)
-    from .rules import plan_user_rules
-
-    fw.ensure_user(account.name, plan_user_rules(cfg, account.name, block, account.uid))
+    host.ensure_user_rules(cfg, fw, account.name, block, account.uid)
     if undo is not None:
         undo.callback(fw.remove_user, account.name)
 
@@ -475,6 +475,7 @@ def down(cfg, name, locked=False):
         removed = host.firewall(cfg).remove_user(account.name)
         bridge_removed = bridge.remove_bridge(br)
         _remove_share(cfg, account.name)
+        cgroups.remove_daemon_cgroup(account.name)  # after its rules: none names a cgroup made again
     log.info("%s is down (dockerd %s, %d rule(s) and %s removed; data and lease kept)",
              account.name, "stopped" if was_running else "was not running", removed,
              f"bridge {br}" if bridge_removed else "no bridge")
@@ -528,6 +529,10 @@ def purge(cfg, name):
     user_state = os.path.dirname(upaths.data_root)
     with user_lock(cfg, account.name):
         down(cfg, account.name, locked=True)
+        # dockerd leaves its networks' bridges behind; their data goes now,
+        # and the block's next user must not find them.
+        for link in bridge.network_bridges(paths.bridge_name(cfg, account.uid)):
+            bridge.remove_bridge(link)
         _unmount_below(user_state)
         try:
             if os.path.exists(user_state):

@@ -4,6 +4,8 @@ hook): berth's log file, syslog for the hook, and a one-line terminal form."""
 import logging
 import os
 
+from .paths import BERTH_LOG, own_log
+
 FILE_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 
 
@@ -24,7 +26,7 @@ def add_file(root, cfg, level):
     """berth.log in the configured log dir; returns its path, or None."""
     if cfg is None or os.geteuid() != 0:
         return None
-    path = os.path.join(cfg.paths.log_dir, "berth.log")
+    path = own_log(cfg.paths.log_dir, BERTH_LOG)
     try:
         # Root's alone: it names every user, their blocks and their failures.
         os.makedirs(cfg.paths.log_dir, mode=0o700, exist_ok=True)

@@ -19,6 +19,38 @@ ROOT_ONLY = 0o700       # locks, logs, a user's state dir, sessions
 MAX_SOCKET_PATH = 107
 
 
+# berth's own files and directories beside users' in the log dir
+# (<name>.log) and the run dir (<name>/). The code that names them takes
+# their names from here, and no user may be named so (users.RESERVED):
+# no user's log or socket is ever one of berth's.
+OWN_NAMES = set()
+
+
+def _own(name):
+    OWN_NAMES.add(name)
+    return name
+
+
+BERTH_LOG = _own("berth")            # berth's own log (logsetup)
+PROXY_LOG = _own("proxy")            # the policy proxy's (proxyctl)
+CONTAINERD_LOG = _own("containerd")  # the shared containerd's (containerd)
+PROXY_DIR = _own("berth-proxy")      # the proxy's control socket and lock
+CONTAINERD_DIR = _own("berth-containerd")  # the shared containerd's sockets and record
+MOUNT_NS_DIR = _own("berth-mnt")     # berth's own mount namespace, held (hostns)
+
+
+def own_log(log_dir, name):
+    """<log_dir>/<name>.log for one of berth's own names."""
+    assert name in OWN_NAMES, name
+    return os.path.join(str(log_dir), f"{name}.log")
+
+
+def own_dir(run_dir, name):
+    """<run_dir>/<name> for one of berth's own names."""
+    assert name in OWN_NAMES, name
+    return os.path.join(str(run_dir), name)
+
+
 # Values on the login path are namedtuples, not dataclasses: importing
 # dataclasses alone costs more than the whole warm login check.
 class UserPaths(namedtuple("UserPaths", "user run_dir data_root log_file")):
@@ -76,7 +108,7 @@ class UserPaths(namedtuple("UserPaths", "user run_dir data_root log_file")):
 def proxy_dir(run_dir):
     """The policy proxy's own directory (root's alone): its control socket
     and lock. No user can be named so: the prefix berth- is reserved."""
-    return os.path.join(run_dir, "berth-proxy")
+    return own_dir(run_dir, PROXY_DIR)
 
 
 def locks_dir(cfg):

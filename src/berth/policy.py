@@ -248,6 +248,11 @@ NETWORK = (
     Rule("IPAM.Config", _outside_user_networks, "a subnet, IP range or gateway outside your own networks",
          "leave out --subnet (your own address pool applies), or pick one inside it"),
     Rule("ConfigFrom", _nonempty, "--config-from", "drop it"),
+    # berth plans IPv4 blocks only: an IPv6 subnet would be the user's own
+    # choice, routed by the host with no block of theirs to keep others out
+    # of (isolation by interface still holds for link-local addresses).
+    Rule("EnableIPv6", _true, "an IPv6 network (--ipv6)",
+         "leave out --ipv6: your networks are IPv4, in your own block (containers keep IPv6 link-local)"),
 )
 
 # Every route a user's request may take, as dockerd's router names them

@@ -31,7 +31,7 @@ from .fsutil import atomic_write, read_trusted, remove
 NAME = "launch.plan"
 
 FIELDS = ("version", "identity", "user", "uid", "run_dir", "supervisor", "dockerd", "daemon_json", "log_file",
-          "lock", "bridge", "bridge_cidr", "mode", "containerd", "containerd_record", "cgroup")
+          "lock", "bridge", "bridge_cidr", "mode", "containerd", "containerd_record", "cgroup", "daemon_cgroup")
 
 
 def path_of(upaths):
@@ -164,7 +164,8 @@ def _launch_in(upaths, plan, fd, ns):
     try:
         with daemonlaunch.open_log(upaths.log_file, upaths.user) as logf:
             pid = daemonlaunch.spawn(daemonlaunch.argv(plan["dockerd"], plan["daemon_json"]), logf,
-                                     no_devices=plan["mode"] == "hardened", mount_ns=ns)
+                                     no_devices=plan["mode"] == "hardened", mount_ns=ns,
+                                     cgroup=plan["daemon_cgroup"])
         st = proc.stat(pid)
         rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), plan["dockerd"], plan["bridge"],
                                   plan["mode"], plan["containerd"])

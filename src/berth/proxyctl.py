@@ -105,7 +105,7 @@ class ProxySupervisor:
 
     def __init__(self, run_dir, log_dir, use_systemd=False, python=None):
         self.run_dir = str(run_dir)
-        self.log_file = os.path.join(str(log_dir), "proxy.log")
+        self.log_file = paths.own_log(log_dir, paths.PROXY_LOG)
         self.use_systemd = use_systemd
         self.python = python or sys.executable
         self.child = None

@@ -21,7 +21,6 @@ from . import activity, bridge, engine, host, lifecycle, paths, proc, proxyctl, 
 from .errors import BerthError
 from .humanize import human_duration
 from .locks import user_lock
-from .rules import plan_user_rules
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +215,7 @@ def _one(cfg, name, lease, dry_run, now, rules_seen=(), jumps_ok=True):
     if d.action == "keep" and not dry_run and (o.sessions or o.processes or o.containers):
         activity.touch(upaths, now)  # activity seen by this pass counts as activity
     if (d.action == "keep" and not dry_run and o.state == "up" and lease is not None
-            and (not jumps_ok or list(rules_seen) != list(plan_user_rules(cfg, name, lease.block, lease.uid)))):
+            and (not jumps_ok or list(rules_seen) != list(host.user_rules(cfg, name, lease.block, lease.uid)))):
         if _restore_rules(cfg, name, lease):
             d = Decision("keep", d.reason + "; its firewall rules were missing and are back")
     if d.action in ("none", "keep") or dry_run:
@@ -237,7 +236,7 @@ def _restore_rules(cfg, name, lease):
     with user_lock(cfg, name):
         if host.supervisor_for(cfg, paths.for_user(cfg, name)).running() is None:
             return False
-        changed = host.firewall(cfg).ensure_user(name, plan_user_rules(cfg, name, lease.block, lease.uid))
+        changed = host.ensure_user_rules(cfg, host.firewall(cfg), name, lease.block, lease.uid)
     if changed:
         log.warning("restored the firewall rules of %s (wiped by a firewall reload?)", name)
     return changed

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from . import containerd, daemonlaunch, proc, record
+from . import cgroups, containerd, daemonlaunch, proc, record
 from .hostns import HOST, in_mount_namespace
 from .paths import ROOT_ONLY, SYSTEM_PATH
 from .errors import DaemonError, MissingBinary
@@ -37,12 +37,13 @@ def find_dockerd(name, environ=None):
 
 
 class DirectSupervisor:
-    def __init__(self, upaths, dockerd, stop_timeout=30.0, bridge_name="", mode="trusted"):
+    def __init__(self, upaths, dockerd, stop_timeout=30.0, bridge_name="", mode="trusted", cgroup=""):
         self.paths = upaths
         self.dockerd = dockerd
         self.stop_timeout = stop_timeout
         self.bridge_name = bridge_name  # recorded for the warm login check
         self.mode = mode  # recorded: the mode this start runs in
+        self.cgroup = cgroup  # the cgroup2 directory dockerd is born in ("": where berth runs)
 
     # --- the record -----------------------------------------------------
 
@@ -88,7 +89,7 @@ class DirectSupervisor:
         passed = (mount_ns,) if isinstance(mount_ns, int) else ()
         ns = f"/proc/self/fd/{mount_ns}" if passed else mount_ns
         return daemonlaunch.spawn(in_mount_namespace(self.argv(), ns), logf, passed,
-                                  no_devices=self.mode == "hardened")
+                                  no_devices=self.mode == "hardened", cgroup=self.cgroup)
 
     def clear_stale(self):
         """After a crash: drop a pidfile and socket no live dockerd of ours owns.
@@ -255,6 +256,8 @@ def unit_properties(upaths, stop_timeout):
     unit file text that `systemd-analyze verify` checks in the tests."""
     return (
         ("Description", f"berth: Docker daemon of {upaths.user}"),
+        # The firewall tells users' daemons apart by their cgroups (cgroups.daemon_cgroups).
+        ("Slice", cgroups.DAEMON_SLICE),
         # dockerd tells systemd when its API is up.
         ("Type", "notify"),
         # Its containers' cgroups live below the unit, as in docker.service.
@@ -342,8 +345,15 @@ class SystemdSupervisor(DirectSupervisor):
         super()._terminate(rec, now)  # whatever still runs gets the direct treatment
 
 
+def uses_systemd(supervisor="auto"):
+    return supervisor == "systemd" or (supervisor == "auto" and systemd_booted())
+
+
 def for_host(upaths, dockerd, stop_timeout, supervisor="auto", bridge_name="", mode="trusted"):
-    """The supervisor for this host: a systemd unit where systemd runs."""
-    use_systemd = supervisor == "systemd" or (supervisor == "auto" and systemd_booted())
-    cls = SystemdSupervisor if use_systemd else DirectSupervisor
-    return cls(upaths, dockerd, stop_timeout, bridge_name, mode)
+    """The supervisor for this host: a systemd unit where systemd runs;
+    launched directly, dockerd is born in the user's daemon cgroup."""
+    if uses_systemd(supervisor):
+        return SystemdSupervisor(upaths, dockerd, stop_timeout, bridge_name, mode)
+    v2 = cgroups.v2_root()
+    cgroup = os.path.join(v2, cgroups.daemon_cgroups(upaths.user)[0]) if v2 else ""
+    return DirectSupervisor(upaths, dockerd, stop_timeout, bridge_name, mode, cgroup)

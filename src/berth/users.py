@@ -4,6 +4,7 @@ import pwd
 from collections import namedtuple
 
 from .errors import UserRefused
+from .paths import OWN_NAMES
 
 # Debian's useradd default NAME_REGEX, plus upper case, [A-Za-z_][A-Za-z0-9_-]{0,31}:
 # no '/', no spaces, no leading '-' or '.', so a name is always safe as one
@@ -14,9 +15,10 @@ _REST = _FIRST | frozenset("0123456789-")
 
 DEFAULT_MAX_UID = 60000
 
-# Names whose files would be berth's own: <log_dir>/berth.log is berth's log;
-# berth-<uid> are hardened mode's mapping accounts.
-RESERVED = frozenset({"berth"})
+# Names whose files would be berth's own (<log_dir>/proxy.log, <run_dir>/berth-proxy,
+# ...: paths.OWN_NAMES, from the code that names them); berth-<uid> are
+# hardened mode's mapping accounts.
+RESERVED = frozenset(OWN_NAMES)
 RESERVED_PREFIX = "berth-"
 
 

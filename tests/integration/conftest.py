@@ -110,6 +110,8 @@ class Harness:
         self.had_login_digests = os.path.isdir(logindigest.DIR)
         self.login_digests = set(os.listdir(logindigest.DIR)) if self.had_login_digests else set()
         self.berth_cgroups = [os.path.dirname(d) for d in cgroups.user_dirs("x")]
+        if cgroups.v2_root():  # where users' dockerds run (each user's own is gone with `down`)
+            self.berth_cgroups.append(os.path.join(cgroups.v2_root(), cgroups.DAEMONS))
 
     def write_config(self, name, extra="", **daemon):
         daemon = {"start_timeout": 60, "stop_timeout": 20, **daemon}
@@ -325,11 +327,13 @@ chain_prefix = "{self.chain_prefix}"
 
     def _remove_chains(self):
         import iptc
-        for table_name, builtin, chain in (("filter", "FORWARD", f"{self.chain_prefix}-FORWARD"),
-                                           ("filter", "OUTPUT", f"{self.chain_prefix}-OUTPUT"),
-                                           ("raw", "PREROUTING", f"{self.chain_prefix}-PREROUTING"),
-                                           ("nat", "POSTROUTING", f"{self.chain_prefix}-POSTROUTING")):
-            table = iptc.Table(table_name)
+        for table_name, builtin, chain, six in (("filter", "FORWARD", f"{self.chain_prefix}-FORWARD", False),
+                                                ("filter", "OUTPUT", f"{self.chain_prefix}-OUTPUT", False),
+                                                ("raw", "PREROUTING", f"{self.chain_prefix}-PREROUTING", False),
+                                                ("nat", "POSTROUTING", f"{self.chain_prefix}-POSTROUTING", False),
+                                                ("filter", "FORWARD", f"{self.chain_prefix}-FORWARD", True),
+                                                ("filter", "OUTPUT", f"{self.chain_prefix}-OUTPUT", True)):
+            table = (iptc.Table6 if six else iptc.Table)(table_name)
             table.refresh()
             for r in iptc.Chain(table, builtin).rules:
                 if r.target and r.target.name == chain:

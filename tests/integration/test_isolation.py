@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -196,10 +197,11 @@ def test_rules_come_back_after_a_flush_of_every_berth_chain(harness, pair):
     cfg = harness.cfg()
     ch = rules.chains(cfg)
     for jump in ch.jumps():
-        subprocess.run(["iptables-legacy", "-t", jump.table, "-D", jump.chain, "-m", "comment", "--comment", "berth",
+        tool = "ip6tables-legacy" if jump.ip6 else "iptables-legacy"
+        subprocess.run([tool, "-t", jump.table, "-D", jump.chain, "-m", "comment", "--comment", "berth",
                         "-j", jump.target], check=True)
-        subprocess.run(["iptables-legacy", "-t", jump.table, "-F", jump.target], check=True)
-        subprocess.run(["iptables-legacy", "-t", jump.table, "-X", jump.target], check=True)
+        subprocess.run([tool, "-t", jump.table, "-F", jump.target], check=True)
+        subprocess.run([tool, "-t", jump.table, "-X", jump.target], check=True)
     assert harness.rules_mentioning(harness.chain_prefix) == []
     assert fetch(info[alice]["ip"], as_user=bob) == f"page-of-{alice}"  # open while the rules are gone
     out = harness.berth("reap").stdout
@@ -211,8 +213,8 @@ def test_rules_come_back_after_a_flush_of_every_berth_chain(harness, pair):
     assert fetch(info[alice]["ip"], as_user=bob) is None
     # only the jumps gone (a flush of the built-in chains): back too
     for jump in ch.jumps():
-        subprocess.run(["iptables-legacy", "-t", jump.table, "-D", jump.chain, "-m", "comment", "--comment", "berth",
-                        "-j", jump.target], check=True)
+        subprocess.run(["ip6tables-legacy" if jump.ip6 else "iptables-legacy", "-t", jump.table, "-D", jump.chain,
+                        "-m", "comment", "--comment", "berth", "-j", jump.target], check=True)
     assert not firewall.Firewall(cfg).jumps_in_place()
     harness.berth("reap")
     assert firewall.Firewall(cfg).jumps_in_place()
@@ -355,3 +357,158 @@ def test_published_ports_keep_their_meaning(harness, pair):
         assert r.stdout.strip() == f"published-by-{alice}", r.stderr
     finally:
         harness.docker(alice, "rm", "-f", "published", check=False)
+
+
+# --- what dockerd itself fetches for a user -----------------------------------------------
+
+def _build(harness, user, dockerfile, buildkit):
+    """`docker build` as the user through their own socket; the CLI's whole output.
+    BuildKit's builds (a session, remote=client-session) the proxy refuses today: those go to the
+    user's dockerd's own socket, as in trusted mode; it is dockerd that fetches either way."""
+    context = tempfile.mkdtemp(dir=harness.root)  # pytest's tmp_path is root's alone
+    os.chmod(context, 0o755)
+    with open(os.path.join(context, "Dockerfile"), "w") as f:
+        f.write(dockerfile)
+    # Debian's CLI for BuildKit: dockerd 20.10's own BuildKit speaks to it (the newer CLI wants buildx)
+    cli = "/usr/bin/docker" if buildkit else "docker"
+    extra = ["--progress=plain"] if buildkit else []
+    who = [] if buildkit else ["runuser", "-u", user, "--"]
+    sock = f"{harness.root}/run/{user}/d/docker.sock" if buildkit else harness.sock(user)
+    return subprocess.run([*who, cli, "-H", f"unix://{sock}", "build",
+                           "--no-cache", *extra, "-t", f"bt-fetch-{int(buildkit)}", context],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HOME": "/", "DOCKER_BUILDKIT": "1" if buildkit else "0"})
+
+
+@pytest.mark.parametrize("buildkit", [False, True], ids=["legacy-builder", "buildkit"])
+def test_a_build_fetches_from_its_own_block_never_from_another_users(harness, pair, buildkit):
+    """ADD <url> is fetched by dockerd itself, as root on the host: bob's daemon gets his own page and
+    never alice's, whatever the Dockerfile says."""
+    (alice, bob), info = pair
+    dockerfile = (f"FROM {info[bob]['img']}\nADD http://{{ip}}:{PORT}/ /page\nRUN cat /page\n")
+    own = _build(harness, bob, dockerfile.format(ip=info[bob]["ip"]), buildkit)
+    assert own.returncode == 0 and f"page-of-{bob}" in own.stdout + own.stderr, own.stdout + own.stderr
+    other = _build(harness, bob, dockerfile.format(ip=info[alice]["ip"]), buildkit)
+    assert other.returncode != 0, other.stdout + other.stderr
+    assert f"page-of-{alice}" not in other.stdout + other.stderr
+    # root's own tools still reach every block, and alice her own
+    assert fetch(info[alice]["ip"]) == f"page-of-{alice}"
+    assert fetch(info[alice]["ip"], as_user=alice) == f"page-of-{alice}"
+
+
+def test_a_pull_from_another_users_address_tells_nothing_of_their_ports(harness, pair):
+    """`docker pull <ip>:<port>/x` makes dockerd connect: into another user's block it fails the same
+    way for a port that listens as for one that does not."""
+    (alice, bob), info = pair
+
+    def pull(ip, port):
+        r = harness.docker(bob, "pull", f"{ip}:{port}/x", check=False, as_user=bob, timeout=120)
+        assert r.returncode != 0
+        return r.stderr
+
+    # Dropped, so both wait for dockerd's timeout (which of its timers fires first varies)
+    for answer in (pull(info[alice]["ip"], PORT), pull(info[alice]["ip"], PORT + 7)):
+        assert any(w in answer.lower() for w in ("timeout", "deadline exceeded")), answer
+        assert "refused" not in answer and "HTTP response" not in answer, answer
+    # the control: his own listener answers (HTTP to dockerd's HTTPS), a closed port of his refuses
+    assert "server gave HTTP response to HTTPS client" in pull(info[bob]["ip"], PORT)
+    assert "connection refused" in pull(info[bob]["ip"], PORT + 7)
+
+
+def test_a_users_daemon_runs_in_a_cgroup_of_its_own(harness, pair):
+    from berth import cgroups
+    (alice, bob), _ = pair
+    root = cgroups.v2_root()
+    for user in (alice, bob):
+        (pid,) = harness.dockerd_pids(user)
+        with open(f"/proc/{pid}/cgroup") as f:
+            line = next(line for line in f if line.startswith("0::"))
+        assert line.strip() == f"0::/{cgroups.DAEMONS}/{user}", line
+        assert os.getxattr(os.path.join(root, cgroups.DAEMONS, user), cgroups.MARK) == b"1"  # its rules name it
+
+
+# --- IPv6 -----------------------------------------------------------------------------------
+
+V6_PORT = 8086
+
+FETCH6 = """
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=4)
+    s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+    answer = b""
+    while chunk := s.recv(4096):
+        answer += chunk
+    print(answer.decode(errors="replace").split("\\r\\n\\r\\n", 1)[-1].strip())
+except OSError as e:
+    print("FAILED", e)
+"""
+
+
+def _fetch6(address, as_user=None):
+    cmd = [sys.executable, "-c", FETCH6, address, str(V6_PORT)]
+    if as_user:
+        cmd = ["runuser", "-u", as_user, "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def test_ipv6_link_local_reaches_a_container_from_its_owner_only(harness, pair):
+    (alice, bob), info = pair
+    img = info[alice]["img"]
+    harness.docker(alice, "run", "-d", "--name", "six", "--sysctl", "net.ipv6.conf.all.disable_ipv6=0", img, "sh",
+                   "-c", f"echo six-of-{alice} > /www/index.html && exec httpd -f -p {V6_PORT} -h /www")
+    try:
+        address = None
+        for _ in range(50):  # the link-local address comes after duplicate address detection
+            out = harness.docker(alice, "exec", "six", "ip", "-6", "addr", "show", "dev", "eth0").stdout
+            found = [w.split("/")[0] for w in out.split() if w.startswith("fe80:")]
+            if found and "tentative" not in out:
+                address = found[0]
+                break
+            time.sleep(0.1)
+        assert address, out
+        scoped = f"{address}%{info[alice]['bridge']}"
+        for _ in range(50):
+            if _fetch6(scoped) == f"six-of-{alice}":
+                break
+            time.sleep(0.1)
+        assert _fetch6(scoped) == f"six-of-{alice}"                 # root
+        assert _fetch6(scoped, as_user=alice) == f"six-of-{alice}"  # its owner's shell
+        assert _fetch6(scoped, as_user=bob).startswith("FAILED")   # another user's shell
+        # and from the owner's other containers on her bridge, as over IPv4
+        r = harness.docker(alice, "run", "--rm", "--sysctl", "net.ipv6.conf.all.disable_ipv6=0", img, "sh", "-c",
+                           f"sleep 2; timeout 4 wget -q -O - 'http://[{address}%eth0]:{V6_PORT}/' || echo REFUSED")
+        assert f"six-of-{alice}" in r.stdout, r.stdout + r.stderr
+    finally:
+        harness.docker(alice, "rm", "-f", "six", check=False)
+
+
+def test_an_ipv6_network_is_refused_with_what_to_do(harness, pair):
+    (alice, _), _ = pair
+    r = harness.docker(alice, "network", "create", "--ipv6", "six", check=False, as_user=alice)
+    assert r.returncode != 0 and "berth: " in r.stderr and "--ipv6" in r.stderr, r.stderr
+
+
+# --- what goes with a user -------------------------------------------------------------------
+
+def test_purge_leaves_no_bridge_cgroup_or_ipv6_rule_of_the_user(harness):
+    """A user's own networks have bridges of their own (bth<uid>.<suffix>) that dockerd leaves when it
+    stops: purge removes them, so the block's next user finds none; down removes the daemon's cgroup
+    and the user's IPv6 rules."""
+    from berth import cgroups
+    carol = harness.add_user()
+    harness.berth("up", carol)
+    row = json.loads(harness.berth("status", carol, "--json").stdout)["users"][0]
+    r = harness.docker(carol, "network", "create", "hers", check=False, as_user=carol)
+    assert r.returncode == 0, r.stderr
+    links = [n for n in os.listdir("/sys/class/net") if n.startswith(row["bridge"] + ".")]
+    assert links, os.listdir("/sys/class/net")
+    daemon_cgroup = os.path.join(cgroups.v2_root(), cgroups.DAEMONS, carol)
+    assert os.path.isdir(daemon_cgroup)
+    six = subprocess.run(["ip6tables-legacy-save"], capture_output=True, text=True).stdout
+    assert f"berth:{carol}" in six
+    harness.berth("down", carol)
+    assert not os.path.exists(daemon_cgroup)
+    assert f"berth:{carol}" not in subprocess.run(["ip6tables-legacy-save"], capture_output=True, text=True).stdout
+    harness.berth("down", "--purge", "--yes", carol)
+    assert not [n for n in os.listdir("/sys/class/net") if n.startswith(row["bridge"])]

@@ -5,6 +5,7 @@ import dataclasses
 import fcntl
 import os
 import pwd
+import signal
 import subprocess
 
 from conftest import PamSession
@@ -135,6 +136,8 @@ def test_a_failed_up_after_a_launch_leaves_nothing(harness):
     impatient = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, start_timeout=0.001))
     launched = prelaunch.launch(harness.config, user)
     assert launched is not None
+    # Held still, it never answers, however long `up` takes before it waits (its rules, IPv6 too)
+    os.kill(launched.rec.pid, signal.SIGSTOP)
     try:
         lifecycle.up(impatient, user, prelaunched=launched, launch_key=logindigest.identity(harness.config))
     except DaemonError:

@@ -109,11 +109,13 @@ def test_exec_volume_network_and_build_rows():
                         (b'{"Options": {"com.docker.network.bridge.name": "bth1002"}}', "driver options"),
                         (b'{"IPAM": {"Config": [{"Subnet": "10.213.4.0/25"}]}}', "outside your own networks"),
                         (b'{"IPAM": {"Config": [{"Subnet": "172.30.99.0/24"}]}}', "outside your own networks"),
-                        (b'{"IPAM": {"Driver": "weird"}}', "IPAM driver")):
+                        (b'{"IPAM": {"Driver": "weird"}}', "IPAM driver"),
+                        (b'{"Name": "n", "EnableIPv6": true}', "IPv6 network (--ipv6)")):
         assert words in policy.check("POST", "/networks/create", apijson.loads(body), CTX).what, body
     inside = apijson.loads(b'{"Name": "n", "IPAM": {"Config": [{"Subnet": "10.213.3.192/28"}]}}')
     assert policy.check("POST", "/networks/create", inside, CTX) is None
     assert policy.check("POST", "/networks/create", apijson.loads(b'{"Name": "n"}'), CTX) is None
+    assert policy.check("POST", "/networks/create", apijson.loads(b'{"Name": "n", "EnableIPv6": false}'), CTX) is None
     assert "--network=host" in policy.check("POST", "/build?t=x&networkmode=host", None, CTX).what
     assert policy.check("POST", "/build?t=x&networkmode=default", None, CTX) is None
 

@@ -9,7 +9,8 @@ PLAN = {"version": "1.0", "identity": "1:2:3:4", "user": "alice", "uid": "1001",
         "log_file": "/var/log/berth/alice.log", "lock": "/var/lib/berth/lock/users/alice.lock",
         "bridge": "berth1001", "bridge_cidr": "10.200.0.1/25", "mode": "hardened",
         "containerd": "/run/berth/berth-containerd/containerd.sock", "containerd_record": "",
-        "cgroup": "/sys/fs/cgroup/memory/berth/alice/memory.limit_in_bytes=-1"}
+        "cgroup": "/sys/fs/cgroup/memory/berth/alice/memory.limit_in_bytes=-1",
+        "daemon_cgroup": "/sys/fs/cgroup/unified/berth-dockerd/alice"}
 
 
 def test_a_plan_reads_back_as_written():

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from berth import users
@@ -60,3 +62,23 @@ def test_berth_is_a_reserved_name():
     with pytest.raises(UserRefused, match="reserved"):
         users.check_name("berth")
     assert users.lookup("berth") is None
+
+
+def test_the_names_of_berths_own_files_are_reserved_as_the_code_names_them(tmp_path):
+    """<log_dir>/proxy.log, containerd.log, berth.log and <run_dir>/berth-proxy, berth-containerd
+    are berth's: a user so named would share them (their log is <log_dir>/<user>.log, their
+    run dir <run_dir>/<user>)."""
+    from berth import containerd, paths, proxyctl
+
+    logs, run, state = tmp_path / "log", tmp_path / "run", tmp_path / "state"
+    shared = containerd.Shared(run, state, logs)
+    own_logs = [proxyctl.ProxySupervisor(run, logs).log_file, shared.log_file, paths.own_log(logs, paths.BERTH_LOG)]
+    own_dirs = [shared.dir, paths.proxy_dir(run)]
+    assert all(os.path.dirname(p) == str(logs) and p.endswith(".log") for p in own_logs)
+    assert all(os.path.dirname(p) == str(run) for p in own_dirs)
+    names = {os.path.basename(p)[:-len(".log")] for p in own_logs} | {os.path.basename(p) for p in own_dirs}
+    assert {"proxy", "containerd", "berth", "berth-proxy", "berth-containerd"} <= names
+    for name in names:
+        with pytest.raises(UserRefused, match="reserved"):
+            users.check_name(name)
+        assert users.lookup(name) is None

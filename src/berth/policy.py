@@ -215,13 +215,41 @@ CREATE = _resource_rows("HostConfig.") + (
 
 # What dockerd reads at the top of a create body: container.Config's fields,
 # HostConfig and NetworkingConfig. On 20.10 it also takes HostConfig's fields
-# from the top level when HostConfig is absent (a deprecated embedding), which
-# the rows above would never see: any other key is refused.
+# from the top level (a deprecated embedding: all of them when HostConfig is
+# absent, Memory, MemorySwap, CPUShares, CpusetCpus, VolumeDriver and Cpuset
+# even when it is there), which the rows above would never see: such a key
+# with a value is refused. Any other key dockerd ignores (docker-java's
+# "PortSpecs": null, dockerode's "name"), and is dropped before it is passed on.
 CREATE_KEYS = frozenset(k.casefold() for k in (
     "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty",
     "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes", "WorkingDir",
     "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell",
     "HostConfig", "NetworkingConfig"))
+# moby 20.10 api/types/container.HostConfig and its Resources, and the wrapper's Cpuset.
+HOST_CONFIG_KEYS = frozenset(k.casefold() for k in (
+    "Binds", "ContainerIDFile", "LogConfig", "NetworkMode", "PortBindings", "RestartPolicy", "AutoRemove",
+    "VolumeDriver", "VolumesFrom", "CapAdd", "CapDrop", "CgroupnsMode", "Dns", "DnsOptions", "DnsSearch",
+    "ExtraHosts", "GroupAdd", "IpcMode", "Cgroup", "Links", "OomScoreAdj", "PidMode", "Privileged",
+    "PublishAllPorts", "ReadonlyRootfs", "SecurityOpt", "StorageOpt", "Tmpfs", "UTSMode", "UsernsMode", "ShmSize",
+    "Sysctls", "Runtime", "ConsoleSize", "Isolation", "Mounts", "MaskedPaths", "ReadonlyPaths", "Init",
+    "CPUShares", "Memory", "NanoCpus", "CgroupParent", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps",
+    "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "CPUPeriod", "CPUQuota",
+    "CPURealtimePeriod", "CPURealtimeRuntime", "CpusetCpus", "CpusetMems", "Devices", "DeviceCgroupRules",
+    "DeviceRequests", "KernelMemory", "KernelMemoryTCP", "MemoryReservation", "MemorySwap", "MemorySwappiness",
+    "OomKillDisable", "PidsLimit", "Ulimits", "CpuCount", "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth",
+    "Cpuset"))
+
+
+def create_body_for_dockerd(body):
+    """A create body without the top-level keys dockerd ignores (a declared
+    rewrite: dockerd would have read nothing of them). Pure; `body` has
+    passed `check`."""
+    if not isinstance(body, dict):
+        return body
+    ignored = [k for k in body if k.casefold() not in CREATE_KEYS]
+    if not ignored:
+        return body
+    return type(body)((k, v) for k, v in body.items() if k.casefold() in CREATE_KEYS)
 
 UPDATE = _resource_rows("")
 
@@ -334,10 +362,10 @@ def check(method, target, body, ctx):
         return Refusal(f"{method} {path}", "berth passes the Docker API the docker CLI uses, and no other")
     rules = ()
     if method == "POST" and path == "/containers/create":
-        extra = sorted(k for k in (body or {}) if k.casefold() not in CREATE_KEYS)
-        if extra:
-            return Refusal(f"the create field {extra[0]!r} outside Config and HostConfig",
-                           "send what the docker CLI sends")
+        hosts = sorted(k for k, v in (body or {}).items() if k.casefold() in HOST_CONFIG_KEYS and v is not None)
+        if hosts:
+            return Refusal(f"the HostConfig field {hosts[0]!r} outside HostConfig, at the top of the body",
+                           "put it in HostConfig, as the docker CLI does")
         rules = CREATE
     elif method == "POST" and is_exec_create(path):
         rules = EXEC

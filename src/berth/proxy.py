@@ -113,7 +113,8 @@ def _bad_request(conn, error):
 
 
 def _form_body(head):
-    return any(name.lower() == b"content-type" and value.split(b";")[0].strip().lower() in FORM_TYPES
+    """A form-encoded body (an empty one, as `curl -d ''` sends, is none: Go reads nothing of it)."""
+    return clientside.has_body(head) and any(name.lower() == b"content-type" and value.split(b";")[0].strip().lower() in FORM_TYPES
                for name, value in head.headers)
 
 
@@ -305,6 +306,8 @@ class Handler:
             if refusal is not None:
                 self._refuse(writer, conn, method, target, refusal)
                 return False
+            if path == "/containers/create":
+                body = policy.create_body_for_dockerd(body)
             if path == "/containers/create" and isinstance(body, dict) and body.field("HostConfig"):
                 key = next(k for k in body if k.casefold() == "hostconfig")
                 if self.binds is None:

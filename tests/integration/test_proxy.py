@@ -120,7 +120,7 @@ def post(target, body, extra=b""):
     # found by attacking the proxy: a version dockerd routes, HostConfig at the top, a form body
     (post(b"/v1.41.0/containers/create", b'{"Image": "x", "HostConfig": {"Privileged": true}}'), "API version"),
     (post(b"/containers/create", b'{"Image": "x", "Privileged": true, "Binds": ["/:/host"]}'),
-     "outside Config and HostConfig"),
+     "outside HostConfig"),
     (b"POST /build HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-www-form-urlencoded\r\n"
      b"Content-Length: 16\r\n\r\nnetworkmode=host", "form-encoded"),
     (post(b"/containers/net/update", b'{"Devices": [{"PathOnHost": "/dev/sda", "PathInContainer": "/dev/sda"}]}'),
@@ -493,3 +493,17 @@ def test_a_refused_head_is_answered_with_headers_alone(proxied):
     answer = raw(listen, b"HEAD /v1.41/containers/json HTTP/1.1\r\nHost: docker\r\n\r\n")
     head, _, rest = answer.partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 403") and "content-length:" in head.lower() and rest == ""
+
+
+def test_an_empty_form_body_and_ignored_create_keys_get_dockerds_own_answers(proxied):
+    """curl -d '' sends an empty form body; docker-java, dockerode and testcontainers put keys
+    dockerd ignores at the top of a create body (PortSpecs, name, platform)."""
+    _, img, listen = proxied
+    answer = raw(listen, b"POST /v1.41/containers/no-such/stop HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n"
+                         b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 0\r\n\r\n")
+    assert answer.startswith("HTTP/1.1 404") and "No such container" in answer
+    body = ('{"Image": "%s", "Cmd": ["true"], "PortSpecs": null, "name": "px-keys", "platform": "linux", '
+            '"HostConfig": {}}' % img).encode()
+    answer = raw(listen, post(b"/v1.41/containers/create?name=px-keys", body, b"Connection: close\r\n"))
+    assert answer.startswith("HTTP/1.1 201"), answer
+    assert docker(listen, "rm", "px-keys").returncode == 0

@@ -158,9 +158,23 @@ def test_host_config_fields_at_the_top_of_a_create_body_are_refused():
     """dockerd 20.10 takes them from there when HostConfig is absent."""
     body = apijson.loads(b'{"Image": "x", "UsernsMode": "host", "Privileged": true, "Binds": ["/:/host"]}')
     refusal = policy.check("POST", "/containers/create", body, CTX)
-    assert refusal is not None and "outside Config and HostConfig" in refusal.what
+    assert refusal is not None and "outside HostConfig" in refusal.what
+    # merged from the top even when HostConfig is there
+    merged = apijson.loads(b'{"Image": "x", "HostConfig": {}, "VolumeDriver": "evil", "memory": 1}')
+    assert "outside HostConfig" in policy.check("POST", "/containers/create", merged, CTX).what
     ok = apijson.loads(b'{"image": "x", "Cmd": ["true"], "Labels": {}, "HostConfig": {}, "NetworkingConfig": {}}')
     assert policy.check("POST", "/containers/create", ok, CTX) is None
+
+
+def test_top_level_keys_dockerd_ignores_are_dropped_not_refused():
+    # docker-java's PortSpecs, dockerode's name and platform, a null HostConfig field
+    body = apijson.loads(b'{"Image": "x", "PortSpecs": null, "name": "web", "platform": "linux", "Memory": null, '
+                         b'"HostConfig": {"Binds": []}}')
+    assert policy.check("POST", "/containers/create", body, CTX) is None
+    out = policy.create_body_for_dockerd(body)
+    assert list(out) == ["Image", "HostConfig"] and out.field("hostconfig") == {"Binds": []}
+    plain = apijson.loads(b'{"Image": "x"}')
+    assert policy.create_body_for_dockerd(plain) is plain
 
 
 def test_an_exec_through_a_link_alias_is_refused_and_exec_bodies_are_read():

@@ -332,9 +332,10 @@ def _get(obj, dotted):
 def canonical(target):
     """(path without the /v1.xx prefix, query dict) of a request target, or a
     Refusal for one that is not written the one way berth checks."""
-    path, _, query = target.partition("?")
-    if not path.startswith("/") or "%" in path or "\\" in path:
-        return Refusal(f"the request path {path!r}", "send a plain API path")
+    raw, _, query = target.partition("?")
+    path = _go_path_unescape(raw)
+    if path is None or not path.startswith("/") or "\\" in path:
+        return Refusal(f"the request path {raw!r}", "send a plain API path")
     m = API_VERSION.match(path)
     if m:
         version = tuple(int(p) for p in m.group(1).split(".") if p.isdigit())
@@ -345,6 +346,22 @@ def canonical(target):
     if any(s in ("", ".", "..") for s in segments[:-1]) or segments[-1] in (".", ".."):
         return Refusal(f"the request path {target.split('?')[0]!r}", "send the canonical API path")
     return path.rstrip("/") or "/", parse_qs(query, keep_blank_values=True)
+
+
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _go_path_unescape(path):
+    """The path as Go's net/url gives dockerd's router (URL.Path): each %XX
+    decoded once, and None for a malformed escape (Go answers 400). Routing
+    and checking then see what dockerd sees: docker-py and docker-java send
+    `testcontainers%2Fryuk`, and an encoded "/" in a container's or
+    network's segment becomes a path no route of berth's takes."""
+    if "%" not in path:
+        return path
+    if re.search(r"%(?![0-9A-Fa-f]{2})", path):
+        return None
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), path)  # a byte a character, as the target came
 
 
 def check(method, target, body, ctx):

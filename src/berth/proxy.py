@@ -53,6 +53,7 @@ BUFFER = 1 << 20
 IDLE_TIMEOUT = 600
 ARCHIVE = re.compile(r"/containers/([^/]+)/archive")
 ARCHIVE_TARGET = re.compile(rb"/containers/[^/?]+/archive")
+CONTAINER_TARGET = re.compile(rb"/containers/[^/?]+/")
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 DRAIN_LIMIT = 1 << 30  # a refused upload is read and dropped up to this, then cut off
 REWRITE_LIMIT = 64 << 20  # an answer read whole to show pins as the user's paths (a listing of many containers)
@@ -110,6 +111,16 @@ def _bad_request(conn, error):
                                  "send what the docker CLI sends")
     except h11.LocalProtocolError:
         return b""
+
+
+def _by_id(head, pattern, replacement):
+    """`head` with the container named in its target replaced by the id
+    berth checked, or a refusal where the target does not spell the route
+    out unencoded (dockerd decodes it: its name could be another's then)."""
+    target, n = pattern.subn(replacement, head.target, count=1)
+    if n != 1:
+        return head, policy.Refusal("an encoded route to a container", "send the container's name or id as it is")
+    return head._replace(target=target), None
 
 
 def _form_body(head):
@@ -333,8 +344,7 @@ class Handler:
                                              "copy through the bound directory itself, or use a container without -v")
                 elif container_id:
                     # By the id that was checked: a name could be given to another container meanwhile.
-                    head = head._replace(target=ARCHIVE_TARGET.sub(b"/containers/" + container_id.encode()
-                                                                   + b"/archive", head.target, count=1))
+                    head, refusal = _by_id(head, ARCHIVE_TARGET, b"/containers/" + container_id.encode() + b"/archive")
             if refusal is not None:
                 self._refuse(writer, conn, method, target, refusal)
                 await self._drain(client)
@@ -355,8 +365,11 @@ class Handler:
                 await self._drain(client)
                 return False
             if container_id:  # by the id that was checked: a name could be given to another container meanwhile
-                head = head._replace(target=re.sub(rb"/containers/[^/?]+/", b"/containers/" + container_id.encode()
-                                                   + b"/", head.target, count=1))
+                head, refusal = _by_id(head, CONTAINER_TARGET, b"/containers/" + container_id.encode() + b"/")
+                if refusal is not None:
+                    self._refuse(writer, conn, method, target, refusal)
+                    await self._drain(client)
+                    return False
         elif (method == "DELETE" and path.startswith("/containers/")) or path == "/containers/prune" \
                 or (method == "POST" and path.endswith("/wait")):  # `run --rm` waits for its removal
             try:

@@ -127,13 +127,25 @@ def test_plugin_and_swarm_endpoints_are_refused(target):
 
 
 @pytest.mark.parametrize("target", ["/v1.41//containers/create", "/containers/../containers/create",
-                                    "/containers/./create", "/containers%2Fcreate", "containers/create",
+                                    "/containers/./create", "/containers/%2E%2E/create", "/containers/x%zz/json",
+                                    "containers/create",
                                     # versions dockerd's router takes, written another way, or too old:
                                     # below 1.24 a start body carries a HostConfig nothing here reads
                                     "/v1.41.0/containers/create", "/v1.41./plugins/pull", "/v/containers/create",
                                     "/v1.23/containers/x/start", "/v1.12/containers/create"])
 def test_paths_written_another_way_are_refused(target):
     assert isinstance(policy.canonical(target), policy.Refusal)
+
+
+def test_paths_are_decoded_once_as_dockerd_decodes_them():
+    # docker-py and docker-java percent-encode image names
+    assert policy.canonical("/v1.41/images/testcontainers%2Fryuk:0.5/json")[0] == "/images/testcontainers/ryuk:0.5/json"
+    assert policy.check("GET", "/v1.41/images/busybox%40sha256%3Aabc/json", None, CTX) is None
+    assert policy.canonical("/containers%2Fcreate")[0] == "/containers/create"  # and so checked as one
+    assert policy.canonical("/images/a%252Fb/json")[0] == "/images/a%2Fb/json"  # once, not twice
+    # an encoded "/" in a container's segment is no route of berth's
+    assert policy.check("GET", "/containers/a%2Fb/json", None, CTX) is not None
+    assert policy.reads_body("POST", policy.canonical("/v1.41/containers%2Fcreate")[0])
 
 
 def test_canonical_paths():

@@ -507,3 +507,19 @@ def test_an_empty_form_body_and_ignored_create_keys_get_dockerds_own_answers(pro
     answer = raw(listen, post(b"/v1.41/containers/create?name=px-keys", body, b"Connection: close\r\n"))
     assert answer.startswith("HTTP/1.1 201"), answer
     assert docker(listen, "rm", "px-keys").returncode == 0
+
+
+def test_encoded_image_names_get_dockerds_own_answers(proxied):
+    """docker-py and docker-java percent-encode image references; dockerd decodes them."""
+    _, img, listen = proxied
+    answer = raw(listen, b"GET /v1.41/images/" + img.replace(":", "%3A").encode() + b"/json HTTP/1.1\r\n"
+                         b"Host: docker\r\nConnection: close\r\n\r\n")
+    assert answer.startswith("HTTP/1.1 200"), answer[:300]
+    import docker as sdk
+    client = sdk.DockerClient(base_url=f"unix://{listen}")
+    try:
+        image = client.images.get(img)
+        assert client.images.get(image.id).id == image.id
+        assert client.containers.run(img, ["echo", "sdk"], remove=True) == b"sdk\n"
+    finally:
+        client.close()

@@ -26,15 +26,21 @@ import json
 import os
 import re
 import secrets
+import logging
 import select
 import signal
+import socket
 
 from .fsutil import read_and_close
 
 CLONE_NEWNS = 0x00020000
-MS_BIND, MS_REC = 4096, 16384
-MNT_DETACH = 2
+MS_BIND, MS_REC, MS_UNBINDABLE = 4096, 16384, 1 << 17
+MNT_DETACH, UMOUNT_NOFOLLOW = 2, 8
 CHILD_TIMEOUT = 30.0
+MAX_BINDS = 256      # bind mounts of one container
+MAX_PINS = 4096      # pins one user's containers hold in all
+
+log = logging.getLogger(__name__)
 TOKEN = re.compile(r"[0-9a-f]{16}")
 
 
@@ -60,20 +66,6 @@ def _check(rc):
         raise OSError(e, os.strerror(e))
 
 
-def _as_user(libc, uid, gid, groups):
-    os.setgroups(groups)
-    libc.setfsgid(gid)
-    libc.setfsuid(uid)
-    if libc.setfsuid(-1 & 0xFFFFFFFF) != uid:  # setfsuid answers the current fsuid
-        raise OSError(errno.EPERM, "could not take the user's identity")
-
-
-def _as_root(libc):
-    libc.setfsuid(0)
-    libc.setfsgid(0)
-    os.setgroups([])
-
-
 def _makedirs_as_user(path):
     """mkdir -p, each directory made by the caller (the user), 0755 as dockerd makes them."""
     parent = os.path.dirname(path)
@@ -95,33 +87,88 @@ def _exists(path):
     return True
 
 
-def _child(uid, gid, groups, ns_fd, requests, out_fd):
-    """In the forked child: resolve, pin, report as JSON on `out_fd`."""
-    libc = _libc()
-    if ns_fd is not None:
-        _check(libc.setns(ns_fd, CLONE_NEWNS))
+def _close_all_but(keep):
+    """No descriptor of the proxy's (other users' sockets, other pins'
+    pipes) stays open in a child that may be slow: only `keep`."""
+    top = os.sysconf("SC_OPEN_MAX")
+    low = 3
+    for fd in sorted(k for k in keep if k is not None and k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, top)
+
+
+def _resolve_as_user(uid, gid, groups, requests, sock):
+    """In a grandchild that is the user, wholly (real, effective and saved
+    ids, groups; so no capability is left, and no /proc/<pid>/cwd of
+    anyone else's can be followed): each path made if asked and missing,
+    then opened O_PATH; one message each on `sock`, with the descriptor."""
+    os.setgroups(groups)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
     os.umask(0o022)
-    _as_user(libc, uid, gid, groups)
-    opened = []
     for path, create, _ in requests:
         made = False  # True once making it was tried: an error is then one of making it
         try:
             if create and not _exists(path):
                 made = True
                 _makedirs_as_user(path)
-            opened.append((os.open(path, os.O_PATH | os.O_CLOEXEC), made, 0))
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            socket.send_fds(sock, [json.dumps({"error": 0, "made": made}).encode()], [fd])
+            os.close(fd)
         except OSError as e:
-            opened.append((None, made, e.errno or errno.EIO))
-    _as_root(libc)
+            socket.send_fds(sock, [json.dumps({"error": e.errno or errno.EIO, "made": made}).encode()], [])
+
+
+def _child(uid, gid, groups, ns_fd, requests, out_fd):
+    """In the forked child (root): in dockerd's mount namespace, the paths
+    resolved by a grandchild that is the user, each pinned; a JSON report
+    on `out_fd`."""
+    _close_all_but({out_fd, ns_fd})
+    libc = _libc()
+    _check(libc.setns(ns_fd, CLONE_NEWNS))
+    if requests:
+        _unbindable(libc, os.path.dirname(requests[0][2]))
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            parent.close()
+            _resolve_as_user(uid, gid, groups, requests, child)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    child.close()
     results = []
-    for (fd, made, error), (path, _, pin) in zip(opened, requests):
-        if fd is not None:
-            try:
-                _mount_pin(libc, fd, pin)
-            except OSError as e:
-                error = e.errno or errno.EIO
-        results.append({"error": error, "made": made})
+    try:
+        for path, _, pin in requests:
+            message, fds, _, _ = socket.recv_fds(parent, 4096, 1)
+            if not message:
+                raise OSError(errno.EIO, "the resolving process ended early")
+            got = json.loads(message)
+            error = int(got.get("error", errno.EIO))
+            if fds:
+                try:
+                    _mount_pin(libc, fds[0], pin)
+                except OSError as e:
+                    error = e.errno or errno.EIO
+                finally:
+                    os.close(fds[0])
+            results.append({"error": error, "made": bool(got.get("made"))})
+    finally:
+        parent.close()
+        os.waitpid(pid, 0)
     os.write(out_fd, json.dumps(results).encode())
+
+
+def _unbindable(libc, mounts):
+    """The pins' directory a mount of its own, unbindable: a bind of a
+    directory above it (`-v /run/berth/me:/x`, `-v /:/x`) copies none of
+    the pins below it, so pins cannot multiply."""
+    if os.path.ismount(mounts):
+        return
+    _check(libc.mount(mounts.encode(), mounts.encode(), None, MS_BIND, None))
+    _check(libc.mount(None, mounts.encode(), None, MS_UNBINDABLE, None))
 
 
 def _mount_pin(libc, fd, pin):
@@ -130,6 +177,7 @@ def _mount_pin(libc, fd, pin):
     is_dir = os.path.isdir(f"/proc/self/fd/{fd}")
     if os.path.ismount(pin) or os.path.lexists(pin):
         _unmount(libc, pin)
+        _remove_mountpoint(pin)
     if is_dir:
         os.mkdir(pin, 0o700)
     else:
@@ -138,23 +186,31 @@ def _mount_pin(libc, fd, pin):
 
 
 def _unmount(libc, pin):
-    while libc.umount2(pin.encode(), MNT_DETACH | 8) == 0:  # | UMOUNT_NOFOLLOW; stacked pins too
+    while libc.umount2(pin.encode(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0:  # stacked pins too
         pass
+
+
+def _remove_mountpoint(pin):
     try:
         if os.path.isdir(pin) and not os.path.islink(pin):
             os.rmdir(pin)
         else:
             os.unlink(pin)
-    except FileNotFoundError:
-        pass
+    except (FileNotFoundError, OSError) as e:  # busy or gone: the next sweep tries again
+        if not isinstance(e, FileNotFoundError):
+            log.debug("pin %s not removed: %s", pin, e)
 
 
 def _unpin_child(ns_fd, pins, out_fd):
+    """Every pin unmounted first, then their mountpoints removed, each on its own."""
+    _close_all_but({out_fd, ns_fd})
     libc = _libc()
     if ns_fd is not None:
         _check(libc.setns(ns_fd, CLONE_NEWNS))
     for pin in pins:
         _unmount(libc, pin)
+    for pin in pins:
+        _remove_mountpoint(pin)
     os.write(out_fd, b"[]")
 
 
@@ -214,6 +270,7 @@ class Store:
         self.uid = uid
         self.records = records
         self.mounts = mounts
+        self._paths = {}  # token -> the user's path: the records, read once
 
     def pin_path(self, token):
         return os.path.join(self.mounts, token)
@@ -224,11 +281,14 @@ class Store:
         return token if head == self.mounts and TOKEN.fullmatch(token) else None
 
     def user_path(self, token):
-        try:
-            with open(os.path.join(self.records, token), "rb") as f:
-                return f.read().decode("utf-8", "surrogateescape").rstrip("\n")
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        path = self._paths.get(token)
+        if path is None:
+            try:
+                with open(os.path.join(self.records, token), "rb") as f:
+                    path = self._paths[token] = f.read().decode("utf-8", "surrogateescape").rstrip("\n")
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        return path
 
     def _identity(self):
         import pwd
@@ -249,12 +309,15 @@ class Store:
     def pin(self, sources, tokens=None, ns_fd=None):
         """Resolve each (path, create) as the user and pin it: a Result each.
         `tokens`: re-pin under these (a start), else new ones."""
+        if ns_fd is None:
+            raise OSError(errno.ESRCH, "your Docker daemon is not running")
         self._dirs()
         gid, groups = self._identity()
         tokens = tokens or [secrets.token_hex(8) for _ in sources]
         requests = [(path, create, self.pin_path(token)) for (path, create), token in zip(sources, tokens)]
         for (path, _), token in zip(sources, tokens):
             _write_record(os.path.join(self.records, token), path)
+            self._paths[token] = path
         answer = _in_child(_child, self.uid, gid, groups, ns_fd, requests)
         results = []
         for (path, _), token, got in zip(sources, tokens, answer):
@@ -272,6 +335,7 @@ class Store:
             return
         _in_child(_unpin_child, ns_fd, [self.pin_path(t) for t in tokens])
         for token in tokens:
+            self._paths.pop(token, None)
             try:
                 os.unlink(os.path.join(self.records, token))
             except FileNotFoundError:

@@ -434,7 +434,7 @@ def _check_build(query):
         return Refusal("a build from a URL or git remote (dockerd would fetch it as root)",
                        "fetch it yourself and build the directory: git clone URL dir && docker build dir")
     for key, flag in BUILD_REFUSED:
-        values = [v for k in query if k.casefold() == key for v in query[k] if not _empty_parameter(v)]
+        values = [v for k in query if k.casefold() == key for v in query[k] if not _empty_parameter(key, v)]
         if key == "ulimits" and not any(_scheduling_ulimits(_json_list(v), None) for v in values):
             continue  # nofile and the like, as `docker run --ulimit` may
         if values:
@@ -442,18 +442,22 @@ def _check_build(query):
     return None
 
 
-def _empty_parameter(value):
+def _empty_parameter(key, value):
     """A build parameter every moby client up to v27 sends for an unset
-    option (`cgroupparent=`, `ulimits=null`): absent, as dockerd reads it."""
-    return value.strip() in ("", "null", "[]", "{}")
+    option (`cgroupparent=`, `ulimits=null`): absent, as dockerd reads it.
+    Only what dockerd itself reads as nothing: `cgroupparent=null` is a
+    cgroup named null, and JSON only where dockerd decodes JSON."""
+    if key == "ulimits":
+        return value in ("", "null", "[]")
+    return value == ""
 
 
 def _json_list(value):
-    import json
+    from . import apijson  # as dockerd decodes it: a key given twice is refused there
 
     try:
-        parsed = json.loads(value)
-    except ValueError:
+        parsed = apijson.loads(value.encode("utf-8", "surrogateescape"))
+    except apijson.BadBody:
         return [{"Name": "unreadable"}] if value else []
     if not isinstance(parsed, list):
         return [{"Name": "unreadable"}]

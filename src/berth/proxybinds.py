@@ -70,25 +70,24 @@ class Binds:
         self.upstream_path = upstream_path
         self.loads = loads  # dockerd's answers parsed in the user's share of the proxy
         self._sweeping = None
+        self._one_at_a_time = asyncio.Lock()  # a user's pinning holds one worker thread at most
         self.pending = set()  # tokens of creates dockerd has not answered yet: never swept
         self.background = set()  # tasks held: the loop keeps them only weakly
 
     async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        async with self._one_at_a_time:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     def _in_dockerds_namespace(self, fn, *args):
         """fn(*args, ns_fd=…) with dockerd's mount namespace, where it will
         look the pins up (this process's, if dockerd is not running)."""
         rec = record.running(self.upaths)
-        fd = None
-        if rec is not None:
-            try:
-                fd = pins.mount_namespace_of(rec.pid)
-            except OSError:
-                fd = None
-            if fd is not None and record.running(self.upaths) != rec:  # the pid checked again
-                os.close(fd)
-                raise OSError(errno.ESRCH, "dockerd restarted while its binds were pinned")
+        if rec is None:
+            raise OSError(errno.ESRCH, "your Docker daemon is not running")
+        fd = pins.mount_namespace_of(rec.pid)
+        if record.running(self.upaths) != rec:  # the pid checked again
+            os.close(fd)
+            raise OSError(errno.ESRCH, "dockerd restarted while its binds were pinned")
         try:
             return fn(*args, ns_fd=fd)
         finally:
@@ -109,10 +108,20 @@ class Binds:
         for _, source, _ in wanted:
             if not source.startswith("/"):
                 return 400, f"invalid mount config for type \"bind\": invalid mount path: '{source}' mount path must be absolute"
+            if "\0" in source or not _encodable(source):
+                return 400, f"berth: a bind source that is not a path ({source[:80]!r}); bind a path"
+        if len(wanted) > pins.MAX_BINDS:
+            return 403, (f"berth: {len(wanted)} bind mounts in one container (at most {pins.MAX_BINDS}); "
+                         "bind a directory above them instead")
+        if len(self.store.tokens()) + len(wanted) > pins.MAX_PINS:
+            return 403, (f"berth: your containers hold {pins.MAX_PINS} bind mounts in all; "
+                         "remove containers you no longer need (docker container prune)")
         try:
             results = await self._run(self._in_dockerds_namespace, self.store.pin,
                                       [(source, create) for _, source, create in wanted])
         except OSError as e:
+            if e.errno == errno.ESRCH:
+                return 502, "berth: your Docker daemon is not running; log in again to start it, or ask your administrator"
             log.warning("%s: binds could not be pinned: %s", self.upaths.user, e)
             return 500, f"berth: your bind mounts could not be prepared ({e.strerror or e}); try again, or ask your administrator"
         made = [self.store.token_of(r.pin) for r in results if r.pin]
@@ -148,18 +157,10 @@ class Binds:
         tokens = [t for t in map(self.store.token_of, sources) if t]
         foreign = [s for s in sources if self.store.token_of(s) is None]
         if foreign:
-            # Made by a berth that gave dockerd the user's own path: started
-            # only while the user reaches it now (dockerd looks it up again).
-            try:
-                results = await self._run(self._in_dockerds_namespace, self.store.pin,
-                                          [(s, False) for s in foreign])
-            except OSError as e:
-                return None, (500, f"berth: your bind mounts could not be checked ({e.strerror or e}); try again")
-            await self.release([self.store.token_of(r.pin) for r in results if r.pin])
-            for path, result in zip(foreign, results):
-                answer = _answer_for(path, False, result.error)
-                if answer is not None:
-                    return None, answer
+            # Made by a berth that gave dockerd the user's own path, which
+            # dockerd would look up again as root: not started through berth.
+            return None, (403, f"berth: this container binds {foreign[0]} the way berth no longer lets dockerd "
+                               "reach it; remove it and create it again (docker rm, then docker run as before)")
         if not tokens:
             return container_id, None
         paths = [self.store.user_path(t) for t in tokens]
@@ -232,6 +233,14 @@ class Binds:
         if stale:
             log.info("%s: %d pin(s) of removed containers released", self.upaths.user, len(stale))
             await self.release(stale)
+
+
+def _encodable(path):
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _answer_for(path, made, error):

@@ -206,3 +206,53 @@ def test_swapping_a_path_component_while_containers_start_never_reaches_the_coll
         t.join()
     assert all("victim's" not in out for _, out, _ in seen), seen
     assert any(out == "mine\n" for _, out, _ in seen) and any(code != 0 for code, _, _ in seen), seen
+
+
+def test_a_colleagues_process_directory_cannot_be_bound_through_proc(harness, pair):
+    """/proc/<pid>/cwd of the victim's process jumps past their 0700 home for root."""
+    victim, attacker, img, home = pair
+    sleeper = subprocess.Popen(["runuser", "-u", victim, "--", "sh", "-c", f"cd {home}/proj && exec sleep 60"])
+    try:
+        deadline = time.monotonic() + 5
+        pid = None
+        while pid is None and time.monotonic() < deadline:
+            out = subprocess.run(["pgrep", "-u", victim, "-x", "sleep"], capture_output=True, text=True).stdout
+            pid = int(out.split()[0]) if out.split() else None
+            time.sleep(0.05)
+        assert pid is not None
+        for link in ("cwd", "root"):
+            r = docker(harness, attacker, "run", "--rm", "-v", f"/proc/{pid}/{link}:/x", img, "sh", "-c",
+                       "cat /x/code.py /x/*/*/code.py 2>/dev/null; ls /x")
+            assert r.returncode != 0 and "victim's" not in r.stdout, (link, r.stdout, r.stderr)
+            assert "your account cannot reach" in r.stderr, r.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_binds_above_the_pins_copy_none_of_them(harness, pair):
+    """A bind of a directory holding the user's pins must not copy them:
+    else each bind doubles the mounts every daemon's namespace holds."""
+    victim, attacker, img, home = pair
+    run_dir = f"{harness.root}/run/{attacker}"
+    dockerd = harness.dockerd_pids(attacker)[0]
+
+    def mounts():
+        with open(f"/proc/{dockerd}/mountinfo") as f:
+            return sum(1 for _ in f)
+    before = mounts()
+    binds = [a for i in range(12) for a in ("-v", f"{run_dir}:/m{i}")]
+    r = docker(harness, attacker, "create", "--name", "doubling", *binds, img, "true")
+    try:
+        assert r.returncode == 0, r.stderr
+        assert mounts() - before < 100, mounts() - before
+    finally:
+        docker(harness, attacker, "rm", "-f", "doubling")
+    r = docker(harness, attacker, "create", "--name", "roots", "-v", "/:/a", "-v", "/:/b", "-v", "/:/c", img, "true")
+    assert r.returncode == 0, r.stderr
+    docker(harness, attacker, "rm", "-f", "roots")
+    records = f"{harness.root}/state/users/{attacker}/pins"
+    deadline = time.monotonic() + 10
+    while os.listdir(records) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert os.listdir(records) == []

@@ -214,15 +214,18 @@ def test_build_options_buildkit_sessions_and_fetches_by_root_are_refused(target,
 
 
 def test_empty_build_parameters_are_absent_as_every_legacy_client_sends_them():
-    # docker CLI 20.10 (Debian's) on every legacy build
+    # docker CLI 20.10 (Debian's /usr/bin/docker) on every legacy build, as recorded
     target = ("/v1.41/build?buildargs=%7B%7D&cachefrom=%5B%5D&cgroupparent=&cpuperiod=0&cpuquota=0&cpusetcpus=&"
               "cpusetmems=&cpushares=0&dockerfile=Dockerfile&labels=%7B%7D&memory=0&memswap=0&networkmode=default&"
-              "rm=1&securityopt=null&shmsize=0&t=x&target=&ulimits=null&version=1")
+              "q=1&rm=1&shmsize=0&target=&ulimits=null&version=1")
     assert policy.check("POST", target, None, CTX) is None
     nofile = "/build?ulimits=%5B%7B%22Name%22%3A%22nofile%22%2C%22Hard%22%3A1024%2C%22Soft%22%3A1024%7D%5D"
     assert policy.check("POST", nofile, None, CTX) is None
     for bad in ("/build?ulimits=%5B%7B%22Name%22%3A%22RTPRIO%22%7D%5D", "/build?ulimits=nonsense",
-                "/build?ulimits=%5B1%5D", "/build?cgroupparent=%20x", "/build?isolation=hyperv"):
+                "/build?ulimits=%5B1%5D", "/build?cgroupparent=%20x", "/build?isolation=hyperv",
+                "/build?cgroupparent=null", "/build?cgroupparent=%7B%7D", "/build?securityopt=%5B%5D",
+                # a key twice: Python's reading would take the first, Go's the last
+                "/build?ulimits=%5B%7B%22Name%22%3A%22nofile%22%2C%22name%22%3A%22rtprio%22%7D%5D"):
         assert policy.check("POST", bad, None, CTX) is not None, bad
 
 

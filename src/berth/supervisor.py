@@ -14,6 +14,7 @@ import sys
 import time
 
 from . import cgroups, containerd, daemonlaunch, proc, record
+from . import hostns
 from .hostns import HOST, in_mount_namespace
 from .paths import ROOT_ONLY, SYSTEM_PATH
 from .errors import DaemonError, MissingBinary
@@ -274,17 +275,21 @@ def unit_properties(upaths, stop_timeout):
     )
 
 
-def exec_start(upaths, dockerd, hardened=False):
+def exec_start(upaths, dockerd, hardened=False, mount_ns=None):
     """The unit's command: a hardened user's dockerd behind nodevices' filter
-    (loaded by root's interpreter, isolated from the environment, then exec'd)."""
+    (loaded by root's interpreter, isolated from the environment, then
+    exec'd), in the mount namespace held at `mount_ns` (berth's, where the
+    shared containerd runs) if given."""
     command = daemonlaunch.argv(dockerd, upaths.daemon_json)
     if hardened:
         from . import nodevices
         command = [sys.executable, "-I", "-S", nodevices.__file__, *command]
+    if mount_ns:
+        command = hostns.enter(command, mount_ns)
     return command
 
 
-def systemd_run_argv(upaths, dockerd, stop_timeout, hardened=False):
+def systemd_run_argv(upaths, dockerd, stop_timeout, hardened=False, mount_ns=None):
     argv = ["systemd-run", f"--unit={unit_name(upaths.user)}", "--collect", "--quiet",
             # Return at once: berth does its other work while dockerd starts.
             "--no-block"]
@@ -293,7 +298,7 @@ def systemd_run_argv(upaths, dockerd, stop_timeout, hardened=False):
             argv.append(f"--description={value}")
         else:
             argv += ["--property", f"{key}={value}"]
-    return argv + ["--", *exec_start(upaths, dockerd, hardened)]
+    return argv + ["--", *exec_start(upaths, dockerd, hardened, mount_ns)]
 
 
 def unit_text(upaths, dockerd, stop_timeout, hardened=False):
@@ -325,7 +330,8 @@ class SystemdSupervisor(DirectSupervisor):
         # A failed run of the same unit would block the name.
         self._systemctl("reset-failed", unit, check=False)
         r = subprocess.run(systemd_run_argv(self.paths, self.dockerd, self.stop_timeout,
-                                            hardened=self.mode == "hardened"),
+                                            hardened=self.mode == "hardened",
+                                            mount_ns=self._held_namespace(mount_ns)),
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise DaemonError(f"systemd-run could not start {unit}: {r.stderr.strip()}",
@@ -337,6 +343,16 @@ class SystemdSupervisor(DirectSupervisor):
                 return pid
             time.sleep(0.02)
         raise DaemonError(f"{unit} has no main process", hint="see journalctl -u " + unit)
+
+    def _held_namespace(self, mount_ns):
+        """The path systemd can enter for `mount_ns` (a descriptor of the
+        shared containerd's namespace): berth's own, held in the run dir;
+        None for the host's, where systemd starts units anyway."""
+        held = hostns.berth_namespace_path(os.path.dirname(self.paths.run_dir))
+        if isinstance(mount_ns, int) and hostns.is_mount_namespace(held) \
+                and os.fstat(mount_ns).st_ino == hostns.namespace_id(held):
+            return held
+        return None
 
     def _terminate(self, rec, now):
         if not now:

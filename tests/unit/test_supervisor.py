@@ -32,6 +32,9 @@ def test_a_hardened_unit_loads_the_device_filter_before_dockerd():
                                           "--config-file", "/run/berth/alice/daemon.json"]
     if os.geteuid() != 0:
         return  # loading a filter without no_new_privs is root's
+    entered = supervisor_mod.systemd_run_argv(upaths(), "/usr/sbin/dockerd", 30, hardened=True,
+                                              mount_ns="/run/berth/berth-mnt/ns")
+    assert entered[entered.index("--") + 1:][1:4] == ["--mount=/run/berth/berth-mnt/ns", "--", sys.executable]
     r = subprocess.run([sys.executable, "-I", "-S", nodevices.__file__, "/bin/sh", "-c",
                         "grep ^Seccomp: /proc/self/status"], capture_output=True, text=True)
     assert r.stdout.split() == ["Seccomp:", "2"], r.stderr

@@ -471,6 +471,7 @@ def down(cfg, name, locked=False):
         # dockerd leaves mounts under its exec-root behind (a --net=host
         # container's netns bind mount among them); none may outlive it.
         _unmount_below(upaths.run_dir)
+        _unmount_in_berths_namespace(cfg, upaths)
 
         removed = host.firewall(cfg).remove_user(account.name)
         bridge_removed = bridge.remove_bridge(br)
@@ -490,6 +491,23 @@ def _drop_from_proxy(cfg, upaths):
     except OSError:
         pass  # no proxy runs: nothing serves the socket, which goes below
     remove(upaths.socket)
+
+
+def _unmount_in_berths_namespace(cfg, upaths):
+    """What dockerd left mounted below its run dir where it ran (berth's
+    mount namespace), but the pins: a container may start again."""
+    ns = hostns.berth_namespace_path(cfg.paths.run_dir)
+    if not hostns.is_mount_namespace(ns):
+        return
+    listing = subprocess.run(hostns.enter(["cat", "/proc/self/mounts"], ns), capture_output=True, text=True)
+    pins = os.path.join(upaths.run_dir, "pins")
+    prefix = upaths.run_dir.rstrip("/") + "/"
+    points = [line.split()[1] for line in listing.stdout.splitlines()
+              if line.split()[1].startswith(prefix) and not (line.split()[1] + "/").startswith(pins + "/")]
+    for point in sorted(points, key=len, reverse=True):
+        r = subprocess.run(hostns.enter(["umount", "--lazy", point], ns), capture_output=True, text=True)
+        if r.returncode != 0:
+            log.warning("cannot unmount %s in berth's namespace: %s", point, r.stderr.strip())
 
 
 def _unmount_below(path, mounts="/proc/self/mounts"):

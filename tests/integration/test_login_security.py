@@ -270,6 +270,11 @@ def test_a_login_racing_a_purge_never_runs_on_a_deleted_data_root(harness):
     harness.berth("down", user)
 
 
+def shared_containerd_pid(harness):
+    from berth import host
+    return host.shared_containerd(harness.cfg()).running().pid
+
+
 def test_down_leaves_no_mount_after_a_host_network_container(harness):
     """--net=host exists in trusted mode only (user namespaces forbid it)."""
     trusted = harness.write_config("trusted-mounts.toml", extra='[security]\nmode = "trusted"\n')
@@ -280,7 +285,9 @@ def test_down_leaves_no_mount_after_a_host_network_container(harness):
     run_dir = f"{harness.root}/run/{user}"
 
     def mounts_below():
-        with open("/proc/self/mounts") as f:
+        """In the namespace dockerd runs in (berth's own, the shared containerd's)."""
+        pid = harness.dockerd_pids(user)[0] if harness.dockerd_pids(user) else shared_containerd_pid(harness)
+        with open(f"/proc/{pid}/mounts") as f:
             return [line.split()[1] for line in f if line.split()[1].startswith(run_dir + "/")]
     assert mounts_below(), "the --net=host container left no netns mount to test with"
     harness.berth("down", user, config=trusted)

@@ -31,6 +31,21 @@ BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "httpd", "wget", "timeout", "sleep", "mkdir", "echo", "cat", "true", "ip", "ls", "nc", "hostname")
 
 
+def berth_package():
+    import berth
+    return os.path.dirname(os.path.abspath(berth.__file__))
+
+
+def _reachable_by_anyone(path):
+    """Every directory above `path` passable by others (o+x), and it readable or executable by them."""
+    path = os.path.realpath(path)
+    parts = path.split("/")
+    for i in range(2, len(parts)):
+        if not os.stat("/".join(parts[:i]) or "/").st_mode & 0o001:
+            return False
+    return bool(os.stat(path).st_mode & 0o005)
+
+
 def _probe():
     """Why integration tests cannot run here, or None."""
     if os.geteuid() != 0:
@@ -166,6 +181,25 @@ chain_prefix = "{self.chain_prefix}"
         if check and r.returncode != 0:
             raise AssertionError(f"berth {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
         return r
+
+    def user_berth(self, config=None):
+        """The berth command a test user can run, wherever the checkout is:
+        this interpreter where anyone may reach it, else a copy of the
+        package under this run's root (0755) and Debian's python3 (a clone
+        in a 0700 directory, as /root is on Debian, reaches no test user).
+        What a user runs of berth needs no third-party package."""
+        env = ["env", f"BERTH_CONFIG={config or self.config}"]
+        if _reachable_by_anyone(sys.executable) and _reachable_by_anyone(os.path.dirname(berth_package())):
+            return [*env, sys.executable, "-m", "berth"]
+        copy = os.path.join(self.root, "user-berth")
+        if not os.path.isdir(copy):
+            shutil.copytree(berth_package(), os.path.join(copy, "berth"),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            for dirpath, dirnames, filenames in os.walk(copy):
+                os.chmod(dirpath, 0o755)
+                for name in filenames:
+                    os.chmod(os.path.join(dirpath, name), 0o644)
+        return [*env, f"PYTHONPATH={copy}", "/usr/bin/python3", "-s", "-m", "berth"]
 
     def sock(self, user):
         return f"{self.root}/run/{user}/docker.sock"

@@ -214,7 +214,7 @@ def test_other_users_can_neither_hold_berths_locks_nor_read_its_files(harness):
     harness.berth("up", a, config=quick)
     assert time.monotonic() - t0 < 30
     # a's own view, without root: their row, from their socket
-    mine = run_as(a, "env", f"BERTH_CONFIG={quick}", sys.executable, "-m", "berth", "status", "--json")
+    mine = run_as(a, *harness.user_berth(quick), "status", "--json")
     doc = json.loads(mine.stdout)
     (row,) = doc["users"]
     lease = json.load(open(f"{root}/state/leases.json"))["leases"][a]

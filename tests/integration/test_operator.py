@@ -49,8 +49,7 @@ def test_status_json_on_two_users(harness):
 
 
 def harness_cmd(harness):
-    import sys
-    return ["env", f"BERTH_CONFIG={harness.config}", sys.executable, "-m", "berth"]
+    return harness.user_berth()
 
 
 def test_not_root(harness):

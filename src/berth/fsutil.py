@@ -175,6 +175,32 @@ def read_text(path):
         return ""
 
 
+def is_mount_point(path, mountinfo="/proc/self/mountinfo"):
+    """Whether a mount sits at `path` in this mount namespace. Unlike
+    os.path.ismount, which compares devices, this sees a bind of a
+    directory of the same file system (onto itself, say)."""
+    path = os.path.abspath(path)
+    with open(mountinfo, "rb") as f:
+        for line in f:
+            point = line.split(b" ", 5)[4]
+            if _unoctal(point) == path:
+                return True
+    return False
+
+
+def _unoctal(field):
+    """A mountinfo path: space, tab, newline and backslash come as \\ooo."""
+    out, i = bytearray(), 0
+    while i < len(field):
+        if field[i:i + 1] == b"\\" and field[i + 1:i + 4].isdigit():
+            out.append(int(field[i + 1:i + 4], 8))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
 def read_and_close(fd):
     """Everything a pipe's reading end gives until its writers are gone; the end is closed."""
     try:

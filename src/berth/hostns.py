@@ -20,6 +20,7 @@ import shutil
 import subprocess
 
 from . import paths
+from .fsutil import is_mount_point
 from .paths import SYSTEM_PATH
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,12 @@ def ensure_berth_namespace(run_dir, inert=()):
     if is_mount_namespace(path):
         return path
     for directory in inert:
-        if not os.path.ismount(directory):
+        if not is_mount_point(directory):
             _mount("--bind", directory, directory)
             _mount("-o", "remount,bind,nosuid,nodev", directory)
     holder = os.path.dirname(path)
     os.makedirs(holder, mode=0o700, exist_ok=True)
-    if not os.path.ismount(holder):
+    if not is_mount_point(holder):
         # A namespace file may be bound only where mounts do not propagate
         # (the namespace would hold a mount of itself).
         _mount("--bind", holder, holder)

@@ -31,7 +31,7 @@ import select
 import signal
 import socket
 
-from .fsutil import read_and_close
+from .fsutil import is_mount_point, read_and_close
 
 CLONE_NEWNS = 0x00020000
 MS_BIND, MS_REC, MS_UNBINDABLE = 4096, 16384, 1 << 17
@@ -165,7 +165,7 @@ def _unbindable(libc, mounts):
     """The pins' directory a mount of its own, unbindable: a bind of a
     directory above it (`-v /run/berth/me:/x`, `-v /:/x`) copies none of
     the pins below it, so pins cannot multiply."""
-    if os.path.ismount(mounts):
+    if is_mount_point(mounts):
         return
     _check(libc.mount(mounts.encode(), mounts.encode(), None, MS_BIND, None))
     _check(libc.mount(None, mounts.encode(), None, MS_UNBINDABLE, None))
@@ -175,7 +175,7 @@ def _mount_pin(libc, fd, pin):
     """Bind the open file `fd` onto `pin`, made as a directory or an empty
     file to match (a socket or a device binds onto a file too)."""
     is_dir = os.path.isdir(f"/proc/self/fd/{fd}")
-    if os.path.ismount(pin) or os.path.lexists(pin):
+    if os.path.lexists(pin):
         _unmount(libc, pin)
         _remove_mountpoint(pin)
     if is_dir:

@@ -54,3 +54,15 @@ def test_a_path_root_will_run_must_be_roots_all_the_way_up(tmp_path):
     os.chmod(tmp_path / "venv", 0o777)  # a user could swap bin/ for their own
     with pytest.raises(NotTrusted, match="venv"):
         fsutil.check_trusted_path(str(venv / "python"))
+
+
+def test_a_bind_of_the_same_file_system_is_a_mount_point(tmp_path):
+    from berth import fsutil
+    info = tmp_path / "mountinfo"
+    info.write_text("27 1 254:0 / / rw - ext4 /dev/vda rw\n"
+                    "186 107 254:0 /tmp/x/pins /tmp/x/pins rw,relatime unbindable - ext4 /dev/vda rw\n"
+                    "190 107 254:0 /tmp/a\\040b /tmp/a\\040b rw - ext4 /dev/vda rw\n")
+    assert fsutil.is_mount_point("/tmp/x/pins", str(info))
+    assert fsutil.is_mount_point("/tmp/a b", str(info))
+    assert not fsutil.is_mount_point("/tmp/x", str(info))
+    assert fsutil.is_mount_point("/", "/proc/self/mountinfo")

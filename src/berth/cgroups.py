@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import subprocess
+import time
 
 from . import limits as limits_mod
 
@@ -268,7 +269,7 @@ def mark(path):
         log.debug("could not mark %s (%s): its rules are written again at the next up", path, e.strerror)
 
 
-def remove_daemon_cgroup(user, root=None):
+def remove_daemon_cgroup(user, root=None, wait=2):
     """The cgroup a directly launched dockerd of the user ran in, once it
     is empty (its rules are gone by then); True if it was removed or was
     not there."""
@@ -276,11 +277,15 @@ def remove_daemon_cgroup(user, root=None):
     if root is None:
         return True
     path = os.path.join(root, DAEMONS, user)
-    try:
-        os.rmdir(path)
-    except OSError as e:
-        if e.errno == errno.ENOENT:
+    for _ in range(wait * 20):
+        try:
+            os.rmdir(path)
             return True
-        log.warning("cgroup %s is still in use; left in place", path)
-        return False
-    return True
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return True
+            if e.errno != errno.EBUSY:
+                break
+        time.sleep(0.05)  # a process killed a moment ago leaves it once its exit is done
+    log.info("cgroup %s is still in use; left in place (the next down removes it)", path)
+    return False

@@ -342,11 +342,13 @@ def _leave_plan(upaths, plan):
 
 
 def _remove_share(cfg, name):
-    """The user's cgroup (or slice) goes with their daemon."""
+    """The user's cgroup (or slice) goes with their daemon, and so does the
+    cgroup the daemon ran in (after its rules: none names a cgroup made again)."""
     if cgroups.cgroupfs_driver(cfg.daemon_json, supervisor_mod.systemd_booted()):
         cgroups.remove(name)
     else:
         cgroups.remove_slice(name)
+    cgroups.remove_daemon_cgroup(name)
 
 
 def _launch_containerd(cfg, running):
@@ -476,7 +478,6 @@ def down(cfg, name, locked=False):
         removed = host.firewall(cfg).remove_user(account.name)
         bridge_removed = bridge.remove_bridge(br)
         _remove_share(cfg, account.name)
-        cgroups.remove_daemon_cgroup(account.name)  # after its rules: none names a cgroup made again
     log.info("%s is down (dockerd %s, %d rule(s) and %s removed; data and lease kept)",
              account.name, "stopped" if was_running else "was not running", removed,
              f"bridge {br}" if bridge_removed else "no bridge")

@@ -329,6 +329,9 @@ chain_prefix = "{self.chain_prefix}"
             except Exception as e:
                 errors.append(f"mapping account of {user}: {e}")
         self._forget_login_digests()
+        from berth import cgroups
+        for user in self.users:  # a daemon's cgroup that a failed start left busy until the kills above
+            cgroups.remove_daemon_cgroup(user)
         for d in self.berth_cgroups:  # /sys/fs/cgroup/<hierarchy>/berth, once no user is in it (berth remakes it)
             try:
                 os.rmdir(d)

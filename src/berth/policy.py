@@ -304,6 +304,7 @@ ROUTES = tuple((frozenset(methods.split()), re.compile(pattern)) for methods, pa
     ("POST", f"/networks/{N}/(connect|disconnect)"), ("DELETE", f"/networks/{N}"),
     ("GET", "/volumes"), ("GET", f"/volumes/{N}"), ("POST", "/volumes/(create|prune)"), ("DELETE", f"/volumes/{N}"),
     ("POST", "/build"), ("POST", "/build/(prune|cancel)"),
+    ("GET", "/plugins"), ("GET", f"/plugins/{N}/json"),
 ))
 
 
@@ -313,6 +314,10 @@ def routed(method, path):
 
 # Endpoints no user may reach, whatever the body: managed plugins run as
 # real root; swarm is not a per-user daemon's business.
+# Reading them is not: `docker inspect NAME` asks for a plugin of that name
+# after a container, image, network and volume, and must get dockerd's own
+# "No such object" (a user's daemon has no plugins: installing one is refused).
+PLUGIN_READS = re.compile(r"/plugins(/[^/]+/json)?")
 REFUSED_PREFIXES = ("/plugins", "/swarm", "/services", "/tasks", "/secrets", "/configs", "/nodes")
 
 
@@ -371,7 +376,7 @@ def check(method, target, body, ctx):
     if isinstance(found, Refusal):
         return found
     path, query = found
-    if path.startswith(REFUSED_PREFIXES):
+    if path.startswith(REFUSED_PREFIXES) and not (method == "GET" and PLUGIN_READS.fullmatch(path)):
         return Refusal(f"the {path.split('/')[1]} API", "plugins and swarm are not for per-user daemons")
     if path in ("/grpc", "/session"):
         return Refusal("BuildKit sessions", "build with the classic builder: DOCKER_BUILDKIT=0 docker build ...")

@@ -278,3 +278,11 @@ def test_a_users_networks_get_bridges_named_after_their_own():
     # no room left for a suffix of its own, or not a bridge: left to dockerd
     assert policy.name_bridge(body, "abcde1234567890", "ab12") is body
     assert "Options" not in policy.name_bridge(apijson.loads(b'{"Name": "m", "Driver": "macvlan"}'), "bth1001", "ab")
+
+
+def test_plugins_may_be_read_never_installed_or_enabled():
+    assert policy.check("GET", "/v1.41/plugins/no%20such%20name/json", None, CTX) is None  # docker inspect NAME
+    assert policy.check("GET", "/plugins", None, CTX) is None
+    for method, target in (("GET", "/plugins/privileges?remote=x"), ("POST", "/plugins/x/enable"),
+                           ("POST", "/plugins/pull?remote=x"), ("DELETE", "/plugins/x"), ("GET", "/plugins/x/y/json")):
+        assert policy.check(method, target, None, CTX) is not None, (method, target)

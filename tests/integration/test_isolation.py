@@ -446,7 +446,8 @@ except OSError as e:
 
 
 def _fetch6(address, as_user=None):
-    cmd = [sys.executable, "-c", FETCH6, address, str(V6_PORT)]
+    # a test user cannot run this checkout's venv where it is private (/root on Debian); FETCH6 is stdlib
+    cmd = ["/usr/bin/python3" if as_user else sys.executable, "-c", FETCH6, address, str(V6_PORT)]
     if as_user:
         cmd = ["runuser", "-u", as_user, "--", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()

@@ -231,6 +231,8 @@ def _up(cfg, name, clock, prelaunched, launch_key):
                              rec.pid, supervisor.kind)
                 else:
                     atomic_write(upaths.daemon_json, doc, mode=0o600)
+                    if hardened:
+                        _pin_again(cfg, upaths, account, shared, address)
                     rec = _start_dockerd(supervisor, shared, address)
                     if launch_key is not None:
                         _leave_plan(upaths, plan)  # (one launched from is this very plan)
@@ -277,6 +279,33 @@ def _up(cfg, name, clock, prelaunched, launch_key):
     log.info("%s is up (block %s, dockerd pid %d, %s in %.2f s)", result.user, result.block, result.pid,
              "started" if started else "already running", result.seconds)
     return result
+
+
+def _pin_again(cfg, upaths, account, shared, address):
+    """Before dockerd starts, and restarts the containers whose policy says
+    so: their bind sources pinned again, as the user's rights stand now
+    (after a reboot /run holds no pin). No container runs meanwhile. A
+    source the user no longer reaches is left unpinned: that container
+    fails to start, as dockerd fails one whose source is gone."""
+    from . import pins, proxyspec
+
+    store = pins.Store(account.uid, proxyspec.pins_records(cfg, account.name), os.path.join(upaths.run_dir, "pins"))
+    tokens = [t for t in store.tokens() if store.user_path(t) is not None]
+    if not tokens:
+        return
+    ns = shared.mount_namespace() if address else hostns.HOST
+    fd = ns if isinstance(ns, int) else os.open(ns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        results = store.pin([(store.user_path(t), False) for t in tokens], tokens, fd)
+    except OSError as e:
+        log.warning("%s's bind sources were not pinned again: %s", account.name, e)
+        return
+    finally:
+        os.close(fd)
+    lost = [r.path for r in results if r.error]
+    if lost:
+        log.warning("%s no longer reaches %d bind source(s) of their containers (%s): those will not start",
+                    account.name, len(lost), ", ".join(lost[:3]))
 
 
 def _start_dockerd(supervisor, shared, address):

@@ -256,3 +256,33 @@ def test_binds_above_the_pins_copy_none_of_them(harness, pair):
     while os.listdir(records) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert os.listdir(records) == []
+
+
+def test_a_container_that_restarts_by_itself_finds_its_binds_after_a_reboot(harness, pair):
+    """dockerd restarts it before any request could pin again: up pins first."""
+    from berth import hostns, paths, pins, prelaunch
+    victim, attacker, img, home = pair
+    own = pwd.getpwnam(attacker).pw_dir
+    with open(f"{own}/boot.txt", "w") as f:
+        f.write("booted\n")
+    r = docker(harness, attacker, "run", "-d", "--name", "always", "--restart=always", "-v", f"{own}/boot.txt:/b",
+               img, "sleep", "600")
+    assert r.returncode == 0, r.stderr
+    try:
+        harness.berth("down", attacker)
+        # a reboot: /run is empty, so neither the pins nor the launch plan are there
+        mounts = f"{harness.root}/run/{attacker}/pins"
+        pins.unpin_all(mounts, hostns.berth_namespace_path(f"{harness.root}/run"))
+        os.rmdir(mounts)
+        os.unlink(prelaunch.path_of(paths.in_run_dir(f"{harness.root}/run", attacker)))
+        harness.berth("up", attacker)
+        deadline = time.monotonic() + 20
+        seen = None
+        while time.monotonic() < deadline:
+            seen = docker(harness, attacker, "exec", "always", "cat", "/b")
+            if seen.returncode == 0:
+                break
+            time.sleep(0.2)
+        assert seen.stdout == "booted\n", (seen.stdout, seen.stderr)
+    finally:
+        docker(harness, attacker, "rm", "-f", "always")

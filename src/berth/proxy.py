@@ -143,6 +143,10 @@ def _joined(conn, first):
             return b"".join(parts) if len(parts) > 1 else parts[0], (None if event is h11.NEED_DATA else event)
 
 
+def _expects_continue(head):
+    return any(name.lower() == b"expect" and value.strip().lower() == b"100-continue" for name, value in head.headers)
+
+
 def _upstream_headers(head, body_length=None):
     """The request's headers for dockerd: its body framed by the length of
     a re-encoded body, else as the client framed it (a length, or chunks).
@@ -153,7 +157,8 @@ def _upstream_headers(head, body_length=None):
     says `Connection: Upgrade` instead, and it is never relayed: the proxy
     parsed its body, and the connection is a raw stream afterwards."""
     dropped = (b"content-length", b"transfer-encoding", b"connection", b"keep-alive") + \
-        (() if head.upgrade else (b"upgrade",))
+        (() if head.upgrade else (b"upgrade",)) + \
+        ((b"expect",) if body_length is not None else ())  # a body berth read: answered with its 100 already
     out = [(name, value) for name, value in head.headers if name.lower() not in dropped]
     out.append((b"Connection", b"Upgrade" if head.upgrade else b"close"))
     if body_length is None and clientside.has_body(head):
@@ -309,6 +314,10 @@ class Handler:
         path, _ = found
         body = None
         if policy.reads_body(method, path):
+            if _expects_continue(head):
+                # The body is berth's to read: the client waits for this
+                # before it sends it (curl waits a second, then sends anyway).
+                writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
             body, refusal = await self._checked_body(client, charges, method, target)
             if refusal is OVER_SHARE:  # answered at once, and the rest of the body dropped
                 self._refuse(writer, conn, method, target, refusal, 429)

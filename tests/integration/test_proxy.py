@@ -526,3 +526,24 @@ def test_encoded_image_names_get_dockerds_own_answers(proxied):
         assert client.containers.run(img, ["echo", "sdk"], remove=True) == b"sdk\n"
     finally:
         client.close()
+
+
+def test_expect_100_continue_on_a_body_the_policy_reads_is_answered_at_once(proxied):
+    """curl sends Expect: 100-continue and waits for the 100 before the body."""
+    _, img, listen = proxied
+    body = ('{"Image": "%s", "Cmd": ["true"]}' % img).encode()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(listen)
+        s.sendall(b"POST /v1.41/containers/create?name=px-expect HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n"
+                  b"Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: "
+                  + str(len(body)).encode() + b"\r\n\r\n")
+        t0 = time.monotonic()
+        first = s.recv(4096)
+        assert first.startswith(b"HTTP/1.1 100") and time.monotonic() - t0 < 0.5, first
+        s.sendall(body)
+        answer = first
+        while data := s.recv(65536):
+            answer += data
+    assert b"HTTP/1.1 201" in answer, answer
+    assert docker(listen, "rm", "px-expect").returncode == 0

@@ -160,6 +160,10 @@ def _upstream_headers(head, body_length=None):
         (() if head.upgrade else (b"upgrade",)) + \
         ((b"expect",) if body_length is not None else ())  # a body berth read: answered with its 100 already
     out = [(name, value) for name, value in head.headers if name.lower() not in dropped]
+    if not any(name.lower() == b"host" for name, _ in out):
+        # HTTP/1.0 has none (health checks, shell scripts); the request to
+        # dockerd is HTTP/1.1, which must, and dockerd reads nothing of it
+        out.append((b"Host", b"docker"))
     out.append((b"Connection", b"Upgrade" if head.upgrade else b"close"))
     if body_length is None and clientside.has_body(head):
         if _chunked(head):

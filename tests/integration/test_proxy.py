@@ -547,3 +547,10 @@ def test_expect_100_continue_on_a_body_the_policy_reads_is_answered_at_once(prox
             answer += data
     assert b"HTTP/1.1 201" in answer, answer
     assert docker(listen, "rm", "px-expect").returncode == 0
+
+
+def test_http_1_0_without_host_gets_dockerds_answer(proxied):
+    """A health check or a shell script: `printf 'GET /_ping HTTP/1.0\\r\\n\\r\\n' | nc -U docker.sock`."""
+    _, _, listen = proxied
+    answer = raw(listen, b"GET /_ping HTTP/1.0\r\n\r\n")
+    assert answer.startswith("HTTP/1.") and " 200 " in answer.split("\r\n")[0] and answer.endswith("OK"), answer

@@ -80,7 +80,8 @@ class Binds:
 
     def _in_dockerds_namespace(self, fn, *args):
         """fn(*args, ns_fd=…) with dockerd's mount namespace, where it will
-        look the pins up (this process's, if dockerd is not running)."""
+        look the pins up; OSError (ESRCH) if dockerd is not running: a pin
+        made anywhere else would not be dockerd's."""
         rec = record.running(self.upaths)
         if rec is None:
             raise OSError(errno.ESRCH, "your Docker daemon is not running")
@@ -91,8 +92,7 @@ class Binds:
         try:
             return fn(*args, ns_fd=fd)
         finally:
-            if fd is not None:
-                os.close(fd)
+            os.close(fd)
 
     async def prepare_create(self, host_config):
         """(HostConfig with its Binds made Mounts and every bind source

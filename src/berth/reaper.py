@@ -91,12 +91,14 @@ def _running_containers(upaths, net_name):
     return tuple(sorted(n for n in names if n != net_name))
 
 
-def observe(cfg, name, lease, now):
+def observe(cfg, name, lease, now, dry_run=False):
+    """What the pass sees of one user. A dry run changes nothing, not even
+    the session files of ended logins it would otherwise drop."""
     upaths = paths.for_user(cfg, name)
     supervisor = host.supervisor_for(cfg, upaths)
     state, _ = host.daemon_state(supervisor, upaths)
     uid = host.uid_of(name, lease)
-    sessions = len(activity.open_sessions(upaths))
+    sessions = len(activity.open_sessions(upaths, prune=not dry_run))
     containers = _running_containers(upaths, cfg.net_container.name) if state == "up" else ()
     processes = _user_processes(uid, set(supervisor.processes())) if uid >= 0 and state == "up" else 0
     last = activity.last_active(upaths)
@@ -209,7 +211,7 @@ def restore_proxy(cfg, names):
 
 
 def _one(cfg, name, lease, dry_run, now, rules_seen=(), jumps_ok=True):
-    o = observe(cfg, name, lease, now)
+    o = observe(cfg, name, lease, now, dry_run)
     d = decide(o, cfg.reaper.idle_timeout, now)
     upaths = paths.for_user(cfg, name)
     if d.action == "keep" and not dry_run and (o.sessions or o.processes or o.containers):

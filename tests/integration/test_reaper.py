@@ -98,8 +98,13 @@ def test_dry_run_changes_nothing(harness, reap0):
     user = harness.add_user()
     harness.berth("up", user)
     pids = harness.dockerd_pids(user)
+    sessions = f"{harness.root}/run/{user}/sessions"
+    os.makedirs(sessions, exist_ok=True)
+    ended = os.path.join(sessions, "4194000-1")  # a login whose process is gone
+    open(ended, "w").close()
     out = reap(harness, reap0, "--dry-run", "--user", user)
     assert f"{user} would be reaped: idle" in out
+    assert os.path.exists(ended)  # not even an ended session's file goes
     assert harness.dockerd_pids(user) == pids and state(harness, user)["state"] == "up"
     harness.berth("down", user)
 

@@ -30,7 +30,8 @@ def test_a_session_whose_process_is_gone_does_not_count_forever(tmp_path):
     assert not os.path.exists(dead) and not os.path.exists(reused)
 
 
-def test_readers_that_are_not_root_do_not_prune(tmp_path):
+def test_a_reader_that_asks_not_to_prune_changes_nothing(tmp_path):
+    """As `berth reap --dry-run` reads them."""
     up = upaths(tmp_path)
     os.makedirs(os.path.join(up.run_dir, "sessions"))
     stale = os.path.join(up.run_dir, "sessions", "4194000-1")

@@ -79,10 +79,13 @@ class Launched:
         self.close()
 
 
+SYSTEMD_BOOTED = "/run/systemd/system"  # sd_booted(3)
+
+
 def launch(config_path, user):
     """Launch `user`'s dockerd from its plan; the Launched, or None (no
     plan, a stale one, a daemon that runs, anything unusual)."""
-    if os.geteuid() != 0 or os.path.isdir("/run/systemd/system"):  # units: the usual path
+    if os.geteuid() != 0 or os.path.isdir(SYSTEMD_BOOTED):  # units: the usual path
         return None
     try:
         return _launch(config_path, user)

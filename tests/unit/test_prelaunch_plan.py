@@ -38,9 +38,14 @@ def test_only_berth_up_user_is_prelaunched(monkeypatch):
     assert tried == ["alice"]
 
 
-def test_no_prelaunch_without_root(monkeypatch):
+def test_no_prelaunch_without_root(monkeypatch, tmp_path):
+    tried = []
+    monkeypatch.setattr(prelaunch, "_launch", lambda path, user: tried.append(user) or "launched")
+    monkeypatch.setattr(prelaunch, "SYSTEMD_BOOTED", str(tmp_path / "no-systemd"))
     monkeypatch.setattr(prelaunch.os, "geteuid", lambda: 1000)
-    assert prelaunch.launch("/etc/berth/berth.toml", "alice") is None
+    assert prelaunch.launch("/etc/berth/berth.toml", "alice") is None and tried == []
+    monkeypatch.setattr(prelaunch.os, "geteuid", lambda: 0)  # the same call as root is tried
+    assert prelaunch.launch("/etc/berth/berth.toml", "alice") == "launched" and tried == ["alice"]
 
 
 def test_a_closed_launch_closes_once(tmp_path):

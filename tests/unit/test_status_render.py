@@ -10,17 +10,6 @@ def row(**kw):
     return status.UserStatus(**base)
 
 
-def test_human_units():
-    assert humanize.human_duration(None) == "-"
-    assert humanize.human_duration(5) == "5s"
-    assert humanize.human_duration(125) == "2m05s"
-    assert humanize.human_duration(3725) == "1h02m"
-    assert humanize.human_duration(90000) == "1d1h"
-    assert humanize.human_bytes(0) == "-"
-    assert humanize.human_bytes(130 * 2**20) == "130 MiB"
-    assert humanize.human_bytes(3 * 2**30) == "3.0 GiB"
-
-
 def test_table_has_header_rows_and_summary(tmp_path):
     cfg = config.parse({"paths": {"state_dir": str(tmp_path)}})
     text = status.render_table(cfg, [row(), row(user="bob", uid=1002, state="down", pid=None, net_ip="",

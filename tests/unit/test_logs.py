@@ -1,5 +1,4 @@
 import threading
-import time
 
 from berth import logs
 
@@ -18,15 +17,29 @@ def test_last_lines(tmp_path):
 def test_follow_sees_appends_and_truncation(tmp_path):
     p = tmp_path / "log"
     p.write_bytes(b"old\n")
-    got, done = [], threading.Event()
-    t = threading.Thread(target=logs.follow, args=(str(p), got.append), kwargs={"poll": 0.01, "stop": done.is_set})
+    got, changed, done, started = [], threading.Condition(), threading.Event(), threading.Event()
+
+    def write(data):
+        with changed:
+            got.append(data)
+            changed.notify_all()
+
+    def stop():  # asked once the file is open and at its end, then at each poll
+        started.set()
+        return done.is_set()
+
+    def seen(text):
+        with changed:
+            assert changed.wait_for(lambda: b"".join(got) == text, timeout=5), got
+
+    t = threading.Thread(target=logs.follow, args=(str(p), write), kwargs={"poll": 0.01, "stop": stop})
     t.start()
-    time.sleep(0.05)
+    assert started.wait(5)
     with open(p, "ab") as f:
         f.write(b"new\n")
-    time.sleep(0.05)
+    seen(b"new\n")
     p.write_bytes(b"x\n")  # truncated by a rotation
-    time.sleep(0.1)
+    seen(b"new\nx\n")
     done.set()
     t.join(2)
-    assert b"".join(got) == b"new\nx\n"
+    assert not t.is_alive()

@@ -1,4 +1,4 @@
-from berth import config, humanize, status
+from berth import config, status
 
 
 def row(**kw):

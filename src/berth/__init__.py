@@ -1,3 +1,3 @@
 """berth: a Docker daemon of your own on a shared Linux box."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -14,7 +14,7 @@ pass starts it again, and containerd picks its shims back up from its
 state directory.
 
 [daemon].containerd = "shared" (this), "own" (each dockerd its own, as
-before berth 0.4), or the absolute path of a containerd socket to use.
+dockerd does by itself), or the absolute path of a containerd socket to use.
 """
 
 import logging

@@ -185,18 +185,12 @@ def _up(cfg, name, clock, prelaunched, launch_key):
             if prelaunched is not None and not adopt:
                 log.warning("the dockerd launched for %s from its plan exited at start; starting it again",
                             account.name)
-            if rec is not None and not adopt and not os.path.exists(upaths.engine_socket):
-                # Started by a berth before 0.3, which gave the user dockerd's
-                # own socket: in hardened mode that is the way round the proxy.
+            if rec is not None and not adopt and serves_the_users_socket_itself(upaths):
                 log.warning("%s's daemon was started without berth's own socket (an older berth); "
                             "restarting it", account.name)
                 supervisor.stop()
                 rec = None
             started = rec is None or adopt
-            if rec is not None and not adopt and rec.bridge != br:
-                # Started by an older berth: record the bridge for the warm login check.
-                rec = rec._replace(bridge=br)
-                record.write(upaths, rec)
             if rec is not None and not adopt and rec.mode != cfg.security.mode:
                 log.warning("%s's daemon runs in %s mode; the config's %s mode applies from its next start "
                             "(berth down %s)", account.name, rec.mode, cfg.security.mode, account.name)
@@ -419,6 +413,13 @@ def wait_reconnected(cfg, names, timeout=10.0):
     if waiting:
         log.warning("the dockerds of %s have not reached the shared containerd again within %g s",
                     ", ".join(waiting), timeout)
+
+
+def serves_the_users_socket_itself(upaths):
+    """An upgrade guard: a running dockerd with no socket of berth's own
+    was started by a berth that gave the user dockerd's own socket, which
+    in hardened mode is the way round the policy proxy: it is restarted."""
+    return not os.path.exists(upaths.engine_socket)
 
 
 def _networks_to_avoid(cfg):

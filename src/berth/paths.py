@@ -99,11 +99,6 @@ class UserPaths(namedtuple("UserPaths", "user run_dir data_root log_file")):
         """berth's own record of the dockerd it started (pid + start time)."""
         return os.path.join(self.run_dir, "dockerd.rec")
 
-    @property
-    def legacy_record(self):
-        """The same record as berth before 0.2 wrote it (JSON)."""
-        return os.path.join(self.run_dir, "dockerd.json")
-
 
 def proxy_dir(run_dir):
     """The policy proxy's own directory (root's alone): its control socket
@@ -113,8 +108,8 @@ def proxy_dir(run_dir):
 
 def locks_dir(cfg):
     """Root's alone: berth's own locks, and users' in users/ (a user named
-    "leases" must not share the lease table's lock). Not the "locks" of
-    berth < 0.2, whose files users may still hold open from when they could."""
+    "leases" must not share the lease table's lock). Not a "locks" directory
+    of an earlier layout, whose files users may still hold open from when they could."""
     return os.path.join(cfg.paths.state_dir, "lock")
 
 

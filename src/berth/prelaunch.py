@@ -144,8 +144,7 @@ def _take_lock(path):
 
 def _launch_locked(upaths, plan, fd):
     # Anything left of a daemon (even a crashed one's pidfile) is `up`'s to sort out.
-    if any(os.path.lexists(p) for p in (upaths.record, upaths.legacy_record, upaths.pidfile,
-                                        upaths.engine_socket)):
+    if any(os.path.lexists(p) for p in (upaths.record, upaths.pidfile, upaths.engine_socket)):
         return None
     ns = _containerd_namespace(plan["containerd_record"])
     if ns is False:

@@ -6,7 +6,7 @@ lines, not JSON (json imports re, and re enum: most of a warm login)."""
 from collections import namedtuple
 
 from . import proc
-from .fsutil import atomic_write, read_trusted, remove
+from .fsutil import atomic_write, read_trusted
 
 
 # bridge is recorded so the login check needs no config to find it; mode
@@ -25,20 +25,14 @@ def read(upaths):
     """The recorded daemon, or None. Says nothing about whether it runs."""
     raw = read_trusted(upaths.record)
     if raw is None:
-        raw = read_trusted(upaths.legacy_record)
-    if raw is None:
         return None
     try:
-        if raw.startswith(b"{"):  # written by a berth before 0.2
-            import json
-
-            data = json.loads(raw)
-        else:
-            data = dict(line.split("=", 1) for line in raw.decode().splitlines() if line)
-        # Tolerate records of other berth versions: a daemon started before
-        # an upgrade must still be recognised, never killed as a stranger.
+        data = dict(line.split("=", 1) for line in raw.decode().splitlines() if line)
+        # A key this berth does not know (a newer one's) is left out, never
+        # an error: a daemon started before an up- or downgrade must still be
+        # recognised, never killed as a stranger.
         known = {k: TYPES[k](data[k]) for k in DaemonRecord._fields if k in data}
-        return DaemonRecord(**known)  # older records: no bridge, and trusted (berth < 0.2 had no other mode)
+        return DaemonRecord(**known)
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
         return None
 
@@ -46,7 +40,6 @@ def read(upaths):
 def write(upaths, rec):
     text = "".join(f"{k}={v}\n" for k, v in rec._asdict().items())
     atomic_write(upaths.record, text, mode=0o600)
-    remove(upaths.legacy_record)
 
 
 def is_ours(upaths, rec):

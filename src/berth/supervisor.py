@@ -107,7 +107,7 @@ class DirectSupervisor:
         # but unreaped containerd still passes: it would wait on it forever.
         containerd_pid = os.path.join(self.paths.exec_root, "containerd", "containerd.pid")
         for path in (self.paths.pidfile, self.paths.engine_socket, self.paths.socket, self.paths.record,
-                     self.paths.legacy_record, containerd_pid):
+                     containerd_pid):
             if remove(path):
                 log.info("removed stale %s", path)
 
@@ -124,8 +124,7 @@ class DirectSupervisor:
         if rec is not None:
             self._terminate(rec, now)
         self.kill_leftovers()
-        for path in (self.paths.pidfile, self.paths.engine_socket, self.paths.socket, self.paths.record,
-                     self.paths.legacy_record):
+        for path in (self.paths.pidfile, self.paths.engine_socket, self.paths.socket, self.paths.record):
             remove(path)
 
     def _terminate(self, rec, now):

@@ -112,8 +112,8 @@ def store_name(account):
 
 
 def close_other_stores(data_root, keep):
-    """Stores of an earlier mapping (berth before 0.3 gave a user private
-    group container gid 0) keep their images on disk, and their device
+    """An upgrade guard: stores of an earlier mapping (one that gave a
+    user's private group container gid 0) keep their images on disk, and their device
     nodes: nobody but root may pass into them any more."""
     try:
         names = os.listdir(data_root)

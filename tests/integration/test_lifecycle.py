@@ -165,3 +165,19 @@ def test_new_blocks_skip_networks_the_host_already_uses(harness):
         harness.berth("down", user, config=cfg)
     finally:
         bridge.remove_bridge(squatter)
+
+
+def test_a_daemon_that_serves_the_users_socket_itself_is_restarted(harness):
+    """An upgrade guard: a dockerd with no socket of berth's own was started
+    by a berth that gave the user dockerd's own socket (the way round the
+    policy proxy); the next `up` restarts it."""
+    from berth import paths
+
+    user = harness.add_user()
+    harness.berth("up", user)
+    (pid,) = harness.dockerd_pids(user)
+    engine = paths.for_user(harness.cfg(), user).engine_socket
+    os.unlink(engine)  # as such a berth left it
+    harness.berth("up", user)
+    assert harness.dockerd_pids(user) not in ([pid], []) and os.path.exists(engine)
+    harness.berth("down", user)

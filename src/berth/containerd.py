@@ -26,7 +26,7 @@ import subprocess
 import time
 from collections import namedtuple
 
-from . import engine, hostns, paths, proc
+from . import engine, hostns, keyvalue, paths, proc
 from .errors import DaemonError, MissingBinary
 from .fsutil import atomic_write, ensure_dir, log_tail, read_trusted, remove
 from .hostns import HOST, in_mount_namespace
@@ -115,7 +115,7 @@ class Shared:
         if raw is None:
             return None
         try:
-            data = dict(line.split("=", 1) for line in raw.decode().splitlines() if line)
+            data = keyvalue.parse(raw)
             return Record(int(data["pid"]), int(data["start_ticks"]), data["config"])
         except (ValueError, KeyError, UnicodeDecodeError):
             return None
@@ -158,8 +158,7 @@ class Shared:
         return rec if self.config in proc.cmdline(rec.pid) else None
 
     def _write_record(self, rec):
-        atomic_write(self.record_path, f"pid={rec.pid}\nstart_ticks={rec.start_ticks}\nconfig={rec.config}\n",
-                     mode=0o600)
+        atomic_write(self.record_path, keyvalue.render(rec._asdict()), mode=0o600)
 
     # --- start and stop ---------------------------------------------------------------
 

@@ -15,7 +15,7 @@ Imports nothing heavy: this is on the warm login path.
 import os
 from collections import namedtuple
 
-from . import __version__
+from . import __version__, keyvalue
 from .errors import BerthError
 from .fsutil import atomic_write, ensure_dir, read_trusted
 from .paths import ROOT_ONLY
@@ -51,7 +51,7 @@ def read(config_path, directory=None):
     if raw is None:
         return None
     try:
-        data = dict(line.split("=", 1) for line in raw.decode().splitlines() if line)
+        data = keyvalue.parse(raw)
         if data["identity"] != current or data["version"] != __version__:
             return None
         return Digest(data["run_dir"], int(data["min_uid"]), int(data["max_uid"]))
@@ -65,11 +65,11 @@ def write(config_path, cfg, seen, directory=None):
     leaves a digest no later login trusts). Never fails a login."""
     if os.geteuid() != 0 or len(os.path.basename(path_for(config_path, directory))) > 255:
         return False
-    text = (f"identity={seen}\nversion={__version__}\nrun_dir={cfg.paths.run_dir}\n"
-            f"min_uid={cfg.users.min_uid}\nmax_uid={cfg.users.max_uid}\n")
     try:
+        text = keyvalue.render({"identity": seen, "version": __version__, "run_dir": cfg.paths.run_dir,
+                                "min_uid": cfg.users.min_uid, "max_uid": cfg.users.max_uid})
         ensure_dir(directory or DIR, ROOT_ONLY)
         atomic_write(path_for(config_path, directory), text, mode=0o600)
-    except (OSError, BerthError):
+    except (OSError, BerthError, ValueError):  # a run_dir with a newline: no digest, the slow path
         return False
     return True

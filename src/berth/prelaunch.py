@@ -25,7 +25,7 @@ import os
 import pwd
 import time
 
-from . import __version__, daemonlaunch, logindigest, paths, proc, record
+from . import __version__, daemonlaunch, keyvalue, logindigest, paths, proc, record
 from .fsutil import atomic_write, read_trusted, remove
 
 NAME = "launch.plan"
@@ -40,17 +40,14 @@ def path_of(upaths):
 
 def render(plan):
     """The plan as key=value lines (json imports re: not on this path)."""
-    for key in FIELDS:
-        if "\n" in str(plan[key]):
-            raise ValueError(f"a launch plan's {key} holds a newline")
-    return "".join(f"{key}={plan[key]}\n" for key in FIELDS)
+    return keyvalue.render({key: plan[key] for key in FIELDS})
 
 
 def parse(raw):
     """The plan in `raw`, or None if it is not a whole one."""
     try:
-        plan = dict(line.split("=", 1) for line in raw.decode().splitlines() if line)
-    except (ValueError, UnicodeDecodeError, AttributeError):
+        plan = keyvalue.parse(raw)
+    except (ValueError, TypeError, AttributeError):
         return None
     return plan if set(plan) == set(FIELDS) else None
 
@@ -223,7 +220,7 @@ def _containerd_namespace(record_path):
     raw = read_trusted(record_path)
     if raw is None:
         return False
-    data = dict(line.split("=", 1) for line in raw.decode().splitlines() if line)
+    data = keyvalue.parse(raw)
     rec = int(data["pid"]), int(data["start_ticks"])
     if not proc.alive(*rec):
         return False

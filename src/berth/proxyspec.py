@@ -8,7 +8,7 @@ so a restarted proxy serves everyone who was up without asking berth.
 import os
 from collections import namedtuple
 
-from . import policy
+from . import keyvalue, policy
 
 # uid: who may connect (and owns the socket); networks: the user's half of
 # their block (policy.Context); runtimes: what the site configured.
@@ -33,13 +33,13 @@ def pins_records(cfg, user):
 
 
 def render(spec):
-    return (f"user={spec.user}\nuid={spec.uid}\nnetworks={spec.networks}\n"
-            f"runtimes={','.join(spec.runtimes)}\nbridge={spec.bridge}\npins={spec.pins}\n")
+    return keyvalue.render({"user": spec.user, "uid": spec.uid, "networks": spec.networks,
+                            "runtimes": ",".join(spec.runtimes), "bridge": spec.bridge, "pins": spec.pins})
 
 
 def parse(text):
     try:
-        fields = dict(line.split("=", 1) for line in text.splitlines() if line)
+        fields = keyvalue.parse(text)
         return Spec(fields["user"], int(fields["uid"]), fields["networks"],
                     tuple(r for r in fields["runtimes"].split(",") if r), fields.get("bridge", ""),
                     fields.get("pins", ""))

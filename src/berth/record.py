@@ -5,7 +5,7 @@ lines, not JSON (json imports re, and re enum: most of a warm login)."""
 
 from collections import namedtuple
 
-from . import proc
+from . import keyvalue, proc
 from .fsutil import atomic_write, read_trusted
 
 
@@ -27,7 +27,7 @@ def read(upaths):
     if raw is None:
         return None
     try:
-        data = dict(line.split("=", 1) for line in raw.decode().splitlines() if line)
+        data = keyvalue.parse(raw)
         # A key this berth does not know (a newer one's) is left out, never
         # an error: a daemon started before an up- or downgrade must still be
         # recognised, never killed as a stranger.
@@ -38,8 +38,7 @@ def read(upaths):
 
 
 def write(upaths, rec):
-    text = "".join(f"{k}={v}\n" for k, v in rec._asdict().items())
-    atomic_write(upaths.record, text, mode=0o600)
+    atomic_write(upaths.record, keyvalue.render(rec._asdict()), mode=0o600)
 
 
 def is_ours(upaths, rec):

@@ -304,6 +304,8 @@ ROUTES = tuple((frozenset(methods.split()), re.compile(pattern)) for methods, pa
     ("POST", f"/networks/{N}/(connect|disconnect)"), ("DELETE", f"/networks/{N}"),
     ("GET", "/volumes"), ("GET", f"/volumes/{N}"), ("POST", "/volumes/(create|prune)"), ("DELETE", f"/volumes/{N}"),
     ("POST", "/build"), ("POST", "/build/(prune|cancel)"),
+    # BuildKit: the CLI's session (h2c, dockerd asks it for files) and buildx's gRPC control API.
+    ("POST", "/session"), ("POST", "/grpc"),
     ("GET", "/plugins"), ("GET", f"/plugins/{N}/json"),
 ))
 
@@ -378,8 +380,6 @@ def check(method, target, body, ctx):
     path, query = found
     if path.startswith(REFUSED_PREFIXES) and not (method == "GET" and PLUGIN_READS.fullmatch(path)):
         return Refusal(f"the {path.split('/')[1]} API", "plugins and swarm are not for per-user daemons")
-    if path in ("/grpc", "/session"):
-        return Refusal("BuildKit sessions", "build with the classic builder: DOCKER_BUILDKIT=0 docker build ...")
     if not routed(method, path):
         return Refusal(f"{method} {path}", "berth passes the Docker API the docker CLI uses, and no other")
     rules = ()
@@ -430,10 +430,16 @@ BUILD_REFUSED = (("cgroupparent", "--cgroup-parent"), ("ulimits", "--ulimit"), (
                  ("isolation", "--isolation"))
 
 
+# `remote` values that name no place to fetch from: BuildKit's context comes
+# through the client's session, or in a second request (`docker build - <
+# ctx.tar`) (moby builder/builder-next/builder.go; docker/cli build_buildkit.go).
+SESSION_REMOTES = frozenset({"client-session", "upload-request"})
+
+
 def _check_build(query):
     if any(v.casefold() == "host" for v in query.get("networkmode", ())):
         return Refusal("a build with --network=host", "build without it (RUN steps get the default network)")
-    if any(query.get("remote", ())):
+    if any(v and v not in SESSION_REMOTES for v in query.get("remote", ())):
         # dockerd would fetch it as root from the host's network namespace,
         # where berth's network isolation lets root reach every user's containers.
         return Refusal("a build from a URL or git remote (dockerd would fetch it as root)",
@@ -445,6 +451,25 @@ def _check_build(query):
         if values:
             return Refusal(f"a build with {flag}", "build without it")
     return None
+
+
+# dockerd's API version from which its BuildKit (v0.10, Docker 23) takes a
+# cgroup parent per build step from the build's own definition (ExecOp
+# meta), which reaches it through /grpc where the proxy cannot read it.
+GRPC_UNCHECKED_FROM = (1, 42)
+
+
+def grpc_refusal(api_version):
+    """A refusal for buildx's /grpc on a dockerd of `api_version` (its
+    `ApiVersion`, "1.41"), or None. Its /session and /build?version=2, whose
+    options the proxy reads, keep working."""
+    parts = tuple(int(p) for p in str(api_version or "").split(".") if p.isdigit())
+    if len(parts) == 2 and parts < GRPC_UNCHECKED_FROM:
+        return None
+    return Refusal(f"BuildKit's gRPC API on this dockerd (API {api_version or 'unknown'}: its builds may name "
+                   "their own cgroup, which berth cannot see)",
+                   "build with DOCKER_BUILDKIT=0 docker build (the classic builder), or with a docker CLI "
+                   "older than 23 and DOCKER_BUILDKIT=1")
 
 
 def _empty_parameter(key, value):

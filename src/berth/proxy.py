@@ -348,6 +348,8 @@ class Handler:
                 body = policy.name_bridge(body, self.ctx.bridge, secrets.token_hex(8))
         else:
             refusal = policy.check(method, target, None, self.ctx)
+            if refusal is None and path == "/grpc":
+                refusal = policy.grpc_refusal(await self._api_version())
             archive = ARCHIVE.fullmatch(path)
             if refusal is None and archive:
                 binds, container_id = await self._binds_of(archive[1])
@@ -417,6 +419,15 @@ class Handler:
         """dockerd's JSON answer parsed in the user's share: a container's
         inspect is as big as the labels it was made with."""
         return await self.share.work(apijson.loads, (body,), len(body))
+
+    async def _api_version(self):
+        """dockerd's own API version, asked at each use: dockerd may have
+        been upgraded and restarted since the last (None if it says none)."""
+        try:
+            info = await proxybinds.query(self.upstream_path, "/version", self._loads)
+            return info.field("ApiVersion") if info is not None else None
+        except (apijson.BadBody, AttributeError):
+            return None
 
     async def _binds_of(self, container):
         """(whether the container has a bind mount, its id), asked of dockerd

@@ -454,22 +454,28 @@ def _check_build(query):
 
 
 # dockerd's API version from which its BuildKit (v0.10, Docker 23) takes a
-# cgroup parent per build step from the build's own definition (ExecOp
-# meta), which reaches it through /grpc where the proxy cannot read it.
-GRPC_UNCHECKED_FROM = (1, 42)
+# cgroup parent and ulimits for each build step from the build's own
+# definition (LLB ExecOp meta). That definition reaches dockerd through
+# /grpc, or from a `# syntax=` frontend image a Dockerfile names, neither
+# of which the proxy can read: from there on, BuildKit is refused whole.
+BUILDKIT_UNCHECKED_FROM = (1, 42)
 
 
-def grpc_refusal(api_version):
-    """A refusal for buildx's /grpc on a dockerd of `api_version` (its
-    `ApiVersion`, "1.41"), or None. Its /session and /build?version=2, whose
-    options the proxy reads, keep working."""
+def asks_buildkit(method, path, query):
+    """Whether a request drives dockerd's BuildKit: buildx's gRPC API, or
+    a build with version=2 (dockerd reads the first `version`)."""
+    return method == "POST" and (path == "/grpc" or (path == "/build" and query.get("version", [""])[0] == "2"))
+
+
+def buildkit_refusal(api_version):
+    """A refusal for a request that drives BuildKit (asks_buildkit) on a
+    dockerd of `api_version` (its `ApiVersion`, "1.41"), or None."""
     parts = tuple(int(p) for p in str(api_version or "").split(".") if p.isdigit())
-    if len(parts) == 2 and parts < GRPC_UNCHECKED_FROM:
+    if len(parts) == 2 and parts < BUILDKIT_UNCHECKED_FROM:
         return None
-    return Refusal(f"BuildKit's gRPC API on this dockerd (API {api_version or 'unknown'}: its builds may name "
-                   "their own cgroup, which berth cannot see)",
-                   "build with DOCKER_BUILDKIT=0 docker build (the classic builder), or with a docker CLI "
-                   "older than 23 and DOCKER_BUILDKIT=1")
+    return Refusal(f"BuildKit on this dockerd (API {api_version or 'unknown'}): a build may place its steps "
+                   "in a cgroup of its own choosing, out of your share, where berth cannot see it",
+                   "build with the classic builder: DOCKER_BUILDKIT=0 docker build ...")
 
 
 def _empty_parameter(key, value):

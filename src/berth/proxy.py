@@ -348,8 +348,8 @@ class Handler:
                 body = policy.name_bridge(body, self.ctx.bridge, secrets.token_hex(8))
         else:
             refusal = policy.check(method, target, None, self.ctx)
-            if refusal is None and path == "/grpc":
-                refusal = policy.grpc_refusal(await self._api_version())
+            if refusal is None and policy.asks_buildkit(method, *found):
+                refusal = policy.buildkit_refusal(await self._api_version())
             archive = ARCHIVE.fullmatch(path)
             if refusal is None and archive:
                 binds, container_id = await self._binds_of(archive[1])

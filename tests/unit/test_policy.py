@@ -226,7 +226,7 @@ def test_buildkit_sessions_and_grpc_are_dockerds_to_answer():
     # `docker build - < ctx.tar`: the context in a request of its own, the build naming it
     assert policy.check("POST", "/v1.41/build?buildid=upload-request%3A5e1f&version=2", None, CTX) is None
     assert policy.check("POST", "/v1.41/build?buildid=5e1f&remote=upload-request&version=2", None, CTX) is None
-    assert policy.check("POST", "/grpc", None, CTX) is None  # its dockerd's version is the proxy's to ask
+    assert policy.check("POST", "/grpc", None, CTX) is None  # dockerd's version is the proxy's to ask (below)
     assert policy.check("GET", "/session", None, CTX) is not None
 
 
@@ -240,11 +240,25 @@ def test_buildkit_sessions_and_grpc_are_dockerds_to_answer():
     ("", True),
     ("1.41.1", True),
 ])
-def test_grpc_passes_only_where_dockerds_buildkit_takes_no_cgroup_of_a_builds_own(api_version, refused):
-    refusal = policy.grpc_refusal(api_version)
+def test_buildkit_passes_only_where_it_takes_no_cgroup_of_a_builds_own(api_version, refused):
+    refusal = policy.buildkit_refusal(api_version)
     assert (refusal is not None) == refused
     if refused:
         assert "DOCKER_BUILDKIT=0" in refusal.instead and "cgroup" in refusal.what
+
+
+@pytest.mark.parametrize("method, target, drives", [
+    ("POST", "/grpc", True),
+    ("POST", "/v1.41/build?version=2&remote=client-session", True),
+    ("POST", "/build?version=2&version=1", True),  # dockerd reads the first
+    ("POST", "/build?version=1&version=2", False),
+    ("POST", "/build?version=1", False),
+    ("POST", "/build", False),
+    ("POST", "/session", False),  # a session alone builds nothing
+    ("POST", "/build/prune", False),
+])
+def test_what_drives_buildkit_is_what_waits_for_dockerds_version(method, target, drives):
+    assert policy.asks_buildkit(method, *policy.canonical(target)) == drives
 
 
 def test_empty_build_parameters_are_absent_as_every_legacy_client_sends_them():

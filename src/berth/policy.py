@@ -467,15 +467,21 @@ def asks_buildkit(method, path, query):
     return method == "POST" and (path == "/grpc" or (path == "/build" and query.get("version", [""])[0] == "2"))
 
 
-def buildkit_refusal(api_version):
-    """A refusal for a request that drives BuildKit (asks_buildkit) on a
-    dockerd of `api_version` (its `ApiVersion`, "1.41"), or None."""
+def buildkit_refusal(api_version, cgroup_driver):
+    """A refusal for a request that drives BuildKit (asks_buildkit), or None,
+    from what dockerd says of itself: its `ApiVersion` ("1.41") and its
+    `CgroupDriver` ("cgroupfs")."""
+    instead = "build with the classic builder: DOCKER_BUILDKIT=0 docker build ..."
     parts = tuple(int(p) for p in str(api_version or "").split(".") if p.isdigit())
-    if len(parts) == 2 and parts < BUILDKIT_UNCHECKED_FROM:
-        return None
-    return Refusal(f"BuildKit on this dockerd (API {api_version or 'unknown'}): a build may place its steps "
-                   "in a cgroup of its own choosing, out of your share, where berth cannot see it",
-                   "build with the classic builder: DOCKER_BUILDKIT=0 docker build ...")
+    if len(parts) != 2 or parts >= BUILDKIT_UNCHECKED_FROM:
+        return Refusal(f"BuildKit on this dockerd (API {api_version or 'unknown'}): a build may place its steps "
+                       "in a cgroup of its own choosing, out of your share, where berth cannot see it", instead)
+    if cgroup_driver != "cgroupfs":
+        # BuildKit's runc gets "<parent>:docker:<id>" as a path and makes it
+        # beside dockerd's own cgroup, not in the user's slice (moby#45796).
+        return Refusal(f"BuildKit on a dockerd with the {cgroup_driver or 'unknown'} cgroup driver: its build steps "
+                       "would run outside your share", instead)
+    return None
 
 
 def _empty_parameter(key, value):

@@ -349,7 +349,7 @@ class Handler:
         else:
             refusal = policy.check(method, target, None, self.ctx)
             if refusal is None and policy.asks_buildkit(method, *found):
-                refusal = policy.buildkit_refusal(await self._api_version())
+                refusal = policy.buildkit_refusal(*await self._engine_facts())
             archive = ARCHIVE.fullmatch(path)
             if refusal is None and archive:
                 binds, container_id = await self._binds_of(archive[1])
@@ -420,14 +420,17 @@ class Handler:
         inspect is as big as the labels it was made with."""
         return await self.share.work(apijson.loads, (body,), len(body))
 
-    async def _api_version(self):
-        """dockerd's own API version, asked at each use: dockerd may have
-        been upgraded and restarted since the last (None if it says none)."""
-        try:
-            info = await proxybinds.query(self.upstream_path, "/version", self._loads)
-            return info.field("ApiVersion") if info is not None else None
-        except (apijson.BadBody, AttributeError):
-            return None
+    async def _engine_facts(self):
+        """(API version, cgroup driver) as dockerd says them, asked at each
+        use: dockerd may have been upgraded or reconfigured since (None
+        for what it does not say)."""
+        async def field(target, name):
+            try:
+                info = await proxybinds.query(self.upstream_path, target, self._loads)
+                return info.field(name) if info is not None else None
+            except (apijson.BadBody, AttributeError):
+                return None
+        return await asyncio.gather(field("/version", "ApiVersion"), field("/info", "CgroupDriver"))
 
     async def _binds_of(self, container):
         """(whether the container has a bind mount, its id), asked of dockerd

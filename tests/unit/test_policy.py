@@ -230,21 +230,23 @@ def test_buildkit_sessions_and_grpc_are_dockerds_to_answer():
     assert policy.check("GET", "/session", None, CTX) is not None
 
 
-@pytest.mark.parametrize("api_version, refused", [
-    ("1.41", False),  # dockerd 20.10: BuildKit 0.8, no cgroup parent of a build's own
-    ("1.40", False),
-    ("1.42", True),  # Docker 23: BuildKit 0.10 takes one from the build definition
-    ("1.47", True),
-    ("2.0", True),
-    (None, True),  # a dockerd that does not say
-    ("", True),
-    ("1.41.1", True),
+@pytest.mark.parametrize("api_version, driver, refused", [
+    ("1.41", "cgroupfs", None),  # dockerd 20.10: BuildKit 0.8, its steps below the daemon's cgroup-parent
+    ("1.40", "cgroupfs", None),
+    ("1.42", "cgroupfs", "cgroup of its own choosing"),  # Docker 23: BuildKit 0.10 takes one from the build
+    ("1.47", "cgroupfs", "cgroup of its own choosing"),
+    ("2.0", "cgroupfs", "cgroup of its own choosing"),
+    (None, "cgroupfs", "cgroup of its own choosing"),  # a dockerd that does not say
+    ("", "cgroupfs", "cgroup of its own choosing"),
+    ("1.41.1", "cgroupfs", "cgroup of its own choosing"),
+    ("1.41", "systemd", "outside your share"),  # steps beside dockerd's own cgroup (moby#45796)
+    ("1.41", None, "outside your share"),
 ])
-def test_buildkit_passes_only_where_it_takes_no_cgroup_of_a_builds_own(api_version, refused):
-    refusal = policy.buildkit_refusal(api_version)
-    assert (refusal is not None) == refused
+def test_buildkit_passes_only_where_its_steps_stay_in_the_users_share(api_version, driver, refused):
+    refusal = policy.buildkit_refusal(api_version, driver)
+    assert (refusal is None) == (refused is None)
     if refused:
-        assert "DOCKER_BUILDKIT=0" in refusal.instead and "cgroup" in refusal.what
+        assert refused in refusal.what and "DOCKER_BUILDKIT=0" in refusal.instead
 
 
 @pytest.mark.parametrize("method, target, drives", [

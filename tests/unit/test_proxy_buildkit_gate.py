@@ -12,13 +12,13 @@ from berth import policy, proxy
 CTX = policy.Context("10.213.7.128/25")
 
 
-async def stand_in(path, api_version, seen):
-    """A dockerd that answers /version, and switches protocols for anything else."""
+async def stand_in(path, api_version, seen, driver="cgroupfs"):
+    """A dockerd that answers /version and /info, and switches protocols for anything else."""
     async def serve(reader, writer):
         head = await reader.readuntil(b"\r\n\r\n")
         seen.append(head.split(b" ", 2)[:2])
-        if head.startswith(b"GET /version "):
-            body = json.dumps({"ApiVersion": api_version}).encode()
+        if head.startswith((b"GET /version ", b"GET /info ")):
+            body = json.dumps({"ApiVersion": api_version, "CgroupDriver": driver}).encode()
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                          % (len(body), body))
         else:
@@ -28,10 +28,10 @@ async def stand_in(path, api_version, seen):
     return await asyncio.start_unix_server(serve, path)
 
 
-async def ask(tmp_path, api_version, request):
+async def ask(tmp_path, api_version, request, driver="cgroupfs"):
     seen = []
     upstream, listen = str(tmp_path / "dockerd.sock"), str(tmp_path / "user.sock")
-    dockerd = await stand_in(upstream, api_version, seen)
+    dockerd = await stand_in(upstream, api_version, seen, driver)
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(listen)
     sock.listen()
@@ -58,10 +58,16 @@ def test_buildkit_on_a_dockerd_that_takes_a_builds_own_cgroup_is_refused_before_
     answer, seen = asyncio.run(ask(tmp_path, "1.43", request_bytes))
     assert answer.startswith(b"HTTP/1.1 403"), answer
     assert b"berth: BuildKit on this dockerd (API 1.43)" in answer and b"DOCKER_BUILDKIT=0" in answer
-    assert seen == [[b"GET", b"/version"]]
+    assert sorted(seen) == [[b"GET", b"/info"], [b"GET", b"/version"]]
+
+
+def test_buildkit_on_a_dockerd_with_systemds_cgroup_driver_is_refused(tmp_path):
+    answer, seen = asyncio.run(ask(tmp_path, "1.41", GRPC, driver="systemd"))
+    assert answer.startswith(b"HTTP/1.1 403") and b"the systemd cgroup driver" in answer, answer
+    assert [b"POST", b"/grpc"] not in seen
 
 
 def test_buildkit_on_dockerd_20_10_goes_through(tmp_path):
     answer, seen = asyncio.run(ask(tmp_path, "1.41", GRPC))
     assert answer.startswith(b"HTTP/1.1 101"), answer
-    assert seen == [[b"GET", b"/version"], [b"POST", b"/grpc"]]
+    assert sorted(seen[:2]) == [[b"GET", b"/info"], [b"GET", b"/version"]] and seen[2:] == [[b"POST", b"/grpc"]]

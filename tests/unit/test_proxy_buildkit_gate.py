@@ -21,8 +21,9 @@ async def stand_in(path, api_version, seen, driver="cgroupfs"):
             body = json.dumps({"ApiVersion": api_version, "CgroupDriver": driver}).encode()
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                          % (len(body), body))
-        else:
+        else:  # switched: what the client sends comes back reversed, after its end
             writer.write(b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+            writer.write((await reader.read(-1))[::-1])
         await writer.drain()
         writer.close()
     return await asyncio.start_unix_server(serve, path)
@@ -39,6 +40,7 @@ async def ask(tmp_path, api_version, request, driver="cgroupfs"):
     try:
         reader, writer = await asyncio.open_unix_connection(listen)
         writer.write(request)
+        writer.write_eof()  # the client's end of sending, which the raw stream passes on
         answer = await asyncio.wait_for(reader.read(-1), 10)
         writer.close()
     finally:
@@ -67,7 +69,9 @@ def test_buildkit_on_a_dockerd_with_systemds_cgroup_driver_is_refused(tmp_path):
     assert [b"POST", b"/grpc"] not in seen
 
 
-def test_buildkit_on_dockerd_20_10_goes_through(tmp_path):
-    answer, seen = asyncio.run(ask(tmp_path, "1.41", GRPC))
-    assert answer.startswith(b"HTTP/1.1 101"), answer
+def test_buildkit_on_dockerd_20_10_goes_through_raw_both_ways(tmp_path):
+    stream = bytes(range(256)) * 4096  # 1 MiB after the head, spliced both ways
+    answer, seen = asyncio.run(ask(tmp_path, "1.41", GRPC + stream))
+    assert answer.startswith(b"HTTP/1.1 101"), answer[:200]
+    assert answer.endswith(b"\r\n\r\n" + stream[::-1])
     assert sorted(seen[:2]) == [[b"GET", b"/info"], [b"GET", b"/version"]] and seen[2:] == [[b"POST", b"/grpc"]]

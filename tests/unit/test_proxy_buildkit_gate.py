@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from berth import policy, proxy
+from berth import policy, proxy, splicerelay
 
 CTX = policy.Context("10.213.7.128/25")
 
@@ -69,7 +69,9 @@ def test_buildkit_on_a_dockerd_with_systemds_cgroup_driver_is_refused(tmp_path):
     assert [b"POST", b"/grpc"] not in seen
 
 
-def test_buildkit_on_dockerd_20_10_goes_through_raw_both_ways(tmp_path):
+@pytest.mark.parametrize("threads", [splicerelay.MAX_THREADS, 0], ids=["relay-threads", "loop-relays"])
+def test_buildkit_on_dockerd_20_10_goes_through_raw_both_ways(tmp_path, monkeypatch, threads):
+    monkeypatch.setattr(splicerelay, "MAX_THREADS", threads)  # past the host's relay threads, the loop drives them
     stream = bytes(range(256)) * 4096  # 1 MiB after the head, spliced both ways
     answer, seen = asyncio.run(ask(tmp_path, "1.41", GRPC + stream))
     assert answer.startswith(b"HTTP/1.1 101"), answer[:200]

@@ -91,6 +91,18 @@ def test_a_build_from_standard_input_sends_its_context_in_a_request_of_its_own(l
     assert docker(sock, "run", "--rm", "bk-stdin", "cat", "/said").strip() == "from-stdin"
 
 
+def test_a_build_exports_its_files_to_the_client_through_its_session(limited, tmp_path):
+    """--output type=local: dockerd sends the result back through the session (the other way round)."""
+    _, img, sock = limited
+    context, out = tmp_path / "context", tmp_path / "out"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {img}\nRUN busybox seq 1 200000 > /numbers\n")
+    r = build(sock, "--output", f"type=local,dest={out}", str(context))
+    assert r.returncode == 0, r.stderr.decode()
+    assert (out / "numbers").read_text().split()[-1] == "200000"
+    assert (out / "bin" / "busybox").stat().st_size == os.stat("/bin/busybox").st_size
+
+
 def test_a_host_network_build_is_refused_by_berth_and_by_dockerd_itself(limited, harness, tmp_path):
     user, img, sock = limited
     (tmp_path / "Dockerfile").write_text(f"FROM {img}\nRUN true\n")

@@ -390,6 +390,20 @@ class Client(asyncio.BufferedProtocol):
         if not self._upgrade_body_left and self.events[-1] is not self.END:
             self.events.append(self.END)
 
+    def detach_raw(self):
+        """After an upgrade whose body is read: the bytes the client sent
+        that were not read yet, after which its socket is no longer read
+        here (the rest goes to dockerd past this protocol). None while the
+        request's body is still being read."""
+        if not self.upgraded or self._upgrade_body_left or self._error is not None:
+            return None
+        rest = b"".join(self.raw)
+        self.raw.clear()
+        self._queued = 0
+        self._relayed = True
+        self._pause()
+        return rest
+
     def take_raw(self):
         """dockerd switched protocols (101) for a request llhttp did not read
         as an upgrade (an `Upgrade:` header without `Connection: upgrade`):

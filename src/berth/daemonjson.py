@@ -2,6 +2,20 @@
 
 import json
 
+# dockerd's BuildKit may be asked for these per build, through gRPC the
+# proxy cannot read: a RUN step in the host's network namespace, or one
+# with every capability and no seccomp. On 20.10 network-host is granted
+# unless it is set false (moby builder/builder-next/controller.go,
+# getEntitlements); hardened daemons grant neither.
+NO_ENTITLEMENTS = {"network-host": False, "security-insecure": False}
+
+
+def builder(site):
+    """The site's `builder` section (its GC policy) with entitlements off.
+    dockerd reads JSON keys case-insensitively, so any spelling of the
+    site's own entitlements goes."""
+    kept = {k: v for k, v in (site or {}).items() if k.casefold() != "entitlements"}
+    return {**kept, "Entitlements": dict(NO_ENTITLEMENTS)}
 
 
 def render(cfg, upaths, layout, bridge, remap=None, containerd=None, cgroup_parent=None):
@@ -35,15 +49,19 @@ def render(cfg, upaths, layout, bridge, remap=None, containerd=None, cgroup_pare
         # daemon down for long would block containers on full log pipes.
         "live-restore": False,
     }
+    site = dict(cfg.daemon_json)
     if remap:
         owned["userns-remap"] = remap
+        site_builder = [v for k, v in site.items() if k.casefold() == "builder" and isinstance(v, dict)]
+        site = {k: v for k, v in site.items() if k.casefold() != "builder"}
+        owned["builder"] = builder(site_builder[-1] if site_builder else None)
     if cgroup_parent:
         owned["cgroup-parent"] = cgroup_parent
     if containerd:
         address, namespace, plugins_namespace = containerd
         owned.update({"containerd": address, "containerd-namespace": namespace,
                       "containerd-plugins-namespace": plugins_namespace})
-    return {**dict(cfg.daemon_json), **owned}
+    return {**site, **owned}
 
 
 def dumps(doc):

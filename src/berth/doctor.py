@@ -289,7 +289,37 @@ def check_security(cfg):
                      "berth down each of them (their next login starts them in the config's mode)")] if behind else []
     info = proxyctl.ping(cfg.paths.run_dir)
     served = (proxyctl.stats(cfg.paths.run_dir) or {}) if info else {}
-    return lagging + _check_mode(cfg) + [judge_proxy(hardened, info, served), _check_confinement(cfg, hardened)]
+    return lagging + _check_mode(cfg) + [judge_proxy(hardened, info, served), _check_confinement(cfg, hardened)] \
+        + _check_buildkit(cfg)
+
+
+def _check_buildkit(cfg):
+    """Hardened mode only, and only with a dockerd to ask (a missing one is check_binaries' to say)."""
+    from . import cgroups
+
+    search = os.environ.get("PATH", SYSTEM_PATH) + ":" + SYSTEM_PATH
+    dockerd = shutil.which(cfg.daemon.dockerd, path=search)
+    if cfg.security.mode != "hardened" or not dockerd:
+        return []
+    return [judge_buildkit(_version(dockerd), cgroups.cgroupfs_driver(dict(cfg.daemon_json), systemd_booted()))]
+
+
+def judge_buildkit(dockerd_version, cgroupfs):
+    """Whether hardened users' BuildKit builds pass the proxy (policy.buildkit_refusal),
+    from `dockerd --version` and the cgroup driver it will use. Pure. A
+    refused buildx build shows only "unable to upgrade to h2c, received
+    403", so the administrator hears it here."""
+    instead = "tell users to build with DOCKER_BUILDKIT=0 (the classic builder); see docs/buildkit.md"
+    m = re.search(r"version (\d+)\.", dockerd_version)
+    if not m or int(m.group(1)) >= 23:
+        return Check("BuildKit", WARN, f"refused: {dockerd_version or 'dockerd'!s} takes a cgroup for each build "
+                                       "step from the build itself, out of berth's sight (BuildKit 0.10 on)",
+                     instead)
+    if not cgroupfs:
+        return Check("BuildKit", WARN, "refused: with systemd's cgroup driver dockerd's BuildKit runs build "
+                                       "steps outside the user's slice (moby#45796)", instead)
+    return Check("BuildKit", OK, "builds run in each user's dockerd, as the user, in their share, "
+                                 "with no entitlement")
 
 
 def _check_confinement(cfg, hardened):

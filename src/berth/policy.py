@@ -304,6 +304,8 @@ ROUTES = tuple((frozenset(methods.split()), re.compile(pattern)) for methods, pa
     ("POST", f"/networks/{N}/(connect|disconnect)"), ("DELETE", f"/networks/{N}"),
     ("GET", "/volumes"), ("GET", f"/volumes/{N}"), ("POST", "/volumes/(create|prune)"), ("DELETE", f"/volumes/{N}"),
     ("POST", "/build"), ("POST", "/build/(prune|cancel)"),
+    # BuildKit: the CLI's session (h2c, dockerd asks it for files) and buildx's gRPC control API.
+    ("POST", "/session"), ("POST", "/grpc"),
     ("GET", "/plugins"), ("GET", f"/plugins/{N}/json"),
 ))
 
@@ -378,8 +380,6 @@ def check(method, target, body, ctx):
     path, query = found
     if path.startswith(REFUSED_PREFIXES) and not (method == "GET" and PLUGIN_READS.fullmatch(path)):
         return Refusal(f"the {path.split('/')[1]} API", "plugins and swarm are not for per-user daemons")
-    if path in ("/grpc", "/session"):
-        return Refusal("BuildKit sessions", "build with the classic builder: DOCKER_BUILDKIT=0 docker build ...")
     if not routed(method, path):
         return Refusal(f"{method} {path}", "berth passes the Docker API the docker CLI uses, and no other")
     rules = ()
@@ -430,10 +430,16 @@ BUILD_REFUSED = (("cgroupparent", "--cgroup-parent"), ("ulimits", "--ulimit"), (
                  ("isolation", "--isolation"))
 
 
+# `remote` values that name no place to fetch from: BuildKit's context comes
+# through the client's session, or in a second request (`docker build - <
+# ctx.tar`) (moby builder/builder-next/builder.go; docker/cli build_buildkit.go).
+SESSION_REMOTES = frozenset({"client-session", "upload-request"})
+
+
 def _check_build(query):
     if any(v.casefold() == "host" for v in query.get("networkmode", ())):
         return Refusal("a build with --network=host", "build without it (RUN steps get the default network)")
-    if any(query.get("remote", ())):
+    if any(v and v not in SESSION_REMOTES for v in query.get("remote", ())):
         # dockerd would fetch it as root from the host's network namespace,
         # where berth's network isolation lets root reach every user's containers.
         return Refusal("a build from a URL or git remote (dockerd would fetch it as root)",
@@ -444,6 +450,37 @@ def _check_build(query):
             continue  # nofile and the like, as `docker run --ulimit` may
         if values:
             return Refusal(f"a build with {flag}", "build without it")
+    return None
+
+
+# dockerd's API version from which its BuildKit (v0.10, Docker 23) takes a
+# cgroup parent and ulimits for each build step from the build's own
+# definition (LLB ExecOp meta). That definition reaches dockerd through
+# /grpc, or from a `# syntax=` frontend image a Dockerfile names, neither
+# of which the proxy can read: from there on, BuildKit is refused whole.
+BUILDKIT_UNCHECKED_FROM = (1, 42)
+
+
+def asks_buildkit(method, path, query):
+    """Whether a request drives dockerd's BuildKit: buildx's gRPC API, or
+    a build with version=2 (dockerd reads the first `version`)."""
+    return method == "POST" and (path == "/grpc" or (path == "/build" and query.get("version", [""])[0] == "2"))
+
+
+def buildkit_refusal(api_version, cgroup_driver):
+    """A refusal for a request that drives BuildKit (asks_buildkit), or None,
+    from what dockerd says of itself: its `ApiVersion` ("1.41") and its
+    `CgroupDriver` ("cgroupfs")."""
+    instead = "build with the classic builder: DOCKER_BUILDKIT=0 docker build ..."
+    parts = tuple(int(p) for p in str(api_version or "").split(".") if p.isdigit())
+    if len(parts) != 2 or parts >= BUILDKIT_UNCHECKED_FROM:
+        return Refusal(f"BuildKit on this dockerd (API {api_version or 'unknown'}): a build may place its steps "
+                       "in a cgroup of its own choosing, out of your share, where berth cannot see it", instead)
+    if cgroup_driver != "cgroupfs":
+        # BuildKit's runc gets "<parent>:docker:<id>" as a path and makes it
+        # beside dockerd's own cgroup, not in the user's slice (moby#45796).
+        return Refusal(f"BuildKit on a dockerd with the {cgroup_driver or 'unknown'} cgroup driver: its build steps "
+                       "would run outside your share", instead)
     return None
 
 

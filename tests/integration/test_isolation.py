@@ -372,9 +372,7 @@ def _build(harness, user, dockerfile, buildkit):
     # Debian's CLI for BuildKit: dockerd 20.10's own BuildKit speaks to it (the newer CLI wants buildx)
     cli = "/usr/bin/docker" if buildkit else "docker"
     extra = ["--progress=plain"] if buildkit else []
-    who = [] if buildkit else ["runuser", "-u", user, "--"]
-    sock = f"{harness.root}/run/{user}/d/docker.sock" if buildkit else harness.sock(user)
-    return subprocess.run([*who, cli, "-H", f"unix://{sock}", "build",
+    return subprocess.run(["runuser", "-u", user, "--", cli, "-H", f"unix://{harness.sock(user)}", "build",
                            "--no-cache", *extra, "-t", f"bt-fetch-{int(buildkit)}", context],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "HOME": "/", "DOCKER_BUILDKIT": "1" if buildkit else "0"})

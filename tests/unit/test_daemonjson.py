@@ -72,3 +72,15 @@ def test_a_shared_containerd_is_named_with_the_users_namespaces():
     assert doc["containerd"] == "/run/berth/berth-containerd/containerd.sock"
     assert (doc["containerd-namespace"], doc["containerd-plugins-namespace"]) == ("berth.alice", "berth.alice.plugins")
     assert "containerd" not in render()  # own: dockerd starts its own, as before
+
+
+def test_hardened_builders_grant_no_entitlement_and_keep_the_sites_gc():
+    site = {"builder": {"gc": {"enabled": True, "defaultKeepStorage": "20GB"},
+                        "entitlements": {"network-host": True}}}
+    cfg = cfg_with(site)
+    up = paths.for_user(cfg, "alice")
+    doc = daemonjson.render(cfg, up, blocks.layout("10.213.7.0/24"), "bth1001", remap="berth-1001")
+    # dockerd 20.10 grants network-host unless it is false (builder-next getEntitlements)
+    assert doc["builder"] == {"gc": {"enabled": True, "defaultKeepStorage": "20GB"},
+                              "Entitlements": {"network-host": False, "security-insecure": False}}
+    assert render(site)["builder"] == site["builder"]  # trusted mode: the site's, as it wrote it

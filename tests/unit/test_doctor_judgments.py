@@ -85,3 +85,12 @@ def test_confinement_warns_of_an_unfiltered_daemon_first_then_one_outside_berths
     assert unfiltered.level == doctor.WARN and "device nodes" in unfiltered.detail
     outside = doctor.judge_confinement([], ["bob"])
     assert outside.level == doctor.WARN and "mount namespace" in outside.detail
+
+
+def test_buildkit_is_judged_as_the_proxy_judges_it():
+    assert doctor.judge_buildkit("Docker version 20.10.24+dfsg1, build 5d6db84", cgroupfs=True).level == doctor.OK
+    newer = doctor.judge_buildkit("Docker version 25.0.3, build f417435", cgroupfs=True)
+    assert newer.level == doctor.WARN and "25.0.3" in newer.detail and "DOCKER_BUILDKIT=0" in newer.fix
+    assert doctor.judge_buildkit("", cgroupfs=True).level == doctor.WARN  # unknown: as the proxy, refused
+    systemd = doctor.judge_buildkit("Docker version 20.10.24+dfsg1, build 5d6db84", cgroupfs=False)
+    assert systemd.level == doctor.WARN and "systemd" in systemd.detail

@@ -200,17 +200,67 @@ def test_an_exec_through_a_link_alias_is_refused_and_exec_bodies_are_read():
     ("/build?cgroupparent=/", "--cgroup-parent"),
     ("/build?ulimits=%5B%7B%22Name%22%3A%22rtprio%22%7D%5D", "--ulimit"),
     ("/build?securityopt=seccomp%3Dunconfined", "--security-opt"),
-    ("/grpc", "BuildKit"),
     ("/build?remote=https%3A%2F%2F10.213.4.2%2Fctx.tar", "fetch it yourself"),
+    ("/build?version=2&remote=git%40github.com%3Ax%2Fy.git", "fetch it yourself"),
+    ("/build?version=2&remote=client-session&remote=https%3A%2F%2Fx%2Fy", "fetch it yourself"),
+    ("/build?version=2&remote=client-session&networkmode=host", "--network=host"),
     ("/images/create?fromSrc=http%3A%2F%2F10.213.4.2%3A8080%2F&repo=x", "fetch it yourself"),
-    ("/session", "BuildKit"),
 ])
-def test_build_options_buildkit_sessions_and_fetches_by_root_are_refused(target, words):
+def test_build_options_and_fetches_by_root_are_refused(target, words):
     refusal = policy.check("POST", target, None, CTX)
     assert refusal is not None and words in refusal.what + refusal.instead
     assert policy.check("POST", "/build?t=x&rm=1&networkmode=default", None, CTX) is None
     assert policy.check("POST", "/images/create?fromSrc=-&repo=x", None, CTX) is None  # docker import FILE
     assert policy.check("POST", "/images/create?fromImage=busybox&tag=1", None, CTX) is None  # docker pull
+
+
+def test_buildkit_sessions_and_grpc_are_dockerds_to_answer():
+    # docker CLI 20.10 with DOCKER_BUILDKIT=1, as recorded: a session, then the build it serves
+    assert policy.check("POST", "/session", None, CTX) is None
+    assert policy.check("POST", "/v1.41/session", None, CTX) is None
+    target = ("/v1.41/build?buildargs=%7B%7D&buildid=5e1f&cachefrom=%5B%5D&cgroupparent=&cpuperiod=0&cpuquota=0&"
+              "cpusetcpus=&cpusetmems=&cpushares=0&dockerfile=Dockerfile&labels=%7B%7D&memory=0&memswap=0&"
+              "networkmode=default&remote=client-session&rm=1&session=q2k4&shmsize=0&t=x&target=&ulimits=null&"
+              "version=2")
+    assert policy.check("POST", target, None, CTX) is None
+    # `docker build - < ctx.tar`: the context in a request of its own, the build naming it
+    assert policy.check("POST", "/v1.41/build?buildid=upload-request%3A5e1f&version=2", None, CTX) is None
+    assert policy.check("POST", "/v1.41/build?buildid=5e1f&remote=upload-request&version=2", None, CTX) is None
+    assert policy.check("POST", "/grpc", None, CTX) is None  # dockerd's version is the proxy's to ask (below)
+    assert policy.check("GET", "/session", None, CTX) is not None
+
+
+@pytest.mark.parametrize("api_version, driver, refused", [
+    ("1.41", "cgroupfs", None),  # dockerd 20.10: BuildKit 0.8, its steps below the daemon's cgroup-parent
+    ("1.40", "cgroupfs", None),
+    ("1.42", "cgroupfs", "cgroup of its own choosing"),  # Docker 23: BuildKit 0.10 takes one from the build
+    ("1.47", "cgroupfs", "cgroup of its own choosing"),
+    ("2.0", "cgroupfs", "cgroup of its own choosing"),
+    (None, "cgroupfs", "cgroup of its own choosing"),  # a dockerd that does not say
+    ("", "cgroupfs", "cgroup of its own choosing"),
+    ("1.41.1", "cgroupfs", "cgroup of its own choosing"),
+    ("1.41", "systemd", "outside your share"),  # steps beside dockerd's own cgroup (moby#45796)
+    ("1.41", None, "outside your share"),
+])
+def test_buildkit_passes_only_where_its_steps_stay_in_the_users_share(api_version, driver, refused):
+    refusal = policy.buildkit_refusal(api_version, driver)
+    assert (refusal is None) == (refused is None)
+    if refused:
+        assert refused in refusal.what and "DOCKER_BUILDKIT=0" in refusal.instead
+
+
+@pytest.mark.parametrize("method, target, drives", [
+    ("POST", "/grpc", True),
+    ("POST", "/v1.41/build?version=2&remote=client-session", True),
+    ("POST", "/build?version=2&version=1", True),  # dockerd reads the first
+    ("POST", "/build?version=1&version=2", False),
+    ("POST", "/build?version=1", False),
+    ("POST", "/build", False),
+    ("POST", "/session", False),  # a session alone builds nothing
+    ("POST", "/build/prune", False),
+])
+def test_what_drives_buildkit_is_what_waits_for_dockerds_version(method, target, drives):
+    assert policy.asks_buildkit(method, *policy.canonical(target)) == drives
 
 
 def test_empty_build_parameters_are_absent_as_every_legacy_client_sends_them():

@@ -19,7 +19,7 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class UserStatus:
-    """One user's row; its fields are the stable JSON schema (README)."""
+    """One user's row; its fields are the stable JSON schema (docs/status-json.md)."""
     user: str
     uid: int
     state: str                    # up | starting | dead | down

@@ -8,6 +8,8 @@ from berth import config
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 with open(os.path.join(REPO, "README.md")) as f:
     README = f.read()
+with open(os.path.join(REPO, "docs", "architecture.md")) as f:
+    ARCHITECTURE = f.read()
 
 
 def test_configuration_block_is_the_example_config():
@@ -16,12 +18,25 @@ def test_configuration_block_is_the_example_config():
     assert block == config.example_text()
 
 
+def test_the_readme_is_read_in_one_sitting():
+    assert README.count("\n") <= 300, "the rest goes to docs/, with a line in the README"
+
+
+def test_every_relative_link_leads_somewhere():
+    for name in ["README.md"] + [f"docs/{n}" for n in os.listdir(os.path.join(REPO, "docs")) if n.endswith(".md")]:
+        with open(os.path.join(REPO, name)) as f:
+            text = f.read()
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+            path = os.path.normpath(os.path.join(REPO, os.path.dirname(name), target))
+            assert os.path.exists(path), f"{name} links to {target}, which is not there"
+
+
 def test_layout_lists_every_module():
-    layout = README[README.index("## Layout"):]
+    layout = ARCHITECTURE[ARCHITECTURE.index("## Layout"):]
     package = os.path.join(REPO, "src", "berth")
     modules = {n for n in os.listdir(package) if n.endswith(".py") and n not in ("__init__.py", "__main__.py")}
     missing = sorted(m for m in modules if not re.search(rf"\b{re.escape(m)}", layout))
-    assert missing == [], f"README's Layout does not name {missing}"
+    assert missing == [], f"docs/architecture.md's Layout does not name {missing}"
 
 
 def test_the_quick_start_commands_exist():

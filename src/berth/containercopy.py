@@ -376,10 +376,28 @@ def _words(e):
 
 # --- the proxy's side: one forked child per copy ---------------------------------
 
-def spawn(enter, enter_args, request, keep=()):
-    """Fork a child that calls enter(*enter_args), then serves `request`:
-    (its pid, the proxy's end of the socket pair). `keep`: descriptors
-    among `enter_args` the child needs (all others are closed in it)."""
+def cgroup_procs_of(pid):
+    """cgroup.procs of the cgroup2 group `pid` is in (the user's dockerd:
+    a copy's CPU and memory count as the user's, not the proxy's), or None."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            rel = next((line[3:].strip() for line in f if line.startswith("0::")), None)
+    except OSError:
+        return None
+    if rel is None:
+        return None
+    for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        procs = os.path.join(root, rel.lstrip("/"), "cgroup.procs")
+        if os.path.exists(procs):
+            return procs
+    return None
+
+
+def spawn(enter, enter_args, request, keep=(), cgroup_procs=None):
+    """Fork a child that joins `cgroup_procs` (if given), calls
+    enter(*enter_args), then serves `request`: (its pid, the proxy's end
+    of the socket pair). `keep`: descriptors among `enter_args` the child
+    needs (all others are closed in it)."""
     from .pins import _close_all_but
 
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -389,6 +407,12 @@ def spawn(enter, enter_args, request, keep=()):
         try:
             parent.close()
             _close_all_but({child.fileno(), *keep})
+            if cgroup_procs:
+                try:
+                    with open(cgroup_procs, "w") as f:
+                        f.write("0")
+                except OSError:
+                    pass  # counted as the proxy's, then
             enter(*enter_args)
             serve(child, request)
             code = 0

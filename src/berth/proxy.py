@@ -497,6 +497,13 @@ class Handler:
         way = self.binds.copy_way(info, path)
         if way[0] == "dockerd":
             return await self._copy_by_dockerd(conn, client, writer, head, method, target, container_id, charges)
+        async with self.binds.copies:
+            return await self._copy_in_child(conn, client, writer, head, method, target, name, info, headers,
+                                             path, way)
+
+    async def _copy_in_child(self, conn, client, writer, head, method, target, name, info, headers, path, way):
+        """A copy done by a child of berth's (containercopy.py), as the container's root or the user."""
+        container_id = str(info.field("Id"))
         query = policy.canonical(target)[1]
         request = {"op": {"HEAD": "stat", "GET": "get", "PUT": "put"}[method], "path": path, "name": name,
                    "no_overwrite": _go_bool(query.get("noOverwriteDirNonDir")),
@@ -529,7 +536,8 @@ class Handler:
             await self._drain(client)
             return False
         try:
-            pid, sock = containercopy.spawn(enter, args, request, keep=set(fds))
+            pid, sock = containercopy.spawn(enter, args, request, keep=set(fds),
+                                            cgroup_procs=self.binds.cgroup_procs())
         finally:
             for fd in fds:
                 os.close(fd)

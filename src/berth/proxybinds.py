@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 # What a create or start answers instead of going on: (status, message).
 Answer = tuple
 
+MAX_COPIES = 4
 CONTAINER_JSON = re.compile(r"/containers/[^/]+/json")
 START = re.compile(r"/containers/([^/]+)/(start|restart)")
 
@@ -85,6 +86,8 @@ class Binds:
         # Held by a start and by a copy dockerd makes of a stopped container
         # whose pins are blanked: no start pins them again meanwhile.
         self.starting = asyncio.Lock()
+        # Copies a user's containers run at once (each a fork of the proxy's)
+        self.copies = asyncio.Semaphore(MAX_COPIES)
         self.pending = set()  # tokens of creates dockerd has not answered yet: never swept
         self.background = set()  # tasks held: the loop keeps them only weakly
 
@@ -243,6 +246,11 @@ class Binds:
         if rec is None:
             raise OSError(errno.ESRCH, "your Docker daemon is not running")
         return pins.mount_namespace_of(rec.pid)
+
+    def cgroup_procs(self):
+        """Where a copy child goes: dockerd's own cgroup, or None."""
+        rec = record.running(self.upaths)
+        return containercopy.cgroup_procs_of(rec.pid) if rec is not None else None
 
     def identity(self):
         """(uid, gid, groups) of the user."""

@@ -34,7 +34,7 @@ import socket
 from .fsutil import is_mount_point, read_and_close
 
 CLONE_NEWNS = 0x00020000
-MS_BIND, MS_REC, MS_UNBINDABLE = 4096, 16384, 1 << 17
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_UNBINDABLE = 1, 32, 4096, 16384, 1 << 17
 MNT_DETACH, UMOUNT_NOFOLLOW = 2, 8
 CHILD_TIMEOUT = 30.0
 MAX_BINDS = 256      # bind mounts of one container
@@ -214,6 +214,23 @@ def _unpin_child(ns_fd, pins, out_fd):
     os.write(out_fd, b"[]")
 
 
+def _blank_child(ns_fd, pins, blank, out_fd):
+    """Every pin unmounted and covered with a read-only blank of its kind:
+    dockerd still binds it (a plain directory under the unbindable pins
+    directory it could not), and finds nothing of the user's in it."""
+    _close_all_but({out_fd, ns_fd})
+    libc = _libc()
+    _check(libc.setns(ns_fd, CLONE_NEWNS))
+    for pin in pins:
+        _unmount(libc, pin)
+        if not os.path.lexists(pin):
+            continue
+        source = os.path.join(blank, "dir" if os.path.isdir(pin) else "file").encode()
+        _check(libc.mount(source, pin.encode(), None, MS_BIND, None))
+        _check(libc.mount(None, pin.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY, None))
+    os.write(out_fd, b"[]")
+
+
 def _in_child(target, *args):
     """Run `target(*args, out_fd)` in a forked child (single-threaded, so it
     may enter another mount namespace and change its own identity); its
@@ -290,7 +307,7 @@ class Store:
                 return None
         return path
 
-    def _identity(self):
+    def identity(self):
         import pwd
 
         entry = pwd.getpwuid(self.uid)
@@ -312,7 +329,7 @@ class Store:
         if ns_fd is None:
             raise OSError(errno.ESRCH, "your Docker daemon is not running")
         self._dirs()
-        gid, groups = self._identity()
+        gid, groups = self.identity()
         tokens = tokens or [secrets.token_hex(8) for _ in sources]
         requests = [(path, create, self.pin_path(token)) for (path, create), token in zip(sources, tokens)]
         for (path, _), token in zip(sources, tokens):
@@ -340,6 +357,28 @@ class Store:
                 os.unlink(os.path.join(self.records, token))
             except FileNotFoundError:
                 pass
+
+    def blank(self, tokens, ns_fd=None):
+        """Cover these pins with blanks, keeping their records: while a
+        stopped container's are so, dockerd reaches nothing through them
+        (pinning them again, as the user, undoes it)."""
+        tokens = [t for t in tokens if TOKEN.fullmatch(t)]
+        if not tokens:
+            return
+        if ns_fd is None:
+            raise OSError(errno.ESRCH, "your Docker daemon is not running")
+        blank = os.path.join(os.path.dirname(self.mounts), "pin-blank")
+        for path, make in ((blank, os.mkdir), (os.path.join(blank, "dir"), os.mkdir),
+                           (os.path.join(blank, "file"), lambda p, mode: os.close(os.open(
+                               p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)))):
+            try:
+                make(path, 0o755 if make is os.mkdir else 0o444)
+            except FileExistsError:
+                pass
+            st = os.lstat(path)
+            if st.st_uid != 0 or st.st_mode & 0o022 or os.path.islink(path):
+                raise OSError(errno.EPERM, f"{path} is not root's alone")
+        _in_child(_blank_child, ns_fd, [self.pin_path(t) for t in tokens], blank)
 
     def tokens(self):
         try:

@@ -526,6 +526,9 @@ def binds_to_mounts(host_config):
     binds = _get(host_config, "Binds") or []
     mounts = list(_get(host_config, "Mounts") or [])
     for spec in binds:
+        if ":" not in str(spec):  # a destination alone: an anonymous volume, as dockerd reads it
+            mounts.append({"Type": "volume", "Target": str(spec)})
+            continue
         source, _, rest = str(spec).partition(":")
         target, _, options = rest.partition(":")
         opts = set(options.split(",")) if options else set()

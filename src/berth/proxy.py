@@ -28,15 +28,19 @@ connection, so one user's slow client holds up nobody else.
 """
 
 import asyncio
+import json
 import logging
+import os
 import re
 import secrets
+import signal
 import socket
 import struct
+from email.utils import formatdate
 
 import h11
 
-from . import apijson, clientside, policy, proxybinds, proxyshare, splicerelay
+from . import apijson, clientside, containercopy, pins, policy, proxybinds, proxyshare, splicerelay
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,22 @@ def _by_id(head, pattern, replacement):
     if n != 1:
         return head, policy.Refusal("an encoded route to a container", "send the container's name or id as it is")
     return head._replace(target=target), None
+
+
+def _go_bool(values):
+    """A query flag as dockerd's httputils.BoolValue reads it."""
+    value = (values or [""])[0].strip().lower()
+    return value not in ("", "0", "no", "false", "none")
+
+
+def _copy_owner(info):
+    """`docker cp -a`'s owner: the container's user where it is numeric,
+    else the tar's own ids (dockerd would look a name up on the host)."""
+    user = str(policy._get(info, "Config.User") or "")
+    uid, _, gid = user.partition(":")
+    if uid.isdigit() and (gid == "" or gid.isdigit()):
+        return int(uid), int(gid or uid)
+    return None
 
 
 def _form_body(head):
@@ -355,7 +375,11 @@ class Handler:
                 refusal = policy.buildkit_refusal(*await self._engine_facts())
             archive = ARCHIVE.fullmatch(path)
             if refusal is None and archive:
-                binds, container_id = await self._binds_of(archive[1])
+                headers = []
+                binds, container_id, info = await self._binds_of(archive[1], headers)
+                if binds and info is not None and self.binds is not None:
+                    return await self._copy_with_binds(conn, client, writer, head, method, target, archive[1],
+                                                       info, headers, charges)
                 if binds:
                     refusal = policy.Refusal("docker cp to or from a container with bind mounts (dockerd copies "
                                              "as root on the host, through them)",
@@ -379,17 +403,20 @@ class Handler:
         user's paths, not the pins)."""
         start = proxybinds.START.fullmatch(path) if method == "POST" else None
         if start:
-            container_id, answer = await self.binds.before_start(start[1])
-            if answer is not None:
-                self._answer(writer, conn, method, target, *answer)
-                await self._drain(client)
-                return False
-            if container_id:  # by the id that was checked: a name could be given to another container meanwhile
-                head, refusal = _by_id(head, CONTAINER_TARGET, b"/containers/" + container_id.encode() + b"/")
-                if refusal is not None:
-                    self._refuse(writer, conn, method, target, refusal)
+            # Held till dockerd answers: a copy of a stopped container blanks its pins meanwhile.
+            async with self.binds.starting:
+                container_id, answer = await self.binds.before_start(start[1])
+                if answer is not None:
+                    self._answer(writer, conn, method, target, *answer)
                     await self._drain(client)
                     return False
+                if container_id:  # by the id that was checked: a name could be given to another container meanwhile
+                    head, refusal = _by_id(head, CONTAINER_TARGET, b"/containers/" + container_id.encode() + b"/")
+                    if refusal is not None:
+                        self._refuse(writer, conn, method, target, refusal)
+                        await self._drain(client)
+                        return False
+                return await self._forward(conn, client, writer, head, None, charges)
         elif (method == "DELETE" and path.startswith("/containers/")) or path == "/containers/prune" \
                 or (method == "POST" and path.endswith("/wait")):  # `run --rm` waits for its removal
             try:
@@ -437,20 +464,181 @@ class Handler:
                 return None
         return await asyncio.gather(field("/version", "ApiVersion"), field("/info", "CgroupDriver"))
 
-    async def _binds_of(self, container):
-        """(whether the container has a bind mount, its id), asked of dockerd
-        itself; (False, None) if it does not know the container (it answers
-        the request that way itself)."""
+    async def _binds_of(self, container, headers=None):
+        """(whether the container has a bind mount, its id, its inspect),
+        asked of dockerd itself; (False, None, None) if it does not know the
+        container (it answers the request that way itself)."""
         try:
-            info = await proxybinds.query(self.upstream_path, f"/containers/{container}/json", self._loads)
+            info = await proxybinds.query(self.upstream_path, f"/containers/{container}/json", self._loads,
+                                          headers)
             if info is None:
-                return False, None
+                return False, None, None
             mounts, container_id = info.field("Mounts") or [], str(info.field("Id") or "")
         except (apijson.BadBody, AttributeError):
-            return True, None  # unreadable: refuse rather than guess
+            return True, None, None  # unreadable: refuse rather than guess
         if not re.fullmatch(r"[0-9a-f]{64}", container_id):
-            return True, None
-        return any(isinstance(m, dict) and str(m.get("Type", "")).casefold() == "bind" for m in mounts), container_id
+            return True, None, None
+        binds = any(isinstance(m, dict) and str(m.get("Type", "")).casefold() == "bind" for m in mounts)
+        return binds, container_id, info
+
+    async def _copy_with_binds(self, conn, client, writer, head, method, target, name, info, headers, charges):
+        """`docker cp` on a container with bind mounts: done by berth, as the
+        container's root or the user (containercopy.py), or by dockerd
+        with the container's pins blanked; never by dockerd through them."""
+        container_id = str(info.field("Id"))
+        head, refusal = _by_id(head, ARCHIVE_TARGET, b"/containers/" + container_id.encode() + b"/archive")
+        path = (policy.canonical(target)[1].get("path") or [""])[0]
+        if refusal is not None:
+            self._refuse(writer, conn, method, target, refusal)
+            await self._drain(client)
+            return False
+        if not path:  # dockerd answers it before it looks at a file
+            return await self._forward(conn, client, writer, head, None, charges)
+        way = self.binds.copy_way(info, path)
+        if way[0] == "dockerd":
+            return await self._copy_by_dockerd(conn, client, writer, head, method, target, container_id, charges)
+        async with self.binds.copies:
+            return await self._copy_in_child(conn, client, writer, head, method, target, name, info, headers,
+                                             path, way)
+
+    async def _copy_in_child(self, conn, client, writer, head, method, target, name, info, headers, path, way):
+        """A copy done by a child of berth's (containercopy.py), as the container's root or the user."""
+        container_id = str(info.field("Id"))
+        query = policy.canonical(target)[1]
+        request = {"op": {"HEAD": "stat", "GET": "get", "PUT": "put"}[method], "path": path, "name": name,
+                   "no_overwrite": _go_bool(query.get("noOverwriteDirNonDir")),
+                   "owner": _copy_owner(info) if _go_bool(query.get("copyUIDGID")) else None,
+                   "mounts": [(str(m.get("Destination", "")), m.get("RW") is not False)
+                              for m in (info.field("Mounts") or []) if isinstance(m, dict)],
+                   "readonly_rootfs": info.field("HostConfig") is not None
+                   and policy._get(info, "HostConfig.ReadonlyRootfs") is True}
+        try:
+            if way[0] == "inside":
+                fds = containercopy.container_fds(way[1], container_id)
+                enter, args = containercopy.enter_container, fds
+            else:
+                _, token, dest = way
+                answer = await self.binds.pin_for_copy(token)
+                if answer is not None:
+                    self._answer(writer, conn, method, target, *answer)
+                    await self._drain(client)
+                    return False
+                fds = (self.binds.namespace_of_dockerd(),)
+                enter, args = containercopy.enter_pin, (fds[0], self.binds.store.pin_path(token),
+                                                         *self.binds.identity())
+                wanted = containercopy.absolute(path)
+                request["local"] = "/" + wanted[len(dest):].lstrip("/") if wanted != dest else "/"
+                request["shown"] = dest
+        except OSError as e:
+            log.warning("%s: a copy could not start: %s", self.user or "-", e)
+            self._answer(writer, conn, method, target, 500,
+                         "berth: the copy could not be prepared (the container stopped meanwhile?); try again")
+            await self._drain(client)
+            return False
+        try:
+            pid, sock = containercopy.spawn(enter, args, request, keep=set(fds),
+                                            cgroup_procs=self.binds.cgroup_procs())
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            return await self._copy_answer(conn, client, writer, head, method, sock, headers, pid)
+        finally:
+            sock.close()
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    os.kill(pid, signal.SIGKILL)  # a client gone mid-copy: its child goes too
+                    pins._reap_later(pid)
+            except ChildProcessError:
+                pass  # reaped by _copy_answer
+
+    async def _copy_by_dockerd(self, conn, client, writer, head, method, target, container_id, charges):
+        """A stopped container's path outside its binds: dockerd copies it
+        with the pins blanked (no start pins them meanwhile), and they are
+        pinned again after, as the user, for a restart policy's start."""
+        async with self.binds.starting:
+            info = await proxybinds.query(self.upstream_path, f"/containers/{container_id}/json", self._loads)
+            way = self.binds.copy_way(info, "/") if info is not None else ("dockerd", [])
+            if way[0] != "dockerd" or policy._get(info, "State.Restarting") is True:
+                self._answer(writer, conn, method, target, 409,
+                             "berth: the container started while its files were being copied; try again")
+                await self._drain(client)
+                return False
+            answer = await self.binds.blank_for_copy(way[1])
+            if answer is not None:
+                self._answer(writer, conn, method, target, *answer)
+                await self._drain(client)
+                return False
+            try:
+                return await self._forward(conn, client, writer, head, None, charges)
+            finally:
+                for token in way[1]:
+                    await self.binds.pin_for_copy(token)
+
+    async def _copy_answer(self, conn, client, writer, head, method, sock, daemon_headers, pid):
+        """Relay a copy child's answer as dockerd's (containercopy's protocol)."""
+        reader, to_child = await asyncio.open_unix_connection(sock=sock, limit=BUFFER)
+        pump = None
+        if method == "PUT":
+            if _expects_continue(head):
+                writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            pump = asyncio.ensure_future(self._body_to(client, to_child))
+        try:
+            line = await reader.readline()
+        finally:
+            if pump is not None and not pump.done():
+                pump.cancel()
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            answer = {"status": 500, "message": "berth: the copy failed; try again, or ask your administrator"}
+        if pump is not None and not (pump.done() and not pump.cancelled() and pump.result()):
+            await self._drain(client)
+        headers = [*daemon_headers, (b"Date", formatdate(usegmt=True).encode()), (b"Connection", b"close")]
+        status = int(answer.get("status", 500))
+        if status != 200:
+            body = apijson.dumps({"message": str(answer.get("message", ""))})
+            headers += [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode())]
+            writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
+            if method != "HEAD":
+                writer.write(conn.send(h11.Data(data=body)))
+            writer.write(conn.send(h11.EndOfMessage()))
+            return False
+        if "stat" in answer:
+            headers.append((b"X-Docker-Container-Path-Stat", containercopy.stat_header(answer["stat"]).encode()))
+        if method == "GET":
+            headers.append((b"Content-Type", b"application/x-tar"))
+        else:
+            headers.append((b"Content-Length", b"0"))
+        writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
+        if method == "GET":
+            while data := await reader.read(CHUNK):
+                writer.write(conn.send(h11.Data(data=data)))
+                await writer.drain()
+            status = await asyncio.get_running_loop().run_in_executor(None, os.waitpid, pid, 0)
+            if status[1] != 0:  # the tar ended short: so does the answer, unfinished
+                log.info("%s: a copy out of a container ended short", self.user or "-")
+                writer.transport.abort()
+                return False
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+        return False
+
+    async def _body_to(self, client, out):
+        """The request's body, as llhttp de-framed it, to a copy child: True once whole."""
+        try:
+            while True:
+                event = await client.next()
+                if isinstance(event, list):
+                    out.writelines(event)
+                    await out.drain()
+                elif event is client.END:
+                    out.write_eof()
+                    return True
+                else:
+                    return False
+        except ConnectionError:
+            return False
 
     def _refuse(self, writer, conn, method, target, refusal, status=403):
         self.refused += 1

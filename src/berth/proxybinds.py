@@ -13,13 +13,14 @@ import logging
 import os
 import re
 
-from . import apijson, pins, policy, record
+from . import apijson, containercopy, pins, policy, record
 
 log = logging.getLogger(__name__)
 
 # What a create or start answers instead of going on: (status, message).
 Answer = tuple
 
+MAX_COPIES = 4
 CONTAINER_JSON = re.compile(r"/containers/[^/]+/json")
 START = re.compile(r"/containers/([^/]+)/(start|restart)")
 
@@ -28,11 +29,17 @@ def _errno_text(code):
     return os.strerror(code).lower() if code else "unknown error"
 
 
-async def query(upstream_path, target, loads=None):
+# Headers dockerd puts on every answer: an answer of berth's own in its
+# place (a copy done by containercopy.py) carries dockerd's.
+DAEMON_HEADERS = (b"api-version", b"docker-experimental", b"ostype", b"server")
+
+
+async def query(upstream_path, target, loads=None, headers=None):
     """dockerd's JSON answer to GET `target`, or None if it answers
     otherwise. Raises apijson.BadBody for a 200 that is not JSON.
     `loads`: an awaitable parse (the user's share of the proxy), else
-    apijson.loads on the loop."""
+    apijson.loads on the loop. `headers`: a list given the answer's
+    DAEMON_HEADERS."""
     try:
         reader, writer = await asyncio.open_unix_connection(upstream_path)
     except OSError:
@@ -45,6 +52,11 @@ async def query(upstream_path, target, loads=None):
     head, _, body = raw.partition(b"\r\n\r\n")
     if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
         return None
+    if headers is not None:
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() in DAEMON_HEADERS:
+                headers.append((name.strip(), value.strip()))
     return apijson.loads(body) if loads is None else await loads(body)
 
 
@@ -71,6 +83,11 @@ class Binds:
         self.loads = loads  # dockerd's answers parsed in the user's share of the proxy
         self._sweeping = None
         self._one_at_a_time = asyncio.Lock()  # a user's pinning holds one worker thread at most
+        # Held by a start and by a copy dockerd makes of a stopped container
+        # whose pins are blanked: no start pins them again meanwhile.
+        self.starting = asyncio.Lock()
+        # Copies a user's containers run at once (each a fork of the proxy's)
+        self.copies = asyncio.Semaphore(MAX_COPIES)
         self.pending = set()  # tokens of creates dockerd has not answered yet: never swept
         self.background = set()  # tasks held: the loop keeps them only weakly
 
@@ -141,7 +158,8 @@ class Binds:
     async def before_start(self, container):
         """(the container's id, None) once its pins are in place again as
         the user's rights stand now, or (None, Answer). (None, None): dockerd
-        does not know it (its own answer follows)."""
+        does not know it (its own answer follows). The caller holds
+        `starting` until dockerd has answered the start."""
         try:
             info = await query(self.upstream_path, f"/containers/{container}/json", self.loads)
         except apijson.BadBody:
@@ -180,6 +198,64 @@ class Binds:
                     await remove(self.upstream_path, container_id)
                 return None, answer
         return container_id, None
+
+    def copy_way(self, info, path):
+        """How a `docker cp` of container path `path` goes for a container
+        with binds (`info`: dockerd's inspect): ("inside", pid) for a
+        running one, done as its root in its namespaces; ("pin", token,
+        destination) for a stopped one's path inside a bind, done as the
+        user in the pin; ("dockerd", tokens) for any other path of a
+        stopped one, which dockerd copies with those pins blanked."""
+        pid = policy._get(info, "State.Pid")
+        if policy._get(info, "State.Running") is True and isinstance(pid, int) and pid > 0:
+            return "inside", pid
+        binds = [(str(policy._get(m, "Destination") or ""), self.store.token_of(policy._get(m, "Source") or ""))
+                 for m in (policy._get(info, "Mounts") or [])
+                 if isinstance(m, dict) and str(policy._get(m, "Type") or "").casefold() == "bind"]
+        wanted = containercopy.absolute(path)
+        wanted = wanted[:-2] if wanted.endswith("/.") else wanted
+        for dest, token in sorted(binds, key=lambda b: -len(b[0])):
+            if token and dest.startswith("/") and containercopy.inside(wanted.rstrip("/") or "/", dest):
+                return "pin", token, dest
+        return "dockerd", [token for _, token in binds if token]
+
+    async def pin_for_copy(self, token):
+        """The pin of `token` mounted again as the user's rights stand now
+        (a copy of a stopped container may have left it blanked): None,
+        or an Answer."""
+        path = self.store.user_path(token)
+        if path is None:
+            return 403, "berth: a bind of this container has lost its record; remove it and create it again"
+        try:
+            (result,) = await self._run(self._in_dockerds_namespace, self.store.pin, [(path, False)], [token])
+        except OSError as e:
+            return 500, f"berth: your bind mounts could not be prepared ({e.strerror or e}); try again"
+        return _answer_for(path, False, result.error)
+
+    async def blank_for_copy(self, tokens):
+        """Cover a stopped container's pins with blanks (None, or an Answer)."""
+        try:
+            await self._run(self._in_dockerds_namespace, self.store.blank, tokens)
+        except OSError as e:
+            return 500, f"berth: your bind mounts could not be set aside for the copy ({e.strerror or e}); try again"
+        return None
+
+    def namespace_of_dockerd(self):
+        """An open descriptor of dockerd's mount namespace (the caller closes it), or OSError."""
+        rec = record.running(self.upaths)
+        if rec is None:
+            raise OSError(errno.ESRCH, "your Docker daemon is not running")
+        return pins.mount_namespace_of(rec.pid)
+
+    def cgroup_procs(self):
+        """Where a copy child goes: dockerd's own cgroup, or None."""
+        rec = record.running(self.upaths)
+        return containercopy.cgroup_procs_of(rec.pid) if rec is not None else None
+
+    def identity(self):
+        """(uid, gid, groups) of the user."""
+        gid, groups = self.store.identity()
+        return self.store.uid, gid, groups
 
     def answered(self, tokens, ok):
         """dockerd answered the create these tokens were pinned for (201: `ok`)."""

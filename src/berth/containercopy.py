@@ -39,12 +39,22 @@ import sys
 import tarfile
 
 CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 BUFSIZE = 1 << 20
 PR_SET_DUMPABLE = 4
 
 # Go's os.FileMode bits, as dockerd's stat header carries them
 GO_DIR, GO_SYMLINK, GO_DEVICE, GO_PIPE, GO_SOCKET = 1 << 31, 1 << 27, 1 << 26, 1 << 25, 1 << 24
 GO_SETUID, GO_SETGID, GO_CHAR, GO_STICKY = 1 << 23, 1 << 22, 1 << 21, 1 << 20
+
+
+# How dockerd's untar (a re-exec'd child of its own) words its errors.
+TAR_ERROR = "Error processing tar file(exit status 1): "
+
+
+def _q(text):
+    """Go's %q, near enough: a double-quoted, escaped string."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 class CopyError(Exception):
@@ -109,7 +119,10 @@ def path_stat(path, shown="/"):
     """dockerd's ContainerPathStat of `path` as this process sees it. `shown`:
     the container path this process's "/" is (a bind's destination)."""
     abs_path = absolute(path)
-    st = os.lstat(_resolved(abs_path))
+    try:
+        st = os.lstat(_resolved(abs_path))
+    except NotADirectoryError:
+        raise CopyError(500, f"lstat {_shown(abs_path, shown)}: not a directory") from None
     link = ""
     if stat.S_ISLNK(st.st_mode):
         link = _shown(os.path.realpath(abs_path), shown)
@@ -146,7 +159,13 @@ def extract(path, source, no_overwrite_dir_non_dir, owner, mounts, readonly_root
     tarfile.pwd = tarfile.grp = None
     as_root = os.geteuid() == 0
     directories = []
-    with tarfile.open(fileobj=source, mode="r|*", bufsize=BUFSIZE, copybufsize=BUFSIZE) as tar:
+    try:
+        tar = tarfile.open(fileobj=source, mode="r|*", bufsize=BUFSIZE, copybufsize=BUFSIZE)
+    except tarfile.ReadError as e:
+        if "empty" in str(e):
+            return  # no entry at all: nothing to do, as dockerd answers it
+        raise CopyError(500, f"{TAR_ERROR}archive/tar: invalid tar header") from None
+    with tar:
         for member in tar:
             if not _checked(member, target, no_overwrite_dir_non_dir):
                 continue
@@ -173,14 +192,19 @@ def _checked(member, target, no_overwrite):
         return False  # the extraction point itself
     full = posixpath.normpath(posixpath.join(target, name.lstrip("/")))
     if not inside(full, target):
-        raise CopyError(500, f"{member.name!r} is outside of {target!r}")
-    if member.islnk() and not inside(posixpath.normpath(posixpath.join(target, member.linkname.lstrip("/"))), target):
-        raise CopyError(500, f"invalid hardlink {member.linkname!r} -> {member.name!r}")
-    if member.issym() and not inside(posixpath.normpath(posixpath.join(posixpath.dirname(full), member.linkname)),
-                                     target):
-        raise CopyError(500, f"invalid symlink {member.linkname!r} -> {member.name!r}")
+        raise CopyError(500, f"{TAR_ERROR}{_q(member.name)} is outside of {_q(target)}")
+    if member.islnk():
+        # Go's filepath.Join(extractDir, linkname): an absolute name is inside the extraction point too
+        linked = posixpath.normpath(target + "/" + member.linkname)
+        if not inside(linked, target):
+            raise CopyError(500, f"{TAR_ERROR}invalid hardlink {_q(linked)} -> {_q(member.name)}")
+        if not os.path.lexists(linked):  # as os.Link words it in dockerd's untar
+            raise CopyError(500, f"{TAR_ERROR}link {linked} {full}: no such file or directory")
+        member.linkname = posixpath.relpath(linked, target)  # tarfile links what it names, as given
+    if member.issym() and not inside(posixpath.normpath(posixpath.dirname(full) + "/" + member.linkname), target):
+        raise CopyError(500, f"{TAR_ERROR}invalid symlink {_q(full)} -> {_q(member.linkname)}")
     if member.ischr() or member.isblk():
-        raise CopyError(500, f"a device node ({member.name}) cannot be made in a container")
+        raise CopyError(500, f"{TAR_ERROR}a device node ({member.name}) cannot be made in a container")
     member.name = posixpath.relpath(full, target)
     try:
         existing = os.lstat(full)
@@ -188,9 +212,9 @@ def _checked(member, target, no_overwrite):
         return True
     is_dir = stat.S_ISDIR(existing.st_mode)
     if no_overwrite and is_dir and not member.isdir():
-        raise CopyError(500, f"cannot overwrite directory {full!r} with non-directory {target!r}")
+        raise CopyError(500, f"{TAR_ERROR}cannot overwrite directory {_q(full)} with non-directory {_q(target)}")
     if no_overwrite and not is_dir and member.isdir():
-        raise CopyError(500, f"cannot overwrite non-directory {full!r} with directory {target!r}")
+        raise CopyError(500, f"{TAR_ERROR}cannot overwrite non-directory {_q(full)} with directory {_q(target)}")
     if not (is_dir and member.isdir()):
         if is_dir:
             shutil.rmtree(full)
@@ -203,6 +227,12 @@ def _checked(member, target, no_overwrite):
 
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc):
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
 
 
 def _setns(libc, fd, kind):
@@ -262,11 +292,28 @@ def enter_container(userns_fd, mntns_fd):
     os.chdir("/")
 
 
+FILE_PIN = "/file"  # where a bind of one file is, for a copy of it
+
+
 def enter_pin(ns_fd, pin, uid, gid, groups):
-    """Become the user, with a bind's pin (in dockerd's namespace) as "/"."""
+    """Become the user, with a bind's pin (in dockerd's namespace) as "/":
+    a directory's itself; a file's, bound at FILE_PIN in an empty tmpfs of
+    a mount namespace of the child's own."""
     libc = _libc()
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    _no_imports()
     _setns(libc, ns_fd, CLONE_NEWNS)
+    if not os.path.isdir(pin):
+        _check(libc.unshare(CLONE_NEWNS))
+        _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
+        fd = os.open(pin, os.O_PATH | os.O_CLOEXEC)  # in this namespace: a bind's source must be
+        room = os.path.dirname(pin).encode()
+        _check(libc.mount(b"tmpfs", room, b"tmpfs", 0, b"mode=0755,size=16k"))
+        os.close(os.open(os.path.dirname(pin) + FILE_PIN, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        _check(libc.mount(f"/proc/self/fd/{fd}".encode(), (os.path.dirname(pin) + FILE_PIN).encode(), None,
+                          MS_BIND, None))
+        os.close(fd)
+        pin = os.path.dirname(pin)
     os.chroot(pin)
     os.chdir("/")
     os.setgroups(groups)
@@ -337,8 +384,12 @@ def serve(sock, request):
     except FileNotFoundError:
         _line(sock, {"status": 404, "message": f"Could not find the file {path} in container {request['name']}"},
               request["op"])
-    except (OSError, tarfile.TarError) as e:
+    except tarfile.TarError as e:
+        _line(sock, {"status": 500, "message": f"{TAR_ERROR}archive/tar: {e}"}, request["op"])
+    except OSError as e:
         _line(sock, {"status": 500, "message": _words(e)}, request["op"])
+    except Exception as e:  # noqa: BLE001 - an answer, not a child gone without one
+        _line(sock, {"status": 500, "message": f"{TAR_ERROR}{e}"}, request["op"])
     else:
         if request["op"] == "get":
             # An error from here on cuts the stream (the child's exit says

@@ -495,6 +495,12 @@ class Handler:
         if not path:  # dockerd answers it before it looks at a file
             return await self._forward(conn, client, writer, head, None, charges)
         way = self.binds.copy_way(info, path)
+        if way[0] == "foreign":
+            self._refuse(writer, conn, method, target, policy.Refusal(
+                "docker cp on a stopped container whose binds dockerd would copy through as root (it was made "
+                "before berth pinned binds)", "start it first, or remove it and create it again"))
+            await self._drain(client)
+            return False
         if way[0] == "dockerd":
             return await self._copy_by_dockerd(conn, client, writer, head, method, target, container_id, charges)
         async with self.binds.copies:
@@ -528,6 +534,8 @@ class Handler:
                                                          *self.binds.identity())
                 wanted = containercopy.absolute(path)
                 request["local"] = "/" + wanted[len(dest):].lstrip("/") if wanted != dest else "/"
+                if not os.path.isdir(self.binds.store.pin_path(token)):  # a bind of one file
+                    request["local"] = containercopy.FILE_PIN + request["local"].rstrip("/")
                 request["shown"] = dest
         except OSError as e:
             log.warning("%s: a copy could not start: %s", self.user or "-", e)
@@ -554,9 +562,20 @@ class Handler:
 
     async def _copy_by_dockerd(self, conn, client, writer, head, method, target, container_id, charges):
         """A stopped container's path outside its binds: dockerd copies it
-        with the pins blanked (no start pins them meanwhile), and they are
-        pinned again after, as the user, for a restart policy's start."""
-        async with self.binds.starting:
+        with the pins blanked (no start through berth pins them till
+        dockerd answers, and dockerd's own start waits for the copy), and
+        they are pinned again after, as the user, for a later start."""
+        lock = self.binds.starting
+        await lock.acquire()
+        held = [True]
+
+        def answered(status):
+            # dockerd answers with the container's own lock taken (it holds
+            # it till the copy ends): a start waits for that in dockerd.
+            if held[0]:
+                held[0] = False
+                lock.release()
+        try:
             info = await proxybinds.query(self.upstream_path, f"/containers/{container_id}/json", self._loads)
             way = self.binds.copy_way(info, "/") if info is not None else ("dockerd", [])
             if way[0] != "dockerd" or policy._get(info, "State.Restarting") is True:
@@ -570,21 +589,29 @@ class Handler:
                 await self._drain(client)
                 return False
             try:
-                return await self._forward(conn, client, writer, head, None, charges)
+                return await self._forward(conn, client, writer, head, None, charges, on_status=answered)
             finally:
                 for token in way[1]:
                     await self.binds.pin_for_copy(token)
+        finally:
+            answered(None)
 
     async def _copy_answer(self, conn, client, writer, head, method, sock, daemon_headers, pid):
         """Relay a copy child's answer as dockerd's (containercopy's protocol)."""
         reader, to_child = await asyncio.open_unix_connection(sock=sock, limit=BUFFER)
         pump = None
+        line_task = asyncio.ensure_future(reader.readline())
         if method == "PUT":
             if _expects_continue(head):
                 writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
             pump = asyncio.ensure_future(self._body_to(client, to_child))
+            await asyncio.wait({line_task, pump}, return_when=asyncio.FIRST_COMPLETED)
+            if pump.done() and not line_task.done() and pump.result() is False:
+                line_task.cancel()  # the client went mid-body: so does the copy (the caller kills its child)
+                writer.transport.abort()
+                return False
         try:
-            line = await reader.readline()
+            line = await line_task
         finally:
             if pump is not None and not pump.done():
                 pump.cancel()
@@ -608,8 +635,8 @@ class Handler:
             headers.append((b"X-Docker-Container-Path-Stat", containercopy.stat_header(answer["stat"]).encode()))
         if method == "GET":
             headers.append((b"Content-Type", b"application/x-tar"))
-        else:
-            headers.append((b"Content-Length", b"0"))
+        elif method == "PUT":
+            headers.append((b"Content-Length", b"0"))  # a HEAD's, as dockerd's, says neither (chunked)
         writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
         if method == "GET":
             while data := await reader.read(CHUNK):

@@ -205,13 +205,17 @@ class Binds:
         running one, done as its root in its namespaces; ("pin", token,
         destination) for a stopped one's path inside a bind, done as the
         user in the pin; ("dockerd", tokens) for any other path of a
-        stopped one, which dockerd copies with those pins blanked."""
+        stopped one, which dockerd copies with those pins blanked;
+        ("foreign",) for a stopped one with a bind berth holds no pin of
+        (made before berth pinned binds): dockerd would copy through it."""
         pid = policy._get(info, "State.Pid")
         if policy._get(info, "State.Running") is True and isinstance(pid, int) and pid > 0:
             return "inside", pid
         binds = [(str(policy._get(m, "Destination") or ""), self.store.token_of(policy._get(m, "Source") or ""))
                  for m in (policy._get(info, "Mounts") or [])
                  if isinstance(m, dict) and str(policy._get(m, "Type") or "").casefold() == "bind"]
+        if any(token is None for _, token in binds):
+            return ("foreign",)
         wanted = containercopy.absolute(path)
         wanted = wanted[:-2] if wanted.endswith("/.") else wanted
         for dest, token in sorted(binds, key=lambda b: -len(b[0])):

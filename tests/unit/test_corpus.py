@@ -44,9 +44,16 @@ def proxied(tmp_path_factory):
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield str(d / "user.sock"), upstream
-    loop.call_soon_threadsafe(server.close)
+
+    async def shut():
+        server.close()
+        for task in list(handler.tasks):
+            task.cancel()
+        await asyncio.gather(*handler.tasks, return_exceptions=True)
+    asyncio.run_coroutine_threadsafe(shut(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+    loop.close()
     upstream.stop()
 
 

@@ -7,11 +7,13 @@ run straight against dockerd, unrecorded), and `connections`, each a list of
 `exchanges` in the order the client sent them. An exchange holds the
 request's raw bytes (`request`, base64, ids replaced by placeholders
 {{id:NAME}} of the same length once filled in), bytes sent after a 101
-(`raw`), when it was sent (`at`, seconds from the first), the verdict
-(`same` or `refuse:<what>` with its `instead`), which ids its answer names
-(`binds`: placeholder -> where in the JSON answer), the `rewrites` berth
-declares for it (REWRITES) and the fields masked when answers are compared
-(`mask`, besides MASKED). Hand-written edge cases have the same shape.
+(`raw`; `half_close` if the client then shut its side), when it was sent
+(`at`, seconds from the first) and when its answer ended (`done`), or
+`cut` if the client hung up on it first; the verdict (`same`, or
+`refuse:<what>; <instead>`), which ids its answer names (`binds`:
+placeholder -> where in the JSON answer), the `rewrites` berth declares
+(REWRITES) and the fields masked when answers are compared (`mask`,
+besides MASKED). Hand-written edge cases have the same shape.
 """
 
 import base64
@@ -61,6 +63,9 @@ MASKED = {
     "HostnamePath": "a path with the container id", "HostsPath": "a path with the container id",
     "LogPath": "a path with the container id", "Hostname": "the container's short id",
     "IPAddress": "an address the pool gave", "MacAddress": "derived from the address",
+    "Subnet": "a network's subnet: dockerd's allocator moves on past one just released",
+    "IPv4Address": "a container's address on such a network",
+    "Gateway": "the gateway of that subnet",
     "read": "stats time", "preread": "stats time", "SystemTime": "the daemon's clock",
     "NEventsListener": "the daemon's listeners", "NFd": "the daemon's descriptors",
     "NGoroutines": "the daemon's goroutines", "mtime": "a file's modification time (docker cp's stat)", "SpaceReclaimed": "a size that depends on layers made",
@@ -73,6 +78,7 @@ APPLETS = ("sh", "sleep", "echo", "cat", "true", "ls")
 
 def make_files(work):
     """The files scenarios name ({busybox_tar}, {context}, ...)."""
+    os.makedirs(work, mode=0o755, exist_ok=True)
     files = {"work": work}
     files["busybox_tar"] = os.path.join(work, "busybox.tar")
     with tarfile.open(files["busybox_tar"], "w") as t:
@@ -352,6 +358,11 @@ class Replay:
                        for ei, ex in enumerate(c["exchanges"]))
         self.turn = {(ci, ei): n for n, (_, ci, ei) in enumerate(order)}
         self.started = [threading.Event() for _ in order]
+        self.finished = [threading.Event() for _ in order]
+        # what each request waited for when recorded: the answers that had ended before it was sent
+        exs = [scenario["connections"][ci]["exchanges"][ei] for _, ci, ei in order]
+        self.after = [[j for j, other in enumerate(exs) if j != n and other.get("done") is not None
+                       and other["done"] <= ex["at"]] for n, ex in enumerate(exs)]
         self.answers = {}
         self.errors = []
 
@@ -366,6 +377,8 @@ class Replay:
         return self.answers
 
     def _wait_turn(self, n):
+        for j in self.after[n]:
+            self.finished[j].wait(max(0, self.deadline - time.monotonic()))
         if n > 0:
             self.started[n - 1].wait(self.patience)
 
@@ -382,25 +395,34 @@ class Replay:
                 except KeyError as e:
                     self.errors.append(f"{ci}.{ei}: {e}")
                     self.started[n].set()
+                    self.finished[n].set()
                     return
                 try:
                     sock.sendall(request)
+                except OSError as e:
+                    self.errors.append(f"{ci}.{ei}: send: {e}")
+                src.deadline = min(self.deadline, time.monotonic() + ex.get("wait", self.budget))
+                if ex.get("cut"):  # the client hangs up once every other request has had its answer begun
+                    src.deadline = self.deadline
+                    threading.Thread(target=self._cut, args=(sock, n), daemon=True).start()
+                reader = threading.Thread(target=self._answer, args=(src, ex, ci, ei, request), daemon=True)
+                reader.start()
+                # the next request goes once this answer has begun (its head read), as the client waited
+                for _ in range(int(self.patience / 0.005)):
+                    if (ci, ei) in self.answers or not reader.is_alive() or getattr(src, "head_seen", False):
+                        break
+                    time.sleep(0.005)
+                try:
+                    # what a client sends after a 101 (stdin), after it: dockerd drops bytes sent before
                     if ex.get("raw"):
                         sock.sendall(unb64(ex["raw"]))
                     if ex.get("half_close"):
                         sock.shutdown(socket.SHUT_WR)
                 except OSError as e:
-                    self.errors.append(f"{ci}.{ei}: send: {e}")
-                src.deadline = min(self.deadline, time.monotonic() + ex.get("wait", self.budget))
-                reader = threading.Thread(target=self._answer, args=(src, ex, ci, ei, request), daemon=True)
-                reader.start()
-                # the next request goes once this answer has begun (its head read), as the client waited
-                for _ in range(int(self.patience / 0.01)):
-                    if (ci, ei) in self.answers or not reader.is_alive() or getattr(src, "head_seen", False):
-                        break
-                    time.sleep(0.01)
+                    self.errors.append(f"{ci}.{ei}: send after the answer: {e}")
                 self.started[n].set()
                 reader.join(max(0, self.deadline - time.monotonic()) + 1)
+                self.finished[n].set()
                 src.head_seen = False
                 if (ci, ei) not in self.answers or ex.get("last"):
                     return
@@ -408,6 +430,19 @@ class Replay:
             self.errors.append(f"{ci}: {e}")
         finally:
             sock.close()
+            for ei in range(len(conn["exchanges"])):  # nothing waits on what will never be sent
+                self.started[self.turn[(ci, ei)]].set()
+                self.finished[self.turn[(ci, ei)]].set()
+
+    def _cut(self, sock, n):
+        for m, started in enumerate(self.started):
+            if m != n:
+                started.wait(max(0, self.deadline - time.monotonic()))
+        time.sleep(0.2)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _answer(self, src, ex, ci, ei, request):
         method = request.split(b" ", 1)[0]
@@ -431,11 +466,23 @@ class Replay:
         if not answers:
             return
         self.answers[(ci, ei)] = answers
+        if answer.status >= 400:
+            return  # refused or failed: it named nothing
         for name, where in (ex.get("binds") or {}).items():
             try:
                 self.ids[name] = str(pick(json.loads(answer.body), where)).removeprefix("sha256:")
             except (ValueError, KeyError, IndexError, StopIteration, TypeError, AttributeError):
                 self.errors.append(f"{ci}.{ei}: no {where} in the answer to bind {name}")
+
+
+def differences(a, b, path=""):
+    """Where two normalised answers differ: [(path, a's value, b's value)]."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in differences(a.get(k), b.get(k), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [(path or ".", a, b)]
 
 
 # --- comparing answers ----------------------------------------------------------------------------
@@ -453,9 +500,15 @@ def deframe(body):
     return out
 
 
+# Lists whose order is dockerd's map order, compared as sets.
+UNORDERED = {"Aliases": "a container's aliases on a network (its short id and its service name)"}
+
+
 def masked(value, fields):
-    if isinstance(value, dict):
-        return {k: ("<masked>" if k in fields else masked(v, fields)) for k, v in value.items()}
+    if isinstance(value, dict):  # a key can be an id too (a network's Containers)
+        return {MASK_TEXT.sub("<id>", k): ("<masked>" if k in fields else
+                                           _sorted(masked(v, fields)) if k in UNORDERED else masked(v, fields))
+                for k, v in value.items()}
     if isinstance(value, list):
         return [masked(v, fields) for v in value]
     if isinstance(value, str):
@@ -466,6 +519,10 @@ def masked(value, fields):
 # Ids and times inside text (build output, errors naming a container id).
 MASK_TEXT = re.compile(r"\b[0-9a-f]{64}\b|\b[0-9a-f]{12}\b|sha256:[0-9a-f]{64}|"
                        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
+
+
+def _sorted(items):
+    return sorted(items, key=lambda v: json.dumps(v, sort_keys=True)) if isinstance(items, list) else items
 
 
 def normalised(answer, mask=(), body="compare"):
@@ -487,7 +544,7 @@ def normalised(answer, mask=(), body="compare"):
         import tarfile
         try:
             with tarfile.open(fileobj=io.BytesIO(answer.body)) as t:
-                out["tar"] = sorted(t.getnames())
+                out["tar"] = sorted(MASK_TEXT.sub("<id>", n) for n in t.getnames())  # layer and config digests
         except tarfile.TarError:
             out["tar"] = "unreadable"
         return out
@@ -497,7 +554,10 @@ def normalised(answer, mask=(), body="compare"):
         out["streams"] = {k: MASK_TEXT.sub("<id>", v.decode("utf-8", "replace")) for k, v in frames.items()}
         return out
     try:
-        out["json"] = masked(json.loads(data), fields)
+        doc = masked(json.loads(data), fields)
+        # a list answer (images, networks, volumes) in dockerd's order, which
+        # for objects made in the same second is its map order
+        out["json"] = _sorted(doc) if isinstance(doc, list) else doc
         return out
     except ValueError:
         pass

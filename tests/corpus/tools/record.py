@@ -122,6 +122,8 @@ def ids_in(obj, path=""):
             sel = f"[{i}]"
             if isinstance(v, dict) and isinstance(v.get("Names"), list) and v["Names"]:
                 sel = f"[Names={v['Names'][0]}]"
+            elif isinstance(v, dict) and isinstance(v.get("RepoTags"), list) and v["RepoTags"]:
+                sel = f"[RepoTags={v['RepoTags'][0]}]"
             elif isinstance(v, dict) and isinstance(v.get("Name"), str) and v["Name"]:
                 sel = f"[Name={v['Name']}]"
             yield from ids_in(v, path + sel)
@@ -141,7 +143,12 @@ def to_scenario(name, spec, connections, outputs, t0):
             times.append((pos, t))
             pos += len(d)
         ended = next((t for t, d in conn.sent if d == b""), None)
-        answer_end = conn.answered[-1][0] if conn.answered else None
+        answer_end = max((t for t, d in conn.answered if d), default=None)  # its last byte, not its end
+        answer_times = []  # offset in the answers -> time of the piece ending there
+        pos = 0
+        for t, d in conn.answered:
+            pos += len(d)
+            answer_times.append((pos, t))
         src, answers = corpus.Source(sent), corpus.Source(answered)
         offset = 0
         for ei in range(1000):
@@ -154,6 +161,13 @@ def to_scenario(name, spec, connections, outputs, t0):
             offset += before - len(src.buf)
             answer = corpus.read_response(answers, req[0])
             ex = {"at": round(at, 4), "request": raw}
+            read = len(answered) - len(answers.buf)
+            done = min((t for p, t in answer_times if p >= read), default=None)
+            if answer is not None and answer.status != 101 and ended is not None and answer_end is not None \
+                    and ended < answer_end and not src.buf:
+                ex["cut"] = True  # the client hung up on an answer still streaming (run -d's wait)
+            elif answer is not None and done is not None:
+                ex["done"] = round(done - t0, 4)  # its answer's last byte: what came later waited for it
             if answer is not None and answer.status == 101:
                 ex["raw"] = bytes(src.buf)
                 src.buf.clear()

@@ -484,23 +484,28 @@ def name_bridge(body, bridge, suffix):
 
 
 def binds_to_mounts(host_config):
-    """HostConfig with its Binds as Mounts: a bind of type "bind" never
-    creates its source. Named volumes stay volumes. Pure; returns a new dict."""
+    """HostConfig with the host paths of its Binds as Mounts: a bind of
+    type "bind" never creates its source. Named volumes stay in Binds, as
+    the client sent them (dockerd makes a volume, never a host path, and
+    `docker inspect` then shows what the client asked for). Pure; returns
+    a new dict."""
     binds = _get(host_config, "Binds") or []
     mounts = list(_get(host_config, "Mounts") or [])
+    volumes = [spec for spec in binds if not str(spec).startswith("/")]
     for spec in binds:
         source, _, rest = str(spec).partition(":")
+        if not source.startswith("/"):
+            continue
         target, _, options = rest.partition(":")
         opts = set(options.split(",")) if options else set()
-        mount = {"Type": "bind" if source.startswith("/") else "volume", "Source": source, "Target": target,
-                 "ReadOnly": "ro" in opts}
+        mount = {"Type": "bind", "Source": source, "Target": target, "ReadOnly": "ro" in opts}
         propagation = opts & {"private", "rprivate", "shared", "rshared", "slave", "rslave"}
-        if mount["Type"] == "bind" and propagation:
+        if propagation:
             mount["BindOptions"] = {"Propagation": propagation.pop()}
-        if mount["Type"] == "volume" and "nocopy" in opts:
-            mount["VolumeOptions"] = {"NoCopy": True}
         mounts.append(mount)
     out = {k: v for k, v in host_config.items() if k.casefold() not in ("binds", "mounts")}
-    if binds or mounts:
+    if volumes:
+        out["Binds"] = volumes
+    if mounts:
         out["Mounts"] = mounts
     return out

@@ -165,8 +165,9 @@ def _body(body, target, rewrites, client=False):
         host = doc.get("HostConfig")
         if "binds-as-mounts" in rewrites and isinstance(host, dict):
             binds, mounts = host.pop("Binds", None) or [], host.pop("Mounts", None) or []
-            if not client:
-                assert not binds and all(m["Type"] in ("bind", "volume") for m in mounts), host
+            if not client:  # a host path reaches dockerd as a Mount of type bind, never as a Bind
+                assert not any(b.startswith("/") for b in binds) and all(
+                    m["Type"] in ("bind", "volume", "tmpfs") for m in mounts), host
             host["Targets"] = sorted([b.split(":")[1] for b in binds] + [m["Target"] for m in mounts])
     if path == b"/networks/create" and "bridge-name" in rewrites and isinstance(doc, dict):
         options = doc.pop("Options", None) or {}

@@ -376,6 +376,10 @@ def check(method, target, body, ctx):
     if isinstance(found, Refusal):
         return found
     path, query = found
+    if method == "OPTIONS":
+        # A CORS preflight: dockerd answers any path 200 and does nothing
+        # (moby api/server/router/system: NewOptionsRoute("{anything:.*}", optionsHandler)).
+        return None
     if path.startswith(REFUSED_PREFIXES) and not (method == "GET" and PLUGIN_READS.fullmatch(path)):
         return Refusal(f"the {path.split('/')[1]} API", "plugins and swarm are not for per-user daemons")
     if path in ("/grpc", "/session"):

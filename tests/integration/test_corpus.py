@@ -80,12 +80,21 @@ def side(scenario, socket_path, engine, files):
         assert r.returncode == 0, f"setup {step}: {r.stderr}"
     try:
         ids = exec_setup(scenario["exec_setup"], engine) if "exec_setup" in scenario else {}
-        replay = corpus.Replay(socket_path, scenario, ids=ids, budget=scenario.get("budget", 15))
+        replay = corpus.Replay(socket_path, scenario, ids=ids, budget=scenario.get("budget", 15),
+                               until=refused_at(scenario))
         answers = replay.run()
         return answers, replay.errors
     finally:
         for step in scenario.get("teardown", ()):
             direct(step, engine, files)
+
+
+def refused_at(scenario):
+    """When the first request berth refuses was sent: what the client sent
+    later, it sent because dockerd took that request when it was recorded
+    (a `run` goes on to attach and start), and it is neither sent nor compared."""
+    return min((ex["at"] for conn in scenario["connections"] for ex in conn["exchanges"]
+                if ex["verdict"] != "same"), default=None)
 
 
 def _marked(name):
@@ -102,13 +111,10 @@ def test_scenario_direct_and_through_berth(user_daemon, name):
     berth_answers, berth_errors = side(scenario, listen, engine, files)
     TIMINGS.append((name, time.monotonic() - started))
     differences = []
-    # What the client sent after a request berth refuses, it sends only
-    # because dockerd took that request when it was recorded: not compared.
-    refused_at = min((ex["at"] for conn in scenario["connections"] for ex in conn["exchanges"]
-                      if ex["verdict"] != "same"), default=None)
+    refused = refused_at(scenario)
     for ci, conn in enumerate(scenario["connections"]):
         for ei, ex in enumerate(conn["exchanges"]):
-            if refused_at is not None and ex["at"] > refused_at:
+            if refused is not None and ex["at"] > refused:
                 continue
             line = corpus.unb64(ex["request"]).split(b"\r\n", 1)[0].decode("latin-1")[:100]
             theirs, ours = direct_answers.get((ci, ei)), berth_answers.get((ci, ei))
@@ -129,8 +135,9 @@ def test_scenario_direct_and_through_berth(user_daemon, name):
                 differences.append(f"{line}:" + "".join(f"\n  {where}: dockerd {x!r:.300} / berth {y!r:.300}"
                                                         for where, x, y in corpus.differences(a, b)))
     # after a refusal (berth's, or dockerd's own) the client had no id to go on with
-    errors = [e for e in direct_errors + berth_errors if refused_at is None or "no id yet" not in e]
-    assert not differences, f"{name}: undeclared differences:\n" + "\n".join(differences)
+    errors = [e for e in direct_errors + berth_errors if refused is None or "no id yet" not in e]
+    assert not differences, f"{name}: undeclared differences:\n" + "\n".join(differences) + (
+        f"\nreplay: dockerd {direct_errors}, berth {berth_errors}" if direct_errors or berth_errors else "")
     assert not errors, errors
 
 

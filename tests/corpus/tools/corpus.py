@@ -37,7 +37,8 @@ PLACEHOLDER = re.compile(rb"\{\{(id|id12):([A-Za-z0-9_.-]+)\}\}")
 # holds a request that reaches upstream to the client's bytes but for these.
 REWRITES = {
     "create-keys": "top-level keys of a create body that dockerd ignores are dropped (PortSpecs, name, platform)",
-    "binds-as-mounts": "HostConfig.Binds becomes HostConfig.Mounts of type bind (never creating a source)",
+    "binds-as-mounts": "a host path in HostConfig.Binds becomes a HostConfig.Mounts entry of type bind (never "
+                       "creating its source); named volumes stay in Binds",
     "bridge-name": "Options of a network create get com.docker.network.bridge.name=<user's bridge>.<hex>",
     "archive-by-id": "the container segment of /containers/NAME/archive becomes the id berth checked",
     "start-by-id": "the container segment of /containers/NAME/start becomes the id berth checked",
@@ -351,8 +352,9 @@ class Replay:
     when this one's answer has begun, or after `patience`). Answers are
     collected per exchange; ids the answers name are bound as they come."""
 
-    def __init__(self, path, scenario, ids=None, budget=20.0, patience=2.0):
-        self.path, self.scenario, self.budget, self.patience = path, scenario, budget, patience
+    def __init__(self, path, scenario, ids=None, budget=20.0, patience=2.0, until=None):
+        """`until`: requests sent later than this (seconds) are not sent."""
+        self.path, self.scenario, self.budget, self.patience, self.until = path, scenario, budget, patience, until
         self.ids = dict(ids or {})
         order = sorted((ex["at"], ci, ei) for ci, c in enumerate(scenario["connections"])
                        for ei, ex in enumerate(c["exchanges"]))
@@ -389,6 +391,8 @@ class Replay:
             src = Source(sock=sock, deadline=self.deadline)
             for ei, ex in enumerate(conn["exchanges"]):
                 n = self.turn[(ci, ei)]
+                if self.until is not None and ex["at"] > self.until:
+                    return
                 self._wait_turn(n)
                 try:
                     request = fill(unb64(ex["request"]), self.ids)
@@ -424,8 +428,15 @@ class Replay:
                 reader.join(max(0, self.deadline - time.monotonic()) + 1)
                 self.finished[n].set()
                 src.head_seen = False
-                if (ci, ei) not in self.answers or ex.get("last"):
+                if (ci, ei) not in self.answers:
                     return
+                if (self.answers[(ci, ei)][-1].get("connection") or "").lower() == "close" and \
+                        ei + 1 < len(conn["exchanges"]):
+                    # the answer ends the connection: an HTTP client sends what follows on a new one
+                    sock.close()
+                    sock = socket.socket(socket.AF_UNIX)
+                    sock.connect(self.path)
+                    src = Source(sock=sock, deadline=self.deadline)
         except OSError as e:
             self.errors.append(f"{ci}: {e}")
         finally:

@@ -229,7 +229,14 @@ def _request_line(raw):
     return f"{method} {path}"
 
 
-DECLARED = ("client", "what", "setup", "teardown", "xfail", "mask", "body", "env", "stdin", "rewrites")
+DECLARED = ("client", "what", "setup", "teardown", "xfail", "mask", "body", "env", "stdin", "rewrites", "budget")
+ORDER = ("client", "what", "client_version", "commands", "recorded_exits", "setup", "teardown", "env", "stdin",
+         "xfail", "rewrites", "mask", "body", "budget", "connections")
+
+
+def ordered(scenario):
+    """Keys in one order, so that a file changes only where its content does."""
+    return {k: scenario[k] for k in ORDER if k in scenario} | scenario
 
 
 def redeclare(only):
@@ -245,7 +252,7 @@ def redeclare(only):
             for ex in conn["exchanges"]:
                 ex["verdict"] = spec.get("verdicts", {}).get(_request_line(corpus.unb64(ex["request"])), "same")
         with open(path, "w") as f:
-            json.dump(scenario, f, indent=1)
+            json.dump(ordered(scenario), f, indent=1)
             f.write("\n")
 
 
@@ -291,7 +298,7 @@ def main():
             scenario = to_scenario(name, spec, connections, outputs, t0)
             scenario["client_version"] = version_of(expand(spec["version_of"], files)) if "version_of" in spec else spec.get("version", "")
             with open(os.path.join(corpus.SCENARIOS, name + ".json"), "w") as f:
-                json.dump(scenario, f, indent=1)
+                json.dump(ordered(scenario), f, indent=1)
                 f.write("\n")
             n = sum(len(c["exchanges"]) for c in scenario["connections"])
             print(f"{name}: {n} requests in {time.monotonic() - t0:.1f} s, exits {scenario['recorded_exits']}"

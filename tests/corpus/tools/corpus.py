@@ -69,7 +69,8 @@ MASKED = {
     "Gateway": "the gateway of that subnet",
     "read": "stats time", "preread": "stats time", "SystemTime": "the daemon's clock",
     "NEventsListener": "the daemon's listeners", "NFd": "the daemon's descriptors",
-    "NGoroutines": "the daemon's goroutines", "mtime": "a file's modification time (docker cp's stat)", "SpaceReclaimed": "a size that depends on layers made",
+    "NGoroutines": "the daemon's goroutines", "mtime": "a file's modification time (docker cp's stat)",
+    "SpaceReclaimed": "a size that depends on layers made",
 }
 
 

@@ -99,7 +99,8 @@ EDGES = {
     "edge-chunked-archive": scenario(
         "a chunked upload",
         exchange(b"PUT /v1.41/containers/cps-edge/archive?path=/tmp HTTP/1.1\r\n" + H +
-                 b"Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks(TAR[:1000], TAR[1000:]),
+                 b"Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                 chunks(TAR[:1000], TAR[1000:]),
                  rewrites=["archive-by-id"]),
         setup=SLEEPER, teardown=GONE),
     "edge-upgrade-tcp-attach": scenario(
@@ -141,7 +142,8 @@ EDGES = {
     "edge-encoded-container": scenario(
         "an encoded / in a container segment",
         exchange(get(b"/v1.41/containers/cps%2Fedge/json"),
-                 "refuse:GET /containers/cps/edge/json; berth passes the Docker API the docker CLI uses, and no other")),
+                 "refuse:GET /containers/cps/edge/json; "
+                 "berth passes the Docker API the docker CLI uses, and no other")),
     "edge-form-empty": scenario(
         "an empty form body (curl -d '')",
         exchange(post(b"/v1.41/containers/cps-edge/kill", b"", content_type=b"application/x-www-form-urlencoded")),

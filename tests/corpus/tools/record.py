@@ -32,6 +32,14 @@ from scenarios import ALL  # noqa: E402
 
 
 
+def unmount_below(root):
+    """What dockerd leaves mounted in its exec-root (netns/default), deepest first."""
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f if line.split()[1].startswith(root + "/")]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", point], check=True)
+
+
 def version_of(argv):
     out = subprocess.run(argv, capture_output=True, text=True).stdout.strip()
     return out.splitlines()[0] if out else "?"
@@ -49,8 +57,8 @@ class Dockerd:
         self.log = open(os.path.join(root, "dockerd.log"), "wb")
         self.proc = subprocess.Popen(
             ["dockerd", "--data-root", os.path.join(root, "data"), "--exec-root", os.path.join(root, "x"),
-             "--pidfile", os.path.join(root, "dockerd.pid"), "-H", f"unix://{self.sock}", f"--bridge={bridge or 'none'}",
-             "--iptables=false", "--ip-masq=false", "--ip-forward=false"],
+             "--pidfile", os.path.join(root, "dockerd.pid"), "-H", f"unix://{self.sock}",
+             f"--bridge={bridge or 'none'}", "--iptables=false", "--ip-masq=false", "--ip-forward=false"],
             stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(300):
             if subprocess.run(["docker", "-H", f"unix://{self.sock}", "version"], capture_output=True).returncode == 0:
@@ -296,7 +304,8 @@ def main():
             t0 = time.monotonic()
             connections, outputs = record(spec, dockerd, files, env, listen)
             scenario = to_scenario(name, spec, connections, outputs, t0)
-            scenario["client_version"] = version_of(expand(spec["version_of"], files)) if "version_of" in spec else spec.get("version", "")
+            if "version_of" in spec:
+                scenario["client_version"] = version_of(expand(spec["version_of"], files))
             with open(os.path.join(corpus.SCENARIOS, name + ".json"), "w") as f:
                 json.dump(ordered(scenario), f, indent=1)
                 f.write("\n")
@@ -305,7 +314,8 @@ def main():
                   + "".join(f"\n  {o['stderr'].strip()[:200]}" for o in outputs if o["exit"]))
     finally:
         dockerd.stop()
-        shutil.rmtree(dockerd.root, ignore_errors=True)
+        unmount_below(dockerd.root)
+        shutil.rmtree(dockerd.root)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -20,6 +20,23 @@ NAMELESS = {"Name": "a container made without a name gets one dockerd makes up (
 BRIDGE_NAMED = {"Options": "a network made through berth has its bridge named (the bridge-name rewrite)"}
 
 
+CREATE = "POST /containers/create"
+# berth's refusals, as `refuse:<what>; <what to do instead>`
+REFUSED = {
+    "privileged": "refuse:--privileged; run without it: containers get Docker's default capabilities, "
+                  "and --gpus for GPUs",
+    "net-host": "refuse:--net=host; use --net=container:net: your own namespace, with the same fixed ports",
+    "cap-add": "refuse:capabilities beyond Docker's default set; drop --cap-add: the default set is what a "
+               "container gets",
+    "volume-opts": "refuse:volume driver options (type, device, o mount anything as host root); bind an existing "
+                   "path instead (-v /home/you/data:/data)",
+    "network-opts": "refuse:network driver options; drop --opt",
+    "build-net-host": "refuse:a build with --network=host; build without it (RUN steps get the default network)",
+    "import-url": "refuse:an import from a URL (dockerd would fetch it as root); fetch it yourself and pipe it: "
+                  "curl -L URL | docker import - NAME",
+}
+
+
 def rm(*names):
     return [["docker", "rm", "-f", *names]]
 
@@ -41,6 +58,11 @@ def cli_scenarios(key):
         "run-detached": s("docker run -d", ["run", "-d", "--name", "cps-rund", BB, "sleep", "30"],
                           teardown=rm("cps-rund")),
         "run-stdin": s("docker run -i", ["run", "-i", "--rm", BB, "cat"], stdin="piped\n"),
+        # README's way: every container in the namespace of a long-lived one (berth's own is `net`)
+        "run-net-container": s("docker run --net=container:NAME",
+                               ["run", "--rm", "--net=container:cps-netns", BB, "echo", "joined"],
+                               setup=[["docker", "run", "-d", "--name", "cps-netns", BB, "sleep", "30"]],
+                               teardown=rm("cps-netns")),
         "create": s("docker create with a bind, env and memory",
                     ["create", "--name", "cps-create", "-e", "A=1", "--memory", "64m", "-v", "{bind_dir}:/data",
                      BB, "true"], teardown=rm("cps-create"), rewrites=["binds-as-mounts", "json-reencoded"]),
@@ -161,24 +183,23 @@ def cli_scenarios(key):
         "system-prune": s("docker system prune", ["system", "prune", "-f"], body="status-only"),
         # refused on purpose: more than the user's shell account
         "refuse-privileged": s("docker run --privileged", ["run", "--rm", "--privileged", BB, "true"],
-                               verdicts={"POST /containers/create": "refuse:--privileged; run without it: containers get Docker's default capabilities, and --gpus for GPUs"}),
+                               verdicts={CREATE: REFUSED["privileged"]}),
         "refuse-net-host": s("docker run --net=host", ["run", "--rm", "--net=host", BB, "true"],
-                             verdicts={"POST /containers/create": "refuse:--net=host; use --net=container:net: your own namespace, with the same fixed ports"}),
+                             verdicts={CREATE: REFUSED["net-host"]}),
         "refuse-cap-add": s("docker run --cap-add SYS_ADMIN", ["run", "--rm", "--cap-add", "SYS_ADMIN", BB, "true"],
-                            verdicts={"POST /containers/create": "refuse:capabilities beyond Docker's default set; drop --cap-add: the default set is what a container gets"}),
+                            verdicts={CREATE: REFUSED["cap-add"]}),
         "refuse-volume-opts": s("docker volume create -o type=tmpfs",
                                 ["volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "cps-volo"],
-                                verdicts={"POST /volumes/create": "refuse:volume driver options (type, device, o mount anything as host root); bind an existing path instead (-v /home/you/data:/data)"},
+                                verdicts={"POST /volumes/create": REFUSED["volume-opts"]},
                                 teardown=[["docker", "volume", "rm", "cps-volo"]]),
-        "refuse-network-opts": s("docker network create -o", ["network", "create", "-o", "com.docker.network.driver.mtu=1400",
-                                                              "cps-neto"],
-                                 verdicts={"POST /networks/create": "refuse:network driver options; drop --opt"},
+        "refuse-network-opts": s("docker network create -o",
+                                 ["network", "create", "-o", "com.docker.network.driver.mtu=1400", "cps-neto"],
+                                 verdicts={"POST /networks/create": REFUSED["network-opts"]},
                                  teardown=[["docker", "network", "rm", "cps-neto"]]),
         "refuse-build-net-host": s("docker build --network host", ["build", "--network", "host", "{context}"],
-                                   env={"DOCKER_BUILDKIT": "0"},
-                                   verdicts={"POST /build": "refuse:a build with --network=host; build without it (RUN steps get the default network)"}),
+                                   env={"DOCKER_BUILDKIT": "0"}, verdicts={"POST /build": REFUSED["build-net-host"]}),
         "refuse-import-url": s("docker import URL", ["import", "http://127.0.0.1:9/x.tar"],
-                               verdicts={"POST /images/create": "refuse:an import from a URL (dockerd would fetch it as root); fetch it yourself and pipe it: curl -L URL | docker import - NAME"}),
+                               verdicts={"POST /images/create": REFUSED["import-url"]}),
     }
     if key == "cli20":
         out["build-buildkit"] = s("DOCKER_BUILDKIT=1 docker build", ["build", "-t", "cps-bk:1", "{context}"],

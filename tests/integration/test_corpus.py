@@ -4,8 +4,8 @@ user's socket (berth's proxy), each side from the state its setup makes,
 and the answers compared: status, content type, API version, the body
 de-framed with the listed fields masked (corpus.normalised). A `same`
 exchange must answer alike; a refusal must be berth's 403 with its reason.
-Setup and teardown use the docker CLI in /usr/local/bin (or compose)
-straight against dockerd."""
+Setup and teardown use the docker CLI in /usr/local/bin, else Debian's
+(or compose), straight against dockerd."""
 
 import json
 import os
@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "corpus", "tool
 import corpus  # noqa: E402
 
 SCENARIOS = dict(corpus.scenarios())
-SETUP_CLI = "/usr/local/bin/docker"
+# Setup and teardown only (never what is compared): the newer CLI where there is one.
+SETUP_CLI = next(c for c in ("/usr/local/bin/docker", "/usr/bin/docker") if os.path.exists(c))
 # Which exchanges differ and why, beyond masking: none may be left undeclared.
 TIMINGS = []
 REFUSED = []  # (scenario, request, what dockerd itself answered): the table's last column

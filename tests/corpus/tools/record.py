@@ -91,7 +91,7 @@ def run_direct(argv, sock, files, env):
     argument lists go to /usr/local/bin's docker, or the named program."""
     argv = expand(argv, files)
     if argv[0] == "docker":
-        argv = ["/usr/local/bin/docker", *argv[1:]]
+        argv = [next(c for c in ("/usr/local/bin/docker", "/usr/bin/docker") if os.path.exists(c)), *argv[1:]]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120,
                           env=dict(env, DOCKER_HOST=f"unix://{sock}"), cwd=files["work"])
 

@@ -12,7 +12,10 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then
     exec sudo "$0" "$@"
 fi
 "$here/scripts/install.sh" --deps-only
-apt-get install -y -qq --no-install-recommends openssh-client procps iproute2 util-linux gcc libc6-dev acl >/dev/null
+# docker-compose: the conformance corpus sets up and tears down its compose
+# scenarios with it (the corpus itself is recorded bytes: no client replays it)
+apt-get install -y -qq --no-install-recommends openssh-client procps iproute2 util-linux gcc libc6-dev acl \
+    docker-compose >/dev/null
 venv=${BERTH_TEST_VENV:-$here/.venv}
 [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"

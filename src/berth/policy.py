@@ -378,6 +378,10 @@ def check(method, target, body, ctx):
     if isinstance(found, Refusal):
         return found
     path, query = found
+    if method == "OPTIONS":
+        # A CORS preflight: dockerd answers any path 200 and does nothing
+        # (moby api/server/router/system: NewOptionsRoute("{anything:.*}", optionsHandler)).
+        return None
     if path.startswith(REFUSED_PREFIXES) and not (method == "GET" and PLUGIN_READS.fullmatch(path)):
         return Refusal(f"the {path.split('/')[1]} API", "plugins and swarm are not for per-user daemons")
     if not routed(method, path):
@@ -521,26 +525,31 @@ def name_bridge(body, bridge, suffix):
 
 
 def binds_to_mounts(host_config):
-    """HostConfig with its Binds as Mounts: a bind of type "bind" never
-    creates its source. Named volumes stay volumes. Pure; returns a new dict."""
+    """HostConfig with the host paths of its Binds as Mounts: a bind of
+    type "bind" never creates its source. Named volumes stay in Binds, as
+    the client sent them (dockerd makes a volume, never a host path, and
+    `docker inspect` then shows what the client asked for). Pure; returns
+    a new dict."""
     binds = _get(host_config, "Binds") or []
     mounts = list(_get(host_config, "Mounts") or [])
+    volumes = [spec for spec in binds if not str(spec).startswith("/")]
     for spec in binds:
         if ":" not in str(spec):  # a destination alone: an anonymous volume, as dockerd reads it
             mounts.append({"Type": "volume", "Target": str(spec)})
             continue
         source, _, rest = str(spec).partition(":")
+        if not source.startswith("/"):
+            continue
         target, _, options = rest.partition(":")
         opts = set(options.split(",")) if options else set()
-        mount = {"Type": "bind" if source.startswith("/") else "volume", "Source": source, "Target": target,
-                 "ReadOnly": "ro" in opts}
+        mount = {"Type": "bind", "Source": source, "Target": target, "ReadOnly": "ro" in opts}
         propagation = opts & {"private", "rprivate", "shared", "rshared", "slave", "rslave"}
-        if mount["Type"] == "bind" and propagation:
+        if propagation:
             mount["BindOptions"] = {"Propagation": propagation.pop()}
-        if mount["Type"] == "volume" and "nocopy" in opts:
-            mount["VolumeOptions"] = {"NoCopy": True}
         mounts.append(mount)
     out = {k: v for k, v in host_config.items() if k.casefold() not in ("binds", "mounts")}
-    if binds or mounts:
+    if volumes:
+        out["Binds"] = volumes
+    if mounts:
         out["Mounts"] = mounts
     return out

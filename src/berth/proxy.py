@@ -941,10 +941,16 @@ class Handler:
                 while data := await read():
                     dst.write(data)
                     await dst.drain()
+            except ConnectionError:
+                # a reset ends that direction too: dockerd closing an attach
+                # with stdin unread resets it, and its client must still see
+                # the end (on dockerd's own socket it would)
+                pass
+            try:
                 if dst.can_write_eof():
                     dst.write_eof()
-            except ConnectionError:
-                pass
+            except (ConnectionError, RuntimeError):
+                pass  # that side is gone already (uvloop says so with a RuntimeError)
 
         await asyncio.gather(pump(client.read_raw, up_writer), pump(lambda: up_reader.read(CHUNK), writer))
 

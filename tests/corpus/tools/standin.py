@@ -1,7 +1,8 @@
 """A recording stand-in for dockerd (tier 1): keeps every request that
 reaches it, as it came, and answers each as dockerd would in shape only
-(201 with an Id to a create, 101 to an upgrade, a container's JSON to
-berth's own look-ups, 200 with {} to the rest)."""
+(201 with an Id to a create, 101 to an upgrade, a container's JSON and a
+20.10 dockerd's version and info to berth's own look-ups, 200 with {} to
+the rest)."""
 
 import collections
 import json
@@ -86,6 +87,9 @@ def _answer(method, target, headers):
     if method == b"GET" and len(parts) >= 4 and parts[-3] == "containers" and parts[-1] == "json":
         # berth's own look-up of a container (docker cp): its id, and no bind mounts
         return _json(200, {"Id": corpus.fake_id(parts[-2]), "Mounts": []})
+    if method == b"GET" and path in ("/version", "/info") and not corpus.header(headers, b"user-agent"):
+        # berth's own look-ups before a BuildKit build: a dockerd of 20.10, with cgroupfs
+        return _json(200, {"ApiVersion": "1.41", "CgroupDriver": "cgroupfs"})
     if method == b"HEAD":
         return b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 0\r\n\r\n"
     return _json(200, {})

@@ -425,6 +425,45 @@ def test_status_and_doctor_show_the_proxy(proxied, harness):
     assert any(line.startswith("ok") and "policy proxy" in line for line in doctor.splitlines()), doctor
 
 
+def test_a_user_sees_their_own_refusals_and_nobody_elses(proxied, harness):
+    """When a client hides berth's message (the h2c upgrade does), `berth
+    refusals` shows it: to the user, through their own socket; to root,
+    through the proxy's control socket; to nobody else."""
+    import json
+    user, img, listen = proxied
+    other = harness.add_user()
+    harness.berth("up", other)
+    try:
+        r = docker(listen, "run", "--rm", "--name", "px-secret-name", "--privileged", img, "true",
+                   check=False, as_user=user)
+        assert "berth: --privileged" in r.stderr, r.stderr
+
+        def refusals(as_user, *args):
+            return subprocess.run(["runuser", "-u", as_user, "--", *harness.user_berth(), "refusals", *args],
+                                  capture_output=True, text=True, timeout=60)
+        mine = refusals(user, "--json")
+        assert mine.returncode == 0, mine.stderr
+        kept = [e for e in json.loads(mine.stdout)["refusals"] if e["what"] == "--privileged"][-1]
+        assert kept["user"] == user and kept["method"] == "POST" and kept["status"] == 403
+        assert kept["path"].endswith("/containers/create") and "px-secret-name" not in mine.stdout
+        text = refusals(user).stdout
+        assert f"POST {kept['path']}  (403)" in text and "refused: --privileged" in text and "instead: run without it" in text
+
+        theirs = refusals(other)
+        assert theirs.returncode == 0 and theirs.stdout.startswith("no refusals kept"), theirs.stdout + theirs.stderr
+        peek = refusals(other, user)
+        assert peek.returncode == 1 and f"only root can see {user}'s refusals" in peek.stderr
+        assert user not in peek.stdout and "privileged" not in peek.stdout
+
+        assert "refused: --privileged" in harness.berth("refusals", user).stdout
+        everyone = json.loads(harness.berth("refusals", "--json").stdout)["refusals"]
+        assert {e["user"] for e in everyone} == {user}
+    finally:
+        harness.berth("down", other)
+    gone = harness.berth("refusals", other, check=False)
+    assert gone.returncode == 1 and f"berth: the policy proxy does not serve {other}:" in gone.stderr, gone.stderr
+
+
 def test_down_stops_serving_the_user_and_up_serves_them_again(proxied, harness):
     from berth import proxyctl
     user, _, listen = proxied

@@ -27,6 +27,8 @@ EXAMPLES = {
     "doctor": "sudo berth doctor",
     "demo": "sudo berth demo",
     "logs": "sudo berth logs alice -n 50 -f",
+    "refusals": "berth refusals            # yours: what the policy proxy refused you lately, and why\n"
+                "  sudo berth refusals alice --json",
     "proxy": "/opt/berth/bin/python -I -m berth proxy --run-dir /run/berth   # as berth up starts it",
     "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
     "install": "sudo berth install --dry-run && sudo berth install",
@@ -99,6 +101,10 @@ def build_parser():
     c.add_argument("user")
     c.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
     c.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
+    c = command("refusals", "show what the policy proxy refused you lately: when, the request (method and path), "
+                            "why, and what to do instead")
+    c.add_argument("user", nargs="?", help="root only: that user's (default: everyone's for root, yours otherwise)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
     c = command("demo", "show the idea end to end with two throwaway users, then clean up")
     c.add_argument("--keep", action="store_true", help="leave the two users and their daemons in place")
     c = command("doctor", "check the host and the install; one line per check, each problem with its fix")
@@ -279,6 +285,60 @@ def _logs(args, cfg, out):
     logs.show(paths.for_user(cfg, args.user).log_file, args.user, args.lines, args.follow, out)
 
 
+def _refusals(args, cfg, out):
+    from . import refusals, users
+
+    if os.geteuid() != 0:
+        me = pwd.getpwuid(os.getuid()).pw_name
+        if args.user not in (None, me):
+            raise BerthError(f"only root can see {args.user}'s refusals",
+                             hint=f"berth refusals (yours), or sudo berth refusals {args.user}")
+        doc = _own_refusals(cfg, me)
+    else:
+        if args.user:
+            users.check_name(args.user)
+        doc = _any_refusals(cfg, args.user)
+    if args.json:
+        print(json.dumps(doc if doc is not None else refusals.document([]), indent=2), file=out)
+    elif doc is None:
+        print("no refusals: your daemon runs in trusted mode, where berth refuses nothing", file=out)
+    else:
+        print(refusals.render(doc), file=out)
+
+
+def _own_refusals(cfg, name):
+    """A user's refusals, from the proxy on their own socket (it answers
+    there for them alone); None where dockerd itself serves it (trusted mode)."""
+    from . import engine, paths, refusals
+
+    sock = paths.for_user(cfg, name).socket
+    try:
+        status, body = engine.request(sock, refusals.PATH, timeout=5.0)
+    except OSError as e:
+        raise BerthError(f"nothing answers on your Docker socket {sock} ({e.strerror or e})",
+                         hint="log in again to start your daemon; refusals are kept while the policy proxy runs")
+    if status == 404:  # dockerd's own answer: no proxy in front of it
+        return None
+    if status != 200:
+        raise BerthError(f"your Docker socket answered {status} to {refusals.PATH}",
+                         hint="ask your administrator to run 'berth up' with this berth")
+    return json.loads(body)
+
+
+def _any_refusals(cfg, name):
+    """Root: one user's refusals, or everyone's, on the proxy's control socket."""
+    from . import proxyctl
+
+    try:
+        return proxyctl.refusals(cfg.paths.run_dir, name)
+    except OSError:
+        raise BerthError("the policy proxy is not running, so it keeps no refusals",
+                         hint="'berth up USER' starts it; it keeps refusals from then on") from None
+    except proxyctl.ProxyError:
+        raise BerthError(f"the policy proxy does not serve {name}",
+                         hint="'berth status' shows who is up; in trusted mode berth refuses nothing") from None
+
+
 def _demo(args, cfg, out):
     from .demo import Demo
 
@@ -332,6 +392,7 @@ COMMANDS = {
     "pam": Command(_pam, False, None),  # loads its own config and never fails a login
     "proxy": Command(_proxy, False, None),  # a service: says itself that it needs root
     "logs": Command(_logs, True, "dockerd logs are root's"),
+    "refusals": Command(_refusals, True, None),  # a user sees their own, root anyone's
     "demo": Command(_demo, True, "it makes users, bridges, firewall rules and daemons"),
     "doctor": Command(_doctor, False, "it reads iptables, PAM files and berth's state"),
     "config": Command(_config, True, None),

@@ -36,11 +36,12 @@ import secrets
 import signal
 import socket
 import struct
+import time
 from email.utils import formatdate
 
 import h11
 
-from . import apijson, clientside, containercopy, pins, policy, proxybinds, proxyshare, splicerelay
+from . import apijson, clientside, containercopy, pins, policy, proxybinds, proxyshare, refusals, splicerelay
 
 log = logging.getLogger(__name__)
 
@@ -243,10 +244,12 @@ class Handler:
     `uids`: who may connect (the socket's mode says so too; this holds
     even if the file is ever opened wider). `max_connections`: how many
     one user may hold open at once. `share`: the user's proxyshare.Share,
-    which bounds the memory and CPU their request bodies take.
+    which bounds the memory and CPU their request bodies take. `recent`:
+    the user's refusals.Ring, which they read back at refusals.PATH.
     """
 
-    def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, share=None, binds=None):
+    def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, share=None, binds=None,
+                 recent=None):
         self.upstream_path = upstream_path
         self.share = share if share is not None else proxyshare.Share(proxyshare.Pool())
         self.binds = binds  # proxybinds.Binds: bind sources resolved and pinned as the user
@@ -254,6 +257,7 @@ class Handler:
         self.user = user
         self.uids = uids
         self.max_connections = max_connections
+        self.recent = recent if recent is not None else refusals.Ring()
         self.requests = 0
         self.refused = 0
         # The loop holds tasks weakly: a connection task waiting on its
@@ -323,9 +327,13 @@ class Handler:
         method, target = request.method.decode(), request.target.decode("latin-1")
         if refused is not None:
             status, what, instead = refused
-            self._refuse(writer, conn, method, target, policy.Refusal(what, instead), status)
+            # not kept among the user's refusals: the request is someone else's
+            self._refuse(writer, conn, method, target, policy.Refusal(what, instead), status, keep=False)
             await self._drain(client)
             return False
+        if target.startswith(refusals.PREFIX) and method in ("GET", "HEAD") \
+                and target.partition("?")[0] == refusals.PATH:
+            return await self._own_refusals(conn, client, writer, head, method)
         found = policy.canonical(target)
         if isinstance(found, policy.Refusal):
             self._refuse(writer, conn, method, target, found)
@@ -445,7 +453,22 @@ class Handler:
     def _answer(self, writer, conn, method, target, status, message):
         self.refused += 1
         log.info("answered %s: %s %s: %d %s", self.user or "-", method, target[:200], status, message[:200])
+        berths = refusals.from_message(message)
+        if berths is not None and status < 500:  # berth's refusal, not dockerd's words or a failure
+            self.recent.add(time.time(), method, target, status, *berths)
         writer.write(_answer_response(conn, status, message, method))
+
+    async def _own_refusals(self, conn, client, writer, head, method):
+        """The user's recent refusals, answered by the proxy itself: their
+        socket is theirs (and root's) alone, so the ring is theirs."""
+        body = json.dumps(refusals.document(self.recent.to_json(self.user))).encode()
+        writer.write(conn.send(h11.Response(status_code=200, headers=[
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body)))])))
+        if method != "HEAD":
+            writer.write(conn.send(h11.Data(data=body)))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await self._drain(client)  # a body nobody asked for; and the request's end
+        return not clientside.has_body(head) and conn.our_state is h11.DONE
 
     async def _loads(self, body):
         """dockerd's JSON answer parsed in the user's share: a container's
@@ -667,10 +690,12 @@ class Handler:
         except ConnectionError:
             return False
 
-    def _refuse(self, writer, conn, method, target, refusal, status=403):
+    def _refuse(self, writer, conn, method, target, refusal, status=403, keep=True):
         self.refused += 1
         # The admin's record of who tried what (the target, cut short: it is the user's text).
         log.info("refused %s: %s %s: %s", self.user or "-", method, target[:200], refusal.what)
+        if keep:  # the user's, to read back when their client hides the answer
+            self.recent.add(time.time(), method, target, status, refusal.what, refusal.instead)
         writer.write(_refusal_response(conn, status, refusal.what, refusal.instead, method))
 
     async def _drain(self, client, limit=DRAIN_LIMIT):

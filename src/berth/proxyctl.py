@@ -75,6 +75,14 @@ def stats(run_dir, timeout=2.0):
         return None
 
 
+def refusals(run_dir, user=None, timeout=5.0):
+    """The refusals.document of `user`, or of every user served. Raises
+    OSError when no proxy answers, ProxyError when it serves no such user."""
+    import json
+
+    return json.loads(ask(run_dir, "refusals", *([user] if user else []), timeout=timeout))
+
+
 def argv(run_dir, python=None):
     # -I: no PYTHON* variables, no user site; the proxy reads nothing a user shapes.
     return [python or sys.executable, "-I", "-m", "berth", "proxy", "--run-dir", str(run_dir)]

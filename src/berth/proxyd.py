@@ -12,6 +12,7 @@ Control: <run_dir>/berth-proxy/ctl.sock, root's alone; one line each way.
     serve <user>  -> ok        (binds <run_dir>/<user>/docker.sock, user:root 0600)
     drop <user>   -> ok        (closes and removes it)
     stats         -> ok <json> (per user: open connections, requests, refusals)
+    refusals [<user>] -> ok <json> (that user's recent refusals, or everyone's: refusals.document)
 A failure is `error <sentence>`.
 
 Fairness: each client connection has its own upstream connection and task,
@@ -31,7 +32,7 @@ import signal
 import socket
 import sys
 
-from . import apijson, paths, pins, proxy, proxybinds, proxyshare, proxyspec, users
+from . import apijson, paths, pins, proxy, proxybinds, proxyshare, proxyspec, refusals, users
 from .fsutil import ensure_dir, read_trusted, remove
 
 log = logging.getLogger("berth.proxy")
@@ -64,7 +65,7 @@ def bind_private(path, uid):
 class UserSocket:
     """One user's docker.sock, served in front of their dockerd's."""
 
-    def __init__(self, spec, upaths, share):
+    def __init__(self, spec, upaths, share, recent):
         self.spec = spec
         self.upaths = upaths
         binds = None
@@ -74,7 +75,7 @@ class UserSocket:
                                      loads=lambda body: share.work(apijson.loads, (body,), len(body)))
         self.handler = proxy.Handler(upaths.engine_socket, proxyspec.context(spec), user=spec.user,
                                      uids=(spec.uid, 0), max_connections=MAX_CONNECTIONS, share=share,
-                                     binds=binds)
+                                     binds=binds, recent=recent)
         self.server = None
         self.inode = None
 
@@ -103,6 +104,7 @@ class ProxyService:
         self.users = {}
         self.pool = proxyshare.Pool()
         self.shares = {}  # a user's share outlives a socket served again: their requests under way hold it
+        self.recent = {}  # a user's refusals.Ring, kept while they are served (a socket served again too)
         self.control = None
 
     # --- users ------------------------------------------------------------
@@ -124,13 +126,15 @@ class ProxyService:
         share = self.shares.get(name)
         if share is None:
             share = self.shares[name] = proxyshare.Share(self.pool)
-        served = UserSocket(spec, upaths, share)
+        recent = self.recent.setdefault(name, refusals.Ring())
+        served = UserSocket(spec, upaths, share, recent)
         await served.open()
         self.users[name] = served
         log.info("serving %s (uid %d) at %s", name, spec.uid, upaths.socket)
 
     def drop(self, name):
         self.shares.pop(name, None)  # requests under way keep theirs; a user served again starts afresh
+        self.recent.pop(name, None)
         served = self.users.pop(name, None)
         if served is not None:
             served.close()
@@ -157,6 +161,11 @@ class ProxyService:
                        "body_bytes": s.handler.share.account.raw, "parsed_bytes": s.handler.share.account.parsed,
                        "over_share": s.handler.share.over_cap, "paced": s.handler.share.paced}
                 for name, s in sorted(self.users.items())}
+
+    def refusals(self, name=None):
+        """The refusals.document of one user served, or of every one."""
+        names = [name] if name is not None else sorted(self.recent)
+        return refusals.document([e for n in names for e in self.recent[n].to_json(n)])
 
     # --- control ----------------------------------------------------------
 
@@ -189,6 +198,10 @@ class ProxyService:
                     self.drop(name)
                 case ["stats"]:
                     return "ok " + json.dumps(self.stats(), separators=(",", ":"))
+                case ["refusals", name] if name not in self.recent:
+                    return f"error the policy proxy does not serve {name[:80]}"
+                case ["refusals", *name] if len(name) <= 1:
+                    return "ok " + json.dumps(self.refusals(*name), separators=(",", ":"))
                 case _:
                     return "error unknown request " + " ".join(words)[:80]
         except Exception as e:  # one bad request must not end the service for everyone

@@ -28,6 +28,11 @@ import pytest
 HERE = pathlib.Path(__file__).resolve().parent
 
 BUSYBOX = "/bin/busybox"
+# Debian's docker CLI (docker.io, 20.10): every test that drives a docker
+# CLI names the one it runs, never whichever `docker` comes first on PATH.
+# Tests whose point is what a CLI sends run with each of DOCKER_CLIS (the
+# docker_cli fixture); a CLI used only to set things up is Debian's.
+DEBIAN_CLI = "/usr/bin/docker"
 APPLETS = ("sh", "httpd", "wget", "timeout", "sleep", "mkdir", "echo", "cat", "true", "ip", "ls", "nc", "hostname")
 
 
@@ -46,12 +51,35 @@ def _reachable_by_anyone(path):
     return bool(os.stat(path).st_mode & 0o005)
 
 
+def _docker_clis():
+    """[(id, path)] of the docker CLIs tests run: Debian's, and the one
+    first on PATH where that is another (a newer docker-ce CLI, say), each
+    named by its major version (cli20, cli28)."""
+    paths = [DEBIAN_CLI] if os.path.exists(DEBIAN_CLI) else []
+    on_path = shutil.which("docker")
+    if on_path and not any(os.path.realpath(on_path) == os.path.realpath(p) for p in paths):
+        paths.append(on_path)
+    found = []
+    for path in paths:
+        # the client's version alone: no daemon asked (it fails on the server part, after printing it)
+        version = subprocess.run([path, "-H", "unix:///nonexistent", "version", "--format", "{{.Client.Version}}"],
+                                 capture_output=True, text=True, timeout=30).stdout.strip()
+        name = "cli" + (version.split(".")[0] or "unknown")
+        found.append((name if name not in dict(found) else f"{name}-{path}", path))
+    return found
+
+
+DOCKER_CLIS = _docker_clis()
+
+
 def _probe():
     """Why integration tests cannot run here, or None."""
     if os.geteuid() != 0:
         return "needs root"
     if not shutil.which("dockerd", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
         return "dockerd not installed (apt-get install docker.io)"
+    if not os.path.exists(DEBIAN_CLI):
+        return f"Debian's docker CLI missing at {DEBIAN_CLI} (apt-get install docker.io)"
     if not os.path.exists(BUSYBOX):
         return "static busybox missing (apt-get install busybox-static)"
     name = f"btprobe{os.getpid() % 10000}"
@@ -204,8 +232,9 @@ chain_prefix = "{self.chain_prefix}"
     def sock(self, user):
         return f"{self.root}/run/{user}/docker.sock"
 
-    def docker(self, user, *args, check=True, as_user=None, timeout=60):
-        cmd = ["docker", "-H", f"unix://{self.sock(user)}", *args]
+    def docker(self, user, *args, cli, check=True, as_user=None, timeout=60):
+        """`cli` (a path: DEBIAN_CLI, or the docker_cli fixture's) on the user's socket."""
+        cmd = [cli, "-H", f"unix://{self.sock(user)}", *args]
         if as_user:
             cmd = ["runuser", "-u", as_user, "--", *cmd]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -228,7 +257,7 @@ chain_prefix = "{self.chain_prefix}"
                     info.type = tarfile.DIRTYPE
                     info.mode = 0o1777
                     t.addfile(info)
-        self.docker(user, "import", "-c", 'ENV PATH=/bin', "-c", 'CMD ["sh"]', tar, tag)
+        self.docker(user, "import", "-c", 'ENV PATH=/bin', "-c", 'CMD ["sh"]', tar, tag, cli=DEBIAN_CLI)
         return tag
 
     def dockerd_pids(self, user):
@@ -418,6 +447,13 @@ def _no_login_digests_left():
             os.rmdir(logindigest.DIR)
         except OSError:
             pass  # something of the host's own appeared meanwhile
+
+
+@pytest.fixture(params=[path for _, path in DOCKER_CLIS], ids=[name for name, _ in DOCKER_CLIS])
+def docker_cli(request):
+    """Each docker CLI in turn (Debian's 20.10, and the newer one on PATH
+    where there is one): for tests whose point is what a CLI does."""
+    return request.param
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import tarfile
 import time
 
 import pytest
+from conftest import DEBIAN_CLI
 
 from berth import paths
 
@@ -104,7 +105,7 @@ def env(harness):
     os.chown(f"{bhome}/shared", buid, -1)
     os.chmod(f"{bhome}/shared", 0o755)
     sock = harness.sock(a)
-    d = lambda *args, check=True: harness.docker(a, *args, check=check, as_user=a)  # noqa: E731
+    d = lambda *args, check=True: harness.docker(a, *args, check=check, as_user=a, cli=DEBIAN_CLI)  # noqa: E731
     d("volume", "create", "rovol")
     # running, with binds / without
     d("run", "-d", "--name", "wb", "-v", f"{home}/work:/data", "-v", f"{home}/ro:/rod:ro", img, "sleep", "900")

@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from conftest import DEBIAN_CLI
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,9 @@ def pair(harness):
         harness.berth("down", user, check=False)
 
 
-def docker(harness, user, *args, check=False, timeout=60):
-    """The user's docker CLI, run as the user, through their own socket."""
-    return harness.docker(user, *args, check=check, as_user=user, timeout=timeout)
+def docker(harness, user, *args, cli, check=False, timeout=60):
+    """A docker CLI, run as the user, through their own socket."""
+    return harness.docker(user, *args, cli=cli, check=check, as_user=user, timeout=timeout)
 
 
 def _shell(user, *argv):
@@ -56,10 +57,10 @@ def test_the_attackers_shell_is_denied(pair):
 @pytest.mark.parametrize("spec", ["-v {home}/secret.txt:/s", "-v {home}/proj:/s",
                                   "--mount type=bind,src={home}/proj,dst=/s",
                                   "--mount type=bind,src={home}/secret.txt,dst=/s,readonly"])
-def test_a_colleagues_private_files_cannot_be_bound(harness, pair, spec):
+def test_a_colleagues_private_files_cannot_be_bound(harness, pair, spec, docker_cli):
     victim, attacker, img, home = pair
     r = docker(harness, attacker, "run", "--rm", *spec.format(home=home).split(), img,
-               "sh", "-c", "cat /s /s/code.py 2>&1; ls /s")
+               "sh", "-c", "cat /s /s/code.py 2>&1; ls /s", cli=docker_cli)
     assert r.returncode != 0, r.stdout
     assert "victim's" not in r.stdout
     assert "berth: a bind of " + home in r.stderr and "your account cannot reach" in r.stderr
@@ -69,64 +70,67 @@ def test_what_lies_under_roots_home_cannot_be_bound(harness, pair):
     victim, attacker, img, home = pair
     entries = sorted(os.listdir("/root"))
     if entries:
-        r = docker(harness, attacker, "run", "--rm", "-v", f"/root/{entries[0]}:/r", img, "ls", "/r")
+        r = docker(harness, attacker, "run", "--rm", "-v", f"/root/{entries[0]}:/r", img, "ls", "/r", cli=DEBIAN_CLI)
         assert r.returncode != 0 and f"berth: a bind of /root/{entries[0]}" in r.stderr
     # /root itself the user may stat, as from their shell; inside, its 0700 still holds
-    r = docker(harness, attacker, "run", "--rm", "-v", "/root:/r", img, "ls", "/r")
+    r = docker(harness, attacker, "run", "--rm", "-v", "/root:/r", img, "ls", "/r", cli=DEBIAN_CLI)
     assert r.returncode != 0 and "Permission denied" in r.stdout + r.stderr
 
 
-def test_own_files_and_acl_granted_ones_bind(harness, pair):
+def test_own_files_and_acl_granted_ones_bind(harness, pair, docker_cli):
     victim, attacker, img, home = pair
-    r = docker(harness, victim, "run", "--rm", "-v", f"{home}/secret.txt:/s:ro", img, "cat", "/s")
+    r = docker(harness, victim, "run", "--rm", "-v", f"{home}/secret.txt:/s:ro", img, "cat", "/s", cli=docker_cli)
     assert r.returncode == 0 and r.stdout == "victim's secret\n", r.stderr
     subprocess.run(["setfacl", "-m", f"u:{attacker}:x", home], check=True)
     try:
-        r = docker(harness, attacker, "run", "--rm", "-v", f"{home}/secret.txt:/s", img, "cat", "/s")
+        r = docker(harness, attacker, "run", "--rm", "-v", f"{home}/secret.txt:/s", img, "cat", "/s", cli=docker_cli)
         assert r.returncode == 0 and r.stdout == "victim's secret\n", r.stderr
     finally:
         subprocess.run(["setfacl", "-b", home], check=True)
 
 
-def test_inspect_shows_the_users_path_not_the_pin(harness, pair):
+def test_inspect_shows_the_users_path_not_the_pin(harness, pair, docker_cli):
     victim, attacker, img, home = pair
     own = pwd.getpwnam(attacker).pw_dir
-    r = docker(harness, attacker, "create", "--name", "shows", "-v", f"{own}:/mine", img, "true")
+    r = docker(harness, attacker, "create", "--name", "shows", "-v", f"{own}:/mine", img, "true", cli=docker_cli)
     assert r.returncode == 0, r.stderr
     try:
-        info = json.loads(docker(harness, attacker, "inspect", "shows", check=True).stdout)[0]
+        info = json.loads(docker(harness, attacker, "inspect", "shows", check=True, cli=docker_cli).stdout)[0]
         assert [m["Source"] for m in info["Mounts"]] == [own]
         assert [m["Source"] for m in info["HostConfig"]["Mounts"]] == [own]
         listed = docker(harness, attacker, "ps", "-a", "--filter", "name=shows", "--format", "{{.Mounts}}",
-                        check=True).stdout
+                        check=True, cli=docker_cli).stdout
         assert "pins" not in listed
         # dockerd itself holds the pin, a path only root reaches
-        raw = harness.docker(attacker, "inspect", "-f", "{{range .Mounts}}{{.Source}}{{end}}", "shows").stdout
+        raw = harness.docker(attacker, "inspect", "-f", "{{range .Mounts}}{{.Source}}{{end}}", "shows",
+                             cli=docker_cli).stdout
         assert raw.strip() == own  # through the proxy as root, too
     finally:
-        docker(harness, attacker, "rm", "-f", "shows")
+        docker(harness, attacker, "rm", "-f", "shows", cli=docker_cli)
 
 
-def test_a_missing_source_is_made_as_the_user_and_not_where_they_cannot(harness, pair):
+def test_a_missing_source_is_made_as_the_user_and_not_where_they_cannot(harness, pair, docker_cli):
     victim, attacker, img, home = pair
     own = pwd.getpwnam(attacker).pw_dir
-    r = docker(harness, attacker, "run", "--rm", "-v", f"{own}/new/data:/d", img, "sh", "-c", "echo x > /d/f")
+    r = docker(harness, attacker, "run", "--rm", "-v", f"{own}/new/data:/d", img, "sh", "-c", "echo x > /d/f",
+               cli=docker_cli)
     assert r.returncode == 0, r.stderr
     st = os.stat(f"{own}/new/data")
     assert st.st_uid == pwd.getpwnam(attacker).pw_uid
     target = f"/etc/berth-made-{harness.tag}"
-    r = docker(harness, attacker, "run", "--rm", "-v", f"{target}:/x", img, "true")
+    r = docker(harness, attacker, "run", "--rm", "-v", f"{target}:/x", img, "true", cli=docker_cli)
     assert r.returncode != 0 and "you may not create" in r.stderr
     assert not os.path.exists(target)
-    r = docker(harness, attacker, "run", "--rm", "--mount", f"type=bind,src={own}/absent,dst=/x", img, "true")
+    r = docker(harness, attacker, "run", "--rm", "--mount", f"type=bind,src={own}/absent,dst=/x", img, "true",
+               cli=docker_cli)
     assert r.returncode != 0 and "bind source path does not exist" in r.stderr
     assert not os.path.exists(f"{own}/absent")
 
 
-def test_selinux_relabelling_is_refused(harness, pair):
+def test_selinux_relabelling_is_refused(harness, pair, docker_cli):
     victim, attacker, img, home = pair
     own = pwd.getpwnam(attacker).pw_dir
-    r = docker(harness, attacker, "run", "--rm", "-v", f"{own}:/x:z", img, "true")
+    r = docker(harness, attacker, "run", "--rm", "-v", f"{own}:/x:z", img, "true", cli=docker_cli)
     assert r.returncode != 0 and "berth: SELinux relabelling" in r.stderr
 
 
@@ -134,16 +138,17 @@ def test_a_start_rechecks_the_users_rights(harness, pair):
     victim, attacker, img, home = pair
     subprocess.run(["setfacl", "-m", f"u:{attacker}:x", home], check=True)
     try:
-        r = docker(harness, attacker, "create", "--name", "later", "-v", f"{home}/secret.txt:/s", img, "cat", "/s")
+        r = docker(harness, attacker, "create", "--name", "later", "-v", f"{home}/secret.txt:/s", img, "cat", "/s",
+                   cli=DEBIAN_CLI)
         assert r.returncode == 0, r.stderr
     finally:
         subprocess.run(["setfacl", "-b", home], check=True)
     try:
-        r = docker(harness, attacker, "start", "-a", "later")
+        r = docker(harness, attacker, "start", "-a", "later", cli=DEBIAN_CLI)
         assert r.returncode != 0 and "your account cannot reach" in r.stderr
         assert "victim's" not in r.stdout
     finally:
-        docker(harness, attacker, "rm", "-f", "later")
+        docker(harness, attacker, "rm", "-f", "later", cli=DEBIAN_CLI)
 
 
 def test_a_pin_outlives_a_restart_and_goes_with_its_container(harness, pair):
@@ -151,9 +156,10 @@ def test_a_pin_outlives_a_restart_and_goes_with_its_container(harness, pair):
     own = pwd.getpwnam(attacker).pw_dir
     with open(f"{own}/kept.txt", "w") as f:
         f.write("kept\n")
-    r = docker(harness, attacker, "run", "--name", "again", "-v", f"{own}/kept.txt:/k", img, "cat", "/k")
+    r = docker(harness, attacker, "run", "--name", "again", "-v", f"{own}/kept.txt:/k", img, "cat", "/k",
+               cli=DEBIAN_CLI)
     assert r.returncode == 0 and r.stdout == "kept\n", r.stderr
-    r = docker(harness, attacker, "start", "-a", "again")
+    r = docker(harness, attacker, "start", "-a", "again", cli=DEBIAN_CLI)
     assert r.returncode == 0 and r.stdout == "kept\n", r.stderr
     records = f"{harness.root}/state/users/{attacker}/pins"
     mounts = f"{harness.root}/run/{attacker}/pins"
@@ -167,10 +173,10 @@ def test_a_pin_outlives_a_restart_and_goes_with_its_container(harness, pair):
         pins._in_child(pins._unpin_child, fd, [store.pin_path(t) for t in store.tokens()])
     finally:
         os.close(fd)
-    r = docker(harness, attacker, "start", "-a", "again")
+    r = docker(harness, attacker, "start", "-a", "again", cli=DEBIAN_CLI)
     assert r.returncode == 0 and r.stdout == "kept\n", r.stderr
-    docker(harness, attacker, "rm", "again", check=True)
-    r = docker(harness, attacker, "run", "--rm", "-v", f"{own}/kept.txt:/k", img, "cat", "/k")
+    docker(harness, attacker, "rm", "again", check=True, cli=DEBIAN_CLI)
+    r = docker(harness, attacker, "run", "--rm", "-v", f"{own}/kept.txt:/k", img, "cat", "/k", cli=DEBIAN_CLI)
     assert r.returncode == 0  # removed by dockerd itself (auto-remove): its pin goes too
     deadline = time.monotonic() + 10
     while os.listdir(records) and time.monotonic() < deadline:
@@ -198,7 +204,8 @@ def test_swapping_a_path_component_while_containers_start_never_reaches_the_coll
     seen = []
     try:
         for _ in range(int(os.environ.get("SWAPS", "12"))):
-            r = docker(harness, attacker, "run", "--rm", "-v", f"{own}/swap/x/secret.txt:/s", img, "cat", "/s")
+            r = docker(harness, attacker, "run", "--rm", "-v", f"{own}/swap/x/secret.txt:/s", img, "cat", "/s",
+                       cli=DEBIAN_CLI)
             seen.append((r.returncode, r.stdout, r.stderr.strip()[-120:]))
     finally:
         stop.set()
@@ -222,7 +229,7 @@ def test_a_colleagues_process_directory_cannot_be_bound_through_proc(harness, pa
         assert pid is not None
         for link in ("cwd", "root"):
             r = docker(harness, attacker, "run", "--rm", "-v", f"/proc/{pid}/{link}:/x", img, "sh", "-c",
-                       "cat /x/code.py /x/*/*/code.py 2>/dev/null; ls /x")
+                       "cat /x/code.py /x/*/*/code.py 2>/dev/null; ls /x", cli=DEBIAN_CLI)
             assert r.returncode != 0 and "victim's" not in r.stdout, (link, r.stdout, r.stderr)
             assert "your account cannot reach" in r.stderr, r.stderr
     finally:
@@ -242,15 +249,16 @@ def test_binds_above_the_pins_copy_none_of_them(harness, pair):
             return sum(1 for _ in f)
     before = mounts()
     binds = [a for i in range(12) for a in ("-v", f"{run_dir}:/m{i}")]
-    r = docker(harness, attacker, "create", "--name", "doubling", *binds, img, "true")
+    r = docker(harness, attacker, "create", "--name", "doubling", *binds, img, "true", cli=DEBIAN_CLI)
     try:
         assert r.returncode == 0, r.stderr
         assert mounts() - before < 100, mounts() - before
     finally:
-        docker(harness, attacker, "rm", "-f", "doubling")
-    r = docker(harness, attacker, "create", "--name", "roots", "-v", "/:/a", "-v", "/:/b", "-v", "/:/c", img, "true")
+        docker(harness, attacker, "rm", "-f", "doubling", cli=DEBIAN_CLI)
+    r = docker(harness, attacker, "create", "--name", "roots", "-v", "/:/a", "-v", "/:/b", "-v", "/:/c", img, "true",
+               cli=DEBIAN_CLI)
     assert r.returncode == 0, r.stderr
-    docker(harness, attacker, "rm", "-f", "roots")
+    docker(harness, attacker, "rm", "-f", "roots", cli=DEBIAN_CLI)
     records = f"{harness.root}/state/users/{attacker}/pins"
     deadline = time.monotonic() + 10
     while os.listdir(records) and time.monotonic() < deadline:
@@ -266,7 +274,7 @@ def test_a_container_that_restarts_by_itself_finds_its_binds_after_a_reboot(harn
     with open(f"{own}/boot.txt", "w") as f:
         f.write("booted\n")
     r = docker(harness, attacker, "run", "-d", "--name", "always", "--restart=always", "-v", f"{own}/boot.txt:/b",
-               img, "sleep", "600")
+               img, "sleep", "600", cli=DEBIAN_CLI)
     assert r.returncode == 0, r.stderr
     try:
         harness.berth("down", attacker)
@@ -279,10 +287,10 @@ def test_a_container_that_restarts_by_itself_finds_its_binds_after_a_reboot(harn
         deadline = time.monotonic() + 20
         seen = None
         while time.monotonic() < deadline:
-            seen = docker(harness, attacker, "exec", "always", "cat", "/b")
+            seen = docker(harness, attacker, "exec", "always", "cat", "/b", cli=DEBIAN_CLI)
             if seen.returncode == 0:
                 break
             time.sleep(0.2)
         assert seen.stdout == "booted\n", (seen.stdout, seen.stderr)
     finally:
-        docker(harness, attacker, "rm", "-f", "always")
+        docker(harness, attacker, "rm", "-f", "always", cli=DEBIAN_CLI)

@@ -12,6 +12,7 @@ import stat
 import tarfile
 
 import pytest
+from conftest import DEBIAN_CLI
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_an_imported_tar_makes_no_device_node(harness, hardened):
     user, _ = hardened
     tar = _tar_with(os.path.join(harness.root, "nodes.tar"), ("dev/mem-like", tarfile.CHRTYPE, 1, 3),
                     ("dev/disk-like", tarfile.BLKTYPE, 7, 0), ("plain", tarfile.REGTYPE, 0, 0))
-    r = harness.docker(user, "import", tar, "bt-nodes:1", check=False)
+    r = harness.docker(user, "import", tar, "bt-nodes:1", check=False, cli=DEBIAN_CLI)
     assert r.returncode != 0
     assert "operation not permitted" in r.stderr.lower()
     assert _device_nodes_below(data_root(harness, user)) == []
@@ -66,30 +67,30 @@ def test_an_imported_tar_makes_no_device_node(harness, hardened):
 
 def test_a_node_copied_into_a_container_is_never_made(harness, hardened):
     user, img = hardened
-    harness.docker(user, "run", "-d", "--name", "cp-target", img, "sleep", "300")
+    harness.docker(user, "run", "-d", "--name", "cp-target", img, "sleep", "300", cli=DEBIAN_CLI)
     try:
         tar = _tar_with(os.path.join(harness.root, "console.tar"), ("console-like", tarfile.CHRTYPE, 5, 1))
         with open(tar, "rb") as f:
             import subprocess
-            r = subprocess.run(["docker", "-H", f"unix://{harness.sock(user)}", "cp", "-", "cp-target:/tmp"],
+            r = subprocess.run([DEBIAN_CLI, "-H", f"unix://{harness.sock(user)}", "cp", "-", "cp-target:/tmp"],
                                stdin=f, capture_output=True, text=True, timeout=60)
         assert r.returncode != 0 and "operation not permitted" in r.stderr.lower()
-        r = harness.docker(user, "exec", "cp-target", "ls", "-l", "/tmp")
+        r = harness.docker(user, "exec", "cp-target", "ls", "-l", "/tmp", cli=DEBIAN_CLI)
         assert "console-like" not in r.stdout
     finally:
-        harness.docker(user, "rm", "-f", "cp-target", check=False)
+        harness.docker(user, "rm", "-f", "cp-target", check=False, cli=DEBIAN_CLI)
     assert _device_nodes_below(data_root(harness, user)) == []
 
 
 def test_deleting_a_file_of_an_image_still_works_across_commit(harness, hardened):
     """The whiteout a commit's layer carries is a 0:0 node: still made."""
     user, img = hardened
-    harness.docker(user, "run", "--name", "deleter", img, "busybox", "rm", "/bin/hostname")
+    harness.docker(user, "run", "--name", "deleter", img, "busybox", "rm", "/bin/hostname", cli=DEBIAN_CLI)
     try:
-        harness.docker(user, "commit", "deleter", "bt-deleted:1")
+        harness.docker(user, "commit", "deleter", "bt-deleted:1", cli=DEBIAN_CLI)
     finally:
-        harness.docker(user, "rm", "-f", "deleter", check=False)
-    r = harness.docker(user, "run", "--rm", "bt-deleted:1", "ls", "/bin")
+        harness.docker(user, "rm", "-f", "deleter", check=False, cli=DEBIAN_CLI)
+    r = harness.docker(user, "run", "--rm", "bt-deleted:1", "ls", "/bin", cli=DEBIAN_CLI)
     assert "hostname" not in r.stdout.split() and "sh" in r.stdout.split()
 
 

@@ -11,6 +11,7 @@ import subprocess
 import tarfile
 
 import pytest
+from conftest import DEBIAN_CLI
 
 from berth import subids
 
@@ -32,7 +33,7 @@ def _lines_of(path, owner):
 
 
 def _docker_run(harness, user, *args):
-    return harness.docker(user, "run", "--rm", *args, check=False)
+    return harness.docker(user, "run", "--rm", *args, check=False, cli=DEBIAN_CLI)
 
 
 def root_gid(user):
@@ -97,9 +98,9 @@ def test_the_net_container_and_the_remapped_store_outlive_down_and_up(harness, h
     user, img, _ = hardened
     harness.berth("down", user)
     harness.berth("up", user)
-    r = harness.docker(user, "images", "--format", "{{.Repository}}:{{.Tag}}")
+    r = harness.docker(user, "images", "--format", "{{.Repository}}:{{.Tag}}", cli=DEBIAN_CLI)
     assert img in r.stdout.split()
-    r = harness.docker(user, "inspect", "-f", "{{.State.Running}}", "net")
+    r = harness.docker(user, "inspect", "-f", "{{.State.Running}}", "net", cli=DEBIAN_CLI)
     assert r.stdout.strip() == "true"
     data_root = f"{harness.root}/state/users/{user}/docker"
     assert os.path.isdir(os.path.join(data_root, f"{pwd.getpwnam(user).pw_uid}.{root_gid(user)}"))
@@ -141,7 +142,7 @@ def test_trusted_mode_is_the_seeds_root_daemon(harness):
     img = harness.import_busybox(user)
     # --privileged itself fails on this VM (its capability bounding set lacks
     # CAP_SYS_RESOURCE, which runc then cannot grant); SYS_ADMIN shows the point.
-    r = harness.docker(user, "run", "--rm", "--cap-add", "SYS_ADMIN", img, "cat", "/proc/self/uid_map")
+    r = harness.docker(user, "run", "--rm", "--cap-add", "SYS_ADMIN", img, "cat", "/proc/self/uid_map", cli=DEBIAN_CLI)
     assert r.stdout.split() == ["0", "0", "4294967295"]
     assert subprocess.run(["getent", "passwd", subids.account_name(pwd.getpwnam(user).pw_uid)],
                           capture_output=True).returncode != 0, "trusted mode makes no mapping account"
@@ -203,7 +204,7 @@ def test_a_device_node_in_an_image_is_out_of_the_users_reach(harness):
             node.type, node.devmajor, node.devminor, node.mode = tarfile.CHRTYPE, 1, 3, 0o600  # /dev/null's numbers
             t.addfile(node)
         # dockerd may make no device node at all (nodevices): the import is refused, nothing lands
-        r = subprocess.run(["docker", "-H", f"unix://{harness.sock(name)}", "import", "-", "bt-node:1"],
+        r = subprocess.run([DEBIAN_CLI, "-H", f"unix://{harness.sock(name)}", "import", "-", "bt-node:1"],
                            input=layer.getvalue(), capture_output=True)
         assert r.returncode != 0 and b"operation not permitted" in r.stderr.lower()
         found = subprocess.run(["find", f"{harness.root}/state/users/{name}", "-name", "node", "-path", "*diff*"],
@@ -214,7 +215,8 @@ def test_a_device_node_in_an_image_is_out_of_the_users_reach(harness):
         assert r.returncode != 0 and "Permission denied" in r.stderr, (r.stdout, r.stderr)
         # and what container root writes into the home is still the user's own
         img = harness.import_busybox(name)
-        r = harness.docker(name, "run", "--rm", "-v", f"{home}:/h", img, "sh", "-c", "touch /h/f; id -g")
+        r = harness.docker(name, "run", "--rm", "-v", f"{home}:/h", img, "sh", "-c", "touch /h/f; id -g",
+                           cli=DEBIAN_CLI)
         assert r.stdout.split() == ["0"]
         st = os.stat(f"{home}/f")
         assert st.st_uid == pw.pw_uid and st.st_gid == root_gid(name) != pw.pw_gid

@@ -13,6 +13,7 @@ import tempfile
 import time
 
 import pytest
+from conftest import DEBIAN_CLI
 
 
 PORT = 8080
@@ -28,7 +29,7 @@ def pair(harness):
         harness.berth("up", user)
         img = harness.import_busybox(user)
         harness.docker(user, "run", "-d", "--name", "web", "--net=container:net", img, "sh", "-c",
-                       f"echo page-of-{user} > /www/index.html && exec httpd -f -p {PORT} -h /www")
+                       f"echo page-of-{user} > /www/index.html && exec httpd -f -p {PORT} -h /www", cli=DEBIAN_CLI)
         row = json.loads(harness.berth("status", user, "--json").stdout)["users"][0]
         info[user] = {"ip": row["net_ip"], "block": row["block"], "uid": row["uid"], "img": img,
                       "bridge": row["bridge"]}
@@ -38,7 +39,7 @@ def pair(harness):
             time.sleep(0.1)
     yield users, info
     for user in users:
-        harness.docker(user, "rm", "-f", "web", check=False)
+        harness.docker(user, "rm", "-f", "web", check=False, cli=DEBIAN_CLI)
 
 
 def fetch(ip, as_user=None):
@@ -65,19 +66,19 @@ def test_a_network_made_behind_the_proxys_back_still_cannot_reach_another_user(h
     engine = f"unix://{harness.root}/run/{alice}/d/docker.sock"
     pool = ipaddress.ip_network(harness.pool)
     outside = str(list(pool.subnets(new_prefix=24))[-1])  # in the pool, in no one's block
-    subprocess.run(["docker", "-H", engine, "network", "create", "--subnet", outside, "rogue"], check=True,
+    subprocess.run([DEBIAN_CLI, "-H", engine, "network", "create", "--subnet", outside, "rogue"], check=True,
                    capture_output=True)
     try:
-        r = subprocess.run(["docker", "-H", engine, "run", "--rm", "--network", "rogue", info[alice]["img"], "sh", "-c",
-                            f"timeout 4 wget -q -O - http://{info[bob]['ip']}:{PORT}/ || echo REFUSED"],
+        r = subprocess.run([DEBIAN_CLI, "-H", engine, "run", "--rm", "--network", "rogue", info[alice]["img"],
+                            "sh", "-c", f"timeout 4 wget -q -O - http://{info[bob]['ip']}:{PORT}/ || echo REFUSED"],
                            capture_output=True, text=True, timeout=60)
         assert "REFUSED" in r.stdout and f"page-of-{bob}" not in r.stdout, (r.stdout, r.stderr)
         # and from alice's own block, as before
         r = harness.docker(alice, "run", "--rm", info[alice]["img"], "sh", "-c",
-                           f"timeout 4 wget -q -O - http://{info[bob]['ip']}:{PORT}/ || echo REFUSED")
+                           f"timeout 4 wget -q -O - http://{info[bob]['ip']}:{PORT}/ || echo REFUSED", cli=DEBIAN_CLI)
         assert "REFUSED" in r.stdout
     finally:
-        subprocess.run(["docker", "-H", engine, "network", "rm", "rogue"], capture_output=True)
+        subprocess.run([DEBIAN_CLI, "-H", engine, "network", "rm", "rogue"], capture_output=True)
 
 
 # --- forged sources -------------------------------------------------------------------
@@ -224,7 +225,7 @@ def test_rules_come_back_after_a_flush_of_every_berth_chain(harness, pair):
 # --- no hijack, no exhaustion -------------------------------------------------------------
 
 def _engine(harness, user, *args, check=True):
-    return subprocess.run(["docker", "-H", f"unix://{harness.root}/run/{user}/d/docker.sock", *args],
+    return subprocess.run([DEBIAN_CLI, "-H", f"unix://{harness.root}/run/{user}/d/docker.sock", *args],
                           capture_output=True, text=True, timeout=60, check=check)
 
 
@@ -248,7 +249,7 @@ def test_a_users_daemon_cannot_take_another_users_addresses_even_across_a_restar
                 f"echo FAKE > /www/index.html && exec httpd -f -p {PORT} -h /www")
         harness.berth("down", bob)
         harness.berth("up", bob)
-        harness.docker(bob, "start", "web")
+        harness.docker(bob, "start", "web", cli=DEBIAN_CLI)
         assert [link for link, _ in _addresses_in(info[bob]["block"])] == [info[bob]["bridge"]]
         for _ in range(50):
             page = fetch(info[bob]["ip"])
@@ -298,7 +299,7 @@ def test_a_users_own_networks_send_only_the_users_addresses(harness, pair):
     """A network made through the policy proxy gets a bridge named after the user's, which berth's
     anti-spoofing rules cover: a forged source from it never reaches even the host."""
     (alice, bob), info = pair
-    r = subprocess.run(["runuser", "-u", alice, "--", "docker", "-H", f"unix://{harness.sock(alice)}", "network",
+    r = subprocess.run(["runuser", "-u", alice, "--", DEBIAN_CLI, "-H", f"unix://{harness.sock(alice)}", "network",
                         "create", "mine"], capture_output=True, text=True, env={**os.environ, "HOME": "/"})
     assert r.returncode == 0, r.stderr
     ns = None
@@ -345,7 +346,8 @@ def test_published_ports_keep_their_meaning(harness, pair):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     harness.docker(alice, "run", "-d", "--name", "published", "-p", f"127.0.0.1:{port}:{PORT}", info[alice]["img"],
-                   "sh", "-c", f"echo published-by-{alice} > /www/index.html && exec httpd -f -p {PORT} -h /www")
+                   "sh", "-c", f"echo published-by-{alice} > /www/index.html && exec httpd -f -p {PORT} -h /www",
+                   cli=DEBIAN_CLI)
     try:
         url = f"http://127.0.0.1:{port}/"
         for _ in range(50):
@@ -356,7 +358,7 @@ def test_published_ports_keep_their_meaning(harness, pair):
             time.sleep(0.1)
         assert r.stdout.strip() == f"published-by-{alice}", r.stderr
     finally:
-        harness.docker(alice, "rm", "-f", "published", check=False)
+        harness.docker(alice, "rm", "-f", "published", check=False, cli=DEBIAN_CLI)
 
 
 # --- what dockerd itself fetches for a user -----------------------------------------------
@@ -369,8 +371,9 @@ def _build(harness, user, dockerfile, buildkit):
     os.chmod(context, 0o755)
     with open(os.path.join(context, "Dockerfile"), "w") as f:
         f.write(dockerfile)
-    # Debian's CLI for BuildKit: dockerd 20.10's own BuildKit speaks to it (the newer CLI wants buildx)
-    cli = "/usr/bin/docker" if buildkit else "docker"
+    # Debian's CLI: dockerd 20.10's own BuildKit speaks to it (the newer CLI wants buildx); what is
+    # tested is what dockerd fetches, whichever CLI asked
+    cli = DEBIAN_CLI
     extra = ["--progress=plain"] if buildkit else []
     return subprocess.run(["runuser", "-u", user, "--", cli, "-H", f"unix://{harness.sock(user)}", "build",
                            "--no-cache", *extra, "-t", f"bt-fetch-{int(buildkit)}", context],
@@ -400,7 +403,7 @@ def test_a_pull_from_another_users_address_tells_nothing_of_their_ports(harness,
     (alice, bob), info = pair
 
     def pull(ip, port):
-        r = harness.docker(bob, "pull", f"{ip}:{port}/x", check=False, as_user=bob, timeout=120)
+        r = harness.docker(bob, "pull", f"{ip}:{port}/x", check=False, as_user=bob, timeout=120, cli=DEBIAN_CLI)
         assert r.returncode != 0
         return r.stderr
 
@@ -455,11 +458,11 @@ def test_ipv6_link_local_reaches_a_container_from_its_owner_only(harness, pair):
     (alice, bob), info = pair
     img = info[alice]["img"]
     harness.docker(alice, "run", "-d", "--name", "six", "--sysctl", "net.ipv6.conf.all.disable_ipv6=0", img, "sh",
-                   "-c", f"echo six-of-{alice} > /www/index.html && exec httpd -f -p {V6_PORT} -h /www")
+                   "-c", f"echo six-of-{alice} > /www/index.html && exec httpd -f -p {V6_PORT} -h /www", cli=DEBIAN_CLI)
     try:
         address = None
         for _ in range(50):  # the link-local address comes after duplicate address detection
-            out = harness.docker(alice, "exec", "six", "ip", "-6", "addr", "show", "dev", "eth0").stdout
+            out = harness.docker(alice, "exec", "six", "ip", "-6", "addr", "show", "dev", "eth0", cli=DEBIAN_CLI).stdout
             found = [w.split("/")[0] for w in out.split() if w.startswith("fe80:")]
             if found and "tentative" not in out:
                 address = found[0]
@@ -476,15 +479,16 @@ def test_ipv6_link_local_reaches_a_container_from_its_owner_only(harness, pair):
         assert _fetch6(scoped, as_user=bob).startswith("FAILED")   # another user's shell
         # and from the owner's other containers on her bridge, as over IPv4
         r = harness.docker(alice, "run", "--rm", "--sysctl", "net.ipv6.conf.all.disable_ipv6=0", img, "sh", "-c",
-                           f"sleep 2; timeout 4 wget -q -O - 'http://[{address}%eth0]:{V6_PORT}/' || echo REFUSED")
+                           f"sleep 2; timeout 4 wget -q -O - 'http://[{address}%eth0]:{V6_PORT}/' || echo REFUSED",
+                           cli=DEBIAN_CLI)
         assert f"six-of-{alice}" in r.stdout, r.stdout + r.stderr
     finally:
-        harness.docker(alice, "rm", "-f", "six", check=False)
+        harness.docker(alice, "rm", "-f", "six", check=False, cli=DEBIAN_CLI)
 
 
 def test_an_ipv6_network_is_refused_with_what_to_do(harness, pair):
     (alice, _), _ = pair
-    r = harness.docker(alice, "network", "create", "--ipv6", "six", check=False, as_user=alice)
+    r = harness.docker(alice, "network", "create", "--ipv6", "six", check=False, as_user=alice, cli=DEBIAN_CLI)
     assert r.returncode != 0 and "berth: " in r.stderr and "--ipv6" in r.stderr, r.stderr
 
 
@@ -498,7 +502,7 @@ def test_purge_leaves_no_bridge_cgroup_or_ipv6_rule_of_the_user(harness):
     carol = harness.add_user()
     harness.berth("up", carol)
     row = json.loads(harness.berth("status", carol, "--json").stdout)["users"][0]
-    r = harness.docker(carol, "network", "create", "hers", check=False, as_user=carol)
+    r = harness.docker(carol, "network", "create", "hers", check=False, as_user=carol, cli=DEBIAN_CLI)
     assert r.returncode == 0, r.stderr
     links = [n for n in os.listdir("/sys/class/net") if n.startswith(row["bridge"] + ".")]
     assert links, os.listdir("/sys/class/net")

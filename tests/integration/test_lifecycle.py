@@ -6,6 +6,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import DEBIAN_CLI
 
 
 def block_of(harness, user, config=None):
@@ -26,8 +27,9 @@ def test_data_and_block_survive_down_and_up(harness):
     harness.berth("up", user)
     block = block_of(harness, user)
     image = harness.import_busybox(user)
-    harness.docker(user, "volume", "create", "keep")
-    harness.docker(user, "run", "-v", "keep:/data", "--name", "stopped", image, "sh", "-c", "echo kept > /data/f")
+    harness.docker(user, "volume", "create", "keep", cli=DEBIAN_CLI)
+    harness.docker(user, "run", "-v", "keep:/data", "--name", "stopped", image, "sh", "-c", "echo kept > /data/f",
+                   cli=DEBIAN_CLI)
 
     r = harness.berth("down", user)
     assert "is down" in r.stdout
@@ -35,12 +37,13 @@ def test_data_and_block_survive_down_and_up(harness):
 
     harness.berth("up", user)
     assert block_of(harness, user) == block
-    assert image in harness.docker(user, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-    out = harness.docker(user, "run", "--rm", "-v", "keep:/data", image, "cat", "/data/f").stdout
+    assert image in harness.docker(user, "images", "--format", "{{.Repository}}:{{.Tag}}",
+                                   cli=DEBIAN_CLI).stdout.split()
+    out = harness.docker(user, "run", "--rm", "-v", "keep:/data", image, "cat", "/data/f", cli=DEBIAN_CLI).stdout
     assert out.strip() == "kept"
-    assert "stopped" in harness.docker(user, "ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert "stopped" in harness.docker(user, "ps", "-a", "--format", "{{.Names}}", cli=DEBIAN_CLI).stdout.split()
     # the net container came back by itself and is the same container
-    assert "net" in harness.docker(user, "ps", "--format", "{{.Names}}").stdout.split()
+    assert "net" in harness.docker(user, "ps", "--format", "{{.Names}}", cli=DEBIAN_CLI).stdout.split()
     harness.berth("down", user)
     assert_nothing_left(harness, user)
 
@@ -78,7 +81,7 @@ def test_crashed_daemon_comes_back(harness):
     r = harness.berth("up", user)
     assert "started in" in r.stdout
     assert len(harness.dockerd_pids(user)) == 1
-    assert "net" in harness.docker(user, "ps", "--format", "{{.Names}}").stdout.split()
+    assert "net" in harness.docker(user, "ps", "--format", "{{.Names}}", cli=DEBIAN_CLI).stdout.split()
     harness.berth("down", user)
     assert_nothing_left(harness, user)
 
@@ -131,9 +134,9 @@ def test_gpu_style_wrapper_runtime_through_daemon_json(harness):
                                            f'[daemon_json.runtimes.bt-wrapped]\npath = "{wrapper}"\n')
     harness.berth("up", user, config=cfg)
     image = harness.import_busybox(user)
-    out = harness.docker(user, "run", "--rm", image, "echo", "ran-through-wrapper").stdout
+    out = harness.docker(user, "run", "--rm", image, "echo", "ran-through-wrapper", cli=DEBIAN_CLI).stdout
     assert out.strip() == "ran-through-wrapper"
-    info = harness.docker(user, "info", "--format", "{{.DefaultRuntime}}").stdout.strip()
+    info = harness.docker(user, "info", "--format", "{{.DefaultRuntime}}", cli=DEBIAN_CLI).stdout.strip()
     assert info == "bt-wrapped"
     with open(calls) as f:
         logged = f.read()

@@ -5,6 +5,7 @@ import os
 import time
 
 import pytest
+from conftest import DEBIAN_CLI
 
 from berth import cgroups
 
@@ -29,7 +30,8 @@ def v1(controller, user, name):
 
 
 def started(harness, user, name):
-    return harness.docker(user, "inspect", "-f", "{{.State.Status}} {{.State.StartedAt}}", name).stdout.strip()
+    return harness.docker(user, "inspect", "-f", "{{.State.Status}} {{.State.StartedAt}}", name,
+                          cli=DEBIAN_CLI).stdout.strip()
 
 
 def hits(user):
@@ -40,13 +42,13 @@ def hits(user):
 
 def kills_in(harness, user, name):
     """OOM kills in one container's own cgroup (v1 counts them where the victim was)."""
-    cid = harness.docker(user, "inspect", "-f", "{{.Id}}", name).stdout.strip()
+    cid = harness.docker(user, "inspect", "-f", "{{.Id}}", name, cli=DEBIAN_CLI).stdout.strip()
     fields = dict(line.split() for line in v1("memory", user, f"{cid}/memory.oom_control").splitlines())
     return int(fields.get("oom_kill", 0))
 
 
 def usage_of(harness, user, name):
-    cid = harness.docker(user, "inspect", "-f", "{{.Id}}", name).stdout.strip()
+    cid = harness.docker(user, "inspect", "-f", "{{.Id}}", name, cli=DEBIAN_CLI).stdout.strip()
     return int(v1("memory", user, f"{cid}/memory.usage_in_bytes"))
 
 
@@ -57,7 +59,7 @@ def wait_for(condition, timeout=20):
 
 
 def oom_killed(harness, user, name):
-    return harness.docker(user, "inspect", "-f", "{{.State.OOMKilled}}", name).stdout.strip() == "true"
+    return harness.docker(user, "inspect", "-f", "{{.State.OOMKilled}}", name, cli=DEBIAN_CLI).stdout.strip() == "true"
 
 
 pytestmark = pytest.mark.skipif(cgroups.version() != 1, reason="this machine's kind has cgroup v1")
@@ -73,25 +75,25 @@ def test_every_container_of_a_user_is_below_their_cgroup_with_their_limits(harne
     assert row["memory_limit_bytes"] == MEMORY  # what the cgroup file says
     (line,) = [x for x in harness.berth("status", a, config=pair[2]).stdout.splitlines() if x.startswith("memory limit")]
     assert line.split()[-2:] == ["96", "MiB"]
-    net = harness.docker(a, "inspect", "-f", "{{.Id}}", "net").stdout.strip()
+    net = harness.docker(a, "inspect", "-f", "{{.Id}}", "net", cli=DEBIAN_CLI).stdout.strip()
     assert os.path.isdir(f"/sys/fs/cgroup/memory/berth/{a}/{net}")  # the net container, under a's cgroup
 
 
 def test_a_container_past_its_users_memory_is_killed_and_the_other_users_keeps_running(harness, pair):
     a, b, _ = pair
-    harness.docker(b, "run", "-d", "--name", "steady", "bt-busybox:1", "sleep", "600")
+    harness.docker(b, "run", "-d", "--name", "steady", "bt-busybox:1", "sleep", "600", cli=DEBIAN_CLI)
     try:
         before, limit_hits = started(harness, b, "steady"), hits(a)
         # 200 MiB in one buffer, in a container with no -m of its own: past a's 96 MiB
         r = harness.docker(a, "run", "--name", "hog", "bt-busybox:1", "busybox", "dd", "if=/dev/zero", "of=/dev/null",
-                           "bs=200M", "count=1", check=False)
+                           "bs=200M", "count=1", check=False, cli=DEBIAN_CLI)
         assert r.returncode == 137, (r.returncode, r.stderr)
         assert oom_killed(harness, a, "hog")  # `docker inspect` says so, as usual
         assert hits(a) > limit_hits  # and it was a's share that was full, not the container's (it has no -m)
         assert started(harness, b, "steady") == before  # b's container never noticed
     finally:
-        harness.docker(a, "rm", "-f", "hog", check=False)
-        harness.docker(b, "rm", "-f", "steady", check=False)
+        harness.docker(a, "rm", "-f", "hog", check=False, cli=DEBIAN_CLI)
+        harness.docker(b, "rm", "-f", "steady", check=False, cli=DEBIAN_CLI)
 
 
 def test_a_users_own_memory_limit_still_works_inside_their_share(harness, pair):
@@ -100,11 +102,12 @@ def test_a_users_own_memory_limit_still_works_inside_their_share(harness, pair):
     try:
         # 40 MiB in a container of its own -m 24m: its own limit, well inside a's 96 MiB, kills it
         r = harness.docker(a, "run", "--name", "own-m", "-m", "24m", "--memory-swap", "24m", "bt-busybox:1",
-                           "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=40M", "count=1", check=False)
+                           "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=40M", "count=1", check=False,
+                           cli=DEBIAN_CLI)
         assert r.returncode == 137 and oom_killed(harness, a, "own-m")
         assert hits(a) == limit_hits  # a's share was never full
     finally:
-        harness.docker(a, "rm", "-f", "own-m", check=False)
+        harness.docker(a, "rm", "-f", "own-m", check=False, cli=DEBIAN_CLI)
 
 
 def test_two_containers_of_a_user_together_cannot_exceed_the_users_memory(harness, pair):
@@ -112,16 +115,16 @@ def test_two_containers_of_a_user_together_cannot_exceed_the_users_memory(harnes
     limit_hits = hits(a)
     hold = "busybox dd if=/dev/zero bs=60M count=1 | sleep 600"  # dd holds its 60 MiB, blocked on the pipe
     try:
-        harness.docker(a, "run", "-d", "--name", "one", "bt-busybox:1", "sh", "-c", hold)
+        harness.docker(a, "run", "-d", "--name", "one", "bt-busybox:1", "sh", "-c", hold, cli=DEBIAN_CLI)
         wait_for(lambda: usage_of(harness, a, "one") >= 60 << 20)  # one's dd holds its 60 MiB
-        harness.docker(a, "run", "-d", "--name", "two", "bt-busybox:1", "sh", "-c", hold)
+        harness.docker(a, "run", "-d", "--name", "two", "bt-busybox:1", "sh", "-c", hold, cli=DEBIAN_CLI)
         wait_for(lambda: any(kills_in(harness, a, n) for n in ("one", "two")))
         # 2 x 60 MiB does not fit in 96 MiB: a dd was killed (its shell and sleep go on), at a's limit. Which
         # one, and whether the kernel's OOM killer took a second before the first let go, is the kernel's.
         assert sum(kills_in(harness, a, n) for n in ("one", "two")) >= 1 and hits(a) > limit_hits
         assert int(v1("memory", a, "memory.max_usage_in_bytes")) <= MEMORY
     finally:
-        harness.docker(a, "rm", "-f", "one", "two", check=False)
+        harness.docker(a, "rm", "-f", "one", "two", check=False, cli=DEBIAN_CLI)
 
 
 def test_weights_split_the_cpu_between_two_users_busy_loops(harness, pair):
@@ -130,7 +133,8 @@ def test_weights_split_the_cpu_between_two_users_busy_loops(harness, pair):
     try:
         for user in (a, b):
             for i in range(2):  # four busy loops on a 2-core box: contention
-                harness.docker(user, "run", "-d", "--name", f"busy{i}", "bt-busybox:1", "sh", "-c", loop)
+                harness.docker(user, "run", "-d", "--name", f"busy{i}", "bt-busybox:1", "sh", "-c", loop,
+                               cli=DEBIAN_CLI)
         time.sleep(1)
         start = {u: int(v1("cpuacct", u, "cpuacct.usage")) for u in (a, b)}
         time.sleep(4)
@@ -139,7 +143,7 @@ def test_weights_split_the_cpu_between_two_users_busy_loops(harness, pair):
         assert 1.8 < ratio < 5, f"b (weight 300) got {ratio:.2f}x a's (weight 100) CPU"
     finally:
         for user in (a, b):
-            harness.docker(user, "rm", "-f", "busy0", "busy1", check=False)
+            harness.docker(user, "rm", "-f", "busy0", "busy1", check=False, cli=DEBIAN_CLI)
 
 
 def test_a_changed_limit_applies_to_a_user_who_is_up_without_restarting_containers(harness, pair):

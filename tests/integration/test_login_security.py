@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import PamSession, PamService, Login
+from conftest import DEBIAN_CLI, Login, PamService, PamSession
 
 MARK_IF_ROOT_C = r"""
 #include <fcntl.h>
@@ -147,10 +147,10 @@ def test_users_variables_never_reach_root_at_login(harness, sshd, markers, cases
     a.build(victim)
     env = a.aim(cases)
     sent = {k: v for k, v in env.items() if k != "BERTH_PROBE"} if len(cases) > 1 else {}
-    cold = sshd.ssh(user, "docker", "info", "--format", "{{.DockerRootDir}}", env=sent)
+    cold = sshd.ssh(user, DEBIAN_CLI, "info", "--format", "{{.DockerRootDir}}", env=sent)
     assert cold.returncode == 0, cold.stderr
     assert cold.stdout.strip().splitlines()[-1].startswith(f"{harness.root}/state/users/{user}/docker")
-    warm = sshd.ssh(user, "echo probe=$BERTH_PROBE; docker info --format ok", env=sent)
+    warm = sshd.ssh(user, f"echo probe=$BERTH_PROBE; {DEBIAN_CLI} info --format ok", env=sent)
     assert warm.returncode == 0 and "probe=seen" in warm.stdout and "ok" in warm.stdout, warm.stderr
     assert a.markers_left() == {}
     assert not os.path.exists(f"{harness.root}/run/{victim}"), "nothing was done in the victim's name"
@@ -249,7 +249,7 @@ def _data_root_is_whole(harness, user):
     for _ in harness.dockerd_pids(user):
         if not all(os.path.isdir(os.path.join(store, d)) for d in ("image", "containers")):
             return False
-        if harness.docker(user, "info", "--format", "{{.DockerRootDir}}", check=False).returncode != 0:
+        if harness.docker(user, "info", "--format", "{{.DockerRootDir}}", check=False, cli=DEBIAN_CLI).returncode != 0:
             return False
     return True
 
@@ -281,7 +281,7 @@ def test_down_leaves_no_mount_after_a_host_network_container(harness):
     user = harness.add_user()
     harness.berth("up", user, config=trusted)
     img = harness.import_busybox(user)
-    harness.docker(user, "run", "-d", "--net=host", "--name", "hostnet", img, "sleep", "600")
+    harness.docker(user, "run", "-d", "--net=host", "--name", "hostnet", img, "sleep", "600", cli=DEBIAN_CLI)
     run_dir = f"{harness.root}/run/{user}"
 
     def mounts_below():

@@ -8,7 +8,7 @@ import pwd
 import signal
 import subprocess
 
-from conftest import PamSession
+from conftest import DEBIAN_CLI, PamSession
 from test_lifecycle import assert_nothing_left
 
 PRELAUNCHED = "before the config was read"
@@ -32,7 +32,8 @@ def bridge_addresses(name):
 def test_a_cold_up_launches_from_its_plan_and_works_as_any_other(harness):
     user = harness.add_user()
     harness.berth("up", user)
-    first = harness.docker(user, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "net").stdout.strip()
+    first = harness.docker(user, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "net",
+                           cli=DEBIAN_CLI).stdout.strip()
     harness.berth("down", user)
     assert os.path.exists(f"{harness.root}/run/{user}/d/launch.plan"), "down keeps the plan"
 
@@ -43,10 +44,13 @@ def test_a_cold_up_launches_from_its_plan_and_works_as_any_other(harness):
     assert len(harness.dockerd_pids(user)) == 1
     # Everything a cold up gives: the net container, the proxy, the rules, the user's own socket.
     image = harness.import_busybox(user)
-    assert harness.docker(user, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "net").stdout.strip() == first
-    out = harness.docker(user, "run", "--rm", "--net=container:net", image, "busybox", "id", "-u", as_user=user).stdout
+    assert harness.docker(user, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "net",
+                          cli=DEBIAN_CLI).stdout.strip() == first
+    out = harness.docker(user, "run", "--rm", "--net=container:net", image, "busybox", "id", "-u", as_user=user,
+                         cli=DEBIAN_CLI).stdout
     assert out.strip() == "0"
-    refused = harness.docker(user, "run", "--rm", "--privileged", image, "true", as_user=user, check=False)
+    refused = harness.docker(user, "run", "--rm", "--privileged", image, "true", as_user=user, check=False,
+                             cli=DEBIAN_CLI)
     assert "berth: --privileged" in refused.stderr
     assert harness.rules_mentioning(f"berth:{user}")
     harness.berth("down", user)
@@ -92,7 +96,7 @@ def test_an_outdated_plan_is_stopped_and_started_again(harness):
     assert PRELAUNCHED not in log and "outdated plan" in log
     assert bridge_addresses(bridge) == right
     assert len(harness.dockerd_pids(user)) == 1
-    assert harness.docker(user, "inspect", "-f", "{{.State.Running}}", "net").stdout.strip() == "true"
+    assert harness.docker(user, "inspect", "-f", "{{.State.Running}}", "net", cli=DEBIAN_CLI).stdout.strip() == "true"
     with open(plan) as f:
         assert f"bridge_cidr={right[0]}\n" in f.read(), "the start leaves the plan it ran"
     harness.berth("down", user)
@@ -175,8 +179,8 @@ def test_a_login_launches_from_the_plan_too(harness, pam_service):
     finally:
         s.end()
     assert PRELAUNCHED in log_since(harness, mark)
-    assert harness.docker(user, "inspect", "-f", "{{.State.Running}}", "net").stdout.strip() == "true"
-    assert harness.docker(user, "ps", as_user=user).returncode == 0
+    assert harness.docker(user, "inspect", "-f", "{{.State.Running}}", "net", cli=DEBIAN_CLI).stdout.strip() == "true"
+    assert harness.docker(user, "ps", as_user=user, cli=DEBIAN_CLI).returncode == 0
     harness.berth("down", user)
     assert_nothing_left(harness, user)
 
@@ -196,7 +200,8 @@ def test_a_mapping_gone_since_the_plan_is_made_again_first(harness):
     log = log_since(harness, mark)
     assert PRELAUNCHED not in log and ("outdated plan" in log or "exited at start" in log), log
     assert userns.current(users.lookup(user)) is not None
-    out = harness.docker(user, "run", "--rm", harness.import_busybox(user), "busybox", "id", "-u", as_user=user)
+    out = harness.docker(user, "run", "--rm", harness.import_busybox(user), "busybox", "id", "-u", as_user=user,
+                         cli=DEBIAN_CLI)
     assert out.stdout.strip() == "0"
     harness.berth("down", user)
     assert_nothing_left(harness, user)

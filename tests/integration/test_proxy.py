@@ -3,12 +3,12 @@ refusals as the CLI shows them, and raw HTTP that tries to get past it."""
 
 import os
 import pwd
-import shutil
 import socket
 import subprocess
 import time
 
 import pytest
+from conftest import DEBIAN_CLI
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,8 @@ def proxied(harness):
     harness.berth("down", user)
 
 
-def docker(listen, *args, check=True, stdin=None, as_user=None):
-    cmd = ["docker", "-H", f"unix://{listen}", *args]
+def docker(listen, *args, cli, check=True, stdin=None, as_user=None):
+    cmd = [cli, "-H", f"unix://{listen}", *args]
     env = dict(os.environ)
     if as_user:
         cmd = ["runuser", "-u", as_user, "--", *cmd]
@@ -33,31 +33,34 @@ def docker(listen, *args, check=True, stdin=None, as_user=None):
     return r
 
 
-def test_ps_and_run_through_the_proxy(proxied):
+def test_ps_and_run_through_the_proxy(proxied, docker_cli):
     _, img, listen = proxied
-    assert "net" in docker(listen, "ps", "--format", "{{.Names}}").stdout.split()
-    assert docker(listen, "run", "--rm", img, "echo", "through-the-proxy").stdout.strip() == "through-the-proxy"
+    assert "net" in docker(listen, "ps", "--format", "{{.Names}}", cli=docker_cli).stdout.split()
+    assert docker(listen, "run", "--rm", img, "echo", "through-the-proxy",
+                  cli=docker_cli).stdout.strip() == "through-the-proxy"
 
 
-def test_attach_with_stdin_both_ways(proxied):
+def test_attach_with_stdin_both_ways(proxied, docker_cli):
     _, img, listen = proxied
-    r = docker(listen, "run", "--rm", "-i", img, "sh", "-c", "read line; echo got:$line", stdin="hello\n")
+    r = docker(listen, "run", "--rm", "-i", img, "sh", "-c", "read line; echo got:$line", stdin="hello\n",
+               cli=docker_cli)
     assert r.stdout.strip() == "got:hello"
 
 
-def test_exec_and_cp_through_the_proxy(proxied, tmp_path):
+def test_exec_and_cp_through_the_proxy(proxied, tmp_path, docker_cli):
     _, img, listen = proxied
-    docker(listen, "run", "-d", "--name", "px-exec", img, "sleep", "600")
+    docker(listen, "run", "-d", "--name", "px-exec", img, "sleep", "600", cli=docker_cli)
     try:
-        r = docker(listen, "exec", "-i", "px-exec", "sh", "-c", "cat > /tmp/in; cat /tmp/in", stdin="data\n")
+        r = docker(listen, "exec", "-i", "px-exec", "sh", "-c", "cat > /tmp/in; cat /tmp/in", stdin="data\n",
+                   cli=docker_cli)
         assert r.stdout == "data\n"
         payload = tmp_path / "payload"
         payload.write_bytes(os.urandom(3 << 20))
-        docker(listen, "cp", str(payload), "px-exec:/tmp/payload")
-        docker(listen, "cp", "px-exec:/tmp/payload", str(tmp_path / "back"))
+        docker(listen, "cp", str(payload), "px-exec:/tmp/payload", cli=docker_cli)
+        docker(listen, "cp", "px-exec:/tmp/payload", str(tmp_path / "back"), cli=docker_cli)
         assert (tmp_path / "back").read_bytes() == payload.read_bytes()
     finally:
-        docker(listen, "rm", "-f", "px-exec", check=False)
+        docker(listen, "rm", "-f", "px-exec", check=False, cli=docker_cli)
 
 
 @pytest.mark.parametrize("args, words", [
@@ -70,17 +73,17 @@ def test_exec_and_cp_through_the_proxy(proxied, tmp_path):
     (["--device", "/dev/sda"], "devices other than GPUs"),
     (["-p", "80:80"], "below 1024"),
 ])
-def test_refusals_as_the_cli_shows_them(proxied, args, words):
+def test_refusals_as_the_cli_shows_them(proxied, args, words, docker_cli):
     user, img, listen = proxied
-    r = docker(listen, "run", "--rm", *args, img, "true", check=False, as_user=user)
+    r = docker(listen, "run", "--rm", *args, img, "true", check=False, as_user=user, cli=docker_cli)
     assert r.returncode != 0 and "Error response from daemon: berth:" in r.stderr and words in r.stderr, r.stderr
 
 
-def test_a_missing_bind_source_is_made_only_where_its_user_may(proxied, harness):
+def test_a_missing_bind_source_is_made_only_where_its_user_may(proxied, harness, docker_cli):
     """dockerd would make it as root; berth makes it as the user, or refuses."""
     _, img, listen = proxied
     missing = os.path.join(harness.root, "never-made", "deeper")
-    r = docker(listen, "run", "--rm", "-v", f"{missing}:/x", img, "true", check=False)
+    r = docker(listen, "run", "--rm", "-v", f"{missing}:/x", img, "true", check=False, cli=docker_cli)
     assert r.returncode != 0 and "does not exist and you may not create" in r.stderr
     assert not os.path.exists(os.path.dirname(missing))
 
@@ -156,17 +159,17 @@ def test_a_streamed_body_framed_by_its_length_goes_through_whole(proxied):
         info = tarfile.TarInfo("sized")
         info.size = len(payload)
         t.addfile(info, io.BytesIO(payload))
-    docker(listen, "run", "-d", "--name", "px-sized", img, "sleep", "600")
+    docker(listen, "run", "-d", "--name", "px-sized", img, "sleep", "600", cli=DEBIAN_CLI)
     try:
         answer = raw(listen, b"PUT /v1.41/containers/px-sized/archive?path=/tmp HTTP/1.1\r\nHost: docker\r\n"
                              b"Content-Type: application/x-tar\r\nConnection: close\r\n"
                              b"Content-Length: %d\r\n\r\n" % len(tar.getvalue()) + tar.getvalue())
         assert answer.startswith("HTTP/1.1 200"), answer[:300]
-        r = subprocess.run(["docker", "-H", f"unix://{listen}", "exec", "px-sized", "cat", "/tmp/sized"],
+        r = subprocess.run([DEBIAN_CLI, "-H", f"unix://{listen}", "exec", "px-sized", "cat", "/tmp/sized"],
                            capture_output=True, timeout=60)
         assert r.stdout == payload
     finally:
-        docker(listen, "rm", "-f", "px-sized", check=False)
+        docker(listen, "rm", "-f", "px-sized", check=False, cli=DEBIAN_CLI)
 
 
 def small_tar(name, data):
@@ -186,7 +189,7 @@ def test_a_request_smuggled_behind_a_relayed_body_never_reaches_dockerd(proxied)
     on after the body's end); through berth, dockerd is told the connection
     carries one request, and the smuggled one never runs."""
     _, img, listen = proxied
-    docker(listen, "run", "-d", "--name", "px-carrier", img, "sleep", "600")
+    docker(listen, "run", "-d", "--name", "px-carrier", img, "sleep", "600", cli=DEBIAN_CLI)
     tar = small_tar("carried", b"hello")
     try:
         # found by attacking the change: a Connection header that says upgrade, where llhttp sees none
@@ -201,17 +204,17 @@ def test_a_request_smuggled_behind_a_relayed_body_never_reaches_dockerd(proxied)
             answer = raw(listen, b"PUT /containers/px-carrier/archive?path=/tmp HTTP/1.1\r\nHost: docker\r\n"
                                  b"Content-Type: application/x-tar\r\n" + framing + b"\r\n\r\n" + body + smuggled)
             assert answer.startswith("HTTP/1.1 200") and answer.count("HTTP/1.1 ") == 1, answer[:300]
-        names = docker(listen, "ps", "-a", "--format", "{{.Names}}").stdout.split()
+        names = docker(listen, "ps", "-a", "--format", "{{.Names}}", cli=DEBIAN_CLI).stdout.split()
         assert not [name for name in names if name.startswith("px-smuggled")]
-        assert docker(listen, "exec", "px-carrier", "cat", "/tmp/carried").stdout == "hello"
+        assert docker(listen, "exec", "px-carrier", "cat", "/tmp/carried", cli=DEBIAN_CLI).stdout == "hello"
     finally:
-        docker(listen, "rm", "-f", "px-carrier", *[f"px-smuggled{n}" for n in range(4)], check=False)
+        docker(listen, "rm", "-f", "px-carrier", *[f"px-smuggled{n}" for n in range(4)], check=False, cli=DEBIAN_CLI)
 
 
 def test_a_request_pipelined_behind_a_json_body_streams_its_upload_whole(proxied):
     """llhttp reads such a request's body itself: the proxy frames it anew."""
     _, img, listen = proxied
-    docker(listen, "run", "-d", "--name", "px-piped", img, "sleep", "600")
+    docker(listen, "run", "-d", "--name", "px-piped", img, "sleep", "600", cli=DEBIAN_CLI)
     payload = os.urandom(1 << 20)
     tar = small_tar("piped", payload)
     try:
@@ -221,12 +224,12 @@ def test_a_request_pipelined_behind_a_json_body_streams_its_upload_whole(proxied
         # the first answer keeps the connection open (dockerd is told otherwise: one request a connection)
         assert answer.startswith("HTTP/1.1 201") and "HTTP/1.1 200" in answer, answer[:600]
         assert answer.lower().count("connection: close") == 1
-        r = subprocess.run(["docker", "-H", f"unix://{listen}", "exec", "px-piped", "cat", "/tmp/piped"],
+        r = subprocess.run([DEBIAN_CLI, "-H", f"unix://{listen}", "exec", "px-piped", "cat", "/tmp/piped"],
                            capture_output=True, timeout=60)
         assert r.stdout == payload
     finally:
-        docker(listen, "rm", "-f", "px-piped", check=False)
-        docker(listen, "volume", "rm", "px-piped-vol", check=False)
+        docker(listen, "rm", "-f", "px-piped", check=False, cli=DEBIAN_CLI)
+        docker(listen, "volume", "rm", "px-piped-vol", check=False, cli=DEBIAN_CLI)
 
 
 def open_connections(harness, user):
@@ -255,13 +258,13 @@ def test_a_client_gone_mid_answer_or_mid_upload_leaves_no_connection_behind(prox
     the proxy's connections, which each user has 256 of, are given back."""
     user, img, listen = proxied
     # docker run -d asks dockerd to wait for the container's exit, and leaves
-    docker(listen, "run", "-d", "--name", "px-cut", img, "sleep", "600")
+    docker(listen, "run", "-d", "--name", "px-cut", img, "sleep", "600", cli=DEBIAN_CLI)
     try:
         deadline = time.monotonic() + 10
         while open_connections(harness, user) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert open_connections(harness, user) == 0
-        assert killed_midway(harness, user, ["docker", "-H", f"unix://{listen}", "logs", "-f", "px-cut"]) == 0
+        assert killed_midway(harness, user, [DEBIAN_CLI, "-H", f"unix://{listen}", "logs", "-f", "px-cut"]) == 0
         # a body dockerd never reads (it waits for the container first), and the client gone: at once,
         # after ending its side first, or while bytes it sent after a head are held back
         for request, half_close in [
@@ -283,26 +286,23 @@ def test_a_client_gone_mid_answer_or_mid_upload_leaves_no_connection_behind(prox
         with open(blob, "wb") as f:
             for _ in range(256):
                 f.write(os.urandom(1 << 20))
-        assert killed_midway(harness, user, ["docker", "-H", f"unix://{listen}", "cp", str(blob), "px-cut:/blob"]) == 0
-        assert docker(listen, "exec", "px-cut", "true").returncode == 0  # dockerd and the proxy go on
+        assert killed_midway(harness, user, [DEBIAN_CLI, "-H", f"unix://{listen}", "cp", str(blob),
+                                             "px-cut:/blob"]) == 0
+        assert docker(listen, "exec", "px-cut", "true", cli=DEBIAN_CLI).returncode == 0  # dockerd and the proxy go on
     finally:
-        docker(listen, "rm", "-f", "px-cut", check=False)
+        docker(listen, "rm", "-f", "px-cut", check=False, cli=DEBIAN_CLI)
 
 
-CLIS = sorted({"/usr/bin/docker", shutil.which("docker") or "/usr/bin/docker"})
-
-
-@pytest.mark.parametrize("cli", CLIS)
-def test_a_legacy_build_streams_its_context_through(proxied, tmp_path, cli):
+def test_a_legacy_build_streams_its_context_through(proxied, tmp_path, docker_cli):
     """Debian's CLI (20.10) sends cgroupparent= and ulimits=null on every legacy build."""
     _, img, listen = proxied
     (tmp_path / "Dockerfile").write_text(f"FROM {img}\nCOPY blob /blob\nRUN wc -c /blob > /size\n")
     (tmp_path / "blob").write_bytes(os.urandom(2 << 20))
-    r = subprocess.run([cli, "-H", f"unix://{listen}", "build", "-q", "-t", "px-built", str(tmp_path)],
+    r = subprocess.run([docker_cli, "-H", f"unix://{listen}", "build", "-q", "-t", "px-built", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "DOCKER_BUILDKIT": "0"})
     assert r.returncode == 0, r.stderr
-    assert docker(listen, "run", "--rm", "px-built", "cat", "/size").stdout.split()[0] == str(2 << 20)
-    r = subprocess.run([cli, "-H", f"unix://{listen}", "build", "--network=host", "-t", "px-host",
+    assert docker(listen, "run", "--rm", "px-built", "cat", "/size", cli=docker_cli).stdout.split()[0] == str(2 << 20)
+    r = subprocess.run([docker_cli, "-H", f"unix://{listen}", "build", "--network=host", "-t", "px-host",
                         str(tmp_path)], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "DOCKER_BUILDKIT": "0"})
     assert r.returncode != 0 and "berth: a build with --network=host" in r.stderr, r.stderr
@@ -312,7 +312,7 @@ def test_run_output_is_never_lost_over_many_runs(proxied):
     """A connection task the loop held only weakly was once collected mid-stream (~1 run in 13)."""
     _, img, listen = proxied
     for i in range(40):
-        r = docker(listen, "run", "--rm", img, "echo", f"round-{i}")
+        r = docker(listen, "run", "--rm", img, "echo", f"round-{i}", cli=DEBIAN_CLI)
         assert r.stdout.strip() == f"round-{i}", (i, r.stdout, r.stderr)
 
 
@@ -352,11 +352,11 @@ def test_the_users_socket_is_the_proxys_and_dockerds_own_is_roots_alone(proxied,
     assert os.stat(engine_dir).st_uid == 0 and stat.S_IMODE(os.stat(engine_dir).st_mode) == 0o700
     with open(f"{harness.root}/run/{user}/daemon.json") as f:
         assert json.load(f)["hosts"] == [f"unix://{engine_dir}/docker.sock"]  # dockerd serves nothing else
-    r = docker(f"{engine_dir}/docker.sock", "ps", check=False, as_user=user)
+    r = docker(f"{engine_dir}/docker.sock", "ps", check=False, as_user=user, cli=DEBIAN_CLI)
     assert r.returncode != 0 and "permission denied" in r.stderr.lower(), r.stderr
     # What the user gets through the proxy is the same daemon as root sees behind it.
-    assert docker(listen, "info", "--format", "{{.ID}}", as_user=user).stdout == \
-        docker(f"{engine_dir}/docker.sock", "info", "--format", "{{.ID}}").stdout
+    assert docker(listen, "info", "--format", "{{.ID}}", as_user=user, cli=DEBIAN_CLI).stdout == \
+        docker(f"{engine_dir}/docker.sock", "info", "--format", "{{.ID}}", cli=DEBIAN_CLI).stdout
 
 
 def test_a_connection_from_another_user_is_refused_even_through_an_opened_socket(proxied, harness):
@@ -368,29 +368,29 @@ def test_a_connection_from_another_user_is_refused_even_through_an_opened_socket
     os.chmod(run_dir, 0o711)
     os.chmod(listen, 0o666)
     try:
-        r = docker(listen, "ps", check=False, as_user=other)
+        r = docker(listen, "ps", check=False, as_user=other, cli=DEBIAN_CLI)
     finally:
         os.chmod(listen, 0o600)
         os.chmod(run_dir, mode)
     assert r.returncode != 0 and "berth: a connection from another user" in r.stderr, r.stderr
 
 
-def test_a_name_the_cli_escapes_gets_dockerds_own_answer(proxied):
+def test_a_name_the_cli_escapes_gets_dockerds_own_answer(proxied, docker_cli):
     """The CLI sends /containers/no%20such%20name/json, then the same for an
     image, network, volume and plugin: dockerd's "No such object" at the end."""
     user, _, listen = proxied
-    r = docker(listen, "inspect", "no such name", check=False, as_user=user)
+    r = docker(listen, "inspect", "no such name", check=False, as_user=user, cli=docker_cli)
     assert r.returncode != 0 and "No such object: no such name" in r.stderr, r.stderr
 
 
 def test_a_proxy_killed_refuses_and_the_next_up_restores_it_with_containers_kept(proxied, harness):
     from berth import warm
     user, img, listen = proxied
-    docker(listen, "run", "-d", "--name", "px-survivor", img, "sleep", "600", as_user=user)
-    started = docker(listen, "inspect", "-f", "{{.State.StartedAt}}", "px-survivor").stdout
+    docker(listen, "run", "-d", "--name", "px-survivor", img, "sleep", "600", as_user=user, cli=DEBIAN_CLI)
+    started = docker(listen, "inspect", "-f", "{{.State.StartedAt}}", "px-survivor", cli=DEBIAN_CLI).stdout
     try:
         old = _kill_proxy(harness)
-        r = docker(listen, "ps", check=False, as_user=user)
+        r = docker(listen, "ps", check=False, as_user=user, cli=DEBIAN_CLI)
         assert r.returncode != 0 and "Cannot connect" in r.stderr, r.stderr  # refused, never dockerd's socket
         assert not warm.is_up(f"{harness.root}/run", user)  # so a login takes the slow path
         doctor = harness.berth("doctor", check=False).stdout
@@ -399,11 +399,11 @@ def test_a_proxy_killed_refuses_and_the_next_up_restores_it_with_containers_kept
         harness.berth("up", user)
         assert _proxy_pid(harness) not in (None, old)
         assert warm.is_up(f"{harness.root}/run", user)
-        names = docker(listen, "ps", "--format", "{{.Names}}", as_user=user).stdout.split()
+        names = docker(listen, "ps", "--format", "{{.Names}}", as_user=user, cli=DEBIAN_CLI).stdout.split()
         assert "px-survivor" in names
-        assert docker(listen, "inspect", "-f", "{{.State.StartedAt}}", "px-survivor").stdout == started
+        assert docker(listen, "inspect", "-f", "{{.State.StartedAt}}", "px-survivor", cli=DEBIAN_CLI).stdout == started
     finally:
-        docker(listen, "rm", "-f", "px-survivor", check=False)
+        docker(listen, "rm", "-f", "px-survivor", check=False, cli=DEBIAN_CLI)
 
 
 def test_the_reaper_pass_restarts_a_dead_proxy(proxied, harness):
@@ -411,7 +411,7 @@ def test_the_reaper_pass_restarts_a_dead_proxy(proxied, harness):
     _kill_proxy(harness)
     out = harness.berth("reap").stdout
     assert "policy proxy repaired" in out, out
-    assert docker(listen, "ps", "-q", as_user=user).returncode == 0
+    assert docker(listen, "ps", "-q", as_user=user, cli=DEBIAN_CLI).returncode == 0
 
 
 def test_status_and_doctor_show_the_proxy(proxied, harness):
@@ -425,6 +425,46 @@ def test_status_and_doctor_show_the_proxy(proxied, harness):
     assert any(line.startswith("ok") and "policy proxy" in line for line in doctor.splitlines()), doctor
 
 
+def test_a_user_sees_their_own_refusals_and_nobody_elses(proxied, harness):
+    """When a client hides berth's message (the h2c upgrade does), `berth
+    refusals` shows it: to the user, through their own socket; to root,
+    through the proxy's control socket; to nobody else."""
+    import json
+    user, img, listen = proxied
+    other = harness.add_user()
+    harness.berth("up", other)
+    try:
+        r = docker(listen, "run", "--rm", "--name", "px-secret-name", "--privileged", img, "true",
+                   check=False, as_user=user, cli=DEBIAN_CLI)
+        assert "berth: --privileged" in r.stderr, r.stderr
+
+        def refusals(as_user, *args):
+            return subprocess.run(["runuser", "-u", as_user, "--", *harness.user_berth(), "refusals", *args],
+                                  capture_output=True, text=True, timeout=60)
+        mine = refusals(user, "--json")
+        assert mine.returncode == 0, mine.stderr
+        kept = [e for e in json.loads(mine.stdout)["refusals"] if e["what"] == "--privileged"][-1]
+        assert kept["user"] == user and kept["method"] == "POST" and kept["status"] == 403
+        assert kept["path"].endswith("/containers/create") and "px-secret-name" not in mine.stdout
+        text = refusals(user).stdout
+        assert f"POST {kept['path']}  (403)" in text and "refused: --privileged" in text
+        assert "instead: run without it" in text
+
+        theirs = refusals(other)
+        assert theirs.returncode == 0 and theirs.stdout.startswith("no refusals kept"), theirs.stdout + theirs.stderr
+        peek = refusals(other, user)
+        assert peek.returncode == 1 and f"only root can see {user}'s refusals" in peek.stderr
+        assert user not in peek.stdout and "privileged" not in peek.stdout
+
+        assert "refused: --privileged" in harness.berth("refusals", user).stdout
+        everyone = json.loads(harness.berth("refusals", "--json").stdout)["refusals"]
+        assert {e["user"] for e in everyone} == {user}
+    finally:
+        harness.berth("down", other)
+    gone = harness.berth("refusals", other, check=False)
+    assert gone.returncode == 1 and f"berth: the policy proxy does not serve {other}:" in gone.stderr, gone.stderr
+
+
 def test_down_stops_serving_the_user_and_up_serves_them_again(proxied, harness):
     from berth import proxyctl
     user, _, listen = proxied
@@ -433,36 +473,36 @@ def test_down_stops_serving_the_user_and_up_serves_them_again(proxied, harness):
     assert not os.path.exists(f"{harness.root}/run/{user}/proxy.conf")
     assert user not in proxyctl.stats(f"{harness.root}/run")
     harness.berth("up", user)
-    assert docker(listen, "ps", "-q", as_user=user).returncode == 0
+    assert docker(listen, "ps", "-q", as_user=user, cli=DEBIAN_CLI).returncode == 0
 
 
-def test_docker_cp_through_a_bind_mount_is_refused(proxied, harness):
+def test_docker_cp_through_a_bind_mount_is_refused(proxied, harness, docker_cli):
     """dockerd extracts and archives as root on the host, through the
     container's bind mounts: a way to read or plant files as root."""
     user, img, listen = proxied
     bound = os.path.join(harness.root, "home", user)
-    docker(listen, "create", "--name", "px-bound", "-v", f"{bound}:/h", img, "true", as_user=user)
+    docker(listen, "create", "--name", "px-bound", "-v", f"{bound}:/h", img, "true", as_user=user, cli=docker_cli)
     try:
         payload = os.path.join(bound, "payload")
         with open(payload, "w") as f:
             f.write("x")
         os.chown(payload, pwd.getpwnam(user).pw_uid, -1)
         for args in (["cp", payload, "px-bound:/h/f"], ["cp", "px-bound:/h", os.path.join(bound, "out")]):
-            r = docker(listen, *args, check=False, as_user=user)
+            r = docker(listen, *args, check=False, as_user=user, cli=docker_cli)
             assert r.returncode != 0 and "berth: docker cp to or from a container with bind mounts" in r.stderr, \
                 r.stderr
         assert not os.path.exists(os.path.join(bound, "f")) and not os.path.exists(os.path.join(bound, "out"))
     finally:
-        docker(listen, "rm", "-f", "px-bound", check=False)
+        docker(listen, "rm", "-f", "px-bound", check=False, cli=docker_cli)
         os.unlink(payload)
 
 
-def test_everyday_cli_commands_pass_the_allow_list(proxied):
+def test_everyday_cli_commands_pass_the_allow_list(proxied, docker_cli):
     """The routes berth lets through are enough for what users run every day."""
     user, img, listen = proxied
 
     def ok(*args):
-        return docker(listen, *args, as_user=user).stdout
+        return docker(listen, *args, as_user=user, cli=docker_cli).stdout
 
     ok("version")
     ok("info")
@@ -485,9 +525,9 @@ def test_everyday_cli_commands_pass_the_allow_list(proxied):
                      ["events", "--since", "1m", "--until", "0s"]):
             ok(*args)
     finally:
-        docker(listen, "rm", "-f", "px-daily", "px-daily2", check=False)
-        docker(listen, "network", "rm", "px-net", check=False)
-        docker(listen, "volume", "rm", "px-vol", check=False)
+        docker(listen, "rm", "-f", "px-daily", "px-daily2", check=False, cli=docker_cli)
+        docker(listen, "network", "rm", "px-net", check=False, cli=docker_cli)
+        docker(listen, "volume", "rm", "px-vol", check=False, cli=docker_cli)
 
 
 def test_a_refused_head_is_answered_with_headers_alone(proxied):
@@ -509,7 +549,7 @@ def test_an_empty_form_body_and_ignored_create_keys_get_dockerds_own_answers(pro
             '"HostConfig": {}}' % img).encode()
     answer = raw(listen, post(b"/v1.41/containers/create?name=px-keys", body, b"Connection: close\r\n"))
     assert answer.startswith("HTTP/1.1 201"), answer
-    assert docker(listen, "rm", "px-keys").returncode == 0
+    assert docker(listen, "rm", "px-keys", cli=DEBIAN_CLI).returncode == 0
 
 
 def test_encoded_image_names_get_dockerds_own_answers(proxied):
@@ -546,7 +586,7 @@ def test_expect_100_continue_on_a_body_the_policy_reads_is_answered_at_once(prox
         while data := s.recv(65536):
             answer += data
     assert b"HTTP/1.1 201" in answer, answer
-    assert docker(listen, "rm", "px-expect").returncode == 0
+    assert docker(listen, "rm", "px-expect", cli=DEBIAN_CLI).returncode == 0
 
 
 def test_http_1_0_without_host_gets_dockerds_answer(proxied):

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from conftest import DEBIAN_CLI
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,9 @@ def test_idle_user_is_reaped_and_gets_everything_back(harness, reap0):
     harness.berth("up", user)
     block = state(harness, user)["block"]
     image = harness.import_busybox(user)
-    harness.docker(user, "volume", "create", "keep")
-    harness.docker(user, "run", "-v", "keep:/data", "--name", "stopped", image, "sh", "-c", "echo kept > /data/f")
+    harness.docker(user, "volume", "create", "keep", cli=DEBIAN_CLI)
+    harness.docker(user, "run", "-v", "keep:/data", "--name", "stopped", image, "sh", "-c", "echo kept > /data/f",
+                   cli=DEBIAN_CLI)
 
     out = reap(harness, reap0, "--user", user)
     assert f"{user} reaped: idle" in out and "MiB freed" in out
@@ -42,9 +44,11 @@ def test_idle_user_is_reaped_and_gets_everything_back(harness, reap0):
 
     harness.berth("up", user)
     assert state(harness, user)["block"] == block
-    assert image in harness.docker(user, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-    assert harness.docker(user, "run", "--rm", "-v", "keep:/data", image, "cat", "/data/f").stdout.strip() == "kept"
-    assert "stopped" in harness.docker(user, "ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert image in harness.docker(user, "images", "--format", "{{.Repository}}:{{.Tag}}",
+                                   cli=DEBIAN_CLI).stdout.split()
+    assert harness.docker(user, "run", "--rm", "-v", "keep:/data", image, "cat", "/data/f",
+                          cli=DEBIAN_CLI).stdout.strip() == "kept"
+    assert "stopped" in harness.docker(user, "ps", "-a", "--format", "{{.Names}}", cli=DEBIAN_CLI).stdout.split()
     harness.berth("down", user)
 
 
@@ -52,7 +56,7 @@ def test_running_container_keeps_the_user(harness, reap0):
     user = harness.add_user()
     harness.berth("up", user)
     image = harness.import_busybox(user)
-    harness.docker(user, "run", "-d", "--name", "train", image, "sleep", "600")
+    harness.docker(user, "run", "-d", "--name", "train", image, "sleep", "600", cli=DEBIAN_CLI)
     out = reap(harness, reap0, "--user", user)
     assert f'{user} kept: container "train" running' in out
     assert state(harness, user)["state"] == "up"
@@ -147,7 +151,7 @@ def test_login_racing_the_reaper_always_ends_with_a_working_daemon(harness, reap
         time.sleep(0.03 * (i % 4))
         subprocess.run(hook, env=env, check=True, capture_output=True)
         try:
-            r = harness.docker(user, "ps", "--format", "{{.Names}}", check=False)
+            r = harness.docker(user, "ps", "--format", "{{.Names}}", check=False, cli=DEBIAN_CLI)
             assert r.returncode == 0 and "net" in r.stdout.split(), f"round {i}: {r.stderr}"
         finally:
             reaper.join()
@@ -172,12 +176,12 @@ def test_reaper_puts_back_rules_a_firewall_reload_wiped(harness):
     user = harness.add_user()
     harness.berth("up", user)
     image = harness.import_busybox(user)
-    harness.docker(user, "run", "-d", "--name", "train", image, "sleep", "600")
+    harness.docker(user, "run", "-d", "--name", "train", image, "sleep", "600", cli=DEBIAN_CLI)
     before = harness.rules_mentioning(f"berth:{user}")
     harness.wipe_rules()
     out = reap(harness, harness.config, "--user", user)
     assert "firewall rules were missing and are back" in out
     assert harness.rules_mentioning(f"berth:{user}") == before
     assert "are back" not in reap(harness, harness.config, "--user", user)
-    harness.docker(user, "rm", "-f", "train")
+    harness.docker(user, "rm", "-f", "train", cli=DEBIAN_CLI)
     harness.berth("down", user)

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import DEBIAN_CLI
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,8 @@ def namespace(harness, user):
 
 
 def started_at(harness, user, name):
-    return harness.docker(user, "inspect", "-f", "{{.State.StartedAt}} {{.State.Pid}}", name).stdout.strip()
+    return harness.docker(user, "inspect", "-f", "{{.State.StartedAt}} {{.State.Pid}}", name,
+                          cli=DEBIAN_CLI).stdout.strip()
 
 
 def kill_containerd(harness):
@@ -72,30 +74,33 @@ def test_both_daemons_run_on_one_containerd_and_no_containerd_of_their_own(harne
 
 def test_containers_images_and_networks_stay_apart(harness, pair):
     alice, bob = pair
-    harness.docker(alice, "run", "-d", "--name", "only-alice", "bt-busybox:1", "sleep", "600")
-    harness.docker(alice, "network", "create", "alice-net")
-    harness.docker(alice, "tag", "bt-busybox:1", "alice-only:1")
+    harness.docker(alice, "run", "-d", "--name", "only-alice", "bt-busybox:1", "sleep", "600", cli=DEBIAN_CLI)
+    harness.docker(alice, "network", "create", "alice-net", cli=DEBIAN_CLI)
+    harness.docker(alice, "tag", "bt-busybox:1", "alice-only:1", cli=DEBIAN_CLI)
     try:
-        assert "only-alice" in harness.docker(alice, "ps", "--format", "{{.Names}}").stdout.split()
-        assert "only-alice" not in harness.docker(bob, "ps", "-a", "--format", "{{.Names}}").stdout.split()
-        assert "alice-only:1" not in harness.docker(bob, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
-        assert "alice-net" not in harness.docker(bob, "network", "ls", "--format", "{{.Name}}").stdout.split()
+        assert "only-alice" in harness.docker(alice, "ps", "--format", "{{.Names}}", cli=DEBIAN_CLI).stdout.split()
+        assert "only-alice" not in harness.docker(bob, "ps", "-a", "--format", "{{.Names}}",
+                                                  cli=DEBIAN_CLI).stdout.split()
+        assert "alice-only:1" not in harness.docker(bob, "images", "--format", "{{.Repository}}:{{.Tag}}",
+                                                    cli=DEBIAN_CLI).stdout
+        assert "alice-net" not in harness.docker(bob, "network", "ls", "--format", "{{.Name}}",
+                                                 cli=DEBIAN_CLI).stdout.split()
         # in containerd: each daemon's containers in its own namespace, and only there
         ns_a, ns_b = namespace(harness, alice), namespace(harness, bob)
         assert {ns_a, ns_b} <= set(ctr(harness, "namespaces", "ls", "-q"))
-        full_id = harness.docker(alice, "inspect", "-f", "{{.Id}}", "only-alice").stdout.strip()
+        full_id = harness.docker(alice, "inspect", "-f", "{{.Id}}", "only-alice", cli=DEBIAN_CLI).stdout.strip()
         assert full_id in ctr(harness, "-n", ns_a, "containers", "ls", "-q")
         assert full_id not in ctr(harness, "-n", ns_b, "containers", "ls", "-q")
     finally:
-        harness.docker(alice, "rm", "-f", "only-alice", check=False)
-        harness.docker(alice, "network", "rm", "alice-net", check=False)
+        harness.docker(alice, "rm", "-f", "only-alice", check=False, cli=DEBIAN_CLI)
+        harness.docker(alice, "network", "rm", "alice-net", check=False, cli=DEBIAN_CLI)
 
 
 def test_a_killed_containerd_is_back_at_the_next_up_with_every_container_running(harness, pair):
     from berth import warm
     alice, bob = pair
     for user in pair:
-        harness.docker(user, "run", "-d", "--name", "survivor", "bt-busybox:1", "sleep", "600")
+        harness.docker(user, "run", "-d", "--name", "survivor", "bt-busybox:1", "sleep", "600", cli=DEBIAN_CLI)
     try:
         before = {user: started_at(harness, user, "survivor") for user in pair}
         old = kill_containerd(harness)
@@ -108,12 +113,14 @@ def test_a_killed_containerd_is_back_at_the_next_up_with_every_container_running
         assert warm.is_up(f"{harness.root}/run", alice) and warm.is_up(f"{harness.root}/run", bob)
         for user in pair:  # never restarted, still listed, and managed again
             assert started_at(harness, user, "survivor") == before[user]
-            assert "survivor" in harness.docker(user, "ps", "--format", "{{.Names}}").stdout.split()
-            assert harness.docker(user, "exec", "survivor", "sh", "-c", "echo alive").stdout.strip() == "alive"
-        assert harness.docker(bob, "run", "--rm", "bt-busybox:1", "sh", "-c", "echo new").stdout.strip() == "new"
+            assert "survivor" in harness.docker(user, "ps", "--format", "{{.Names}}", cli=DEBIAN_CLI).stdout.split()
+            assert harness.docker(user, "exec", "survivor", "sh", "-c", "echo alive",
+                                  cli=DEBIAN_CLI).stdout.strip() == "alive"
+        assert harness.docker(bob, "run", "--rm", "bt-busybox:1", "sh", "-c", "echo new",
+                              cli=DEBIAN_CLI).stdout.strip() == "new"
     finally:
         for user in pair:
-            harness.docker(user, "rm", "-f", "survivor", check=False)
+            harness.docker(user, "rm", "-f", "survivor", check=False, cli=DEBIAN_CLI)
 
 
 def test_the_reaper_pass_restarts_a_dead_containerd(harness, pair):
@@ -122,13 +129,13 @@ def test_the_reaper_pass_restarts_a_dead_containerd(harness, pair):
     out = harness.berth("reap").stdout
     assert "shared containerd" in out and "started again" in out
     assert shared(harness).running() is not None
-    assert harness.docker(alice, "run", "--rm", "bt-busybox:1", "true").returncode == 0
+    assert harness.docker(alice, "run", "--rm", "bt-busybox:1", "true", cli=DEBIAN_CLI).returncode == 0
 
 
 def test_a_user_reaped_and_back_while_anothers_container_keeps_running(harness, pair):
     alice, bob = pair
     reap0 = harness.write_config("shared-reap0.toml", extra="[reaper]\nidle_timeout = 0\n")
-    harness.docker(bob, "run", "-d", "--name", "steady", "bt-busybox:1", "sleep", "600")
+    harness.docker(bob, "run", "-d", "--name", "steady", "bt-busybox:1", "sleep", "600", cli=DEBIAN_CLI)
     try:
         before = started_at(harness, bob, "steady")
         out = harness.berth("reap", "--user", alice, config=reap0).stdout
@@ -136,11 +143,11 @@ def test_a_user_reaped_and_back_while_anothers_container_keeps_running(harness, 
         assert not harness.dockerd_pids(alice)
         assert started_at(harness, bob, "steady") == before
         harness.berth("up", alice)
-        assert harness.docker(alice, "run", "--rm", "bt-busybox:1", "true").returncode == 0
+        assert harness.docker(alice, "run", "--rm", "bt-busybox:1", "true", cli=DEBIAN_CLI).returncode == 0
         assert started_at(harness, bob, "steady") == before
-        assert "steady" in harness.docker(bob, "ps", "--format", "{{.Names}}").stdout.split()
+        assert "steady" in harness.docker(bob, "ps", "--format", "{{.Names}}", cli=DEBIAN_CLI).stdout.split()
     finally:
-        harness.docker(bob, "rm", "-f", "steady", check=False)
+        harness.docker(bob, "rm", "-f", "steady", check=False, cli=DEBIAN_CLI)
 
 
 def test_a_purged_users_namespaces_go_from_containerd(harness):

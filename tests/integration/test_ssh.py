@@ -7,6 +7,7 @@ import pwd
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import DEBIAN_CLI, DOCKER_CLIS
 
 
 def status(harness, user):
@@ -20,19 +21,23 @@ def new_user(harness, sshd):
 
 
 def test_first_login_runs_docker_on_the_users_own_daemon(harness, sshd):
+    """Every CLI finds the user's socket in the DOCKER_HOST the login set:
+    Debian's on the first (cold) login, each other on the next (one user:
+    a cold login is seconds)."""
     user = new_user(harness, sshd)
     assert status(harness, user)["state"] == "down"
-    r = sshd.ssh(user, "docker", "info", "--format", "{{.DockerRootDir}}")
-    assert r.returncode == 0, r.stderr
-    # hardened mode: the remapped store <uid>.<gid> inside the data-root
-    assert r.stdout.strip().splitlines()[-1].startswith(
-        f"{harness.root}/state/users/{user}/docker/{pwd.getpwnam(user).pw_uid}.")
+    for _, cli in sorted(DOCKER_CLIS, key=lambda c: c[1] != DEBIAN_CLI):
+        r = sshd.ssh(user, cli, "info", "--format", "{{.DockerRootDir}}")
+        assert r.returncode == 0, (cli, r.stderr)
+        # hardened mode: the remapped store <uid>.<gid> inside the data-root
+        assert r.stdout.strip().splitlines()[-1].startswith(
+            f"{harness.root}/state/users/{user}/docker/{pwd.getpwnam(user).pw_uid}."), cli
     assert status(harness, user)["state"] == "up"
 
 
 def test_first_interactive_login_says_the_daemon_is_ready(harness, sshd):
     user = new_user(harness, sshd)
-    r = interactive_login(sshd, user, "docker ps --format {{.Names}}; exit 0\n")
+    r = interactive_login(sshd, user, f"{DEBIAN_CLI} ps --format {{{{.Names}}}}; exit 0\n")
     assert r.returncode == 0, r.stdout + r.stderr
     lines = berth_lines(r)
     assert len(lines) == 1 and "your Docker daemon is ready" in lines[0], r.stdout
@@ -42,17 +47,21 @@ def test_first_interactive_login_says_the_daemon_is_ready(harness, sshd):
 
 
 def test_interactive_login_shell(harness, sshd):
+    """Every CLI, in one login (a cold login is seconds)."""
     user = new_user(harness, sshd)
-    r = sshd.ssh(user, 'bash -lc "docker ps --format {{.Names}}; echo DOCKER_HOST=$DOCKER_HOST"', tty=True)
+    each = "; ".join(f"echo {name}; {cli} ps --format {{{{.Names}}}}" for name, cli in DOCKER_CLIS)
+    r = sshd.ssh(user, f'bash -lc "{each}; echo DOCKER_HOST=$DOCKER_HOST"', tty=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "net" in r.stdout.split()
+    words = r.stdout.split()
+    for name, _ in DOCKER_CLIS:
+        assert words[words.index(name) + 1] == "net", r.stdout
     assert f"DOCKER_HOST=unix://{harness.sock(user)}" in r.stdout
 
 
 def test_five_logins_of_one_user_at_once_give_one_daemon(harness, sshd):
     user = new_user(harness, sshd)
     with ThreadPoolExecutor(5) as pool:
-        results = list(pool.map(lambda _: sshd.ssh(user, "docker", "ps", "-q"), range(5)))
+        results = list(pool.map(lambda _: sshd.ssh(user, DEBIAN_CLI, "ps", "-q"), range(5)))
     assert [r.returncode for r in results] == [0] * 5, [r.stderr for r in results]
     assert len(harness.dockerd_pids(user)) == 1
 
@@ -60,7 +69,7 @@ def test_five_logins_of_one_user_at_once_give_one_daemon(harness, sshd):
 def test_eight_users_logging_in_at_once(harness, sshd):
     users = [new_user(harness, sshd) for _ in range(8)]
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda u: sshd.ssh(u, "docker", "info", "--format", "{{.Name}}"), users))
+        results = list(pool.map(lambda u: sshd.ssh(u, DEBIAN_CLI, "info", "--format", "{{.Name}}"), users))
     assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results]
     blocks = [status(harness, u)["block"] for u in users]
     assert len(set(blocks)) == 8
@@ -138,7 +147,7 @@ def test_a_login_test_leaves_the_hosts_files_as_they_were(harness):
     server = Sshd(harness)
     try:
         user = new_user(harness, server)
-        r = server.ssh(user, "docker", "info", "--format", "{{.Name}}")
+        r = server.ssh(user, DEBIAN_CLI, "info", "--format", "{{.Name}}")
         assert r.returncode == 0, r.stderr
         harness.berth("down", user)
     finally:

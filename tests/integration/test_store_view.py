@@ -15,6 +15,7 @@ import stat
 import subprocess
 
 import pytest
+from conftest import DEBIAN_CLI
 
 RUNNER = r"""
 #include <unistd.h>
@@ -35,14 +36,14 @@ def holder(harness, tmp_path_factory):
     # container root: a setgid copy in the home (its group is container gid 0's),
     # and, in its own root filesystem, a copy setuid to container uid 5
     harness.docker(user, "run", "--rm", "-v", f"{home}:/h", img, "sh", "-c",
-                   "cp /h/runner /h/sg && chmod 2755 /h/sg")
+                   "cp /h/runner /h/sg && chmod 2755 /h/sg", cli=DEBIAN_CLI)
     harness.docker(user, "run", "-d", "--name", "holder", "-v", f"{home}:/h", img, "sh", "-c",
                    "cp /h/runner /tmp/su5 && chown 5 /tmp/su5 && chmod 4755 /tmp/su5 && "
-                   "echo here > /tmp/in-merged && sleep 600")
-    info = json.loads(harness.docker(user, "inspect", "holder").stdout)[0]
+                   "echo here > /tmp/in-merged && sleep 600", cli=DEBIAN_CLI)
+    info = json.loads(harness.docker(user, "inspect", "holder", cli=DEBIAN_CLI).stdout)[0]
     data = info["GraphDriver"]["Data"]
     yield user, home, data["MergedDir"], data["UpperDir"]
-    harness.docker(user, "rm", "-f", "holder", check=False)
+    harness.docker(user, "rm", "-f", "holder", check=False, cli=DEBIAN_CLI)
     harness.berth("down", user, check=False)
 
 

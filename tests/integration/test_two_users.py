@@ -6,6 +6,7 @@ import os
 import subprocess
 
 import pytest
+from conftest import DEBIAN_CLI
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +27,14 @@ def status(harness, user):
 def serve(harness, user, page):
     """A busybox httpd on :8080 inside the user's net container's namespace."""
     harness.docker(user, "run", "-d", "--name", "web", "--net=container:net", "bt-busybox:1", "sh", "-c",
-                   f"echo {page} > /www/index.html && exec httpd -f -p 8080 -h /www")
+                   f"echo {page} > /www/index.html && exec httpd -f -p 8080 -h /www", cli=DEBIAN_CLI)
 
 
 def fetch(harness, user, url, extra=()):
     # busybox's own `wget -T` crashes when built static, and `timeout` cannot
     # stop a PID 1; under a shell that stays PID 1 (`; exit`), it can.
     return harness.docker(user, "run", "--rm", *extra, "bt-busybox:1", "sh", "-c",
-                          f"timeout 3 wget -qO- {url}; exit $?", check=False, timeout=30)
+                          f"timeout 3 wget -qO- {url}; exit $?", check=False, timeout=30, cli=DEBIAN_CLI)
 
 
 def test_two_daemons_two_distinct_blocks(harness, pair):
@@ -58,15 +59,15 @@ def test_same_port_in_both_namespaces_each_with_its_own_page(harness, pair):
     for user in pair:
         r = harness.docker(user, "run", "--rm", "--net=container:net", "bt-busybox:1",
                            "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- 127.0.0.1:8080 && exit 0; "
-                           "sleep 0.3; done; exit 1")
+                           "sleep 0.3; done; exit 1", cli=DEBIAN_CLI)
         assert r.stdout.strip() == f"page-of-{user}"
 
 
 def test_socket_is_the_users_alone(harness, pair):
     alice, bob = pair
-    ok = harness.docker(alice, "ps", "--format", "{{.Names}}", as_user=alice)
+    ok = harness.docker(alice, "ps", "--format", "{{.Names}}", as_user=alice, cli=DEBIAN_CLI)
     assert "net" in ok.stdout.split()
-    denied = harness.docker(alice, "ps", as_user=bob, check=False)
+    denied = harness.docker(alice, "ps", as_user=bob, check=False, cli=DEBIAN_CLI)
     assert denied.returncode != 0
     assert "permission denied" in denied.stderr.lower()
 
@@ -89,13 +90,13 @@ def test_containers_cannot_reach_another_users_net_container(harness, pair):
 def test_network_create_gets_disjoint_subnets_inside_each_block(harness, pair):
     subnets = {}
     for user in pair:
-        harness.docker(user, "network", "create", "bt-net")
+        harness.docker(user, "network", "create", "bt-net", cli=DEBIAN_CLI)
         out = harness.docker(user, "network", "inspect", "bt-net", "--format",
-                             "{{range .IPAM.Config}}{{.Subnet}}{{end}}").stdout.strip()
+                             "{{range .IPAM.Config}}{{.Subnet}}{{end}}", cli=DEBIAN_CLI).stdout.strip()
         subnets[user] = ipaddress.ip_network(out)
         block = ipaddress.ip_network(status(harness, user)["block"])
         assert subnets[user].subnet_of(block)
-        harness.docker(user, "network", "rm", "bt-net")
+        harness.docker(user, "network", "rm", "bt-net", cli=DEBIAN_CLI)
     a, b = subnets.values()
     assert not a.overlaps(b)
 

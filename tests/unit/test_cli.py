@@ -106,3 +106,13 @@ def test_cli_runs_as_a_module_and_console_script(how, tmp_path):
     cfg.write_text("[network]\npool = '10.99.0.0/16'\n")
     r = subprocess.run([*argv, "--config", str(cfg), "config", "--check"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith(f"{cfg}: ok (pool 10.99.0.0/16"), r.stderr
+
+
+@pytest.mark.parametrize("euid, words", [(0, "the policy proxy is not running"),
+                                          (4321, "nothing answers on your Docker socket")])
+def test_refusals_with_no_proxy_is_one_line(euid, words, monkeypatch, tmp_path, capsys):
+    import os
+    monkeypatch.setattr(os, "geteuid", lambda: euid)  # root asks the control socket, a user their own socket
+    code, out = run(["refusals"], monkeypatch, tmp_path)
+    err = capsys.readouterr().err
+    assert code == 1 and out == "" and words in err and len(err.strip().splitlines()) == 1, err

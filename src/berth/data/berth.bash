@@ -6,7 +6,7 @@ _berth_users() {
 
 _berth() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local commands="up down status env logs reap doctor demo install uninstall config pam"
+    local commands="up down status env logs refusals reap doctor demo install uninstall config pam"
     local i cmd=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
@@ -27,7 +27,7 @@ _berth() {
     case $cmd in
         up|env) opts="" ;;
         down) opts="--purge --yes" ;;
-        status|doctor) opts="--json" ;;
+        status|doctor|refusals) opts="--json" ;;
         logs) opts="-f --follow -n --lines" ;;
         reap) opts="--dry-run --user" ;;
         demo) opts="--keep" ;;
@@ -36,7 +36,7 @@ _berth() {
         config) opts="--example --check" ;;
     esac
     case $cmd in
-        up|down|status|env|logs) COMPREPLY=($(compgen -W "$opts --help $(_berth_users)" -- "$cur")) ;;
+        up|down|status|env|logs|refusals) COMPREPLY=($(compgen -W "$opts --help $(_berth_users)" -- "$cur")) ;;
         reap) if [ "$prev" = "--user" ]; then COMPREPLY=($(compgen -W "$(_berth_users)" -- "$cur"));
               else COMPREPLY=($(compgen -W "$opts --help" -- "$cur")); fi ;;
         *) COMPREPLY=($(compgen -W "$opts --help" -- "$cur")) ;;

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from berth import paths
+from conftest import DEBIAN_CLI
 
 
 def raw(sock_path, method, target, body=b"", headers=(), partial=None, timeout=30):
@@ -106,7 +107,7 @@ def env(harness):
     os.chown(f"{bhome}/shared", buid, -1)
     os.chmod(f"{bhome}/shared", 0o755)
     sock = harness.sock(a)
-    d = lambda *args, check=True: harness.docker(a, *args, check=check, as_user=a)  # noqa: E731
+    d = lambda *args, check=True: harness.docker(a, *args, check=check, cli=DEBIAN_CLI, as_user=a)  # noqa: E731
     d("volume", "create", "rovol")
     # running, with binds / without
     d("run", "-d", "--name", "wb", "-v", f"{home}/work:/data", "-v", f"{home}/ro:/rod:ro", img, "sleep", "900")

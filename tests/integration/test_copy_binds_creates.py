@@ -5,6 +5,7 @@ import os
 import pwd
 
 from test_copy_binds_answers import raw
+from conftest import DEBIAN_CLI
 
 
 def _post(sock, target, body):
@@ -53,7 +54,7 @@ def test_no_raw_bind_through_create(harness):
             if status == b"201":
                 made.append(f"rb{i}")
                 st, hd, ins = raw(sock, "GET", f"/v1.41/containers/rb{i}/json")
-                engine_view = harness.docker(a, "inspect", "-f", "{{json .Mounts}}", f"rb{i}").stdout
+                engine_view = harness.docker(a, "inspect", "-f", "{{json .Mounts}}", f"rb{i}", cli=DEBIAN_CLI).stdout
                 print("   mounts (proxy view):", engine_view.strip())
                 from berth import paths
                 eng = paths.in_run_dir(f"{harness.root}/run", a).engine_socket
@@ -67,5 +68,5 @@ def test_no_raw_bind_through_create(harness):
         assert not leaks, leaks
     finally:
         for n in made:
-            harness.docker(a, "rm", "-f", n, check=False, as_user=a)
+            harness.docker(a, "rm", "-f", n, check=False, cli=DEBIAN_CLI, as_user=a)
         harness.berth("down", a, check=False)

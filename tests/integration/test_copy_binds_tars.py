@@ -13,6 +13,7 @@ import time
 import pytest
 
 from test_copy_binds_answers import raw, tar_of
+from conftest import DEBIAN_CLI
 
 DEBIAN_CLI = "/usr/bin/docker"
 
@@ -41,7 +42,7 @@ def env(harness):
         os.chown(d, uid, -1)
         for n in files + dirs:
             os.lchown(os.path.join(d, n), uid, -1)
-    d = lambda *args, check=True: harness.docker(a, *args, check=check, as_user=a)  # noqa: E731
+    d = lambda *args, check=True: harness.docker(a, *args, check=check, cli=DEBIAN_CLI, as_user=a)  # noqa: E731
     d("run", "-d", "--name", "wb", "-v", f"{home}/work:/data", img, "sleep", "900")
     d("run", "-d", "--name", "nb", img, "sleep", "900")
     yield dict(a=a, img=img, home=home, sock=harness.sock(a), d=d, uid=uid, src=src)

@@ -16,7 +16,6 @@ the user, anywhere on the host).
 import ipaddress
 import re
 from collections import namedtuple
-from urllib.parse import parse_qs
 
 Refusal = namedtuple("Refusal", "what instead")
 # field: a dotted path into the body; refused(value, ctx) -> bool
@@ -352,10 +351,34 @@ def canonical(target):
     segments = path.split("/")[1:]
     if any(s in ("", ".", "..") for s in segments[:-1]) or segments[-1] in (".", ".."):
         return Refusal(f"the request path {target.split('?')[0]!r}", "send the canonical API path")
-    return path.rstrip("/") or "/", parse_qs(query, keep_blank_values=True)
+    return path.rstrip("/") or "/", go_query(query)
 
 
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def go_query(query):
+    """The query as Go's url.ParseQuery gives dockerd its values: a pair
+    with a ";" or a malformed escape is dropped (not kept literally, as
+    Python's parse_qs does), "+" is a space, each %XX decoded once. So the
+    first value berth reads is the first dockerd reads."""
+    values = {}
+    for pair in query.split("&"):
+        if not pair or ";" in pair:
+            continue
+        key, _, value = pair.partition("=")
+        key, value = _go_query_unescape(key), _go_query_unescape(value)
+        if key is None or value is None:
+            continue
+        values.setdefault(key, []).append(value)
+    return values
+
+
+def _go_query_unescape(text):
+    if re.search(r"%(?![0-9A-Fa-f]{2})", text):
+        return None
+    raw = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text.replace("+", " "))
+    return raw.encode("latin-1").decode("utf-8", "surrogateescape")
 
 
 def _go_path_unescape(path):

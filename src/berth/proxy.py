@@ -56,9 +56,11 @@ BUFFER = 1 << 20
 # A connection that sends no request for this long is closed (the docker
 # CLI opens one per command; a script holding hundreds idle would not).
 IDLE_TIMEOUT = 600
+UPGRADE_THREADS = 2  # relay threads one user's upgrades (BuildKit sessions) may hold; the host has 8
 ARCHIVE = re.compile(r"/containers/([^/]+)/archive")
-ARCHIVE_TARGET = re.compile(rb"/containers/[^/?]+/archive")
-CONTAINER_TARGET = re.compile(rb"/containers/[^/?]+/")
+# A route to one container, spelled out: no escape anywhere in the path, so
+# what berth checked is what dockerd routes (the query is never looked at).
+CONTAINER_ROUTE = re.compile(rb"(/v[0-9]+\.[0-9]+)?/containers/([^/?%]+)/([a-z]+)")
 # Upgrades whose raw bytes are spliced both ways, not copied through
 # Python: BuildKit's session carries a build's whole context.
 SPLICED_UPGRADES = ("/session", "/grpc")
@@ -121,13 +123,15 @@ def _bad_request(conn, error):
         return b""
 
 
-def _by_id(head, pattern, replacement):
-    """`head` with the container named in its target replaced by the id
-    berth checked, or a refusal where the target does not spell the route
-    out unencoded (dockerd decodes it: its name could be another's then)."""
-    target, n = pattern.subn(replacement, head.target, count=1)
-    if n != 1:
+def _by_id(head, container_id):
+    """`head` with the container named in its path replaced by the id berth
+    checked, or a refusal where the path does not spell the route out
+    unencoded (dockerd decodes it: its name could be another's then)."""
+    path, sep, query = head.target.partition(b"?")
+    m = CONTAINER_ROUTE.fullmatch(path)
+    if m is None:
         return head, policy.Refusal("an encoded route to a container", "send the container's name or id as it is")
+    target = (m[1] or b"") + b"/containers/" + container_id.encode() + b"/" + m[3] + sep + query
     return head._replace(target=target), None
 
 
@@ -260,6 +264,7 @@ class Handler:
         self.recent = recent if recent is not None else refusals.Ring()
         self.requests = 0
         self.refused = 0
+        self.upgrade_threads = 0  # relay threads this user's upgraded connections hold
         # The loop holds tasks weakly: a connection task waiting on its
         # pipes is otherwise garbage-collected mid-stream, and the output
         # of a `docker run` vanishes (asyncio docs, create_task).
@@ -394,7 +399,13 @@ class Handler:
                                              "copy through the bound directory itself, or use a container without -v")
                 elif container_id:
                     # By the id that was checked: a name could be given to another container meanwhile.
-                    head, refusal = _by_id(head, ARCHIVE_TARGET, b"/containers/" + container_id.encode() + b"/archive")
+                    head, refusal = _by_id(head, container_id)
+                else:
+                    # dockerd's own answer, never the request by its name: the
+                    # name may be a container with binds by the time dockerd looks.
+                    self._answer(writer, conn, method, target, 404, f"No such container: {archive[1]}")
+                    await self._drain(client)
+                    return False
             if refusal is not None:
                 self._refuse(writer, conn, method, target, refusal)
                 await self._drain(client)
@@ -418,12 +429,16 @@ class Handler:
                     self._answer(writer, conn, method, target, *answer)
                     await self._drain(client)
                     return False
-                if container_id:  # by the id that was checked: a name could be given to another container meanwhile
-                    head, refusal = _by_id(head, CONTAINER_TARGET, b"/containers/" + container_id.encode() + b"/")
-                    if refusal is not None:
-                        self._refuse(writer, conn, method, target, refusal)
-                        await self._drain(client)
-                        return False
+                if not container_id:  # dockerd's own answer: by its name, it might start one never pinned again
+                    self._answer(writer, conn, method, target, 404, f"No such container: {start[1]}")
+                    await self._drain(client)
+                    return False
+                # by the id that was checked: a name could be given to another container meanwhile
+                head, refusal = _by_id(head, container_id)
+                if refusal is not None:
+                    self._refuse(writer, conn, method, target, refusal)
+                    await self._drain(client)
+                    return False
                 return await self._forward(conn, client, writer, head, None, charges)
         elif (method == "DELETE" and path.startswith("/containers/")) or path == "/containers/prune" \
                 or (method == "POST" and path.endswith("/wait")):  # `run --rm` waits for its removal
@@ -509,7 +524,7 @@ class Handler:
         container's root or the user (containercopy.py), or by dockerd
         with the container's pins blanked; never by dockerd through them."""
         container_id = str(info.field("Id"))
-        head, refusal = _by_id(head, ARCHIVE_TARGET, b"/containers/" + container_id.encode() + b"/archive")
+        head, refusal = _by_id(head, container_id)
         path = (policy.canonical(target)[1].get("path") or [""])[0]
         if refusal is not None:
             self._refuse(writer, conn, method, target, refusal)
@@ -942,12 +957,20 @@ class Handler:
             return on
 
         relays = []
+        # An upgrade may idle for as long as its client likes: a user's take
+        # of the host's relay threads is bounded, past it the loop drives.
+        thread = self.upgrade_threads < UPGRADE_THREADS
         try:
             relays.append(splicerelay.Relay(loop, client_sock.fileno(), up_sock.fileno(),
-                                            ended(ends[0], up_writer.write_eof)))
+                                            ended(ends[0], up_writer.write_eof), thread=thread))
             relays.append(splicerelay.Relay(loop, up_sock.fileno(), client_sock.fileno(),
-                                            ended(ends[1], writer.write_eof)))
-            await asyncio.gather(*ends)
+                                            ended(ends[1], writer.write_eof), thread=thread))
+            held = sum(isinstance(r, splicerelay.ThreadRelay) for r in relays)
+            self.upgrade_threads += held
+            try:
+                await asyncio.gather(*ends)
+            finally:
+                self.upgrade_threads -= held
         except OSError as e:
             log.debug("%s: no relay for an upgraded connection: %s", self.user or "-", e)
         finally:

@@ -46,7 +46,7 @@ class DockerdGone(OSError):
     answer may still be there to read."""
 
 
-def Relay(loop, src, dst, ended):
+def Relay(loop, src, dst, ended, thread=True):
     """Move bytes from `src` to `dst` (socket fds, non-blocking) until the
     client's end, reading only when all that was read is taken. The
     descriptors are duplicated: their transports keep their own, and go on
@@ -54,8 +54,9 @@ def Relay(loop, src, dst, ended):
     once, in the loop: None at the client's end of sending, DockerdGone if
     dockerd's side failed, another OSError if the client's did. `close()`
     stops it; `ended` is not called after. Its descriptors must be
-    non-blocking (the kernel's SPLICE_F_NONBLOCK is the pipe's only)."""
-    if ThreadRelay.running < MAX_THREADS:
+    non-blocking (the kernel's SPLICE_F_NONBLOCK is the pipe's only).
+    `thread`: False for the loop's, whatever threads are free."""
+    if thread and ThreadRelay.running < MAX_THREADS:
         try:
             return ThreadRelay(loop, src, dst, ended)
         except RuntimeError:

@@ -112,9 +112,25 @@ def test_h11_is_fed_the_head_without_its_body():
 
 def test_an_archive_request_is_sent_on_by_the_id_that_was_checked():
     from berth import proxy
-    target = b"/v1.41/containers/web/archive?path=%2Fh&noOverwriteDirNonDir=true"
-    assert proxy.ARCHIVE_TARGET.sub(b"/containers/" + b"a" * 64 + b"/archive", target, count=1) == \
-        b"/v1.41/containers/" + b"a" * 64 + b"/archive?path=%2Fh&noOverwriteDirNonDir=true"
+    head = clientside.Head(b"GET", b"/v1.41/containers/web/archive?path=%2Fh&noOverwriteDirNonDir=true", [], "1.1")
+    sent, refusal = proxy._by_id(head, "a" * 64)
+    assert refusal is None
+    assert sent.target == b"/v1.41/containers/" + b"a" * 64 + b"/archive?path=%2Fh&noOverwriteDirNonDir=true"
+    start = clientside.Head(b"POST", b"/containers/web/start", [], "1.1")
+    assert proxy._by_id(start, "b" * 64)[0].target == b"/containers/" + b"b" * 64 + b"/start"
+
+
+@pytest.mark.parametrize("target", [
+    b"/v1.41/containers/rc-plain%2Farchive?path=/d/shadow&z=/containers/q/archive",  # the red team's race
+    b"/v1.41/containers/web/archiv%65?path=/", b"/v1.41/%63ontainers/web/archive?path=/",
+    b"/containers/we%62/start", b"/containers/web/start?x=/containers/q/start",
+])
+def test_a_route_to_a_container_is_rewritten_in_its_path_or_refused(target):
+    """Never in the query: a path dockerd decodes to another container's would go on by its name."""
+    from berth import proxy
+    sent, refusal = proxy._by_id(clientside.Head(b"GET", target, [], "1.1"), "c" * 64)
+    path = sent.target.partition(b"?")[0]
+    assert refusal is not None or path.split(b"/")[-2] == b"c" * 64, sent.target
 
 
 def test_body_data_comes_in_the_pieces_llhttp_gave_never_joined():

@@ -345,3 +345,19 @@ def test_plugins_may_be_read_never_installed_or_enabled():
     for method, target in (("GET", "/plugins/privileges?remote=x"), ("POST", "/plugins/x/enable"),
                            ("POST", "/plugins/pull?remote=x"), ("DELETE", "/plugins/x"), ("GET", "/plugins/x/y/json")):
         assert policy.check(method, target, None, CTX) is not None, (method, target)
+
+
+@pytest.mark.parametrize("query, version", [
+    ("version=1;x&version=2", ["2"]), ("version=%zz&version=2", ["2"]), ("version=%&version=2", ["2"]),
+    ("version=2", ["2"]), ("version=1&version=2", ["1", "2"]),
+])
+def test_a_query_is_read_as_go_reads_it(query, version):
+    """Go drops a pair with ";" or a bad escape: the first `version` dockerd reads is berth's first too
+    (the red team built with BuildKit past the gate with `version=1;x&version=2`)."""
+    assert policy.go_query(query)["version"] == version
+    assert policy.asks_buildkit("POST", "/build", policy.go_query(query)) is (version[0] == "2")
+
+
+def test_go_query_decodes_once_with_plus_as_space():
+    assert policy.go_query("path=%2Fh+x&flag&empty=") == {"path": ["/h x"], "flag": [""], "empty": [""]}
+    assert policy.go_query("a=%252F") == {"a": ["%2F"]}

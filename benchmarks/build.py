@@ -26,9 +26,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, HERE)
 
-from berth import proxyctl  # noqa: E402
 from proxy import busybox_tar  # noqa: E402
 from scratch import Scratch  # noqa: E402
+
+from berth import proxyctl  # noqa: E402
 
 DEBIAN_CLI = "/usr/bin/docker"
 FILE_MIB = 4

@@ -28,8 +28,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, HERE)
 
-from berth import config, host, pause, paths, proc  # noqa: E402
 from scratch import Scratch, pip_installed_python  # noqa: E402
+
+from berth import config, host, paths, pause, proc  # noqa: E402
 
 SEED = r"""
 set -e

@@ -21,8 +21,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, HERE)
 
-from berth import cgroups, config, host, usage  # noqa: E402
 from scratch import Scratch, pip_installed_python  # noqa: E402
+
+from berth import cgroups, config, host, usage  # noqa: E402
 
 LIMITS = '[limits]\nmemory = "8G"\ncpu_weight = 100\npids = 20000\n'
 
@@ -50,7 +51,8 @@ def main():
         names = host.known_users(cfg, host.lease_table(cfg).read())
 
         def accounting():
-            """What status does for usage: CPU % from the samples the last run left, cgroup memory, cached disk, GPUs."""
+            """What status does for usage: CPU % from the samples the last run left,
+            cgroup memory, cached disk, GPUs."""
             t0 = time.perf_counter()
             usage.cpu_percents(cfg, names)
             usage.gpu_processes()
@@ -81,7 +83,8 @@ def main():
     print(f"berth status, {len(names)} users up, whole command: median {ms(whole):.0f} ms")
     print(f"  of which the accounting (CPU %, cgroup memory, cached disk, GPUs), in process: {ms(part):.1f} ms")
     print(f"cold berth up with [limits]: {ms(with_limits):.0f} ms, without: {ms(without):.0f} ms, "
-          f"added {ms(with_limits) - ms(without):+.0f} ms (ratio {statistics.median(with_limits) / statistics.median(without):.2f})")
+          f"added {ms(with_limits) - ms(without):+.0f} ms "
+          f"(ratio {statistics.median(with_limits) / statistics.median(without):.2f})")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, HERE)
 
-from berth import config, host, paths, proc, proxyctl  # noqa: E402
 from scratch import Scratch  # noqa: E402
+
+from berth import config, host, paths, proc, proxyctl  # noqa: E402
 
 SETTLE = 5.0  # seconds after the last up: dockerd's start-up garbage collected
 

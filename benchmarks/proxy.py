@@ -23,8 +23,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, HERE)
 
-from berth import proxyctl  # noqa: E402
 from scratch import Scratch  # noqa: E402
+
+from berth import proxyctl  # noqa: E402
 
 
 def timed(argv):

@@ -25,9 +25,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, HERE)
 
-from berth import proxyctl  # noqa: E402
 from proxy import pss_and_rss  # noqa: E402
 from scratch import Scratch  # noqa: E402
+
+from berth import proxyctl  # noqa: E402
 
 LIST = b"GET /v1.41/containers/json HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
 

@@ -12,8 +12,8 @@ import os
 import time
 
 from . import proc
-from .paths import ROOT_ONLY, TRAVERSE_ONLY
 from .fsutil import ensure_dir, remove
+from .paths import ROOT_ONLY, TRAVERSE_ONLY
 
 
 def _sessions_dir(upaths):

@@ -316,7 +316,8 @@ def _own_refusals(cfg, name):
         status, body = engine.request(sock, refusals.PATH, timeout=5.0)
     except OSError as e:
         raise BerthError(f"nothing answers on your Docker socket {sock} ({e.strerror or e})",
-                         hint="log in again to start your daemon; refusals are kept while the policy proxy runs")
+                         hint="log in again to start your daemon; refusals are kept while the policy proxy runs") \
+            from None
     if status == 404:  # dockerd's own answer: no proxy in front of it
         return None
     if status != 200:

@@ -91,7 +91,8 @@ def stat_header(found):
 
 
 def absolute(path):
-    """dockerd's absPath: joined to "/" and cleaned, a trailing "/" or "/." kept (archive.PreserveTrailingDotOrSeparator)."""
+    """dockerd's absPath: joined to "/" and cleaned, a trailing "/" or "/."
+    kept (archive.PreserveTrailingDotOrSeparator)."""
     clean = posixpath.normpath("/" + path)
     if clean.startswith("//"):
         clean = "/" + clean.lstrip("/")

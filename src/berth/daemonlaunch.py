@@ -2,11 +2,10 @@
 command, log and process setup whether `up` launches it or the prelaunch
 does before the config is read (prelaunch.py). Imports nothing heavy."""
 
-import os
-import time
-
 # The signal numbers without the signal module, whose enums cost 4 ms of the prelaunch.
 import _signal as signals
+import os
+import time
 
 from .fsutil import read_and_close
 from .paths import SYSTEM_PATH

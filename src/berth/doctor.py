@@ -11,11 +11,11 @@ import stat
 import subprocess
 from dataclasses import asdict, dataclass
 
-from . import bridge, engine, host, hostns, install, pamlayout, pause, paths, proxyctl, subids
-from .paths import SYSTEM_PATH
-from .supervisor import systemd_booted
+from . import bridge, engine, host, hostns, install, pamlayout, paths, pause, proxyctl, subids
 from .errors import BerthError
 from .fsutil import check_trusted, read_text
+from .paths import SYSTEM_PATH
+from .supervisor import systemd_booted
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from . import blocks
 from .errors import LeaseFileCorrupt, SubnetsExhausted
 from .fsutil import atomic_write, ensure_dir, read_trusted
-from .paths import ROOT_ONLY, TRAVERSE_ONLY
 from .locks import filelock_held
+from .paths import ROOT_ONLY, TRAVERSE_ONLY
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,30 @@ from dataclasses import dataclass
 
 # What comes after dockerd is launched (the proxy's spec, the firewall plan,
 # the net container) is imported there, while dockerd boots.
-from . import (activity, blocks, bridge, cgroups, containerd, daemonjson, engine, host, hostns, limits, paths,
-               proxyctl, record, trespass, users, userns)
+from . import (
+    activity,
+    blocks,
+    bridge,
+    cgroups,
+    containerd,
+    daemonjson,
+    engine,
+    host,
+    hostns,
+    limits,
+    locks,
+    paths,
+    proxyctl,
+    record,
+    trespass,
+    userns,
+    users,
+)
+from . import supervisor as supervisor_mod
 from .errors import BerthError, DaemonError, UserRefused
 from .fsutil import atomic_write, ensure_dir, ensure_private_file, read_trusted, remove, traverse_only_for
-from . import locks
 from .locks import user_lock
 from .paths import ROOT_ONLY, TRAVERSE_ONLY
-from . import supervisor as supervisor_mod
 from .supervisor import find_dockerd
 
 log = logging.getLogger(__name__)

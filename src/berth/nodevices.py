@@ -126,7 +126,7 @@ def program(machine):
     prog += allow
     for body in bodies:
         prog += body
-    for code, jt, jf, _ in prog:
+    for _, jt, jf, _ in prog:
         if jt > 255 or jf > 255:
             raise Unsupported("the filter's jumps do not fit")
     return prog

@@ -23,10 +23,10 @@ the pin. A pin whose container is gone (removed, `--rm`, pruned) is swept.
 import ctypes
 import errno
 import json
+import logging
 import os
 import re
 import secrets
-import logging
 import select
 import signal
 import socket
@@ -141,7 +141,7 @@ def _child(uid, gid, groups, ns_fd, requests, out_fd):
     child.close()
     results = []
     try:
-        for path, _, pin in requests:
+        for _, _, pin in requests:
             message, fds, _, _ = socket.recv_fds(parent, 4096, 1)
             if not message:
                 raise OSError(errno.EIO, "the resolving process ended early")

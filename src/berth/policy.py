@@ -286,7 +286,7 @@ NETWORK = (
 # (api/server/router/*): anything else is refused, whatever dockerd would do
 # with it. C: a container or exec id (links make "/" in one an alias), I: an
 # image reference (with "/" and ":"), N: a network or volume.
-C, I, N = r"[^/]+", r".+", r"[^/]+"
+C, I, N = r"[^/]+", r".+", r"[^/]+"  # noqa: E741 - dockerd's own letters
 ROUTES = tuple((frozenset(methods.split()), re.compile(pattern)) for methods, pattern in (
     ("GET HEAD", "/_ping"), ("GET", "/events"), ("GET", "/info"), ("GET", "/version"), ("GET", "/system/df"),
     ("POST", "/auth"),

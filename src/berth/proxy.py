@@ -153,7 +153,8 @@ def _copy_owner(info):
 
 def _form_body(head):
     """A form-encoded body (an empty one, as `curl -d ''` sends, is none: Go reads nothing of it)."""
-    return clientside.has_body(head) and any(name.lower() == b"content-type" and value.split(b";")[0].strip().lower() in FORM_TYPES
+    return clientside.has_body(head) and any(name.lower() == b"content-type"
+                                             and value.split(b";")[0].strip().lower() in FORM_TYPES
                for name, value in head.headers)
 
 
@@ -446,7 +447,8 @@ class Handler:
                 return await self._forward(conn, client, writer, head, None, charges)
             finally:
                 self.binds.sweep_soon()
-        elif method == "GET" and (path in ("/containers/json", "/system/df") or proxybinds.CONTAINER_JSON.fullmatch(path)) \
+        elif method == "GET" and (path in ("/containers/json", "/system/df")
+                                  or proxybinds.CONTAINER_JSON.fullmatch(path)) \
                 and self.binds.has_pins():
             return await self._forward(conn, client, writer, head, None, charges, rewrite=self.binds.display)
         return await self._forward(conn, client, writer, head, None, charges)

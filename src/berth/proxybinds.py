@@ -124,7 +124,8 @@ class Binds:
             return host_config, []
         for _, source, _ in wanted:
             if not source.startswith("/"):
-                return 400, f"invalid mount config for type \"bind\": invalid mount path: '{source}' mount path must be absolute"
+                return 400, (f"invalid mount config for type \"bind\": invalid mount path: '{source}' "
+                             "mount path must be absolute")
             if "\0" in source or not _encodable(source):
                 return 400, f"berth: a bind source that is not a path ({source[:80]!r}); bind a path"
         if len(wanted) > pins.MAX_BINDS:
@@ -138,12 +139,14 @@ class Binds:
                                       [(source, create) for _, source, create in wanted])
         except OSError as e:
             if e.errno == errno.ESRCH:
-                return 502, "berth: your Docker daemon is not running; log in again to start it, or ask your administrator"
+                return 502, ("berth: your Docker daemon is not running; log in again to start it, "
+                             "or ask your administrator")
             log.warning("%s: binds could not be pinned: %s", self.upaths.user, e)
-            return 500, f"berth: your bind mounts could not be prepared ({e.strerror or e}); try again, or ask your administrator"
+            return 500, (f"berth: your bind mounts could not be prepared ({e.strerror or e}); "
+                         "try again, or ask your administrator")
         made = [self.store.token_of(r.pin) for r in results if r.pin]
         self.pending.update(made)
-        for (_, source, create), result in zip(wanted, results):
+        for (_, source, _), result in zip(wanted, results):
             answer = _answer_for(source, result.made, result.error)
             if answer is not None:
                 await self.created(made, False)

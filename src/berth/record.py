@@ -8,7 +8,6 @@ from collections import namedtuple
 from . import keyvalue, proc
 from .fsutil import atomic_write, read_trusted
 
-
 # bridge is recorded so the login check needs no config to find it; mode
 # ("hardened" / "trusted") is what the daemon was started with, which a
 # changed config does not change until it restarts; containerd is the

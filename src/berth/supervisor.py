@@ -13,12 +13,11 @@ import subprocess
 import sys
 import time
 
-from . import cgroups, containerd, daemonlaunch, proc, record
-from . import hostns
-from .hostns import HOST, in_mount_namespace
-from .paths import ROOT_ONLY, SYSTEM_PATH
+from . import cgroups, containerd, daemonlaunch, hostns, proc, record
 from .errors import DaemonError, MissingBinary
 from .fsutil import ensure_dir, log_tail, read_trusted, remove
+from .hostns import HOST, in_mount_namespace
+from .paths import ROOT_ONLY, SYSTEM_PATH
 
 log = logging.getLogger(__name__)
 

@@ -223,7 +223,7 @@ chain_prefix = "{self.chain_prefix}"
         if not os.path.isdir(copy):
             shutil.copytree(berth_package(), os.path.join(copy, "berth"),
                             ignore=shutil.ignore_patterns("__pycache__"))
-            for dirpath, dirnames, filenames in os.walk(copy):
+            for dirpath, _, filenames in os.walk(copy):
                 os.chmod(dirpath, 0o755)
                 for name in filenames:
                     os.chmod(os.path.join(dirpath, name), 0o644)
@@ -289,7 +289,8 @@ chain_prefix = "{self.chain_prefix}"
         from berth import containerd, proc
         namespaces = set(containerd.namespaces(user, pwd.getpwnam(user).pw_uid))
         return [p for p in self.leftover_processes()
-                if f"/run/{user}/" in " ".join(args := proc.cmdline(p)) or containerd.shim_namespace(args) in namespaces]
+                if f"/run/{user}/" in " ".join(args := proc.cmdline(p))
+                or containerd.shim_namespace(args) in namespaces]
 
     def shared_containerd_pid(self):
         from berth import host
@@ -311,7 +312,8 @@ chain_prefix = "{self.chain_prefix}"
 
     def wipe_rules(self):
         """What `iptables-restore` or a firewalld reload does to berth's rules."""
-        for table, chain in (("filter", "FORWARD"), ("filter", "OUTPUT"), ("raw", "PREROUTING"), ("nat", "POSTROUTING")):
+        for table, chain in (("filter", "FORWARD"), ("filter", "OUTPUT"), ("raw", "PREROUTING"),
+                             ("nat", "POSTROUTING")):
             subprocess.run(["iptables-legacy", "-t", table, "-F", f"{self.chain_prefix}-{chain}"], check=True)
 
     def bridges(self):
@@ -377,7 +379,8 @@ chain_prefix = "{self.chain_prefix}"
         # this run's configs, and the temporary ones its tests wrote (pytest's tmp_path)
         made = {os.path.basename(logindigest.path_for(p)) for p in self.configs}
         try:
-            made |= {n for n in os.listdir(logindigest.DIR) if n not in self.login_digests and n.startswith("%2Ftmp%2F")}
+            made |= {n for n in os.listdir(logindigest.DIR)
+                     if n not in self.login_digests and n.startswith("%2Ftmp%2F")}
         except FileNotFoundError:
             pass
         for name in made:

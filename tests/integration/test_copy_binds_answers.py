@@ -14,9 +14,9 @@ import tarfile
 import time
 
 import pytest
+from conftest import DEBIAN_CLI
 
 from berth import paths
-from conftest import DEBIAN_CLI
 
 
 def raw(sock_path, method, target, body=b"", headers=(), partial=None, timeout=30):

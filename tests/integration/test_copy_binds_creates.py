@@ -1,11 +1,11 @@
-"""No create through the proxy makes a bind that is not a pin, whatever the spelling (so no copy goes through one as root)."""
+"""No create through the proxy makes a bind that is not a pin, whatever
+the spelling (so no copy goes through one as root)."""
 
 import json
-import os
 import pwd
 
-from test_copy_binds_answers import raw
 from conftest import DEBIAN_CLI
+from test_copy_binds_answers import raw
 
 
 def _post(sock, target, body):

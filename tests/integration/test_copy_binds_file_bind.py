@@ -3,8 +3,8 @@
 import os
 import pwd
 
-from test_copy_binds_answers import raw
 from conftest import DEBIAN_CLI
+from test_copy_binds_answers import raw
 
 
 def test_file_bind_of_a_stopped_container(harness):
@@ -16,7 +16,8 @@ def test_file_bind_of_a_stopped_container(harness):
         with open(f"{home}/app.conf", "w") as f:
             f.write("setting=1\n")
         os.chown(f"{home}/app.conf", pwd.getpwnam(a).pw_uid, -1)
-        harness.docker(a, "create", "--name", "fb", "-v", f"{home}/app.conf:/etc/app.conf", img, "true", cli=DEBIAN_CLI, as_user=a)
+        harness.docker(a, "create", "--name", "fb", "-v", f"{home}/app.conf:/etc/app.conf", img, "true",
+                       cli=DEBIAN_CLI, as_user=a)
         sock = harness.sock(a)
         res = {m: raw(sock, m, "/v1.41/containers/fb/archive?path=/etc/app.conf") for m in ("HEAD", "GET")}
         for m, r in res.items():

@@ -5,6 +5,7 @@ import pwd
 import socket
 import subprocess
 import time
+
 from conftest import DEBIAN_CLI
 
 

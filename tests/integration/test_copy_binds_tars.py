@@ -1,8 +1,8 @@
-"""`docker cp` on containers with bind mounts: tars as clients send them (absolute symlinks, compressed, hard links), and copies while the proxy forks."""
+"""`docker cp` on containers with bind mounts: tars as clients send them
+(absolute symlinks, compressed, hard links), and copies while the proxy forks."""
 
 import bz2
 import gzip
-import io
 import lzma
 import os
 import pwd
@@ -11,11 +11,8 @@ import subprocess
 import time
 
 import pytest
-
-from test_copy_binds_answers import raw, tar_of
 from conftest import DEBIAN_CLI
-
-DEBIAN_CLI = "/usr/bin/docker"
+from test_copy_binds_answers import raw, tar_of
 
 
 def _clis():
@@ -100,4 +97,5 @@ def test_head_latency_while_copies_fork(harness, env):
     for t in threads:
         t.join()
     lat.sort()
-    print(f"pings {len(lat)} median {lat[len(lat)//2]*1000:.1f}ms p95 {lat[int(len(lat)*.95)]*1000:.1f}ms max {lat[-1]*1000:.1f}ms")
+    print(f"pings {len(lat)} median {lat[len(lat) // 2] * 1000:.1f}ms "
+          f"p95 {lat[int(len(lat) * .95)] * 1000:.1f}ms max {lat[-1] * 1000:.1f}ms")

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import STOCK_SSHD_PAM
 
 from berth import bridge
 from berth.leases import LeaseTable
-from conftest import STOCK_SSHD_PAM
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import time
 import pytest
 from conftest import DEBIAN_CLI
 
-
 PORT = 8080
 BUSYBOX = "/bin/busybox"
 

@@ -149,6 +149,7 @@ def test_new_blocks_skip_networks_the_host_already_uses(harness):
     """The allocator reads the host's addresses and routes (pyroute2) and
     never hands out a block that overlaps one."""
     import ipaddress
+
     from berth import bridge
     pool = list(harness.pool.subnets(new_prefix=22))[-1]   # 4 blocks of our own
     cfg = harness.write_config("skip.toml")

@@ -73,7 +73,8 @@ def test_every_container_of_a_user_is_below_their_cgroup_with_their_limits(harne
     import json
     (row,) = json.loads(harness.berth("status", a, "--json", config=pair[2]).stdout)["users"]
     assert row["memory_limit_bytes"] == MEMORY  # what the cgroup file says
-    (line,) = [x for x in harness.berth("status", a, config=pair[2]).stdout.splitlines() if x.startswith("memory limit")]
+    (line,) = [x for x in harness.berth("status", a, config=pair[2]).stdout.splitlines()
+               if x.startswith("memory limit")]
     assert line.split()[-2:] == ["96", "MiB"]
     net = harness.docker(a, "inspect", "-f", "{{.Id}}", "net", cli=DEBIAN_CLI).stdout.strip()
     assert os.path.isdir(f"/sys/fs/cgroup/memory/berth/{a}/{net}")  # the net container, under a's cgroup

@@ -18,7 +18,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import DEBIAN_CLI, Login, PamService, PamSession
 
 MARK_IF_ROOT_C = r"""
@@ -258,7 +257,7 @@ def test_a_login_racing_a_purge_never_runs_on_a_deleted_data_root(harness):
     user = harness.add_user()
     for i in range(5):
         harness.berth("up", user)
-        login = threading.Thread(target=lambda: (time.sleep(0.05 * i), _login(harness, user)))
+        login = threading.Thread(target=lambda i=i: (time.sleep(0.05 * i), _login(harness, user)))
         login.start()
         purge = harness.berth("down", "--purge", "--yes", user, check=False)
         login.join()

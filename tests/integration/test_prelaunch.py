@@ -188,7 +188,7 @@ def test_a_login_launches_from_the_plan_too(harness, pam_service):
 def test_a_mapping_gone_since_the_plan_is_made_again_first(harness):
     """The user's mapping account removed while they were down (as purge
     does): what was launched without it goes, `up` makes it and starts again."""
-    from berth import users, userns
+    from berth import userns, users
 
     user = harness.add_user()
     harness.berth("up", user)

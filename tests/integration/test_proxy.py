@@ -522,7 +522,8 @@ def test_everyday_cli_commands_pass_the_allow_list(proxied, docker_cli):
                                                            "px-daily2"],
                      ["commit", "px-daily2", "px-snap:1"], ["tag", "px-snap:1", "px-snap:2"],
                      ["history", "px-snap:2"], ["image", "inspect", "px-snap:2"], ["restart", "-t", "0", "px-daily2"],
-                     ["kill", "px-daily2"], ["wait", "px-daily2"], ["rm", "px-daily2"], ["rmi", "px-snap:1", "px-snap:2"],
+                     ["kill", "px-daily2"], ["wait", "px-daily2"], ["rm", "px-daily2"],
+                     ["rmi", "px-snap:1", "px-snap:2"],
                      ["network", "rm", "px-net"], ["volume", "rm", "px-vol"], ["container", "prune", "-f"],
                      ["events", "--since", "1m", "--until", "0s"]):
             ok(*args)

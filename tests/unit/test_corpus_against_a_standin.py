@@ -6,8 +6,8 @@ reason, and reaches nothing upstream."""
 
 import asyncio
 import json
-import re
 import os
+import re
 import socket
 import sys
 import threading

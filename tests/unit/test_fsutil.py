@@ -44,6 +44,7 @@ def test_traverse_only_for_one_uid(tmp_path):
 
 def test_a_path_root_will_run_must_be_roots_all_the_way_up(tmp_path):
     import pytest
+
     from berth.errors import NotTrusted
     if os.geteuid() != 0:
         pytest.skip("needs files owned by root")

@@ -46,6 +46,7 @@ def test_tarball_holds_one_executable(tmp_path):
 
 def test_missing_binaries_hint_the_package():
     import pytest
+
     from berth.errors import MissingBinary
     with pytest.raises(MissingBinary) as e:
         pause.find_recipe((("catatonit", ("/nonexistent",), ()),))

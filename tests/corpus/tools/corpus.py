@@ -274,7 +274,6 @@ def read_chunked(src):
 
 def read_request(src):
     """One request from a client's stream: (raw bytes, method, target, headers, body) or None."""
-    start = len(src.buf)
     head = read_head(src)
     if head is None:
         return None

@@ -31,7 +31,6 @@ import recorder  # noqa: E402
 from scenarios import ALL  # noqa: E402
 
 
-
 def unmount_below(root):
     """What dockerd leaves mounted in its exec-root (netns/default), deepest first."""
     with open("/proc/self/mounts") as f:
@@ -187,7 +186,7 @@ def to_scenario(name, spec, connections, outputs, t0):
     exchanges.sort(key=lambda e: e[0])
     # ids the answers name, as placeholders in every later request
     known = {}
-    for at, ci, ei, ex, answer in exchanges:
+    for _, _, _, ex, answer in exchanges:
         for full, p in sorted(known.items(), key=lambda kv: -len(kv[0])):
             ex["request"] = ex["request"].replace(full.encode(), b"{{id:%s}}" % p.encode())
             ex["request"] = ex["request"].replace(full[:12].encode(), b"{{id12:%s}}" % p.encode())
@@ -207,7 +206,7 @@ def to_scenario(name, spec, connections, outputs, t0):
     used = set()
     for _, _, _, ex, _ in exchanges:
         used |= {m.group(2).decode() for m in corpus.PLACEHOLDER.finditer(ex["request"])}
-    for _, ci, ei, ex, answer in exchanges:
+    for _, _, _, ex, answer in exchanges:
         if "binds" in ex:
             ex["binds"] = {k: v for k, v in ex["binds"].items() if k in used} or None
             if not ex["binds"]:

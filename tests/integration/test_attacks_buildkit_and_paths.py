@@ -75,7 +75,8 @@ def env(harness):
     a = harness.add_user()
     harness.berth("up", a)
     img = harness.import_busybox(a)
-    d = lambda *args, check=True: harness.docker(a, *args, check=check, cli=DEBIAN_CLI)
+    def d(*args, check=True):
+        return harness.docker(a, *args, check=check, cli=DEBIAN_CLI)
     yield dict(a=a, img=img, sock=harness.sock(a), engine=engine_socket(harness, a), d=d,
                home=pwd.getpwnam(a).pw_dir, uid=pwd.getpwnam(a).pw_uid)
     harness.berth("down", a, check=False)
@@ -308,7 +309,10 @@ def _varint(n):
             return out
 
 
-def grpc_call(sock_path, method, message=b"", upgrade=b"POST /grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"):
+H2C_GRPC = b"POST /grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+
+
+def grpc_call(sock_path, method, message=b"", upgrade=H2C_GRPC):
     import h2.config
     import h2.connection
     import h2.events
@@ -354,7 +358,8 @@ def test_grpc_solve_asking_entitlements_is_refused(env):
         assert status != "0"
         assert "not allowed" in trailers.get("grpc-message", ""), trailers
     # no entitlement asked, frontend told host network
-    msg = _pb_str(1, "attack-fnm") + _pb_str(6, "dockerfile.v0") + _pb_str(7, _pb_str(1, "force-network-mode") + _pb_str(2, "host"))
+    msg = (_pb_str(1, "attack-fnm") + _pb_str(6, "dockerfile.v0")
+           + _pb_str(7, _pb_str(1, "force-network-mode") + _pb_str(2, "host")))
     status, reply, trailers = grpc_call(env["sock"], "/moby.buildkit.v1.Control/Solve", msg)
     print("force-network-mode only", status, trailers.get("grpc-message"))
     # encoded spellings of /grpc reach the gate too
@@ -425,7 +430,8 @@ def test_idle_upgrades_hold_the_hosts_relay_threads(env, harness):
     and an idle session is never timed out: one user can hold them all."""
     pid = _proxyd_pid(harness)
     print("proxyd", pid)
-    threads = lambda: len(os.listdir(f"/proc/{pid}/task")) if pid else -1
+    def threads():
+        return len(os.listdir(f"/proc/{pid}/task")) if pid else -1
     before = threads()
     held = []
     for _ in range(6):
@@ -473,7 +479,8 @@ def req(method, target):
 stop = False
 def racer():
     while not stop:
-        for a, b in (("rc-plain", "rc-tmp"), ("rc-bound", "rc-plain"), ("rc-plain", "rc-bound"), ("rc-tmp", "rc-plain")):
+        for a, b in (("rc-plain", "rc-tmp"), ("rc-bound", "rc-plain"),
+                     ("rc-plain", "rc-bound"), ("rc-tmp", "rc-plain")):
             req("POST", f"/v1.41/containers/{a}/rename?name={b}")
 threading.Thread(target=racer, daemon=True).start()
 for i in range(1, 250):
@@ -530,7 +537,8 @@ def req(method, target, body=b""):
 stop = False
 def racer():
     while not stop:
-        for a, b in (("rc-plain", "rc-tmp"), ("rc-bound", "rc-plain"), ("rc-plain", "rc-bound"), ("rc-tmp", "rc-plain")):
+        for a, b in (("rc-plain", "rc-tmp"), ("rc-bound", "rc-plain"),
+                     ("rc-plain", "rc-bound"), ("rc-tmp", "rc-plain")):
             req("POST", f"/v1.41/containers/{a}/rename?name={b}")
 threading.Thread(target=racer, daemon=True).start()
 import os
@@ -626,7 +634,8 @@ def test_grpc_http_source_stays_out_of_other_users_blocks(env, harness):
             print(who, ip, status, trailers.get("grpc-message"), f"{time.time() - t0:.1f}s")
             if who == "other":
                 assert status != "0"
-        shell = subprocess.run(["runuser", "-u", env["a"], "--", "timeout", "4", "/bin/busybox", "wget", "-q", "-O", "-",
+        shell = subprocess.run(["runuser", "-u", env["a"], "--", "timeout", "4", "/bin/busybox", "wget", "-q",
+                                "-O", "-",
                                 f"http://{ips[b]}:8080/"], capture_output=True, text=True)
         print("A's shell to B's block:", shell.returncode, shell.stdout)
     finally:

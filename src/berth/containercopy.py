@@ -226,8 +226,20 @@ def _checked(member, target, no_overwrite):
 
 # --- entering: the child's identity and view -----------------------------------
 
+_LIBC = None
+
+
 def _libc():
-    return ctypes.CDLL(None, use_errno=True)
+    """libc, its functions looked up once, in the proxy: after a fork of a
+    threaded process, dlopen or dlsym could wait on a lock another thread
+    held at the fork, for good."""
+    global _LIBC
+    if _LIBC is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for name in ("setns", "unshare", "mount", "prctl"):
+            getattr(libc, name)
+        _LIBC = libc
+    return _LIBC
 
 
 def _check(rc):
@@ -237,9 +249,7 @@ def _check(rc):
 
 
 def _setns(libc, fd, kind):
-    if libc.setns(fd, kind) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+    _check(libc.setns(fd, kind))
 
 
 def _no_imports():
@@ -452,6 +462,7 @@ def spawn(enter, enter_args, request, keep=(), cgroup_procs=None):
     needs (all others are closed in it)."""
     from .pins import _close_all_but
 
+    _libc()  # before the fork: the child looks nothing up
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:  # pragma: no cover (a child: it never returns)

@@ -56,8 +56,20 @@ class Result:
         return f"Result({self.path!r}, pin={self.pin!r}, error={self.error})"
 
 
+_LIBC = None
+
+
 def _libc():
-    return ctypes.CDLL(None, use_errno=True)
+    """libc, its functions looked up once, before any fork: in a child of a
+    threaded process, dlopen or dlsym could wait on a lock another thread
+    held at the fork, for good."""
+    global _LIBC
+    if _LIBC is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for name in ("setns", "mount", "umount2"):
+            getattr(libc, name)
+        _LIBC = libc
+    return _LIBC
 
 
 def _check(rc):
@@ -235,6 +247,7 @@ def _in_child(target, *args):
     """Run `target(*args, out_fd)` in a forked child (single-threaded, so it
     may enter another mount namespace and change its own identity); its
     JSON answer, or OSError."""
+    _libc()  # looked up before the fork
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:

@@ -30,7 +30,9 @@ sys.path.insert(0, HERE)
 
 from scratch import Scratch, pip_installed_python  # noqa: E402
 
-from berth import config, host, paths, pause, proc  # noqa: E402
+from berth.core import config, paths, proc  # noqa: E402
+from berth.daemon import pause  # noqa: E402
+from berth.lifecycle import hostobjects as host  # noqa: E402
 
 SEED = r"""
 set -e

@@ -23,7 +23,10 @@ sys.path.insert(0, HERE)
 
 from scratch import Scratch, pip_installed_python  # noqa: E402
 
-from berth import cgroups, config, host, usage  # noqa: E402
+from berth.core import config  # noqa: E402
+from berth.daemon import cgroups  # noqa: E402
+from berth.lifecycle import hostobjects as host  # noqa: E402
+from berth.ops import usage  # noqa: E402
 
 LIMITS = '[limits]\nmemory = "8G"\ncpu_weight = 100\npids = 20000\n'
 

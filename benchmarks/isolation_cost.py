@@ -24,7 +24,8 @@ sys.path.insert(0, HERE)
 from network import berth_side, iperf, iperf3_tar  # noqa: E402
 from scratch import Scratch  # noqa: E402
 
-from berth import config, rules  # noqa: E402
+from berth.core import config  # noqa: E402
+from berth.net import rules  # noqa: E402
 
 
 def unhook(cfg):

@@ -28,7 +28,9 @@ sys.path.insert(0, HERE)
 
 from scratch import Scratch  # noqa: E402
 
-from berth import config, host, paths, proc, proxyctl  # noqa: E402
+from berth.core import config, paths, proc  # noqa: E402
+from berth.lifecycle import hostobjects as host  # noqa: E402
+from berth.proxy import control as proxyctl  # noqa: E402
 
 SETTLE = 5.0  # seconds after the last up: dockerd's start-up garbage collected
 

@@ -25,7 +25,7 @@ sys.path.insert(0, HERE)
 
 from scratch import Scratch  # noqa: E402
 
-from berth import proxyctl  # noqa: E402
+from berth.proxy import control as proxyctl  # noqa: E402
 
 
 def timed(argv):

@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 from proxy import busybox_tar  # noqa: E402
 from scratch import Scratch  # noqa: E402
 
-from berth import proxyctl  # noqa: E402
+from berth.proxy import control as proxyctl  # noqa: E402
 
 F_SETPIPE_SZ = 1031
 

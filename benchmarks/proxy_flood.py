@@ -28,7 +28,7 @@ sys.path.insert(0, HERE)
 from proxy import pss_and_rss  # noqa: E402
 from scratch import Scratch  # noqa: E402
 
-from berth import proxyctl  # noqa: E402
+from berth.proxy import control as proxyctl  # noqa: E402
 
 LIST = b"GET /v1.41/containers/json HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
 

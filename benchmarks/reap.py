@@ -22,7 +22,8 @@ sys.path.insert(0, HERE)
 
 from scratch import Scratch  # noqa: E402
 
-from berth import config, host, paths, proc  # noqa: E402
+from berth.core import config, paths, proc  # noqa: E402
+from berth.lifecycle import hostobjects as host  # noqa: E402
 
 
 def main():

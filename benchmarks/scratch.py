@@ -22,7 +22,7 @@ class Scratch:
         self.env = dict(os.environ, BERTH_CONFIG=self.config)
         self.python = python
         self.users = []
-        from berth import logindigest
+        from berth.lifecycle import logindigest
         self.had_login_digests = os.path.isdir(logindigest.DIR)
 
     def add_user(self, name):
@@ -45,13 +45,14 @@ class Scratch:
             subprocess.run([self.python, "-m", "berth", "down", "--purge", "--yes", user], env=self.env,
                            capture_output=True)
             subprocess.run(["userdel", user], capture_output=True)
-        from berth import proxyctl  # the policy proxy the first hardened `up` started
+        from berth.proxy import control as proxyctl  # the policy proxy the first hardened `up` started
 
         proxyctl.ProxySupervisor(f"{self.root}/run", f"{self.root}/log").stop()
-        from berth import containerd  # the shared containerd the first `up` started
+        from berth.daemon import containerd  # the shared containerd the first `up` started
 
         containerd.Shared(f"{self.root}/run", f"{self.root}/state", f"{self.root}/log").stop()
-        from berth import cgroups, logindigest  # berth's cgroup parents, once empty; this run's login digest
+        from berth.daemon import cgroups
+        from berth.lifecycle import logindigest  # berth's cgroup parents, once empty; this run's login digest
 
         for d in {os.path.dirname(u) for u in cgroups.user_dirs("x")}:
             try:

@@ -57,7 +57,7 @@ def main():
                 times["config"].append(run_ms(config_only, hook_env))
                 times["bare"].append(run_ms(bare, scratch.env))
         finally:
-            from berth import logindigest
+            from berth.lifecycle import logindigest
             for remove in (lambda: os.unlink(logindigest.path_for(scratch.config)),
                            lambda: os.rmdir(logindigest.DIR)):  # the directory only if nothing else is in it
                 try:

@@ -10,10 +10,10 @@ import sys
 from collections import namedtuple
 from types import SimpleNamespace
 
-from . import config as config_mod
-from . import logsetup
-from . import users as users_mod
-from .errors import BerthError
+from berth.core import config as config_mod
+from berth.core import logsetup
+from berth.core import users as users_mod
+from berth.core.errors import BerthError
 
 log = logging.getLogger("berth")
 
@@ -131,8 +131,8 @@ def _need_root(command, why):
 # --- one handler per command, in the order of the subcommands ---------------
 
 def _up(args, cfg, out):
-    from . import logindigest
-    from .lifecycle import up
+    from berth.lifecycle import logindigest
+    from berth.lifecycle.actions import up
 
     r = up(cfg, args.user, prelaunched=args.prelaunched, launch_key=args.config_identity)
     # Where the next `berth up` finds the run dir (and so the launch plan) without the config;
@@ -150,7 +150,7 @@ def _up(args, cfg, out):
 def _down(args, cfg, out):
     if args.purge:
         return _purge(args, cfg, out)
-    from .lifecycle import down
+    from berth.lifecycle.actions import down
 
     r = down(cfg, args.user)
     what = "dockerd stopped" if r.was_running else "dockerd was not running"
@@ -159,7 +159,8 @@ def _down(args, cfg, out):
 
 
 def _purge(args, cfg, out):
-    from . import lifecycle, paths, users
+    from berth.core import paths, users
+    from berth.lifecycle import actions as lifecycle
 
     users.check_name(args.user)
     where = os.path.dirname(paths.for_user(cfg, args.user).data_root)
@@ -177,7 +178,8 @@ def _purge(args, cfg, out):
 
 
 def _reap(args, cfg, out):
-    from . import reaper, users
+    from berth.core import users
+    from berth.ops import reaper
 
     if args.user:
         users.check_name(args.user)
@@ -191,7 +193,7 @@ def _reap(args, cfg, out):
 def _top(args, cfg, out):
     import time
 
-    from . import status
+    from berth.ops import status
 
     if args.interval <= 0:
         raise BerthError("--interval must be more than 0 seconds", hint="e.g. berth top --interval 2")
@@ -212,7 +214,8 @@ def _top(args, cfg, out):
 
 
 def _status(args, cfg, out):
-    from . import status, users
+    from berth.core import users
+    from berth.ops import status
 
     if args.user:
         users.check_name(args.user)
@@ -228,7 +231,7 @@ def _status(args, cfg, out):
 
 
 def _env(args, cfg, out):
-    from . import paths, users
+    from berth.core import paths, users
 
     name = args.user or pwd.getpwuid(os.getuid()).pw_name
     account = users.resolve(name, cfg.users.min_uid, cfg.users.max_uid)
@@ -236,8 +239,8 @@ def _env(args, cfg, out):
 
 
 def _install(args, cfg, out):
-    from . import install
-    from .supervisor import systemd_booted
+    from berth.daemon.supervisor import systemd_booted
+    from berth.ops import install
 
     host = install.Host(args.root)
     services = tuple(args.pam_service or ("sshd",))
@@ -265,19 +268,20 @@ def _install(args, cfg, out):
 
 
 def _pam(args, cfg, out):
-    from . import pam
+    from berth.login import hook as pam
 
     return pam.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
 
 
 def _proxy(args, cfg, out):
-    from . import proxyd
+    from berth.proxy import service as proxyd
 
     return proxyd.main(args.run_dir)
 
 
 def _logs(args, cfg, out):
-    from . import logs, paths, users
+    from berth.core import paths, users
+    from berth.ops import logs
 
     users.check_name(args.user)
     if args.lines is not None and args.lines < 0:
@@ -286,7 +290,8 @@ def _logs(args, cfg, out):
 
 
 def _refusals(args, cfg, out):
-    from . import refusals, users
+    from berth.core import users
+    from berth.proxy import refusals
 
     if os.geteuid() != 0:
         me = pwd.getpwuid(os.getuid()).pw_name
@@ -309,7 +314,9 @@ def _refusals(args, cfg, out):
 def _own_refusals(cfg, name):
     """A user's refusals, from the proxy on their own socket (it answers
     there for them alone); None where dockerd itself serves it (trusted mode)."""
-    from . import engine, paths, refusals
+    from berth.core import paths
+    from berth.daemon import engine
+    from berth.proxy import refusals
 
     sock = paths.for_user(cfg, name).socket
     try:
@@ -328,7 +335,7 @@ def _own_refusals(cfg, name):
 
 def _any_refusals(cfg, name):
     """Root: one user's refusals, or everyone's, on the proxy's control socket."""
-    from . import proxyctl
+    from berth.proxy import control as proxyctl
 
     try:
         return proxyctl.refusals(cfg.paths.run_dir, name)
@@ -341,13 +348,13 @@ def _any_refusals(cfg, name):
 
 
 def _demo(args, cfg, out):
-    from .demo import Demo
+    from berth.ops.demo import Demo
 
     Demo(cfg, out, keep=args.keep).run()
 
 
 def _doctor(args, cfg, out):
-    from . import doctor
+    from berth.ops import doctor
 
     try:
         cfg, config_error = config_mod.load(args.config), None
@@ -426,7 +433,7 @@ def main(argv=None, out=None, prelaunched=None):
     args.prelaunched = prelaunched if args.command == "up" else None
     if args.command == "up":
         # Taken before the config is read: a file changed meanwhile leaves no plan that names it.
-        from . import logindigest
+        from berth.lifecycle import logindigest
 
         args.config_path = args.config or config_mod.config_path()
         args.config_identity = logindigest.identity(args.config_path)

@@ -20,17 +20,17 @@ def hook_options(args):
 def main():
     options = hook_options(sys.argv[1:])
     if options is not None:
-        from .pam import main as hook
+        from berth.login.hook import main as hook
 
         return hook(**options)
     launched = prelaunch_up(sys.argv[1:])
     try:
-        from .cli import main as cli
+        from berth.cli import main as cli
 
         code = cli(prelaunched=launched)
     finally:
         if launched is not None and not launched.done:  # `up` failed before it took it over, or never ran
-            from .prelaunch import abandon
+            from berth.lifecycle.prelaunch import abandon
 
             abandon(launched)
     if launched is not None:
@@ -56,11 +56,11 @@ def prelaunch_up(args):
     launched from its plan before the CLI and the config are loaded."""
     import os
 
-    from . import paths, users
+    from berth.core import paths, users
 
     if len(args) != 2 or args[0] != "up" or not users.is_valid_name(args[1]):
         return None
-    from . import prelaunch
+    from berth.lifecycle import prelaunch
 
     launched = prelaunch.launch(os.environ.get("BERTH_CONFIG") or paths.DEFAULT_CONFIG, args[1])
     if launched is not None:

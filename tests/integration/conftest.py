@@ -84,7 +84,7 @@ def _probe():
         return "static busybox missing (apt-get install busybox-static)"
     name = f"btprobe{os.getpid() % 10000}"
     try:
-        from berth import bridge
+        from berth.net import bridge
         bridge.ensure_bridge(name, "192.0.2.1/30")
         bridge.remove_bridge(name)
         import iptc
@@ -125,7 +125,7 @@ def reap_zombies():
 
 
 def _free_pool(tag_seed):
-    from berth import bridge
+    from berth.net import bridge
     used = bridge.host_networks()
     rnd = random.Random(tag_seed)
     candidates = [ipaddress.IPv4Network(f"10.{b}.{c}.0/20") for b in range(240, 256) for c in range(0, 256, 16)]
@@ -149,7 +149,8 @@ class Harness:
         self.users = []
         self.configs = []
         self.config = self.write_config("berth.toml")
-        from berth import cgroups, logindigest
+        from berth.daemon import cgroups
+        from berth.lifecycle import logindigest
         self.had_login_digests = os.path.isdir(logindigest.DIR)
         self.login_digests = set(os.listdir(logindigest.DIR)) if self.had_login_digests else set()
         self.berth_cgroups = [os.path.dirname(d) for d in cgroups.user_dirs("x")]
@@ -179,7 +180,7 @@ chain_prefix = "{self.chain_prefix}"
         return path
 
     def cfg(self, path=None):
-        from berth import config
+        from berth.core import config
         return config.load(path or self.config)
 
     # --- users --------------------------------------------------------------
@@ -262,7 +263,7 @@ chain_prefix = "{self.chain_prefix}"
 
     def dockerd_pids(self, user):
         """dockerd processes (not zombies) running with this user's daemon.json."""
-        from berth import proc
+        from berth.core import proc
         marker = f"{self.root}/run/{user}/daemon.json"
         out = []
         for pid in proc.pids():
@@ -286,19 +287,20 @@ chain_prefix = "{self.chain_prefix}"
         what names its run dir, and shims of its containerd namespace."""
         import pwd
 
-        from berth import containerd, proc
+        from berth.core import proc
+        from berth.daemon import containerd
         namespaces = set(containerd.namespaces(user, pwd.getpwnam(user).pw_uid))
         return [p for p in self.leftover_processes()
                 if f"/run/{user}/" in " ".join(args := proc.cmdline(p))
                 or containerd.shim_namespace(args) in namespaces]
 
     def shared_containerd_pid(self):
-        from berth import host
+        from berth.lifecycle import hostobjects as host
         rec = host.shared_containerd(self.cfg()).running()
         return rec.pid if rec else None
 
     def leftover_processes(self):
-        from berth import proc
+        from berth.core import proc
         out = []
         for pid in proc.pids():
             st = proc.stat(pid)
@@ -323,7 +325,10 @@ chain_prefix = "{self.chain_prefix}"
 
     def cleanup(self):
         """Remove everything this run made; each step runs even if one fails."""
-        from berth import bridge, host, lifecycle, paths
+        from berth.core import paths
+        from berth.lifecycle import actions as lifecycle
+        from berth.lifecycle import hostobjects as host
+        from berth.net import bridge
         errors = []
         for user in self.users:
             for cfg_path in self.configs:
@@ -355,12 +360,12 @@ chain_prefix = "{self.chain_prefix}"
             if r.returncode != 0:
                 errors.append(f"userdel {user}: {r.stderr.strip()}")
             try:  # hardened mode's mapping account, with its /etc/subuid and /etc/subgid lines
-                from berth import userns
+                from berth.daemon import userns
                 userns.remove(uid, user)
             except Exception as e:
                 errors.append(f"mapping account of {user}: {e}")
         self._forget_login_digests()
-        from berth import cgroups
+        from berth.daemon import cgroups
         for user in self.users:  # a daemon's cgroup that a failed start left busy until the kills above
             cgroups.remove_daemon_cgroup(user)
         for d in self.berth_cgroups:  # /sys/fs/cgroup/<hierarchy>/berth, once no user is in it (berth remakes it)
@@ -375,7 +380,7 @@ chain_prefix = "{self.chain_prefix}"
 
     def _forget_login_digests(self):
         """The digests the login hook left of this run's configs (in /run/berth-login)."""
-        from berth import logindigest
+        from berth.lifecycle import logindigest
         # this run's configs, and the temporary ones its tests wrote (pytest's tmp_path)
         made = {os.path.basename(logindigest.path_for(p)) for p in self.configs}
         try:
@@ -434,7 +439,7 @@ def _no_login_digests_left():
     """A login hook still finishing after its module's cleanup (an sshd
     session process outliving its test) can leave a digest of a test config,
     or the digest directory itself: none outlives the run."""
-    from berth import logindigest
+    from berth.lifecycle import logindigest
 
     before = set(os.listdir(logindigest.DIR)) if os.path.isdir(logindigest.DIR) else None
     yield
@@ -468,7 +473,7 @@ def harness():
         # namespace of its own, for its private /etc/pam.d) would otherwise
         # start it there, on machines where PID 1's namespace cannot be
         # entered (hostns.py), and every daemon would follow it in.
-        from berth import host
+        from berth.lifecycle import hostobjects as host
         host.shared_containerd(h.cfg()).ensure()
         yield h
     finally:
@@ -479,7 +484,7 @@ class Login:
     """The login hook's lines, as `berth install` renders them for this run."""
 
     def __init__(self, harness, config=None):
-        from berth import install
+        from berth.ops import install
         self.h = harness
         self.config = config or harness.config
         cfg = harness.cfg(self.config)
@@ -613,7 +618,7 @@ AcceptEnv LANG LC_* BERTH_* PYTHON* LD_* PATH PAM_*
         root = os.path.join(self.dir, "sysroot")
         pam_dir = os.path.join(root, "etc", "pam.d")
         shutil.copytree("/etc/pam.d", pam_dir, symlinks=True)
-        from berth import install
+        from berth.ops import install
         for name in os.listdir(pam_dir):  # a berth installed on the host must not run in our logins
             path = os.path.join(pam_dir, name)
             if os.path.isfile(path) and not os.path.islink(path):

@@ -15,7 +15,8 @@ import time
 import pytest
 from conftest import DEBIAN_CLI
 
-from berth import policy, proxy
+from berth.proxy import handler as proxy
+from berth.proxy import policy
 
 CTX = policy.Context("10.213.7.128/25")
 
@@ -219,7 +220,7 @@ def test_archive_target_rewritten_in_the_query_not_the_path(tmp_path):
     the path is encoded, the one it replaces is in the query."""
     import collections
 
-    from berth.proxy import _by_id
+    from berth.proxy.handler import _by_id
     Head = collections.namedtuple("Head", "target")
     target = b"/v1.41/containers/plain%2Farchive?path=/d/s&z=/containers/q/archive"
     found = policy.canonical(target.decode())
@@ -457,7 +458,7 @@ def test_idle_upgrades_hold_the_hosts_relay_threads(env, harness):
                 logs.append((f, [line for line in text.splitlines() if "Traceback" in line or "Error" in line
                                  or "failed" in line][:20]))
     print("log lines of note:", logs)
-    from berth import splicerelay
+    from berth.proxy import splicerelay
     assert during - before < splicerelay.MAX_THREADS, "one user's idle upgrades hold every relay thread of the host"
 
 

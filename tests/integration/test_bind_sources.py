@@ -165,7 +165,7 @@ def test_a_pin_outlives_a_restart_and_goes_with_its_container(harness, pair):
     mounts = f"{harness.root}/run/{attacker}/pins"
     assert len(os.listdir(records)) >= 1
     # after a reboot the mounts are gone: a start pins again
-    from berth import pins
+    from berth.proxy import pins
     store = pins.Store(pwd.getpwnam(attacker).pw_uid, records, mounts)
     dockerd = harness.dockerd_pids(attacker)[0]
     fd = pins.mount_namespace_of(dockerd)
@@ -268,7 +268,10 @@ def test_binds_above_the_pins_copy_none_of_them(harness, pair):
 
 def test_a_container_that_restarts_by_itself_finds_its_binds_after_a_reboot(harness, pair):
     """dockerd restarts it before any request could pin again: up pins first."""
-    from berth import hostns, paths, pins, prelaunch
+    from berth.core import paths
+    from berth.daemon import hostns
+    from berth.lifecycle import prelaunch
+    from berth.proxy import pins
     victim, attacker, img, home = pair
     own = pwd.getpwnam(attacker).pw_dir
     with open(f"{own}/boot.txt", "w") as f:

@@ -17,7 +17,7 @@ import h2.connection
 import h2.events
 import pytest
 
-from berth import cgroups
+from berth.daemon import cgroups
 
 DEBIAN_CLI = "/usr/bin/docker"
 BUILDKIT = {**os.environ, "DOCKER_BUILDKIT": "1"}

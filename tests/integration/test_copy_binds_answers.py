@@ -16,7 +16,7 @@ import time
 import pytest
 from conftest import DEBIAN_CLI
 
-from berth import paths
+from berth.core import paths
 
 
 def raw(sock_path, method, target, body=b"", headers=(), partial=None, timeout=30):

@@ -56,7 +56,7 @@ def test_no_raw_bind_through_create(harness):
                 st, hd, ins = raw(sock, "GET", f"/v1.41/containers/rb{i}/json")
                 engine_view = harness.docker(a, "inspect", "-f", "{{json .Mounts}}", f"rb{i}", cli=DEBIAN_CLI).stdout
                 print("   mounts (proxy view):", engine_view.strip())
-                from berth import paths
+                from berth.core import paths
                 eng = paths.in_run_dir(f"{harness.root}/run", a).engine_socket
                 import subprocess
                 r = subprocess.run(["curl", "-s", "--unix-socket", eng, f"http://d/v1.41/containers/rb{i}/json"],

@@ -31,7 +31,7 @@ REFUSED = []  # (scenario, request, what dockerd itself answered): the table's l
 @pytest.fixture(scope="module")
 def user_daemon(harness):
     """(the user's socket, dockerd's own socket, the corpus files) for a user up in hardened mode."""
-    from berth import paths
+    from berth.core import paths
     user = harness.add_user()
     harness.berth("up", user)
     harness.import_busybox(user)

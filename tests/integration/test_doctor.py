@@ -9,8 +9,8 @@ import sys
 import pytest
 from conftest import STOCK_SSHD_PAM
 
-from berth import bridge
-from berth.leases import LeaseTable
+from berth.net import bridge
+from berth.net.leases import LeaseTable
 
 
 @pytest.fixture(scope="module")

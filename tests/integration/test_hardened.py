@@ -13,7 +13,7 @@ import tarfile
 import pytest
 from conftest import DEBIAN_CLI
 
-from berth import subids
+from berth.daemon import subids
 
 
 @pytest.fixture(scope="module")

@@ -193,7 +193,7 @@ def test_rules_come_back_after_a_flush_of_every_berth_chain(harness, pair):
     before = sorted(harness.rules_mentioning(f"berth:{alice}"))
     assert any("rpfilter" in line for line in before) and any("owner" in line for line in before)
     # What `iptables -F && iptables -X` does to berth: no jumps, no chains.
-    from berth import firewall, rules
+    from berth.net import firewall, rules
     cfg = harness.cfg()
     ch = rules.chains(cfg)
     for jump in ch.jumps():
@@ -229,7 +229,7 @@ def _engine(harness, user, *args, check=True):
 
 
 def _addresses_in(block):
-    from berth import bridge
+    from berth.net import bridge
     return [(link, a) for link, a in bridge.addresses()
             if ipaddress.ip_interface(a).network.overlaps(ipaddress.ip_network(block))]
 
@@ -416,7 +416,7 @@ def test_a_pull_from_another_users_address_tells_nothing_of_their_ports(harness,
 
 
 def test_a_users_daemon_runs_in_a_cgroup_of_its_own(harness, pair):
-    from berth import cgroups
+    from berth.daemon import cgroups
     (alice, bob), _ = pair
     root = cgroups.v2_root()
     for user in (alice, bob):
@@ -497,7 +497,7 @@ def test_purge_leaves_no_bridge_cgroup_or_ipv6_rule_of_the_user(harness):
     """A user's own networks have bridges of their own (bth<uid>.<suffix>) that dockerd leaves when it
     stops: purge removes them, so the block's next user finds none; down removes the daemon's cgroup
     and the user's IPv6 rules."""
-    from berth import cgroups
+    from berth.daemon import cgroups
     carol = harness.add_user()
     harness.berth("up", carol)
     row = json.loads(harness.berth("status", carol, "--json").stdout)["users"][0]

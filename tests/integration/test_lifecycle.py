@@ -150,7 +150,7 @@ def test_new_blocks_skip_networks_the_host_already_uses(harness):
     never hands out a block that overlaps one."""
     import ipaddress
 
-    from berth import bridge
+    from berth.net import bridge
     pool = list(harness.pool.subnets(new_prefix=22))[-1]   # 4 blocks of our own
     cfg = harness.write_config("skip.toml")
     text = open(cfg).read().replace(f'pool = "{harness.pool}"', f'pool = "{pool}"')
@@ -175,7 +175,7 @@ def test_a_daemon_that_serves_the_users_socket_itself_is_restarted(harness):
     """An upgrade guard: a dockerd with no socket of berth's own was started
     by a berth that gave the user dockerd's own socket (the way round the
     policy proxy); the next `up` restarts it."""
-    from berth import paths
+    from berth.core import paths
 
     user = harness.add_user()
     harness.berth("up", user)

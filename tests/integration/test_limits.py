@@ -7,7 +7,7 @@ import time
 import pytest
 from conftest import DEBIAN_CLI
 
-from berth import cgroups
+from berth.daemon import cgroups
 
 MEMORY = 96 << 20
 

@@ -270,7 +270,7 @@ def test_a_login_racing_a_purge_never_runs_on_a_deleted_data_root(harness):
 
 
 def shared_containerd_pid(harness):
-    from berth import host
+    from berth.lifecycle import hostobjects as host
     return host.shared_containerd(harness.cfg()).running().pid
 
 

@@ -80,7 +80,7 @@ def test_pool_exhausted(harness):
     with open(cfg, "w") as f:
         f.write(text)
     users = [harness.add_user() for _ in range(3)]
-    from berth.leases import LeaseTable
+    from berth.net.leases import LeaseTable
     table = LeaseTable(f"{harness.root}/state-tiny")
     for u in users[:2]:  # fill both blocks without starting daemons
         table.acquire(u, 5000, pool, 24, lambda: [])

@@ -77,7 +77,7 @@ def test_a_pam_line_without_run_dir_reads_the_config_once_then_its_digest(harnes
     import subprocess
     import sys
 
-    from berth import logindigest
+    from berth.lifecycle import logindigest
     user = harness.add_user()
     harness.berth("up", user)
     env = dict(os.environ, PAM_TYPE="open_session", PAM_USER=user)

@@ -104,7 +104,7 @@ def test_an_outdated_plan_is_stopped_and_started_again(harness):
 
 
 def test_a_launch_nobody_takes_over_is_undone(harness):
-    from berth import prelaunch
+    from berth.lifecycle import prelaunch
 
     user = harness.add_user()
     harness.berth("up", user)
@@ -130,8 +130,9 @@ def test_a_launch_nobody_takes_over_is_undone(harness):
 def test_a_failed_up_after_a_launch_leaves_nothing(harness):
     """dockerd launched from the plan, then `up` gives up waiting for it
     (and for the one it starts in its place): nothing of either is left."""
-    from berth import lifecycle, logindigest, prelaunch
-    from berth.errors import DaemonError
+    from berth.core.errors import DaemonError
+    from berth.lifecycle import actions as lifecycle
+    from berth.lifecycle import logindigest, prelaunch
 
     user = harness.add_user()
     harness.berth("up", user)
@@ -155,7 +156,7 @@ def test_a_failed_up_after_a_launch_leaves_nothing(harness):
 
 
 def test_a_daemon_that_runs_is_never_launched_again(harness):
-    from berth import prelaunch
+    from berth.lifecycle import prelaunch
 
     user = harness.add_user()
     harness.berth("up", user)
@@ -188,7 +189,8 @@ def test_a_login_launches_from_the_plan_too(harness, pam_service):
 def test_a_mapping_gone_since_the_plan_is_made_again_first(harness):
     """The user's mapping account removed while they were down (as purge
     does): what was launched without it goes, `up` makes it and starts again."""
-    from berth import userns, users
+    from berth.core import users
+    from berth.daemon import userns
 
     user = harness.add_user()
     harness.berth("up", user)
@@ -210,7 +212,8 @@ def test_a_mapping_gone_since_the_plan_is_made_again_first(harness):
 def test_the_limits_are_in_place_before_dockerd_is_launched(harness):
     """A user's containers restart with their daemon: the user's cgroup and
     its limits come first, and go with a launch nobody takes over."""
-    from berth import cgroups, prelaunch
+    from berth.daemon import cgroups
+    from berth.lifecycle import prelaunch
 
     config = harness.write_config("prelaunch-limits.toml", extra='[limits]\nmemory = "96M"\npids = 300\n')
     user = harness.add_user()
@@ -235,7 +238,8 @@ def test_the_limits_are_in_place_before_dockerd_is_launched(harness):
 def test_a_config_changed_during_the_launch_is_the_one_that_counts(harness):
     """Saved between the launch and its reading: what was launched goes, and
     the up runs as the config now says, under its own lock."""
-    from berth import lifecycle, logindigest, prelaunch
+    from berth.lifecycle import actions as lifecycle
+    from berth.lifecycle import logindigest, prelaunch
 
     config = harness.write_config("prelaunch-edited.toml")
     user = harness.add_user()

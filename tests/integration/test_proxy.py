@@ -233,7 +233,7 @@ def test_a_request_pipelined_behind_a_json_body_streams_its_upload_whole(proxied
 
 
 def open_connections(harness, user):
-    from berth import proxyctl
+    from berth.proxy import control as proxyctl
     return proxyctl.stats(f"{harness.root}/run")[user]["connections"]
 
 
@@ -319,7 +319,7 @@ def test_run_output_is_never_lost_over_many_runs(proxied):
 # --- the proxy as berth runs it: sockets, supervision, health -------------------
 
 def _proxy_pid(harness):
-    from berth import proxyctl
+    from berth.proxy import control as proxyctl
     info = proxyctl.ping(f"{harness.root}/run")
     return info and info["pid"]
 
@@ -328,7 +328,7 @@ def _kill_proxy(harness):
     import signal
     import time
 
-    from berth import proc
+    from berth.core import proc
     pid = _proxy_pid(harness)
     assert pid, "no policy proxy answers"
     start = proc.stat(pid).start_ticks
@@ -384,7 +384,7 @@ def test_a_name_the_cli_escapes_gets_dockerds_own_answer(proxied, docker_cli):
 
 
 def test_a_proxy_killed_refuses_and_the_next_up_restores_it_with_containers_kept(proxied, harness):
-    from berth import warm
+    from berth.login import warm
     user, img, listen = proxied
     docker(listen, "run", "-d", "--name", "px-survivor", img, "sleep", "600", as_user=user, cli=DEBIAN_CLI)
     started = docker(listen, "inspect", "-f", "{{.State.StartedAt}}", "px-survivor", cli=DEBIAN_CLI).stdout
@@ -466,7 +466,7 @@ def test_a_user_sees_their_own_refusals_and_nobody_elses(proxied, harness):
 
 
 def test_down_stops_serving_the_user_and_up_serves_them_again(proxied, harness):
-    from berth import proxyctl
+    from berth.proxy import control as proxyctl
     user, _, listen = proxied
     harness.berth("down", user)
     assert not os.path.exists(listen)

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from berth import proxyctl, proxyshare
+from berth.proxy import control as proxyctl
+from berth.proxy import share as proxyshare
 
 LIST = b"GET /v1.41/containers/json HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
 

@@ -127,7 +127,7 @@ def test_killed_daemon_is_collected(harness, reap0):
 
 
 def test_orphan_bridge_is_removed_but_a_foreign_one_is_left(harness):
-    from berth import bridge
+    from berth.net import bridge
     ghost, foreign = f"{harness.bridge_prefix}99998", f"{harness.bridge_prefix}99999"
     bridge.ensure_bridge(ghost, "192.0.2.1/30", "ghost")
     subprocess.run(["ip", "link", "add", foreign, "type", "bridge"], check=True)

@@ -21,7 +21,7 @@ def pair(harness):
 
 
 def shared(harness):
-    from berth import host
+    from berth.lifecycle import hostobjects as host
     return host.shared_containerd(harness.cfg())
 
 
@@ -35,7 +35,7 @@ def ctr(harness, *args):
 def namespace(harness, user):
     import pwd
 
-    from berth import containerd
+    from berth.daemon import containerd
     return containerd.namespaces(user, pwd.getpwnam(user).pw_uid)[0]
 
 
@@ -45,7 +45,7 @@ def started_at(harness, user, name):
 
 
 def kill_containerd(harness):
-    from berth import engine
+    from berth.daemon import engine
     rec = shared(harness).running()
     assert rec is not None
     os.kill(rec.pid, signal.SIGKILL)
@@ -58,7 +58,7 @@ def kill_containerd(harness):
 
 
 def test_both_daemons_run_on_one_containerd_and_no_containerd_of_their_own(harness, pair):
-    from berth import proc
+    from berth.core import proc
     address = shared(harness).address()
     containerds = [p for p in proc.pids() if proc.comm(p) == "containerd"
                    and any(harness.root in a for a in proc.cmdline(p))]
@@ -97,7 +97,7 @@ def test_containers_images_and_networks_stay_apart(harness, pair):
 
 
 def test_a_killed_containerd_is_back_at_the_next_up_with_every_container_running(harness, pair):
-    from berth import warm
+    from berth.login import warm
     alice, bob = pair
     for user in pair:
         harness.docker(user, "run", "-d", "--name", "survivor", "bt-busybox:1", "sleep", "600", cli=DEBIAN_CLI)

@@ -130,7 +130,7 @@ def test_down_of_both_leaves_no_process_bridge_or_rule(harness, pair):
         assert "dockerd stopped" in r.stdout
         assert harness.dockerd_pids(user) == []
     # Only the host's policy proxy and shared containerd stay (services, like cron), serving nobody.
-    from berth import proxyctl
+    from berth.proxy import control as proxyctl
     info = proxyctl.ping(f"{harness.root}/run")
     assert info is not None and info["users"] == 0 and proxyctl.stats(f"{harness.root}/run") == {}
     assert sorted(harness.leftover_processes()) == sorted([info["pid"], harness.shared_containerd_pid()])

@@ -14,7 +14,7 @@ def run(argv, monkeypatch, tmp_path, config_text="", run_dir=None):
     p.write_text(f"[paths]\nstate_dir = '{tmp_path}/s'\nrun_dir = '{run_dir or tmp_path / 'r'}'\n"
                  f"log_dir = '{tmp_path}/log'\n{config_text}")
     monkeypatch.setenv("BERTH_CONFIG", str(p))
-    from berth import logindigest  # an `up` leaves the config's digest: in tmp_path, not /run/berth-login
+    from berth.lifecycle import logindigest  # an `up` leaves the config's digest: in tmp_path, not /run/berth-login
 
     monkeypatch.setattr(logindigest, "DIR", str(tmp_path / "berth-login"))
     out = io.StringIO()
@@ -36,7 +36,7 @@ def test_bad_users_one_line_exit_1(user, words, monkeypatch, tmp_path, capsys):
 
 
 def test_missing_dockerd_names_the_package(monkeypatch, tmp_path, capsys):
-    from berth import users
+    from berth.core import users
     monkeypatch.setattr(users, "resolve", lambda name, *limits: users.Account(name, 4321, 100, "/home/x"))
     code, _ = run(["up", "alice"], monkeypatch, tmp_path, "[daemon]\ndockerd = '/nonexistent/dockerd'\n")
     err = capsys.readouterr().err
@@ -84,7 +84,7 @@ def test_help_of_every_command_has_an_example(capsys):
 
 
 def test_unexpected_error_is_one_line_without_traceback(monkeypatch, tmp_path, capsys):
-    from berth import config
+    from berth.core import config
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")

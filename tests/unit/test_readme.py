@@ -3,7 +3,7 @@
 import os
 import re
 
-from berth import config
+from berth.core import config
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 with open(os.path.join(REPO, "README.md")) as f:
@@ -34,8 +34,14 @@ def test_every_relative_link_leads_somewhere():
 def test_layout_lists_every_module():
     layout = ARCHITECTURE[ARCHITECTURE.index("## Layout"):]
     package = os.path.join(REPO, "src", "berth")
-    modules = {n for n in os.listdir(package) if n.endswith(".py") and n not in ("__init__.py", "__main__.py")}
-    missing = sorted(m for m in modules if not re.search(rf"\b{re.escape(m)}", layout))
+    missing = []
+    for dirpath, _, files in os.walk(package):
+        layer = os.path.relpath(dirpath, package)
+        if layer != "." and not re.search(rf"^  {re.escape(layer)}/", layout, re.M):
+            missing.append(f"{layer}/")
+        missing += [f"{layer}/{n}" for n in files if n.endswith(".py") and n not in ("__init__.py", "__main__.py")
+                    and not re.search(rf"\b{re.escape(n)}", layout)]
+    missing = [m for m in missing if "__pycache__" not in m and not m.startswith("data")]
     assert missing == [], f"docs/architecture.md's Layout does not name {missing}"
 
 

@@ -1,0 +1,195 @@
+"""The policy proxy from berth's side: ask it, start it where none answers,
+stop it. (proxyd is the service itself.)
+
+It is found by its control socket, not by a pidfile: only root reaches
+that socket, so an answer on it is from berth's proxy, and the answer
+carries its pid. One proxy serves a run dir; a second one started in a
+race finds the first one's lock and exits 0.
+"""
+
+import _socket
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from berth.core import paths, proc
+from berth.core.errors import DaemonError
+from berth.core.fsutil import ensure_dir, log_tail
+from berth.core.paths import ROOT_ONLY, SYSTEM_PATH
+
+log = logging.getLogger(__name__)
+
+UNIT = "berth-proxy.service"
+
+
+class ProxyError(DaemonError):
+    pass
+
+
+def control_path(run_dir):
+    return os.path.join(paths.proxy_dir(str(run_dir)), "ctl.sock")
+
+
+def ask(run_dir, *words, timeout=5.0):
+    """Send one request; the answer after "ok" ('' if none). Raises
+    OSError when no proxy answers, ProxyError when it refuses."""
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect(control_path(run_dir))
+        s.sendall((" ".join(words) + "\n").encode())
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    answer = data.decode(errors="replace").strip()
+    if answer == "ok" or answer.startswith("ok "):
+        return answer[3:]
+    raise ProxyError(f"the policy proxy refused '{' '.join(words)}': {answer or '(no answer)'}",
+                     hint="see proxy.log in berth's log dir")
+
+
+def ping(run_dir, timeout=2.0):
+    """{'pid': ..., 'users': ..., 'connections': ...} from the running proxy, or None."""
+    try:
+        answer = ask(run_dir, "ping", timeout=timeout)
+        return {k: int(v) for k, v in (w.split("=", 1) for w in answer.split())}
+    except (OSError, ValueError, ProxyError):
+        return None
+
+
+def stats(run_dir, timeout=2.0):
+    """{user: {'uid', 'connections', 'requests', 'refused'}} from the running proxy, or None."""
+    try:
+        import json
+
+        return json.loads(ask(run_dir, "stats", timeout=timeout))
+    except (OSError, ValueError, ProxyError):
+        return None
+
+
+def refusals(run_dir, user=None, timeout=5.0):
+    """The refusals.document of `user`, or of every user served. Raises
+    OSError when no proxy answers, ProxyError when it serves no such user."""
+    import json
+
+    return json.loads(ask(run_dir, "refusals", *([user] if user else []), timeout=timeout))
+
+
+def argv(run_dir, python=None):
+    # -I: no PYTHON* variables, no user site; the proxy reads nothing a user shapes.
+    return [python or sys.executable, "-I", "-m", "berth", "proxy", "--run-dir", str(run_dir)]
+
+
+def unit_properties(log_file):
+    return (
+        ("Description", "berth: policy proxy in front of users' Docker daemons"),
+        ("Type", "exec"),
+        ("Restart", "on-failure"),
+        ("LimitNOFILE", "1048576"),
+        ("Environment", f"PATH={SYSTEM_PATH}"),
+        ("StandardOutput", f"append:{log_file}"),
+        ("StandardError", f"append:{log_file}"),
+    )
+
+
+def unit_text(run_dir, log_file, python):
+    props = unit_properties(log_file)
+    service = "\n".join(f"{k}={v}" for k, v in props if k != "Description")
+    return (f"[Unit]\nDescription={props[0][1]}\n\n[Service]\n"
+            f"ExecStart={' '.join(argv(run_dir, python))}\n{service}\n")
+
+
+class ProxySupervisor:
+    """Starts the proxy detached (its own session, or a systemd unit) and
+    waits for its control socket."""
+
+    def __init__(self, run_dir, log_dir, use_systemd=False, python=None):
+        self.run_dir = str(run_dir)
+        self.log_file = paths.own_log(log_dir, paths.PROXY_LOG)
+        self.use_systemd = use_systemd
+        self.python = python or sys.executable
+        self.child = None
+
+    def launch(self):
+        """Start a proxy unless one answers; returns at once (see wait_ready)."""
+        if ping(self.run_dir, timeout=1.0) is not None:
+            return False
+        ensure_dir(os.path.dirname(self.log_file), ROOT_ONLY)
+        if self.use_systemd:
+            self._launch_unit()
+        else:
+            with open(self.log_file, "ab") as logf:
+                os.fchmod(logf.fileno(), 0o600)
+                self.child = subprocess.Popen(
+                    argv(self.run_dir, self.python), stdin=subprocess.DEVNULL, stdout=logf,
+                    stderr=subprocess.STDOUT, cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
+                    close_fds=True, start_new_session=True)
+        log.info("started the policy proxy for %s (%s)", self.run_dir,
+                 "unit " + UNIT if self.use_systemd else f"pid {self.child.pid}")
+        return True
+
+    def _launch_unit(self):
+        subprocess.run(["systemctl", "reset-failed", UNIT], capture_output=True)
+        cmd = ["systemd-run", "--unit=" + UNIT, "--collect", "--quiet", "--no-block"]
+        for key, value in unit_properties(self.log_file):
+            cmd += [f"--description={value}"] if key == "Description" else ["--property", f"{key}={value}"]
+        r = subprocess.run(cmd + ["--", *argv(self.run_dir, self.python)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ProxyError(f"systemd-run could not start {UNIT}: {r.stderr.strip()}",
+                             hint="see journalctl -u " + UNIT)
+
+    def wait_ready(self, timeout=10.0):
+        """Until a proxy answers. A child of ours that failed fails this at
+        once; one that exited 0 found another proxy, which will answer."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            info = ping(self.run_dir, timeout=1.0)
+            if info is not None:
+                return info
+            code = self.child.poll() if self.child is not None else None
+            if code:
+                raise ProxyError(f"the policy proxy exited at start (status {code}): {self.log_tail()}",
+                                 hint=f"see {self.log_file}")
+            if time.monotonic() > deadline:
+                raise ProxyError(f"the policy proxy did not answer within {timeout:g} s: {self.log_tail()}",
+                                 hint=f"see {self.log_file}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+
+    def ensure(self):
+        self.launch()
+        return self.wait_ready()
+
+    def stop(self, timeout=10.0):
+        """Stop the proxy that answers, if any; users' sockets then refuse."""
+        info = ping(self.run_dir)
+        if info is None:
+            return False
+        if self.use_systemd:
+            subprocess.run(["systemctl", "stop", UNIT], capture_output=True)
+        pid, start = info["pid"], proc.stat(info["pid"])
+        if start is None:
+            return True
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + timeout
+        while proc.alive(pid, start.start_ticks) and time.monotonic() < deadline:
+            proc.reap(pid)
+            time.sleep(0.02)
+        proc.reap(pid)
+        return True
+
+    def log_tail(self, lines=3):
+        return log_tail(self.log_file, lines)
+

@@ -52,9 +52,7 @@ CHUNK = 1 << 20  # reads from dockerd this big keep large downloads (docker save
 # 64 KiB means a read, an epoll wait and a parse per ~100 KiB.
 BUFFER = 1 << 20
 # The connection to dockerd keeps the kernel's default send buffer: with
-# uploads spliced, a forced 1 MiB one (set when uploads were written from
-# Python) measured worse, docker cp 0.78x/0.80x of direct against 0.85x/0.83x
-# alternated in one session, with 20-40 ms more of the proxy's CPU.
+# uploads spliced, a forced 1 MiB one measured worse (docs/performance.md).
 # A connection that sends no request for this long is closed (the docker
 # CLI opens one per command; a script holding hundreds idle would not).
 IDLE_TIMEOUT = 600

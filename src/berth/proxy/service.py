@@ -262,8 +262,7 @@ async def _run(run_dir):
 def _event_loop_run():
     """uvloop's run where it is installed (a setup.cfg requirement; a distro
     install may lack it): its transports write a list of pieces with one
-    writev and read with less overhead, which took `docker load` through the
-    proxy from 0.85x to 0.95x of direct."""
+    writev and read with less overhead (docs/performance.md)."""
     try:
         import uvloop
     except ImportError:
@@ -284,9 +283,8 @@ def main(run_dir):
         log.info("another berth proxy serves %s; leaving it be", run_dir)
         return 0
     _raise_fd_limit()
-    # Bodies are parsed in worker threads (proxyshare): the loop, which
-    # serves everybody, gets the interpreter back within 1 ms, not 5 (A's
-    # p90 under B's flood of 1 MB bodies 10 ms against 19, in one session).
+    # Bodies are parsed in worker threads (proxy/share.py): the loop, which
+    # serves everybody, gets the interpreter back within 1 ms, not 5.
     sys.setswitchinterval(0.001)
     _event_loop_run()(_run(run_dir))
     return 0

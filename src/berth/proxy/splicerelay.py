@@ -1,26 +1,21 @@
 """A request body moved from the client's socket to dockerd's inside the
 kernel: splice(2) into a pipe, and from the pipe on. The bytes are never
 copied into the proxy, so an upload (`docker cp`, `docker load`, a build
-context) costs it two system calls per read, not two copies of every byte:
-on a 2-core box those copies took turns with the docker CLI and dockerd's
-untar, and held `docker cp` to about 0.8x of direct.
+context) costs it two system calls per read, not two copies of every
+byte, which on a small box took turns with the docker CLI and dockerd's
+untar.
 
-Each relay runs in a thread of its own, blocked in poll(2) between reads:
-driven by the event loop instead (a wakeup, a callback and an epoll round
-for each of the CLI's 32 KiB writes) it took 130-140 ms of CPU for 300 MiB
-against 100, and docker cp went 0.82x of direct against 0.87x, alternated
-in one run. And a thread can wait: a read of less than COALESCE waits NAP
-for the CLI's next writes before it goes on, so the proxy and dockerd
-wake once for several of them. That took the proxy to 70-80 ms of CPU and
-docker cp to 0.93-0.94x of direct, against 0.78-0.79x without the wait
-(200 us: 0.88x), alternated in one run each; a body's last bytes arrive
-100 us later. Each thread takes the interpreter's lock at each of its
-wakeups, which delays the loop (32 busy relay threads: 49 ms at worst,
-against 20 ms driven by the loop), so past MAX_THREADS relays at once the
-loop drives them.
+Each relay runs in a thread of its own, blocked in poll(2) between reads
+(driven by the event loop, each of the CLI's 32 KiB writes costs a
+wakeup, a callback and an epoll round). A thread can also wait: a read of
+less than COALESCE waits NAP for the CLI's next writes, so the proxy and
+dockerd wake once for several of them. Each thread takes the
+interpreter's lock at its wakeups, which delays the loop, so past
+MAX_THREADS relays at once the loop drives them. What each choice
+measured: docs/performance.md.
 
 Each relay's pipe may hold up to 1 MiB of kernel memory while dockerd is
-slow to take it (as the 1 MiB send buffer to dockerd once did).
+slow to take it.
 
 Only a body the policy does not read is relayed so, on a connection to
 dockerd that carries that one request (`Connection: close`): what dockerd

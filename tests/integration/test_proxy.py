@@ -1,6 +1,7 @@
 """The policy proxy in front of a real dockerd: the docker CLI through it,
 refusals as the CLI shows them, and raw HTTP that tries to get past it."""
 
+import json
 import os
 import pwd
 import socket
@@ -146,6 +147,21 @@ def test_a_head_h11_will_not_read_is_answered_400_and_logged_without_a_traceback
         assert answer.startswith("HTTP/1.1 400") and "berth: a request that is not HTTP/1.1" in answer, answer
     with open(f"{harness.root}/log/proxy.log") as f:
         assert "Traceback" not in f.read()
+
+
+def test_a_one_part_bind_is_an_anonymous_volume_as_dockerd_makes_it(proxied):
+    """compose 1.29 sends `-v /data` as HostConfig.Binds ["/data"]: a volume, no host path."""
+    user, img, listen = proxied
+    body = json.dumps({"Image": img, "Cmd": ["true"], "HostConfig": {"Binds": ["/data"]}}).encode()
+    answer = raw(listen, post(b"/v1.41/containers/create?name=px-anon", body, b"Connection: close\r\n"))
+    try:
+        assert answer.startswith("HTTP/1.1 201"), answer
+        shown = raw(listen, b"GET /v1.41/containers/px-anon/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        info = json.loads(shown.split("\r\n\r\n", 1)[1])
+        assert [(m["Type"], m["Destination"]) for m in info["Mounts"]] == [("volume", "/data")]
+        assert info["HostConfig"]["Binds"] == ["/data"]
+    finally:
+        raw(listen, b"DELETE /v1.41/containers/px-anon?v=1 HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
 
 
 def test_a_streamed_body_framed_by_its_length_goes_through_whole(proxied):

@@ -555,13 +555,11 @@ def binds_to_mounts(host_config):
     a new dict."""
     binds = _get(host_config, "Binds") or []
     mounts = list(_get(host_config, "Mounts") or [])
-    volumes = [spec for spec in binds if not str(spec).startswith("/")]
+    # A destination alone (`-v /data` from compose 1.29) is an anonymous volume to dockerd: no host path either.
+    volumes = [spec for spec in binds if not str(spec).startswith("/") or ":" not in str(spec)]
     for spec in binds:
-        if ":" not in str(spec):  # a destination alone: an anonymous volume, as dockerd reads it
-            mounts.append({"Type": "volume", "Target": str(spec)})
-            continue
         source, _, rest = str(spec).partition(":")
-        if not source.startswith("/"):
+        if spec in volumes:
             continue
         target, _, options = rest.partition(":")
         opts = set(options.split(",")) if options else set()

@@ -170,8 +170,8 @@ def test_binds_become_mounts_that_never_create_their_source():
 
 def test_a_bind_of_a_destination_alone_is_an_anonymous_volume():
     """compose 1.29 sends `-v /data` as a one-part Bind: dockerd makes it an anonymous volume."""
-    out = policy.binds_to_mounts(apijson.loads(b'{"Binds": ["/data"]}'))
-    assert out["Mounts"] == [{"Type": "volume", "Target": "/data"}]
+    out = policy.binds_to_mounts(apijson.loads(b'{"Binds": ["/data", "/h:/c"]}'))
+    assert out["Binds"] == ["/data"] and [m["Target"] for m in out["Mounts"]] == ["/c"]
 
 
 def test_host_config_fields_at_the_top_of_a_create_body_are_refused():

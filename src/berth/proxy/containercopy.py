@@ -26,7 +26,6 @@ the tar until EOF.
 """
 
 import base64
-import ctypes
 import datetime
 import errno
 import json
@@ -37,6 +36,8 @@ import socket
 import stat
 import sys
 import tarfile
+
+from berth.proxy.pins import _check, _close_all_but, _libc
 
 CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
@@ -225,28 +226,6 @@ def _checked(member, target, no_overwrite):
 
 
 # --- entering: the child's identity and view -----------------------------------
-
-_LIBC = None
-
-
-def _libc():
-    """libc, its functions looked up once, in the proxy: after a fork of a
-    threaded process, dlopen or dlsym could wait on a lock another thread
-    held at the fork, for good."""
-    global _LIBC
-    if _LIBC is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        for name in ("setns", "unshare", "mount", "prctl"):
-            getattr(libc, name)
-        _LIBC = libc
-    return _LIBC
-
-
-def _check(rc):
-    if rc != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
 
 def _setns(libc, fd, kind):
     _check(libc.setns(fd, kind))
@@ -460,8 +439,6 @@ def spawn(enter, enter_args, request, keep=(), cgroup_procs=None):
     enter(*enter_args), then serves `request`: (its pid, the proxy's end
     of the socket pair). `keep`: descriptors among `enter_args` the child
     needs (all others are closed in it)."""
-    from berth.proxy.pins import _close_all_but
-
     _libc()  # before the fork: the child looks nothing up
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()

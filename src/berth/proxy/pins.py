@@ -66,7 +66,7 @@ def _libc():
     global _LIBC
     if _LIBC is None:
         libc = ctypes.CDLL(None, use_errno=True)
-        for name in ("setns", "mount", "umount2"):
+        for name in ("setns", "mount", "umount2", "unshare", "prctl"):  # pins' and containercopy's
             getattr(libc, name)
         _LIBC = libc
     return _LIBC

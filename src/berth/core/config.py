@@ -92,6 +92,14 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    # On a Slurm node a job's GPUs are its grant's alone (docs/slurm.md):
+    # job sockets get the grant, the login socket gets login_gpus.
+    enabled: bool = False
+    login_gpus: str = "none"   # none: no GPU outside a job | all: as without Slurm
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     # What [limits] and [limits.users.<name>] say, checked (limits.parse):
     # {key: value}, and {user: {key: value}}. limits.for_user combines them.
@@ -111,6 +119,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     daemon_json: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     source: str = "(defaults)"
 
 
@@ -193,6 +202,12 @@ def _containerd(value):
                      'or the absolute path of a containerd socket')
 
 
+def _bool(value):
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
+
+
 def _program(value):
     if not isinstance(value, str) or not value or any(c.isspace() for c in value):
         raise ValueError("a program name on PATH or an absolute path, e.g. \"dockerd\"")
@@ -228,6 +243,7 @@ SCHEMA = {
     "login": (LoginConfig, {"deadline": _positive_number, "contact": _text}),
     "security": (SecurityConfig, {"mode": _choice("hardened", "trusted"),
                                   "subid_start": _int_range(65536, 2**32 - 2**24)}),
+    "slurm": (SlurmConfig, {"enabled": _bool, "login_gpus": _choice("none", "all")}),
 }
 
 

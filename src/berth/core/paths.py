@@ -99,6 +99,14 @@ class UserPaths(namedtuple("UserPaths", "user run_dir data_root log_file")):
         """berth's own record of the dockerd it started (pid + start time)."""
         return os.path.join(self.run_dir, "dockerd.rec")
 
+    def job_socket(self, job_id):
+        """A Slurm job's socket (the user's, 0600), served with its grant."""
+        return os.path.join(self.run_dir, f"job-{int(job_id)}.sock")
+
+    def job_grant(self, job_id):
+        """What a Slurm job was granted on this node (root's, 0600; proxy/jobgrant.py)."""
+        return os.path.join(self.run_dir, f"job-{int(job_id)}.grant")
+
 
 def proxy_dir(run_dir):
     """The policy proxy's own directory (root's alone): its control socket

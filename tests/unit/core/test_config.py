@@ -94,3 +94,15 @@ def test_a_config_from_the_environment_is_not_taken_when_environ_is_given_empty(
     """The login hook passes environ={}: BERTH_CONFIG from a session means nothing."""
     monkeypatch.setenv("BERTH_CONFIG", write(tmp_path, "[network\n"))
     assert config.load(environ={}).source in ("(defaults)", config.DEFAULT_PATH)
+
+
+def test_slurm_section():
+    cfg = config.parse({"slurm": {"enabled": True, "login_gpus": "all"}})
+    assert cfg.slurm.enabled and cfg.slurm.login_gpus == "all"
+    assert config.parse({}).slurm.enabled is False
+
+
+@pytest.mark.parametrize("table", [{"enabled": "yes"}, {"login_gpus": "some"}, {"gres": 1}])
+def test_slurm_section_refuses_what_it_cannot_mean(table):
+    with pytest.raises(ConfigError):
+        config.parse({"slurm": table})

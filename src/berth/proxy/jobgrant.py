@@ -1,0 +1,45 @@
+"""What a Slurm job was granted on this node, as the Prolog writes it for
+the proxy to read (`job-<id>.grant` in the user's run dir, root's 0600).
+Pure.
+
+The proxy serves the job's socket (`job-<id>.sock`) with it: the job's
+GPUs are the only ones its containers get, and every container made
+through that socket carries the label LABEL=<id>, by which the Epilog
+removes them.
+"""
+
+from collections import namedtuple
+
+from berth.core import keyvalue
+
+LABEL = "berth.job"
+
+# job_id: Slurm's job id; user/uid: the job's owner (who may connect);
+# gpus: the granted GPUs as the nvidia runtime names them (UUIDs where
+# nvidia-smi exists on the node, indices otherwise), in the order Slurm
+# gave them; memory: the job's memory limit in bytes (0: none known);
+# nano_cpus: its CPU limit in 1e-9 CPUs (0: none known).
+Grant = namedtuple("Grant", "job_id user uid gpus memory nano_cpus", defaults=(0, 0))
+
+
+class BadGrant(ValueError):
+    pass
+
+
+def render(grant):
+    for gpu in grant.gpus:
+        if not gpu or "," in gpu or any(c.isspace() for c in gpu):
+            raise ValueError(f"a GPU name cannot be written in a grant: {gpu!r}")
+    return keyvalue.render({"job": int(grant.job_id), "user": grant.user, "uid": int(grant.uid),
+                            "gpus": ",".join(grant.gpus), "memory": int(grant.memory),
+                            "nano_cpus": int(grant.nano_cpus)})
+
+
+def parse(text):
+    try:
+        fields = keyvalue.parse(text)
+        return Grant(int(fields["job"]), fields["user"], int(fields["uid"]),
+                     tuple(g for g in fields["gpus"].split(",") if g),
+                     int(fields.get("memory", 0)), int(fields.get("nano_cpus", 0)))
+    except (KeyError, ValueError) as e:
+        raise BadGrant(f"unreadable job grant ({e})") from None

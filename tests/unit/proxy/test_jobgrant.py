@@ -1,0 +1,34 @@
+import pytest
+
+from berth.core import paths
+from berth.proxy import jobgrant
+
+
+def test_a_grant_reads_back_as_written():
+    grant = jobgrant.Grant(42, "alice", 1001, ("GPU-1a2b", "GPU-3c4d"), 8 << 30, 2_000_000_000)
+    assert jobgrant.parse(jobgrant.render(grant)) == grant
+
+
+def test_a_grant_without_gpus_or_limits():
+    grant = jobgrant.Grant(7, "bob", 1002, ())
+    assert jobgrant.parse(jobgrant.render(grant)) == grant
+
+
+@pytest.mark.parametrize("gpu", ["", "0,1", "GPU 1", "a\nb"])
+def test_a_gpu_name_that_would_read_back_otherwise_is_refused(gpu):
+    with pytest.raises(ValueError):
+        jobgrant.render(jobgrant.Grant(1, "alice", 1001, (gpu,)))
+
+
+@pytest.mark.parametrize("text", ["", "job=x\nuser=a\nuid=1\ngpus=\n", "garbage"])
+def test_an_unreadable_grant_is_one_error(text):
+    with pytest.raises(jobgrant.BadGrant):
+        jobgrant.parse(text)
+
+
+def test_job_paths_sit_in_the_users_run_dir():
+    up = paths.in_run_dir("/run/berth", "alice")
+    assert up.job_socket(42) == "/run/berth/alice/job-42.sock"
+    assert up.job_grant("42") == "/run/berth/alice/job-42.grant"
+    with pytest.raises(ValueError):
+        up.job_socket("../x")

@@ -18,8 +18,11 @@ LABEL = "berth.job"
 # gpus: the granted GPUs as the nvidia runtime names them (UUIDs where
 # nvidia-smi exists on the node, indices otherwise), in the order Slurm
 # gave them; memory: the job's memory limit in bytes (0: none known);
-# nano_cpus: its CPU limit in 1e-9 CPUs (0: none known).
-Grant = namedtuple("Grant", "job_id user uid gpus memory nano_cpus", defaults=(0, 0))
+# nano_cpus: its CPU limit in 1e-9 CPUs (0: none known); cgroup: the
+# cgroup-parent of the job's containers, which the Prolog made below the
+# user's and held to the job's limits ("": the user's own, as on the login
+# socket).
+Grant = namedtuple("Grant", "job_id user uid gpus memory nano_cpus cgroup", defaults=(0, 0, ""))
 
 
 class BadGrant(ValueError):
@@ -32,7 +35,7 @@ def render(grant):
             raise ValueError(f"a GPU name cannot be written in a grant: {gpu!r}")
     return keyvalue.render({"job": int(grant.job_id), "user": grant.user, "uid": int(grant.uid),
                             "gpus": ",".join(grant.gpus), "memory": int(grant.memory),
-                            "nano_cpus": int(grant.nano_cpus)})
+                            "nano_cpus": int(grant.nano_cpus), "cgroup": grant.cgroup})
 
 
 def parse(text):
@@ -40,6 +43,6 @@ def parse(text):
         fields = keyvalue.parse(text)
         return Grant(int(fields["job"]), fields["user"], int(fields["uid"]),
                      tuple(g for g in fields["gpus"].split(",") if g),
-                     int(fields.get("memory", 0)), int(fields.get("nano_cpus", 0)))
+                     int(fields.get("memory", 0)), int(fields.get("nano_cpus", 0)), fields.get("cgroup", ""))
     except (KeyError, ValueError) as e:
         raise BadGrant(f"unreadable job grant ({e})") from None

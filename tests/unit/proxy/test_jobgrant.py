@@ -5,7 +5,8 @@ from berth.proxy import jobgrant
 
 
 def test_a_grant_reads_back_as_written():
-    grant = jobgrant.Grant(42, "alice", 1001, ("GPU-1a2b", "GPU-3c4d"), 8 << 30, 2_000_000_000)
+    grant = jobgrant.Grant(42, "alice", 1001, ("GPU-1a2b", "GPU-3c4d"), 8 << 30, 2_000_000_000,
+                             "/berth/alice/job-42")
     assert jobgrant.parse(jobgrant.render(grant)) == grant
 
 

@@ -28,8 +28,10 @@ def pair(harness):
     for user in users:
         harness.berth("up", user)
         img = harness.import_busybox(user)
-        harness.docker(user, "run", "-d", "--name", "web", "--net=container:net", img, "sh", "-c",
-                       f"echo page-of-{user} > /www/index.html && exec httpd -f -p {PORT} -h /www", cli=DEBIAN_CLI)
+        # httpd, PID 1, ignores SIGTERM: a down stops it after 1 s, not dockerd's default 10
+        harness.docker(user, "run", "-d", "--stop-timeout", "1", "--name", "web", "--net=container:net", img, "sh",
+                       "-c", f"echo page-of-{user} > /www/index.html && exec httpd -f -p {PORT} -h /www",
+                       cli=DEBIAN_CLI)
         row = json.loads(harness.berth("status", user, "--json").stdout)["users"][0]
         info[user] = {"ip": row["net_ip"], "block": row["block"], "uid": row["uid"], "img": img,
                       "bridge": row["bridge"]}
@@ -51,12 +53,21 @@ def fetch(ip, as_user=None):
     return r.stdout.strip() if r.returncode == 0 else None
 
 
+def shell_gets_nowhere(user, ip):
+    """`user`'s fetch of ip:PORT from their shell is dropped (an httpd listens there: a SYN that
+    reached it would be answered at once). netprobe.assert_dropped says how, in 1.5 s, not 4."""
+    client = subprocess.Popen(["runuser", "-u", user, "--", BUSYBOX, "wget", "-q", "-O", "-", f"http://{ip}:{PORT}/"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert_dropped(client, ip, PORT)
+    return True
+
+
 def test_host_users_stay_out_but_the_owner_and_root_get_in(harness, pair):
     (alice, bob), info = pair
     ip = info[alice]["ip"]
     assert fetch(ip) == f"page-of-{alice}"                 # root (and docker-proxy for -p, which is root's)
     assert fetch(ip, as_user=alice) == f"page-of-{alice}"  # alice from her own shell
-    assert fetch(ip, as_user=bob) is None                  # bob from his shell
+    assert shell_gets_nowhere(bob, ip)                     # bob from his shell
     assert fetch(info[bob]["ip"], as_user=bob) == f"page-of-{bob}"
 
 
@@ -123,40 +134,51 @@ def listener_and_forger(harness, pair):
             ns.close()
 
 
-def _received(proc, wait=2.0):
+def _received(proc, until, wait=5.0, grace=0.3):
+    """The listener's lines, read until one starts with `until` (and `grace` s more), or for `wait` s."""
     os.set_blocking(proc.stdout.fileno(), False)
     deadline, lines = time.monotonic() + wait, []
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if line:
             lines.append(line.strip())
+            if line.startswith(until):
+                deadline = min(deadline, time.monotonic() + grace)
         else:
-            time.sleep(0.05)
+            time.sleep(0.02)
     return lines
+
+
+def _from_root(target, word):
+    """A datagram root sends bob's listener, delivered: sent after forged ones, it arrives after
+    any of them that would (one kernel, a few hops, the forger's process already gone)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(word.encode(), (target, 9999))
 
 
 def test_forged_sources_from_another_users_bridge_are_not_delivered(harness, pair, listener_and_forger):
     forger, forger_ip, target, info, listener = listener_and_forger
     (alice, bob), _ = pair
-    # root on the host reaches bob's listener: it works
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.sendto(b"from-root", (target, 9999))
-    s.close()
     # from alice's bridge: posing as bob's own net container, as an address in no block, and as itself
     for src, word in ((info[bob]["ip"], "as-bob"), ("198.51.100.7", "as-outsider"), (forger_ip, "as-alice")):
         forger.run(sys.executable, "-c", SEND, src, target, "9999", word)
-    got = _received(listener)
+    # root on the host reaches bob's listener: it works, and what was forged before it came first
+    _from_root(target, "from-root")
+    got = _received(listener, "from-root")
     assert any(line.startswith("from-root") for line in got), got
     assert not any(line.startswith(("as-bob", "as-outsider", "as-alice")) for line in got), got
     # The control: without the anti-spoofing rules, posing as bob gets through
     # (bob's own block accepts its own addresses); berth up puts them back.
     subprocess.run(["iptables-legacy", "-t", "raw", "-F", f"{harness.chain_prefix}-PREROUTING"], check=True)
     forger.run(sys.executable, "-c", SEND, info[bob]["ip"], target, "9999", "unchecked-as-bob")
-    assert any(line.startswith("unchecked-as-bob") for line in _received(listener))
+    assert any(line.startswith("unchecked-as-bob") for line in _received(listener, "unchecked-as-bob"))
     for user in (alice, bob):
         harness.berth("up", user)
     forger.run(sys.executable, "-c", SEND, info[bob]["ip"], target, "9999", "again-as-bob")
-    assert not any(line.startswith("again-as-bob") for line in _received(listener))
+    _from_root(target, "root-again")
+    got = _received(listener, "root-again")
+    assert any(line.startswith("root-again") for line in got), got
+    assert not any(line.startswith("again-as-bob") for line in got), got
 
 
 def test_rules_come_back_after_a_flush_of_every_berth_chain(harness, pair):
@@ -181,7 +203,7 @@ def test_rules_come_back_after_a_flush_of_every_berth_chain(harness, pair):
     assert firewall.Firewall(cfg).jumps_in_place()
     # read back exactly as planned: the next pass finds nothing to put back
     assert "were missing" not in harness.berth("reap").stdout
-    assert fetch(info[alice]["ip"], as_user=bob) is None
+    assert shell_gets_nowhere(bob, info[alice]["ip"])
     # only the jumps gone (a flush of the built-in chains): back too
     for jump in ch.jumps():
         subprocess.run(["ip6tables-legacy" if jump.ip6 else "iptables-legacy", "-t", jump.table, "-D", jump.chain,
@@ -189,7 +211,7 @@ def test_rules_come_back_after_a_flush_of_every_berth_chain(harness, pair):
     assert not firewall.Firewall(cfg).jumps_in_place()
     harness.berth("reap")
     assert firewall.Firewall(cfg).jumps_in_place()
-    assert fetch(info[alice]["ip"], as_user=bob) is None
+    assert shell_gets_nowhere(bob, info[alice]["ip"])
 
 
 # --- no hijack, no exhaustion -------------------------------------------------------------
@@ -287,13 +309,14 @@ def test_a_users_own_networks_send_only_the_users_addresses(harness, pair):
         port = str(host.getsockname()[1])
 
         def arrives(src, word):
+            """Whether `word` sent from `src` arrived: read until a datagram sent after it, from the
+            namespace's own address (always delivered), arrives, on the same path."""
             ns.run(sys.executable, "-c", SEND, src, gateway, port, word)
-            try:
-                while True:
-                    if host.recv(100).decode() == word:
-                        return True
-            except socket.timeout:
-                return False
+            ns.run(sys.executable, "-c", SEND, mine, gateway, port, "after-" + word)
+            got = []
+            while got[-1:] != ["after-" + word]:
+                got.append(host.recv(100).decode())  # a lost marker: socket.timeout
+            return word in got
 
         assert arrives(mine, "own-address")
         assert not arrives("198.51.100.7", "forged-outsider")

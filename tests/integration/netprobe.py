@@ -91,27 +91,35 @@ class Listener:
         self.ns.close()
 
 
-def unanswered_syns(address, port):
-    """Sockets of the host's network namespace (dockerd's) still waiting for an answer to their SYN."""
-    out = subprocess.run(["ss", "-Htn", "state", "syn-sent", "dst", f"{address}:{port}"],
-                         capture_output=True, text=True, check=True).stdout
-    return out.splitlines()
+def unanswered_syns(address, port, netns=None):
+    """Sockets still waiting for an answer to their SYN to address:port, in the host's network
+    namespace (dockerd's, a shell's) or in `netns` (a path: a container's /proc/<pid>/ns/net)."""
+    host = f"[{address}]" if ":" in address else address
+    enter = ["nsenter", f"--net={netns}"] if netns else []
+    r = subprocess.run([*enter, "ss", "-Htn", "state", "syn-sent", "dst", f"{host}:{port}"],
+                       capture_output=True, text=True)
+    if r.returncode != 0 and netns and not os.path.exists(netns):
+        return []  # the container is gone: it sends nothing
+    r.check_returncode()
+    return r.stdout.splitlines()
 
 
-def assert_dropped(client, address, port, listener=None, within=60.0, held=1.5):
-    """`client`, a process whose request has dockerd connect to address:port, gets it
-    nowhere: the SYN goes out, is still unanswered `held` seconds later (resent once by
-    then), and `listener` (at that address) took no connection. Ends the client."""
+def assert_dropped(client, address, port, listener=None, within=60.0, held=1.5, netns=None):
+    """`client`, a process whose request has dockerd (or a shell, or a container in `netns`)
+    connect to address:port, gets it nowhere: the SYN goes out, is still unanswered `held`
+    seconds later (resent once by then), and `listener` (at that address) took no
+    connection. Ends the client."""
     try:
         deadline = time.monotonic() + within
-        while not unanswered_syns(address, port):
+        while not unanswered_syns(address, port, netns):
             if client.poll() is not None or time.monotonic() > deadline:
                 seen = listener.connections() if listener else "(no listener)"
                 raise AssertionError(f"no unanswered connection to {address}:{port} was seen; listener: {seen}; "
                                      f"client: {end(client)!r}, exit {client.returncode}")
             time.sleep(0.02)
         time.sleep(held)
-        assert unanswered_syns(address, port), f"the connection to {address}:{port} was answered: {end(client)!r}"
+        assert unanswered_syns(address, port, netns), \
+            f"the connection to {address}:{port} was answered: {end(client)!r}"
         if listener is not None:
             assert listener.connections() == [], listener.connections()
         assert client.poll() is None or client.returncode != 0, end(client)

@@ -114,7 +114,7 @@ def _fake_dockerd(harness, name, body):
     # hangs as dockerd would, its command line (what berth knows its daemon by) kept
     ("echo 'hanging on purpose'; exec /usr/bin/python3 -c 'import time; time.sleep(600)' \"$0\" \"$@\"",
      "did not answer"),
-])
+], ids=["exits-at-start", "hangs"])
 def test_failed_up_leaves_nothing_behind(harness, body, words):
     user = harness.add_user()
     fake = _fake_dockerd(harness, f"dockerd-{len(harness.users)}", body)

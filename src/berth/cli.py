@@ -31,7 +31,8 @@ EXAMPLES = {
                 "  sudo berth refusals alice --json",
     "proxy": "/opt/berth/bin/python -I -m berth proxy --run-dir /run/berth   # as berth up starts it",
     "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
-    "install": "sudo berth install --dry-run && sudo berth install",
+    "install": "sudo berth install --dry-run && sudo berth install\n"
+               "  sudo berth install --slurm     # a Slurm node: the hooks too, and the slurm.conf lines to add",
     "uninstall": "sudo berth uninstall",
     "slurm": "Prolog=/usr/local/lib/berth/slurm/prolog   # in slurm.conf: the wrapper 'berth install --slurm' "
              "writes,\n  # which runs: berth slurm prolog --config /etc/berth/berth.toml",
@@ -92,6 +93,9 @@ def build_parser():
             c.add_argument("--python", metavar="PATH",
                            help="the interpreter berth is installed for, which the PAM line runs "
                                 "(default: this one)")
+            c.add_argument("--slurm", action="store_true",
+                           help="a Slurm node: also Slurm's hooks (wrappers under /usr/local/lib/berth/slurm), "
+                                "and print the slurm.conf lines to add")
     c = command("pam", "the PAM session hook (run by pam_exec at session open; reads PAM_USER and PAM_TYPE); "
                        "always exits 0")
     c.add_argument("--config", dest="pam_config", metavar="FILE", help=argparse.SUPPRESS)
@@ -259,7 +263,7 @@ def _install(args, cfg, out):
         install.check_interpreter(python)
         changes = install.plan_install(cfg, python, host.read, services, config_path,
                                        schedule="systemd" if use_systemd else "cron", others=host.pam_services(),
-                                       env_conf_path=args.env_conf or install.ENV_CONF)
+                                       env_conf_path=args.env_conf or install.ENV_CONF, slurm=args.slurm)
     else:
         changes = install.plan_uninstall(host.read, services)
     if args.dry_run:
@@ -272,6 +276,8 @@ def _install(args, cfg, out):
         print(f"nothing to do: berth is {'already' if args.command == 'install' else 'not'} installed", file=out)
     elif args.command == "uninstall" and not args.dry_run:
         print(f"kept {install.CONFIG} and the users' data; remove them by hand if you want them gone", file=out)
+    if args.command == "install" and args.slurm:
+        print(install.slurm_advice(), file=out)
 
 
 def _pam(args, cfg, out):

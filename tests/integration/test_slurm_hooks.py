@@ -190,3 +190,49 @@ def _cgroup_dirs(user, prefix="job-"):
     from berth.daemon import cgroups
     return [os.path.join(top, n) for top in cgroups.user_dirs(user) if os.path.isdir(top)
             for n in os.listdir(top) if n.startswith(prefix)]
+
+
+def test_a_login_adopted_into_a_job_starts_nothing_in_the_jobs_cgroups(harness, config):
+    """As pam_slurm_adopt leaves it: the login's process in the job's
+    cgroups (v1 freezer and pids, where proctrack/cgroup finds and kills a
+    job's processes, and cgroup2), then berth's PAM hook, for a user who is down."""
+    from berth.daemon import cgroups
+
+    top = f"bt{harness.tag}slurm"
+    job = [f"/sys/fs/cgroup/{h}/{top}/uid_1/job_99/step_extern" for h in ("freezer", "pids")
+           if os.path.isdir(f"/sys/fs/cgroup/{h}")]
+    if cgroups.v2_root():
+        job.append(f"{cgroups.v2_root()}/{top}/job_99/step_extern")
+    user = harness.add_user()
+    try:
+        for d in job:
+            os.makedirs(d)
+        adopt = "".join(f"echo $$ > {d}/cgroup.procs && " for d in job)
+        login = subprocess.run(["/bin/sh", "-c", f"{adopt}exec {sys.executable} -I -m berth pam --run-dir "
+                                                  f"{harness.root}/run --config {config}"],
+                               env={"PATH": "/usr/bin:/bin", "PAM_TYPE": "open_session", "PAM_USER": user},
+                               capture_output=True, text=True, timeout=120)
+        assert login.returncode == 0, login.stderr
+        deadline = time.monotonic() + 60
+        while not harness.dockerd_pids(user) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (dockerd,) = harness.dockerd_pids(user)
+        with open(f"/proc/{dockerd}/cgroup") as f:
+            born_in = f.read()
+        assert "job_99" not in born_in, born_in
+        assert cgroups.slurm_job_of(born_in) is None
+    finally:
+        harness.berth("down", user, config=config, check=False)
+        for d in job:  # deepest first; empty once what ran in it has exited
+            deadline = time.monotonic() + 10
+            while d.endswith(("step_extern", "job_99", "uid_1", top)):
+                try:
+                    os.rmdir(d)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
+                    continue
+                d = os.path.dirname(d)

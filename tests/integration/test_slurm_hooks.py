@@ -44,7 +44,8 @@ def job_env(node, user, job, gpus=""):
     env = {"SLURMD_NODENAME": "node1", "SLURM_CONF": os.path.join(node, "slurm.conf"),
            "SLURM_CLUSTER_NAME": "berthtest", "SLURM_JOB_ID": str(job), "SLURM_JOB_UID": str(uid),
            "SLURM_JOB_GID": str(pwd.getpwnam(user).pw_gid), "SLURM_JOB_USER": user, "SLURM_JOBID": str(job),
-           "SLURM_UID": str(uid), "SLURM_JOB_WORK_DIR": "/", "SLURM_JOB_PARTITION": "main"}
+           "SLURM_UID": str(uid), "SLURM_JOB_WORK_DIR": "/", "SLURM_JOB_PARTITION": "main",
+           "SLURM_NODELIST": "node1", "SLURM_JOB_CPUS_PER_NODE": "1", "SLURM_JOB_NUM_NODES": "1"}
     if gpus:
         env.update(SLURM_JOB_GPUS=gpus, CUDA_VISIBLE_DEVICES=gpus)
     return env
@@ -98,6 +99,12 @@ def test_two_jobs_get_their_own_gpus_and_the_epilog_takes_only_its_own(harness, 
     a, b = grant_of(harness, user, 101), grant_of(harness, user, 102)
     assert (a.gpus, a.devices, a.cgroup) == (("0",), ("/dev/nvidia0",), f"/berth/{user}/job-101")
     assert (b.gpus, b.error) == (("1",), "")
+    if (os.cpu_count() or 1) > 1:  # held to the one CPU the job was allocated (no cgroup of Slurm's here)
+        assert a.nano_cpus == 1_000_000_000
+        quota = [f"/sys/fs/cgroup/cpu/berth/{user}/job-101/cpu.cfs_quota_us",
+                 f"/sys/fs/cgroup/berth/{user}/job-101/cpu.max"]
+        with open(next(q for q in quota if os.path.exists(q))) as f:
+            assert f.read().split()[0] == "100000"
     st = os.stat(upaths.job_socket(101))
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (pwd.getpwnam(user).pw_uid, 0o600)
 

@@ -294,3 +294,53 @@ def test_a_restarted_proxy_serves_every_grant_in_place(slurm_node, harness):
     finally:
         proxyctl.drop_job(run_dir, user, 48)
         os.unlink(upaths.job_grant(48))
+
+
+def test_a_build_on_the_jobs_socket_works_where_runc_is_the_default(job, harness):
+    """Its RUN steps get no GPU from the runtime: refused only where the
+    site made another runtime the default (tests/unit/proxy: test_jobsocket)."""
+    user, img, sock = job
+    context = os.path.join(harness.root, "job-build")  # the user reads it: /tmp/pytest-of-root is root's
+    os.makedirs(context, mode=0o755)
+    with open(os.path.join(context, "Dockerfile"), "w") as f:
+        f.write(f"FROM {img}\nRUN true\n")
+    r = subprocess.run(["runuser", "-u", user, "--", DEBIAN_CLI, "-H", f"unix://{sock}", "build", "-q", "-t",
+                        "bt-jobbuild", context], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, HOME=pwd.getpwnam(user).pw_dir, DOCKER_BUILDKIT="0"))
+    assert r.returncode == 0, r.stderr
+    docker(sock, "rmi", "bt-jobbuild", cli=DEBIAN_CLI, user=user)
+
+
+@pytest.fixture(scope="module")
+def nvidia_default_node(harness):
+    """(user, image, run dir) on a node whose site made `nvidia` the default
+    runtime, as berth.toml shows how (here runc under that name: no GPU)."""
+    config = harness.write_config("slurm-nvidia.toml", extra=(
+        '[slurm]\nenabled = true\n[daemon_json]\ndefault-runtime = "nvidia"\n'
+        '[daemon_json.runtimes.nvidia]\npath = "runc"\n'))
+    user = harness.add_user()
+    harness.berth("up", user, config=config)
+    img = harness.import_busybox(user)
+    yield user, img, f"{harness.root}/run"
+    harness.berth("down", user, config=config)
+
+
+def test_where_nvidia_is_the_default_runtime_builds_are_refused_and_containers_held(nvidia_default_node, harness):
+    """Build steps would run with the image's NVIDIA_VISIBLE_DEVICES (every
+    GPU), where berth cannot set it; containers get the variable set."""
+    user, img, run_dir = nvidia_default_node
+    upaths = grant(run_dir, user, 49, ("GPU-aaa",))
+    try:
+        proxyctl.serve_job(run_dir, user, 49)
+        for sock in (harness.sock(user), upaths.job_socket(49)):
+            status, answer = raw(sock, user, "POST", "/v1.41/build?t=x", "")
+            assert status == 403 and "with the nvidia runtime" in answer, answer
+        info = created(upaths.job_socket(49), "-e", "NVIDIA_VISIBLE_DEVICES=all", img, "true", cli=DEBIAN_CLI,
+                       user=user)
+        assert env(info, "NVIDIA_VISIBLE_DEVICES") == ["GPU-aaa"]
+        r = docker(upaths.job_socket(49), "run", "--rm", img, "sh", "-c", "echo $NVIDIA_VISIBLE_DEVICES",
+                   cli=DEBIAN_CLI, user=user)
+        assert r.stdout.strip() == "GPU-aaa"
+    finally:
+        proxyctl.drop_job(run_dir, user, 49)
+        os.unlink(upaths.job_grant(49))

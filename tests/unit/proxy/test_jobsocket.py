@@ -126,3 +126,11 @@ def test_a_failed_jobs_socket_answers_everything_with_its_error(socket_of, metho
         "message": "berth: no free address block for alice in 10.213.0.0/16; "
                    "ask your administrator to enlarge [network].pool"}
     assert upstream.forwarded() == []
+
+
+def test_a_build_on_a_jobs_socket_asks_dockerd_its_default_runtime(socket_of):
+    """The stand-in says no DefaultRuntime: refused, as for a dockerd whose default is not runc."""
+    path, upstream = socket_of(hold=JOB)
+    status, answer = request(path, b"POST", b"/v1.41/build?t=x")
+    assert status == 403 and "unknown runtime" in json.loads(answer)["message"]
+    assert [r.target for r in upstream.received] == [b"/info"]

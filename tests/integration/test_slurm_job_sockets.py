@@ -344,3 +344,15 @@ def test_where_nvidia_is_the_default_runtime_builds_are_refused_and_containers_h
     finally:
         proxyctl.drop_job(run_dir, user, 49)
         os.unlink(upaths.job_grant(49))
+
+
+def test_cdi_names_are_held_to_the_grant(job, docker_cli):
+    """docker 28 sends `--device vendor/class=name` as a CDI request
+    (docker 20.10 takes no such name: "not an absolute path")."""
+    if docker_cli == DEBIAN_CLI:
+        pytest.skip("docker 20.10 sends no CDI request")
+    user, img, sock = job
+    stderr = refused(sock, "--device", f"nvidia.com/gpu={THEIRS}", img, "true", cli=docker_cli, user=user)
+    assert f"the GPU 'nvidia.com/gpu={THEIRS}', not granted to job {JOB} (it has GPU-aaa, GPU-bbb)" in stderr
+    info = created(sock, "--device", "nvidia.com/gpu=all", img, "true", cli=docker_cli, user=user)
+    assert gpu_requests(info) == [("cdi", 0, [f"nvidia.com/gpu={g}" for g in GRANTED], None)]

@@ -57,6 +57,7 @@ def socket_of(standin_on_a_loop):
             server.close()
             for task in list(handler.tasks):
                 task.cancel()
+            await asyncio.gather(*handler.tasks, return_exceptions=True)
     asyncio.run_coroutine_threadsafe(shut(), loop).result(10)
 
 

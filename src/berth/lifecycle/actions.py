@@ -27,13 +27,13 @@ from berth.core.errors import BerthError, DaemonError, UserRefused
 from berth.core.fsutil import atomic_write, ensure_dir, ensure_private_file, read_trusted, remove, traverse_only_for
 from berth.core.locks import user_lock
 from berth.core.paths import ROOT_ONLY, TRAVERSE_ONLY
-from berth.daemon import cgroups, containerd, daemonjson, engine, hostns, userns
+from berth.daemon import cgroups, containerd, daemonjson, engine, hostns, subids, userns
 from berth.daemon import supervisor as supervisor_mod
 from berth.daemon.supervisor import find_dockerd
 
 # What comes after dockerd is launched (the proxy's spec, the firewall plan,
 # the net container) is imported there, while dockerd boots.
-from berth.lifecycle import activity
+from berth.lifecycle import activity, startdecision
 from berth.lifecycle import hostobjects as host
 from berth.net import blocks, bridge, trespass
 from berth.proxy import control as proxyctl
@@ -162,7 +162,8 @@ def _up(cfg, name, clock, prelaunched, launch_key):
     _need_root("up")
     upaths = paths.for_user(cfg, account.name)
     br = paths.bridge_name(cfg, account.uid)
-    if prelaunched is not None and _elsewhere(prelaunched.plan, cfg, upaths, launch_key):
+    if prelaunched is not None and startdecision.launched_elsewhere(
+            prelaunched.plan, upaths.run_dir, locks.user_lock_path(cfg, account.name), launch_key):
         # The config read is not the one the plan named (changed in between):
         # what was launched goes now, and this up takes the config's own lock.
         log.info("the config changed while %s's dockerd was launched from its plan; starting it again", name)
@@ -185,19 +186,6 @@ def _up(cfg, name, clock, prelaunched, launch_key):
             if bridge.ensure_bridge(br, layout.bridge_cidr, account.name):
                 undo.callback(bridge.remove_bridge, br)
             rec = supervisor.running()
-            adopt = prelaunched is not None and rec is not None and rec.pid == prelaunched.rec.pid
-            if prelaunched is not None and not adopt:
-                log.warning("the dockerd launched for %s from its plan exited at start; starting it again",
-                            account.name)
-            if rec is not None and not adopt and serves_the_users_socket_itself(upaths):
-                log.warning("%s's daemon was started without berth's own socket (an older berth); "
-                            "restarting it", account.name)
-                supervisor.stop()
-                rec = None
-            started = rec is None or adopt
-            if rec is not None and not adopt and rec.mode != cfg.security.mode:
-                log.warning("%s's daemon runs in %s mode; the config's %s mode applies from its next start "
-                            "(berth down %s)", account.name, rec.mode, cfg.security.mode, account.name)
             address = shared.wait_ready() if shared is not None else ""
             # Before dockerd starts its containers, and again for one that runs: a config's new limits apply.
             cgroupfs = cgroups.cgroupfs_driver(cfg.daemon_json, supervisor_mod.systemd_booted())
@@ -206,27 +194,45 @@ def _up(cfg, name, clock, prelaunched, launch_key):
                 cgroups.apply(account.name, share)
             else:  # systemd's driver: the user's slice
                 cgroups.apply_slice(account.name, share)
-            if started:
-                undo.callback(_remove_share, cfg, account.name)
-                hardened = cfg.security.mode == "hardened"
-                # A mapping made only now: the dockerd launched before it found none.
-                unmapped = hardened and userns.current(account) is None
-                remap = userns.ensure(cfg, account)[0] if hardened else None
-                if remap:
-                    userns.close_other_stores(upaths.data_root, userns.store_name(account))
+            hardened = cfg.security.mode == "hardened"
+            is_prelaunched = prelaunched is not None and rec is not None and rec.pid == prelaunched.rec.pid
+
+            def wanted():
+                """daemon.json and the launch plan of this start."""
+                remap = subids.account_name(account.uid) if hardened else None  # the name userns.ensure makes
                 given = (address, *containerd.namespaces(account.name, account.uid)) if address else None
                 doc = daemonjson.dumps(daemonjson.render(cfg, upaths, layout, br, remap, given,
                                                          cgroups.parent_of(account.name, cgroupfs)))
-                plan = _launch_plan(cfg, upaths, account, supervisor, layout, address, shared, launch_key,
-                                    cgroups.file_writes(account.name, share) if cgroupfs else [])
-                if adopt and (unmapped or plan != prelaunched.plan
-                              or read_trusted(upaths.daemon_json) != doc.encode()):
-                    log.info("%s's dockerd was launched from an outdated plan; starting it again", account.name)
+                return doc, _launch_plan(cfg, upaths, account, supervisor, layout, address, shared, launch_key,
+                                         cgroups.file_writes(account.name, share) if cgroupfs else [])
+
+            doc = plan = None
+            if is_prelaunched:
+                doc, plan = wanted()
+            start = startdecision.decide(startdecision.Found(
+                account.name, rec is not None, own_socket=not serves_the_users_socket_itself(upaths),
+                mode=rec.mode if rec is not None else cfg.security.mode, wanted_mode=cfg.security.mode,
+                prelaunched=prelaunched is not None, is_prelaunched=is_prelaunched,
+                # A mapping made only now: the dockerd launched before it found none.
+                as_planned=is_prelaunched and (not hardened or userns.current(account) is not None)
+                and plan == prelaunched.plan and read_trusted(upaths.daemon_json) == doc.encode()))
+            if start.reason and start.action != startdecision.ADOPT:
+                (log.warning if start.warn else log.info)("%s", start.reason)
+            started, adopt = start.starts, start.action == startdecision.ADOPT
+            if start.action == startdecision.RESTART:
+                supervisor.stop()
+            if started:
+                undo.callback(_remove_share, cfg, account.name)
+                if hardened:
+                    userns.ensure(cfg, account)
+                    userns.close_other_stores(upaths.data_root, userns.store_name(account))
+                if plan is None:
+                    doc, plan = wanted()
+                if start.action == startdecision.REPLACE:
                     _replace_prelaunched(supervisor, prelaunched, br, layout, account.name, undo)
-                    adopt = False
                 if adopt:
-                    log.info("started dockerd for %s: pid %d (%s, before the config was read)", account.name,
-                             rec.pid, supervisor.kind)
+                    log.info("started dockerd for %s: pid %d (%s, %s)", account.name, rec.pid, supervisor.kind,
+                             start.reason)
                 else:
                     atomic_write(upaths.daemon_json, doc, mode=0o600)
                     if hardened:
@@ -315,12 +321,6 @@ def _start_dockerd(supervisor, shared, address):
     finally:
         if isinstance(ns, int):
             os.close(ns)
-
-
-def _elsewhere(plan, cfg, upaths, identity):
-    """The plan launched in other places than the config read says."""
-    return (plan["identity"] != identity or plan["run_dir"] != upaths.run_dir
-            or plan["lock"] != locks.user_lock_path(cfg, upaths.user))
 
 
 def _abandon(prelaunched):

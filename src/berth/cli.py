@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from berth.core import config as config_mod
 from berth.core import logsetup
 from berth.core import users as users_mod
-from berth.core.errors import BerthError
+from berth.core.errors import BerthError, need_root
 
 log = logging.getLogger("berth")
 
@@ -123,16 +123,11 @@ def _raise_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _need_root(command, why):
-    if os.geteuid() != 0:
-        raise BerthError(f"'berth {command}' needs root: {why}", hint=f"run it with sudo (sudo berth {command} ...)")
-
-
 # --- one handler per command, in the order of the subcommands ---------------
 
 def _up(args, cfg, out):
     from berth.lifecycle import logindigest
-    from berth.lifecycle.actions import up
+    from berth.lifecycle.up import up
 
     r = up(cfg, args.user, prelaunched=args.prelaunched, launch_key=args.config_identity)
     # Where the next `berth up` finds the run dir (and so the launch plan) without the config;
@@ -150,7 +145,7 @@ def _up(args, cfg, out):
 def _down(args, cfg, out):
     if args.purge:
         return _purge(args, cfg, out)
-    from berth.lifecycle.actions import down
+    from berth.lifecycle.down import down
 
     r = down(cfg, args.user)
     what = "dockerd stopped" if r.was_running else "dockerd was not running"
@@ -160,7 +155,7 @@ def _down(args, cfg, out):
 
 def _purge(args, cfg, out):
     from berth.core import paths, users
-    from berth.lifecycle import actions as lifecycle
+    from berth.lifecycle.down import purge
 
     users.check_name(args.user)
     where = os.path.dirname(paths.for_user(cfg, args.user).data_root)
@@ -173,7 +168,7 @@ def _purge(args, cfg, out):
         if answer.strip() != args.user:
             print("nothing deleted", file=out)
             return
-    released = lifecycle.purge(cfg, args.user)
+    released = purge(cfg, args.user)
     print(f"{args.user} is purged: {where} deleted" + (", subnet released" if released else ""), file=out)
 
 
@@ -410,7 +405,7 @@ COMMANDS = {
 def run(args, cfg, out):
     command = COMMANDS[args.command]
     if command.root_for and args.root_check:
-        _need_root(args.command, command.root_for)
+        need_root(args.command, command.root_for)
     return command.handler(args, cfg, out) or 0
 
 

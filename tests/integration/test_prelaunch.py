@@ -131,8 +131,8 @@ def test_a_failed_up_after_a_launch_leaves_nothing(harness):
     """dockerd launched from the plan, then `up` gives up waiting for it
     (and for the one it starts in its place): nothing of either is left."""
     from berth.core.errors import DaemonError
-    from berth.lifecycle import actions as lifecycle
     from berth.lifecycle import logindigest, prelaunch
+    from berth.lifecycle.up import up
 
     user = harness.add_user()
     harness.berth("up", user)
@@ -144,7 +144,7 @@ def test_a_failed_up_after_a_launch_leaves_nothing(harness):
     # Held still, it never answers, however long `up` takes before it waits (its rules, IPv6 too)
     os.kill(launched.rec.pid, signal.SIGSTOP)
     try:
-        lifecycle.up(impatient, user, prelaunched=launched, launch_key=logindigest.identity(harness.config))
+        up(impatient, user, prelaunched=launched, launch_key=logindigest.identity(harness.config))
     except DaemonError:
         pass
     else:
@@ -238,8 +238,8 @@ def test_the_limits_are_in_place_before_dockerd_is_launched(harness):
 def test_a_config_changed_during_the_launch_is_the_one_that_counts(harness):
     """Saved between the launch and its reading: what was launched goes, and
     the up runs as the config now says, under its own lock."""
-    from berth.lifecycle import actions as lifecycle
     from berth.lifecycle import logindigest, prelaunch
+    from berth.lifecycle.up import up
 
     config = harness.write_config("prelaunch-edited.toml")
     user = harness.add_user()
@@ -249,7 +249,7 @@ def test_a_config_changed_during_the_launch_is_the_one_that_counts(harness):
     assert launched is not None
     with open(config, "a") as f:
         f.write("# saved meanwhile\n")
-    result = lifecycle.up(harness.cfg(config), user, prelaunched=launched, launch_key=logindigest.identity(config))
+    result = up(harness.cfg(config), user, prelaunched=launched, launch_key=logindigest.identity(config))
     assert result.started and result.pid != launched.rec.pid
     assert launched.done and launched.lock_fd is None
     assert harness.dockerd_pids(user) == [result.pid]

@@ -208,7 +208,7 @@ def _child(cfg, account, w, launched=None, seen=None):
             os.dup2(devnull, fd)
         log = _log(cfg)
         from berth.core.errors import BerthError
-        from berth.lifecycle.actions import up
+        from berth.lifecycle.up import up
 
         try:
             result = up(cfg, account.name, prelaunched=launched, launch_key=seen)

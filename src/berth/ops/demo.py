@@ -15,8 +15,10 @@ import time
 
 from berth.core import paths
 from berth.core.errors import BerthError
-from berth.lifecycle import actions as lifecycle
 from berth.lifecycle import hostobjects as host
+from berth.lifecycle import repair
+from berth.lifecycle.down import purge
+from berth.lifecycle.up import up
 from berth.proxy import control as proxyctl
 
 BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
@@ -71,7 +73,7 @@ class Demo:
         ips = {}
         for user in self.users:
             t = time.monotonic()
-            r = lifecycle.up(self.cfg, user)
+            r = up(self.cfg, user)
             ips[user] = r.net_ip
             self.say(f"berth up {user}: own dockerd (pid {r.pid}), bridge {r.bridge}, block {r.block}, "
                      f"net container {r.net_ip} ({time.monotonic() - t:.2f} s)")
@@ -121,14 +123,14 @@ class Demo:
             except BerthError:
                 pass  # never started, or the daemon is gone: purge copes with both
             try:
-                lifecycle.purge(self.cfg, user)
+                purge(self.cfg, user)
             except BerthError as e:
                 self.say(f"could not purge {user}: {e.one_line()}")
             subprocess.run(["userdel", user], capture_output=True)
         info = proxyctl.ping(self.cfg.paths.run_dir)
         if not self.proxy_was_running and info is not None and info["users"] == 0:
             host.proxy_supervisor(self.cfg).stop()
-        if not self.containerd_was_running and not lifecycle.daemons_on_shared_containerd(self.cfg):
+        if not self.containerd_was_running and not repair.daemons_on_shared_containerd(self.cfg):
             host.shared_containerd(self.cfg).stop()
         if self.made_users:
             self.say("cleaned up: users, daemons, bridges, rules, data and leases are gone")

@@ -21,9 +21,9 @@ from berth.core import paths, proc
 from berth.core.errors import BerthError
 from berth.core.locks import user_lock
 from berth.daemon import engine
-from berth.lifecycle import actions as lifecycle
-from berth.lifecycle import activity
+from berth.lifecycle import activity, repair
 from berth.lifecycle import hostobjects as host
+from berth.lifecycle.down import down
 from berth.net import bridge
 from berth.ops import usage
 from berth.ops.humanize import human_duration
@@ -140,7 +140,7 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
     # over many idle users stops them side by side.
     outcomes = [] if dry_run else restore_containerd(cfg, names) + restore_proxy(cfg, names)
     if not dry_run:
-        for link, address, owner, holder in lifecycle.clear_trespassers(
+        for link, address, owner, holder in repair.clear_trespassers(
                 cfg, {n: str(lease.block) for n, lease in table.items()}):
             outcomes.append(Outcome(holder, Decision("repair", f"{address} on {link} lay in {owner}'s block; "
                                                                "removed"), True))
@@ -186,7 +186,7 @@ def restore_containerd(cfg, names):
     if shared is None or shared.running() is not None:
         return []
     # berth's own, for the daemons started on it (even where the distribution's runs by now)
-    on_it = [n for n in lifecycle.daemons_on_shared_containerd(cfg, shared.own_address) if n in names]
+    on_it = [n for n in repair.daemons_on_shared_containerd(cfg, shared.own_address) if n in names]
     if not on_it:
         return []
     try:
@@ -195,7 +195,7 @@ def restore_containerd(cfg, names):
         log.error("the shared containerd is not running and could not be started: %s", e.one_line())
         return [Outcome("shared containerd", Decision("repair", f"it is not running, and starting it failed: "
                                                                 f"{e.one_line()}"), False)]
-    lifecycle.wait_reconnected(cfg, on_it)
+    repair.wait_reconnected(cfg, on_it)
     log.warning("the shared containerd was not running; started it again (pid %d) for %s",
                 shared.running().pid, ", ".join(on_it))
     return [Outcome("shared containerd", Decision("repair", f"it was not running; started again for "
@@ -232,7 +232,7 @@ def _one(cfg, name, lease, dry_run, now, rules_seen=(), jumps_ok=True):
             log.info("kept %s: %s", name, d.reason)
         return Outcome(name, d, False)
     if d.action == "collect":
-        lifecycle.down(cfg, name)
+        down(cfg, name)
         log.info("collected %s: %s", name, d.reason)
         return Outcome(name, d, True)
     return _reap(cfg, name, d, lease, now)
@@ -273,7 +273,7 @@ def _reap(cfg, name, d, lease, now):
                 return Outcome(name, Decision("keep", again.reason + " (seen while reaping)"), False)
             supervisor = host.supervisor_for(cfg, upaths)
             freed = sum(proc.rss_bytes(p) for p in supervisor.processes())
-            lifecycle.down(cfg, name, locked=True)
+            down(cfg, name, locked=True)
         finally:
             try:
                 os.unlink(flag)

@@ -53,8 +53,9 @@ def up(cfg, name, clock=time.monotonic, prelaunched=None, launch_key=None):
     """Bring the user up (idempotent); see the module's docstring.
 
     `prelaunched`: the dockerd prelaunch.launch started before the config
-    was read (with the user's lock held), taken over if it is what this
-    start would run, else stopped and started again. `launch_key`: the
+    was read (a prelaunch.Launched, holding the user's lock), taken over if
+    it is what this start would run, else stopped and started again; undone
+    if this `up` fails or the config changed meanwhile. `launch_key`: the
     config file's identity when it was read (logindigest.identity); given,
     a cold start leaves the plan the next prelaunch launches from.
 
@@ -63,12 +64,16 @@ def up(cfg, name, clock=time.monotonic, prelaunched=None, launch_key=None):
         BerthError: what failed (MissingBinary, NetworkError, DaemonError,
             SubnetsExhausted, LockTimeout, ...), after undoing a cold start.
     """
-    try:
-        return _up(cfg, name, clock, prelaunched, launch_key)
-    except BaseException:
-        if prelaunched is not None:
-            _abandon(prelaunched)  # failed before its lock was taken over, or after (then a no-op)
-        raise
+    if prelaunched is None:
+        return _up(cfg, name, clock, None, launch_key)
+    with prelaunched:  # undone, under its lock, unless this up takes it over
+        if not launched_elsewhere(prelaunched.plan, paths.for_user(cfg, name).run_dir,
+                                  locks.user_lock_path(cfg, name), launch_key):
+            return _up(cfg, name, clock, prelaunched, launch_key)
+    # The config read is not the one the plan named (changed in between):
+    # what was launched is gone now, and this up takes the config's own lock.
+    log.info("the config changed while %s's dockerd was launched from its plan; starting it again", name)
+    return _up(cfg, name, clock, None, launch_key)
 
 
 def _up(cfg, name, clock, prelaunched, launch_key):
@@ -78,19 +83,9 @@ def _up(cfg, name, clock, prelaunched, launch_key):
     need_root("up", ROOT_FOR)
     upaths = paths.for_user(cfg, account.name)
     br = paths.bridge_name(cfg, account.uid)
-    if prelaunched is not None and launched_elsewhere(prelaunched.plan, upaths.run_dir,
-                                                      locks.user_lock_path(cfg, account.name), launch_key):
-        # The config read is not the one the plan named (changed in between):
-        # what was launched goes now, and this up takes the config's own lock.
-        log.info("the config changed while %s's dockerd was launched from its plan; starting it again", name)
-        _abandon(prelaunched)
-        prelaunched = None
-
-    with prelaunched if prelaunched is not None else user_lock(cfg, account.name):
+    # A prelaunched dockerd holds the user's lock (and goes, last, if this fails).
+    with contextlib.nullcontext() if prelaunched is not None else user_lock(cfg, account.name):
         with contextlib.ExitStack() as undo:
-            if prelaunched is not None:
-                # Whatever fails before it is taken over: it goes (last, under the lock).
-                undo.callback(_abandon, prelaunched)
             # Under the lock: a purge holds it until the last file is gone.
             dirs.prepare(cfg, upaths, account)
             sup = hostobjects.supervisor_for(cfg, upaths, dockerd, br)
@@ -169,7 +164,7 @@ def _up(cfg, name, clock, prelaunched, launch_key):
                                   hint="see proxy.log in " + str(cfg.paths.log_dir))
             net_ip = _ensure_net_container(cfg, upaths)
             if prelaunched is not None:
-                prelaunched.done = True
+                prelaunched.take_over()
             undo.pop_all()
         if start.starts:
             activity.touch(upaths)  # a daemon just brought up is not idle
@@ -244,13 +239,6 @@ def _replace_prelaunched(sup, prelaunched, br, layout, owner, undo):
         bridge.remove_bridge(prelaunched.plan["bridge"])
         if bridge.ensure_bridge(br, layout.bridge_cidr, owner):
             undo.callback(bridge.remove_bridge, br)
-
-
-def _abandon(prelaunched):
-    if not prelaunched.done:
-        from berth.lifecycle import prelaunch
-
-        prelaunch.abandon(prelaunched)
 
 
 def _leave_plan(upaths, plan):

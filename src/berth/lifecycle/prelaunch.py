@@ -28,7 +28,7 @@ import time
 from berth import __version__
 from berth.core import keyvalue, paths, proc, record
 from berth.core.fsutil import atomic_write, read_trusted, remove
-from berth.daemon import launch as daemonlaunch
+from berth.daemon.launch import argv, kill, open_log, spawn
 from berth.lifecycle import logindigest
 
 NAME = "launch.plan"
@@ -180,8 +180,8 @@ def _launch_in(upaths, plan, fd, ns):
         return None
     pid, made_bridge = None, False
     try:
-        with daemonlaunch.open_log(upaths.log_file, upaths.user) as logf:
-            pid = daemonlaunch.spawn(daemonlaunch.argv(plan["dockerd"], plan["daemon_json"]), logf,
+        with open_log(upaths.log_file, upaths.user) as logf:
+            pid = spawn(argv(plan["dockerd"], plan["daemon_json"]), logf,
                                      no_devices=plan["mode"] == "hardened", mount_ns=ns,
                                      cgroup=plan["daemon_cgroup"])
         st = proc.stat(pid)
@@ -193,7 +193,7 @@ def _launch_in(upaths, plan, fd, ns):
         made_bridge = _make_bridge(plan["bridge"], plan["bridge_cidr"], plan["user"])
     except BaseException:
         if pid is not None:
-            daemonlaunch.kill(pid)
+            kill(pid)
             remove(upaths.record)
         if made_bridge:
             _remove_bridge(plan["bridge"])
@@ -299,9 +299,9 @@ def _abandon(launched):
             if launched.made_bridge:
                 _remove_bridge(plan["bridge"])
             if plan["cgroup"]:
-                from berth.daemon.cgroups import remove as remove_cgroup
+                from berth.daemon import cgroups
 
-                remove_cgroup(plan["user"])  # made for it, empty now
+                cgroups.remove(plan["user"])  # made for it, empty now
         finally:
             launched.settled = True
             launched._release()

@@ -181,9 +181,8 @@ def _launch_in(upaths, plan, fd, ns):
     pid, made_bridge = None, False
     try:
         with open_log(upaths.log_file, upaths.user) as logf:
-            pid = spawn(argv(plan["dockerd"], plan["daemon_json"]), logf,
-                                     no_devices=plan["mode"] == "hardened", mount_ns=ns,
-                                     cgroup=plan["daemon_cgroup"])
+            pid = spawn(argv(plan["dockerd"], plan["daemon_json"]), logf, no_devices=plan["mode"] == "hardened",
+                        mount_ns=ns, cgroup=plan["daemon_cgroup"])
         st = proc.stat(pid)
         rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), plan["dockerd"], plan["bridge"],
                                   plan["mode"], plan["containerd"])

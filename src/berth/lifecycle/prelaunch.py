@@ -28,7 +28,7 @@ import time
 from berth import __version__
 from berth.core import keyvalue, paths, proc, record
 from berth.core.fsutil import atomic_write, read_trusted, remove
-from berth.daemon.launch import argv, kill, open_log, spawn
+from berth.daemon import launch as daemonlaunch
 from berth.lifecycle import logindigest
 
 NAME = "launch.plan"
@@ -180,9 +180,10 @@ def _launch_in(upaths, plan, fd, ns):
         return None
     pid, made_bridge = None, False
     try:
-        with open_log(upaths.log_file, upaths.user) as logf:
-            pid = spawn(argv(plan["dockerd"], plan["daemon_json"]), logf, no_devices=plan["mode"] == "hardened",
-                        mount_ns=ns, cgroup=plan["daemon_cgroup"])
+        with daemonlaunch.open_log(upaths.log_file, upaths.user) as logf:
+            pid = daemonlaunch.spawn(daemonlaunch.argv(plan["dockerd"], plan["daemon_json"]), logf,
+                                     no_devices=plan["mode"] == "hardened", mount_ns=ns,
+                                     cgroup=plan["daemon_cgroup"])
         st = proc.stat(pid)
         rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), plan["dockerd"], plan["bridge"],
                                   plan["mode"], plan["containerd"])
@@ -192,7 +193,7 @@ def _launch_in(upaths, plan, fd, ns):
         made_bridge = _make_bridge(plan["bridge"], plan["bridge_cidr"], plan["user"])
     except BaseException:
         if pid is not None:
-            kill(pid)
+            daemonlaunch.kill(pid)
             remove(upaths.record)
         if made_bridge:
             _remove_bridge(plan["bridge"])

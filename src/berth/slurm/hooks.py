@@ -60,7 +60,7 @@ def prolog(cfg, job, up=None, clock=time.monotonic):
         return None
     cgroups.leave_slurm_job()  # slurmd's Prolog runs in no job's cgroup; one run by hand might
     if up is None:
-        from berth.lifecycle.actions import up
+        from berth.lifecycle.up import up
     try:
         result = up(cfg, account.name)
     except NODE_ERRORS as e:

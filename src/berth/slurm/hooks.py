@@ -69,6 +69,11 @@ def prolog(cfg, job, up=None, clock=time.monotonic):
         log.error("job %s of %s: the daemon could not be brought up: %s", job.job_id, account.name, e.one_line())
         return _serve_failure(cfg, job, account, f"your Docker daemon could not be started on this node "
                                                  f"({e.message})", e.hint)
+    except Exception as e:  # berth's own fault, not the node's: the job is told, the node stays up
+        log.exception("job %s of %s: unexpected error bringing the daemon up", job.job_id, account.name)
+        return _serve_failure(cfg, job, account, f"your Docker daemon could not be started on this node "
+                                                 f"(unexpected {type(e).__name__})",
+                              "tell your administrator (berth's log on this node)")
     if result.mode != "hardened":
         log.warning("job %s of %s: %s's daemon runs in %s mode, where jobs get no socket of their own",
                     job.job_id, account.name, account.name, result.mode)

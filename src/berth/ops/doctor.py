@@ -554,7 +554,7 @@ def judge_slurm_conf(path, text, expand, root="/"):
     `expand(pattern)`: the real paths a glob names."""
     if text is None:
         return Check("slurm.conf", WARN, f"{path} not readable here: its hook lines not checked",
-                     install.slurm_advice().splitlines()[0])
+                     "run berth doctor with SLURM_CONF=<its path> where it lives elsewhere")
     keys = slurm_conf_keys(text)
     missing = []
     for hook, key in install.SLURM_HOOKS.items():

@@ -41,7 +41,7 @@ from email.utils import formatdate
 
 import h11
 
-from berth.proxy import apijson, clientside, containercopy, pins, policy, refusals, splicerelay
+from berth.proxy import apijson, clientside, containercopy, jobpolicy, pins, policy, refusals, splicerelay
 from berth.proxy import binds as proxybinds
 from berth.proxy import share as proxyshare
 
@@ -251,10 +251,14 @@ class Handler:
     one user may hold open at once. `share`: the user's proxyshare.Share,
     which bounds the memory and CPU their request bodies take. `recent`:
     the user's refusals.Ring, which they read back at refusals.PATH.
+    `hold`: a jobpolicy.Hold for a socket whose GPUs are held (a Slurm
+    job's, or a Slurm node's login socket). `answer_all`: (status, what,
+    instead) for a socket that answers every request so (a Slurm job
+    whose user has no daemon here), and passes nothing to dockerd.
     """
 
     def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, share=None, binds=None,
-                 recent=None):
+                 recent=None, hold=None, answer_all=None):
         self.upstream_path = upstream_path
         self.share = share if share is not None else proxyshare.Share(proxyshare.Pool())
         self.binds = binds  # proxybinds.Binds: bind sources resolved and pinned as the user
@@ -263,6 +267,8 @@ class Handler:
         self.uids = uids
         self.max_connections = max_connections
         self.recent = recent if recent is not None else refusals.Ring()
+        self.hold = hold
+        self.answer_all = answer_all
         self.requests = 0
         self.refused = 0
         self.upgrade_threads = 0  # relay threads this user's upgraded connections hold
@@ -275,7 +281,7 @@ class Handler:
         """A refusal for a connection that may not be served, or None."""
         if self.uids is not None and peer_uid(writer) not in self.uids:
             return 403, "a connection from another user", "use your own socket ($DOCKER_HOST)"
-        return None
+        return self.answer_all
 
     async def __call__(self, client):
         """Serve one client connection (a clientside.Client, which is also
@@ -369,6 +375,14 @@ class Handler:
                 return False
             if path == "/containers/create":
                 body = policy.create_body_for_dockerd(body)
+            if self.hold is not None:
+                if path == "/containers/create":
+                    body, refusal = jobpolicy.create(body, self.hold)
+                elif policy.UPDATE_PATH.fullmatch(path):
+                    refusal = jobpolicy.update_refusal(body, self.hold)
+                if refusal is not None:
+                    self._refuse(writer, conn, method, target, refusal)
+                    return False
             if path == "/containers/create" and isinstance(body, dict) and body.field("HostConfig"):
                 key = next(k for k in body if k.casefold() == "hostconfig")
                 if self.binds is None:

@@ -58,6 +58,8 @@ class Transcript:
 @pytest.fixture(scope="module")
 def config(harness):
     """The module's berth.toml, with [slurm] enabled: the login hook and the Slurm hooks read it alike."""
+    # A pool of two blocks: the module's user and a second one get theirs, a third finds none.
+    harness.pool = next(harness.pool.subnets(new_prefix=23))
     harness.write_config("berth.toml", extra=SLURM_CONFIG)
     harness.configs.pop()  # the same path, listed once already
     return harness.config
@@ -95,9 +97,15 @@ def user(harness):
 
 
 @pytest.fixture(scope="module")
-def transcript():
+def transcript(harness):
     t = Transcript()
     yield t
+    t.note("the hooks' own lines in berth's log (the Prolog's time is its own figure)")
+    try:
+        with open(os.path.join(harness.root, "log", "berth.log")) as f:
+            t.lines += [f"  {line.rstrip()}" for line in f if re.search(r"job \d+ of ", line)]
+    except FileNotFoundError:
+        pass
     t.save()
 
 
@@ -304,4 +312,23 @@ def test_an_epilog_whose_prolog_never_ran_leaves_the_node_up(slurm, hooks, user)
            "SLURM_SCRIPT_CONTEXT": "epilog_slurmd", "SLURM_CONF": slurm.conf}
     r = subprocess.run([hooks["Epilog"]], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert_node_serves(slurm)
+
+
+def test_a_job_of_a_user_berth_does_not_serve_runs_as_before(slurm, harness):
+    """nobody (above [users].max_uid): the hooks leave the job alone, the node too."""
+    r = slurm.srun("nobody", "--gres=gpu:1", "sh", "-c", "echo DOCKER_HOST=$DOCKER_HOST")
+    assert r.stdout.strip() == "DOCKER_HOST="
+    assert not os.path.exists(f"{harness.root}/run/nobody")
+    assert_node_serves(slurm)
+
+
+def test_a_user_with_no_address_block_left_gets_a_job_whose_socket_says_so(slurm, harness, user):
+    """A failure of the user's, not the node's: the job runs, its socket answers with why."""
+    second, third = harness.add_user(), harness.add_user()
+    slurm.srun(second, "--gres=gpu:1", DEBIAN_CLI, "ps")  # the pool's other block
+    r = slurm.srun(third, "--gres=gpu:1", "sh", "-c", f"echo $DOCKER_HOST; {DEBIAN_CLI} ps", check=False)
+    assert r.stdout.startswith(f"unix://{harness.root}/run/{third}/job-"), r.stdout
+    assert r.returncode != 0 and "berth: " in r.stderr and "no free /24" in r.stderr, r.stderr
+    assert not harness.dockerd_pids(third)
     assert_node_serves(slurm)

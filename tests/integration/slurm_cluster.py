@@ -37,6 +37,14 @@ def missing():
     return None
 
 
+def no_cgroup_v1():
+    """Why a cluster with cgroups=True cannot run here, or None (Slurm 22.05's cgroup/v2 wants systemd)."""
+    for controller in ("memory", "cpuset", "freezer"):
+        if not os.path.exists(f"/sys/fs/cgroup/{controller}/cgroup.procs"):
+            return f"no cgroup v1 {controller} hierarchy at /sys/fs/cgroup/{controller}"
+    return None
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,7 +55,7 @@ class SlurmCluster:
     """One node, one partition; `hooks` maps slurm.conf's Prolog, Epilog,
     TaskProlog (...) to program paths."""
 
-    def __init__(self, parent="/tmp", hooks=None, extra_conf=""):
+    def __init__(self, parent="/tmp", hooks=None, extra_conf="", cgroups=False):
         self.dir = tempfile.mkdtemp(prefix="slurm-", dir=parent)
         os.chmod(self.dir, 0o755)  # the clients, run as test users, read slurm.conf and reach munge's socket
         self.node = socket.gethostname().split(".")[0]
@@ -56,6 +64,9 @@ class SlurmCluster:
         self.gpu_files = [os.path.join(self.dir, "dev", f"nvidia{i}") for i in range(2)]
         self.hooks = dict(hooks or {})
         self.extra_conf = extra_conf
+        # task/cgroup and proctrack/cgroup (cgroup.conf's v1 or v2 as the host has it), jobs held to
+        # --mem and their cores, PrologFlags=Contain: Slurm's cgroup of a job exists before its Prolog
+        self.cgroups = cgroups
         self.procs = {}
         self.logs = {}
 
@@ -63,6 +74,7 @@ class SlurmCluster:
 
     def start(self):
         t0 = time.monotonic()
+        self.cgroups_before = set(_slurm_cgroups())
         try:
             self._start_munged()
             self._write_conf()
@@ -94,6 +106,11 @@ class SlurmCluster:
             os.makedirs(os.path.join(self.dir, sub), mode=0o755)
         ctld_port, slurmd_port = _free_port(), _free_port()
         hooks = "\n".join(f"{k}={v}" for k, v in self.hooks.items())
+        plugins = ("ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup" if self.cgroups
+                   else "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none")
+        if self.cgroups:
+            with open(os.path.join(self.dir, "cgroup.conf"), "w") as f:
+                f.write("CgroupPlugin=cgroup/v1\nConstrainRAMSpace=yes\nConstrainCores=yes\nConstrainDevices=no\n")
         with open(self.conf, "w") as f:
             f.write(f"""ClusterName=berthtest
 SlurmctldHost={self.node}(127.0.0.1)
@@ -111,20 +128,19 @@ SlurmdPidFile={self.dir}/slurmd.pid
 SlurmctldLogFile={self.dir}/log/slurmctld.log
 SlurmdLogFile={self.dir}/log/slurmd.log
 SlurmdDebug=debug
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+{plugins}
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters={"CR_Core_Memory" if self.cgroups else "CR_Core"}
 GresTypes=gpu
-PrologFlags=Alloc
+PrologFlags={"Alloc,Contain" if self.cgroups else "Alloc"}
 ReturnToService=1
 SchedulerParameters=sched_interval=1
 {hooks}
-NodeName={self.node} NodeAddr=127.0.0.1 CPUs=2 Gres=gpu:2 State=UNKNOWN
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs=2 Gres=gpu:2 {"RealMemory=1024 " if self.cgroups else ""}State=UNKNOWN
 PartitionName=main Nodes={self.node} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 {self.extra_conf}
 """)
@@ -230,6 +246,8 @@ PartitionName=main Nodes={self.node} Default=YES MaxTime=INFINITE State=UP OverS
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        for top in set(_slurm_cgroups()) - getattr(self, "cgroups_before", set()):
+            _remove_cgroup_tree(top)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _all_jobs(self):
@@ -252,3 +270,18 @@ PartitionName=main Nodes={self.node} Default=YES MaxTime=INFINITE State=UP OverS
             except OSError:
                 pass
         return out
+
+
+def _slurm_cgroups():
+    """Slurm's v1 cgroup directories (/sys/fs/cgroup/<controller>/slurm or slurm_<node>)."""
+    import glob
+    return glob.glob("/sys/fs/cgroup/*/slurm") + glob.glob("/sys/fs/cgroup/*/slurm_*")
+
+
+def _remove_cgroup_tree(top):
+    """What slurmd left of its cgroups once every job ended: empty directories, deepest first."""
+    for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass

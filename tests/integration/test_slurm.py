@@ -55,8 +55,7 @@ class Transcript:
             f.write("\n".join(self.lines) + "\n")
 
 
-@pytest.fixture(scope="module")
-def config(harness):
+def slurm_config(harness):
     """The module's berth.toml, with [slurm] enabled: the login hook and the Slurm hooks read it alike."""
     # A pool of two blocks: the module's user and a second one get theirs, a third finds none.
     harness.pool = next(harness.pool.subnets(new_prefix=23))
@@ -65,8 +64,7 @@ def config(harness):
     return harness.config
 
 
-@pytest.fixture(scope="module")
-def hooks(harness, config):
+def install_hooks(harness, config):
     """{slurm.conf key: program}: the lines `berth install --slurm` prints,
     its wrappers written into a scratch root (a copy of the host's PAM dir
     with Debian's stock sshd, which the install edits too)."""
@@ -78,6 +76,16 @@ def hooks(harness, config):
     assert set(lines) == {"Prolog", "Epilog", "TaskProlog", "PrologFlags"}, r.stdout
     assert "Alloc" in lines.pop("PrologFlags").split(",")
     return {key: os.path.join(root, path.lstrip("/")) for key, path in lines.items()}
+
+
+@pytest.fixture(scope="module")
+def config(harness):
+    return slurm_config(harness)
+
+
+@pytest.fixture(scope="module")
+def hooks(harness, config):
+    return install_hooks(harness, config)
 
 
 @pytest.fixture(scope="module")

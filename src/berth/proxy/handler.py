@@ -401,6 +401,8 @@ class Handler:
             refusal = policy.check(method, target, None, self.ctx)
             if refusal is None and policy.asks_buildkit(method, *found):
                 refusal = policy.buildkit_refusal(*await self._engine_facts())
+            if refusal is None and self.hold is not None and method == "POST" and path in jobpolicy.BUILDS:
+                refusal = jobpolicy.build_refusal(await self._engine_fact("/info", "DefaultRuntime"))
             archive = ARCHIVE.fullmatch(path)
             if refusal is None and archive:
                 headers = []
@@ -506,17 +508,20 @@ class Handler:
         inspect is as big as the labels it was made with."""
         return await self.share.work(apijson.loads, (body,), len(body))
 
-    async def _engine_facts(self):
-        """(API version, cgroup driver) as dockerd says them, asked at each
-        use: dockerd may have been upgraded or reconfigured since (None
+    async def _engine_fact(self, target, name):
+        """A field of what dockerd says of itself (/version, /info), asked at
+        each use: dockerd may have been upgraded or reconfigured since (None
         for what it does not say)."""
-        async def field(target, name):
-            try:
-                info = await proxybinds.query(self.upstream_path, target, self._loads)
-                return info.field(name) if info is not None else None
-            except (apijson.BadBody, AttributeError):
-                return None
-        return await asyncio.gather(field("/version", "ApiVersion"), field("/info", "CgroupDriver"))
+        try:
+            info = await proxybinds.query(self.upstream_path, target, self._loads)
+            return info.field(name) if info is not None else None
+        except (apijson.BadBody, AttributeError):
+            return None
+
+    async def _engine_facts(self):
+        """(API version, cgroup driver) as dockerd says them."""
+        return await asyncio.gather(self._engine_fact("/version", "ApiVersion"),
+                                    self._engine_fact("/info", "CgroupDriver"))
 
     async def _binds_of(self, container, headers=None):
         """(whether the container has a bind mount, its id, its inspect),

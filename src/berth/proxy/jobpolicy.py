@@ -25,6 +25,12 @@ shows: `accept-nvidia-visible-devices-as-volume-mounts` (an image's VOLUME
 can ask) and `swarm-resource` (another variable than the one set here).
 A Slurm site leaves both unset, as they are by default.
 
+A build's RUN steps are containers the proxy never sees: they run with
+dockerd's default runtime and the image's environment. Where the site made
+the nvidia runtime the default, they would see every GPU of the node, so
+on a socket that holds GPUs back a build is refused unless runc is the
+default (containers still get GPUs with --gpus, through runc's hook).
+
 `docker update` changes no device: dockerd takes only CPU, memory, pids,
 blkio and the restart policy from its body (moby daemon/container
 UpdateContainer). A GPU field in one is still held to the grant, unchanged.
@@ -54,6 +60,11 @@ UNNAMED = re.compile(r"/dev/(nvidia-caps/.*|dri/.*)")
 CDI_ANNOTATION = "cdi.k8s.io/"
 NVIDIA_CDI = "nvidia.com/"
 IN_A_JOB = "srun --gpus=1 docker run --gpus all ..."
+
+
+# Routes that run build steps: the classic builder's and BuildKit's (buildx).
+BUILDS = ("/build", "/grpc")
+PLAIN_RUNTIMES = frozenset({"runc", "io.containerd.runc.v2"})
 
 
 def for_grant(grant):
@@ -214,6 +225,17 @@ def create(body, hold):
     if changed or host is not None:
         top["HostConfig"] = _replaced(host, changed)
     return _replaced(body, top), None
+
+
+def build_refusal(default_runtime):
+    """A refusal for a build on a socket that holds GPUs back, or None,
+    from dockerd's DefaultRuntime (/info)."""
+    if default_runtime in PLAIN_RUNTIMES:
+        return None
+    return Refusal(f"a build on this Slurm node, whose Docker runs build steps with the "
+                   f"{default_runtime or 'unknown'} runtime (they would see every GPU the image asks for)",
+                   "ask the administrator to leave runc the default runtime ([daemon_json] default-runtime): "
+                   "containers still get GPUs with --gpus")
 
 
 def update_refusal(body, hold):

@@ -154,3 +154,11 @@ def test_a_users_own_cgroup_parent_is_still_refused_before_the_grant_sets_one():
 def test_an_update_is_held_to_the_grant(hold, update, words):
     refusal = jobpolicy.update_refusal(apijson.loads(apijson.dumps(update)), hold)
     assert (refusal is None) if words is None else (words in refusal.what)
+
+
+@pytest.mark.parametrize("runtime, refused", [("runc", False), ("io.containerd.runc.v2", False), ("nvidia", True),
+                                              (None, True)])
+def test_a_build_is_refused_where_its_steps_would_run_with_the_nvidia_runtime(runtime, refused):
+    refusal = jobpolicy.build_refusal(runtime)
+    assert (refusal is not None) == refused
+    assert refusal is None or "default runtime" in refusal.instead

@@ -57,6 +57,7 @@ def socket_of(standin_on_a_loop):
             server.close()
             for task in list(handler.tasks):
                 task.cancel()
+            await asyncio.gather(*handler.tasks, return_exceptions=True)
     asyncio.run_coroutine_threadsafe(shut(), loop).result(10)
 
 
@@ -126,3 +127,11 @@ def test_a_failed_jobs_socket_answers_everything_with_its_error(socket_of, metho
         "message": "berth: no free address block for alice in 10.213.0.0/16; "
                    "ask your administrator to enlarge [network].pool"}
     assert upstream.forwarded() == []
+
+
+def test_a_build_on_a_jobs_socket_asks_dockerd_its_default_runtime(socket_of):
+    """The stand-in says no DefaultRuntime: refused, as for a dockerd whose default is not runc."""
+    path, upstream = socket_of(hold=JOB)
+    status, answer = request(path, b"POST", b"/v1.41/build?t=x")
+    assert status == 403 and "unknown runtime" in json.loads(answer)["message"]
+    assert [r.target for r in upstream.received] == [b"/info"]

@@ -323,6 +323,16 @@ def test_an_epilog_whose_prolog_never_ran_leaves_the_node_up(slurm, hooks, user)
     assert_node_serves(slurm)
 
 
+def test_an_epilog_after_the_daemon_died_leaves_the_node_up(jobs, slurm, harness):
+    """dockerd killed mid-job (an OOM kill, say): the job still ends cleanly, its socket gone."""
+    job = jobs.allocate()
+    jobs.step(job, DEBIAN_CLI, "ps")
+    harness.crash_daemon(jobs.user)
+    jobs.cancel(job)
+    assert not os.path.exists(jobs.socket(job))
+    assert_node_serves(slurm)
+
+
 def test_a_job_of_a_user_berth_does_not_serve_runs_as_before(slurm, harness):
     """nobody (above [users].max_uid): the hooks leave the job alone, the node too."""
     r = slurm.srun("nobody", "--gres=gpu:1", "sh", "-c", "echo DOCKER_HOST=$DOCKER_HOST")

@@ -1,6 +1,7 @@
 """berth on a real one-node Slurm (slurm_cluster.py): Debian's slurmctld,
 slurmd and munge, private to this module, with two fake GPUs, and berth's
-hooks as `berth install --slurm` writes them.
+hooks as `berth install --slurm` writes them (the Prolog linked into a
+prolog.d glob beside a site's own script, as its advice says).
 
 The tests run in file order on one cluster, one user and two long jobs
 (salloc --no-shell: an allocation whose Prolog runs at once, PrologFlags=
@@ -64,14 +65,17 @@ def slurm_config(harness):
     return harness.config
 
 
-def install_hooks(harness, config):
+def install_hooks(harness, config, transcript=None):
     """{slurm.conf key: program}: the lines `berth install --slurm` prints,
     its wrappers written into a scratch root (a copy of the host's PAM dir
     with Debian's stock sshd, which the install edits too)."""
     root = os.path.join(harness.root, "install-root")
     shutil.copytree("/etc/pam.d", os.path.join(root, "etc", "pam.d"), symlinks=True)
     shutil.copy(STOCK_SSHD_PAM, os.path.join(root, "etc", "pam.d", "sshd"))
-    r = harness.berth("install", "--slurm", "--root", root, "--python", sys.executable, config=config)
+    argv = ["install", "--slurm", "--root", root, "--python", sys.executable]
+    r = harness.berth(*argv, config=config)
+    if transcript:
+        transcript.add("root", ["berth", *argv], r)
     lines = dict(re.findall(r"^\s*(Prolog|Epilog|TaskProlog|PrologFlags)=(\S+)$", r.stdout, re.M))
     assert set(lines) == {"Prolog", "Epilog", "TaskProlog", "PrologFlags"}, r.stdout
     assert "Alloc" in lines.pop("PrologFlags").split(",")
@@ -84,19 +88,36 @@ def config(harness):
 
 
 @pytest.fixture(scope="module")
-def hooks(harness, config):
-    return install_hooks(harness, config)
+def hooks(harness, config, transcript):
+    return install_hooks(harness, config, transcript)
 
 
 @pytest.fixture(scope="module")
-def slurm(harness, hooks):
-    cluster = SlurmCluster(parent=harness.root, hooks=hooks)
+def slurm(harness, hooks, site_prolog):
+    """The node: its Prolog a glob (a site's own script, and a link to
+    berth's wrapper, as `berth install --slurm` says); Epilog= and
+    TaskProlog= the wrappers themselves."""
+    prolog_d = os.path.dirname(site_prolog)
+    os.symlink(hooks["Prolog"], os.path.join(prolog_d, "50-berth"))
+    cluster = SlurmCluster(parent=harness.root, hooks={**hooks, "Prolog": f"{prolog_d}/*"})
     cluster.start()
     print(f"slurm up in {cluster.startup_seconds:.2f} s", file=sys.stderr)
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def site_prolog(harness):
+    """A site's own Prolog, beside berth's in a prolog.d: it notes each job it saw."""
+    d = os.path.join(harness.root, "prolog.d")
+    os.makedirs(d)
+    path = os.path.join(d, "10-site")
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\necho $SLURM_JOB_ID >> {harness.root}/site-prolog.out\n")
+    os.chmod(path, 0o755)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -184,12 +205,14 @@ def device_requests(jobs, job, container, cli=DEBIAN_CLI):
 # --- the tests, in order ---------------------------------------------------------
 
 
-def test_a_job_runs_as_a_test_user_on_a_node_with_two_gpus(slurm, harness, user):
+def test_a_job_runs_as_a_test_user_on_a_node_with_two_gpus_and_a_prolog_of_the_sites(slurm, harness, user):
     assert slurm.node_info()["Gres"] == "gpu:2"
     # the module's first job: the user's daemon is down, the Prolog starts it
     assert not harness.dockerd_pids(user)
     me, host = slurm.srun(user, "sh", "-c", "id -un; echo $DOCKER_HOST").stdout.split()
     assert me == user and re.fullmatch(rf"unix://{harness.root}/run/{user}/job-\d+\.sock", host), host
+    with open(f"{harness.root}/site-prolog.out") as f:  # the site's own Prolog ran too
+        assert f.read().split() == [re.search(r"job-(\d+)", host).group(1)]
     assert_node_serves(slurm)
 
 

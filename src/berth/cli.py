@@ -287,11 +287,14 @@ def _pam(args, cfg, out):
 
 
 def _slurm(args, cfg, out):
-    from berth.ops import reaper
     from berth.slurm import command
 
-    return command.main(args.hook, args.slurm_config or args.config, out, let_go=reaper.reconsider,
-                        debug=args.debug)
+    def let_go(cfg, name):  # the Epilog's: the reaper's rule (not imported for the others)
+        from berth.ops import reaper
+
+        return reaper.reconsider(cfg, name)
+
+    return command.main(args.hook, args.slurm_config or args.config, out, let_go=let_go, debug=args.debug)
 
 
 def _proxy(args, cfg, out):

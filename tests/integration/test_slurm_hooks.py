@@ -44,7 +44,8 @@ def job_env(node, user, job, gpus=""):
     env = {"SLURMD_NODENAME": "node1", "SLURM_CONF": os.path.join(node, "slurm.conf"),
            "SLURM_CLUSTER_NAME": "berthtest", "SLURM_JOB_ID": str(job), "SLURM_JOB_UID": str(uid),
            "SLURM_JOB_GID": str(pwd.getpwnam(user).pw_gid), "SLURM_JOB_USER": user, "SLURM_JOBID": str(job),
-           "SLURM_UID": str(uid), "SLURM_JOB_WORK_DIR": "/", "SLURM_JOB_PARTITION": "main"}
+           "SLURM_UID": str(uid), "SLURM_JOB_WORK_DIR": "/", "SLURM_JOB_PARTITION": "main",
+           "SLURM_NODELIST": "node1", "SLURM_JOB_CPUS_PER_NODE": "1", "SLURM_JOB_NUM_NODES": "1"}
     if gpus:
         env.update(SLURM_JOB_GPUS=gpus, CUDA_VISIBLE_DEVICES=gpus)
     return env
@@ -98,6 +99,12 @@ def test_two_jobs_get_their_own_gpus_and_the_epilog_takes_only_its_own(harness, 
     a, b = grant_of(harness, user, 101), grant_of(harness, user, 102)
     assert (a.gpus, a.devices, a.cgroup) == (("0",), ("/dev/nvidia0",), f"/berth/{user}/job-101")
     assert (b.gpus, b.error) == (("1",), "")
+    if (os.cpu_count() or 1) > 1:  # held to the one CPU the job was allocated (no cgroup of Slurm's here)
+        assert a.nano_cpus == 1_000_000_000
+        quota = [f"/sys/fs/cgroup/cpu/berth/{user}/job-101/cpu.cfs_quota_us",
+                 f"/sys/fs/cgroup/berth/{user}/job-101/cpu.max"]
+        with open(next(q for q in quota if os.path.exists(q))) as f:
+            assert f.read().split()[0] == "100000"
     st = os.stat(upaths.job_socket(101))
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (pwd.getpwnam(user).pw_uid, 0o600)
 
@@ -190,3 +197,49 @@ def _cgroup_dirs(user, prefix="job-"):
     from berth.daemon import cgroups
     return [os.path.join(top, n) for top in cgroups.user_dirs(user) if os.path.isdir(top)
             for n in os.listdir(top) if n.startswith(prefix)]
+
+
+def test_a_login_adopted_into_a_job_starts_nothing_in_the_jobs_cgroups(harness, config):
+    """As pam_slurm_adopt leaves it: the login's process in the job's
+    cgroups (v1 freezer and pids, where proctrack/cgroup finds and kills a
+    job's processes, and cgroup2), then berth's PAM hook, for a user who is down."""
+    from berth.daemon import cgroups
+
+    top = f"bt{harness.tag}slurm"
+    job = [f"/sys/fs/cgroup/{h}/{top}/uid_1/job_99/step_extern" for h in ("freezer", "pids")
+           if os.path.isdir(f"/sys/fs/cgroup/{h}")]
+    if cgroups.v2_root():
+        job.append(f"{cgroups.v2_root()}/{top}/job_99/step_extern")
+    user = harness.add_user()
+    try:
+        for d in job:
+            os.makedirs(d)
+        adopt = "".join(f"echo $$ > {d}/cgroup.procs && " for d in job)
+        login = subprocess.run(["/bin/sh", "-c", f"{adopt}exec {sys.executable} -I -m berth pam --run-dir "
+                                                  f"{harness.root}/run --config {config}"],
+                               env={"PATH": "/usr/bin:/bin", "PAM_TYPE": "open_session", "PAM_USER": user},
+                               capture_output=True, text=True, timeout=120)
+        assert login.returncode == 0, login.stderr
+        deadline = time.monotonic() + 60
+        while not harness.dockerd_pids(user) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (dockerd,) = harness.dockerd_pids(user)
+        with open(f"/proc/{dockerd}/cgroup") as f:
+            born_in = f.read()
+        assert "job_99" not in born_in, born_in
+        assert cgroups.slurm_job_of(born_in) is None
+    finally:
+        harness.berth("down", user, config=config, check=False)
+        for d in job:  # deepest first; empty once what ran in it has exited
+            deadline = time.monotonic() + 10
+            while d.endswith(("step_extern", "job_99", "uid_1", top)):
+                try:
+                    os.rmdir(d)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
+                    continue
+                d = os.path.dirname(d)

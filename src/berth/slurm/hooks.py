@@ -80,7 +80,7 @@ def prolog(cfg, job, up=None, clock=time.monotonic):
                   ",".join(map(str, job.gpus)), e)
         return _serve_failure(cfg, job, account, f"berth cannot tell which GPUs job {job.job_id} was given "
                                                  f"({e})", "tell your administrator (berth's log on this node)")
-    memory, nano_cpus = jobcgroup.slurm_limits(account.uid, job.job_id)
+    memory, nano_cpus = jobcgroup.slurm_limits(account.uid, job.job_id, allocated=job.cpus)
     cgroupfs = _cgroupfs(cfg)
     jobcgroup.make(account.name, job.job_id, memory, nano_cpus, cgroupfs)
     grant = jobgrant.Grant(job.job_id, account.name, account.uid, tuple(name for name, _ in resolved), memory,

@@ -4,16 +4,17 @@ makes for the job's containers, held to them.
 Containers live in dockerd's cgroups, not the job's (dockerd is no child
 of the job): Slurm neither limits nor counts them. So the Prolog reads
 the job's memory and CPU limits where Slurm's cgroup of the job exists
-(task/cgroup; with PrologFlags=Contain it exists before the Prolog, else
-not yet, and the job's containers get the user's limits only), and makes
-/berth/<user>/job-<id> below the user's own cgroup (cgroups.py), held to
+(task/cgroup, when it makes the job's cgroup before the Prolog), else the
+CPUs the job was allocated on the node (its environment says them; its
+memory it does not), and makes /berth/<user>/job-<id> below the user's own cgroup (cgroups.py), held to
 them: the grant names it, and the proxy makes it the cgroup-parent of
 every container of the job. Where dockerd uses systemd's cgroup driver,
 the parent is a slice below the user's, berth-<user>-job<id>.slice,
 limited with `systemctl set-property --runtime`.
 
-Slurm's paths: v1 <controller>/slurm/uid_<uid>/job_<id>; v2 (22.05 and
-later) <slice>/slurmstepd.scope/job_<id> (or <node>_slurmstepd.scope).
+Slurm's paths: v1 <controller>/slurm/uid_<uid>/job_<id> (slurm_<node>/
+on Debian's 22.05); v2 (22.05 and later) <slice>/slurmstepd.scope/job_<id>
+(or <node>_slurmstepd.scope).
 """
 
 import glob
@@ -95,17 +96,23 @@ def slurm_job_dirs(uid, job_id, root=cgroups.ROOT):
         return {}
     out = {}
     for controller in ("memory", "cpu", "cpuset"):
-        directory = os.path.join(root, controller, "slurm", f"uid_{int(uid)}", f"job_{int(job_id)}")
-        if os.path.isdir(directory):
-            out[controller] = directory
+        # slurm/, or slurm_<node>/ (Debian's 22.05)
+        found = sorted(glob.glob(os.path.join(root, controller, "slurm*", f"uid_{int(uid)}", f"job_{int(job_id)}")))
+        if found:
+            out[controller] = found[0]
     return out
 
 
-def slurm_limits(uid, job_id, root=cgroups.ROOT, online=None):
+def slurm_limits(uid, job_id, root=cgroups.ROOT, online=None, allocated=0):
     """(memory bytes, nano-CPUs) Slurm holds the job to on this node, 0 for
-    what it does not limit (or no cgroup of the job exists)."""
+    what it does not limit. Where no cgroup of the job exists (yet: Debian's
+    22.05 makes it after the Prolog, even with PrologFlags=Contain), the
+    CPUs it was `allocated` here, and no memory limit (the Prolog is not
+    told it)."""
     online = online or os.cpu_count() or 1
     dirs = slurm_job_dirs(uid, job_id, root)
+    if not dirs:
+        return 0, cpus_of(0, allocated, online)
     if "" in dirs:
         d = dirs[""]
         memory = memory_limit(_read(os.path.join(d, "memory.max")) or "")

@@ -103,3 +103,14 @@ def test_systemds_driver_limits_the_jobs_slice():
     assert jobcgroup.make("alice", 42, G, 0, cgroupfs=False, run=run) == []
     assert calls == [["systemctl", "set-property", "--runtime", "berth-alice-job42.slice", f"MemoryMax={G}",
                       "CPUQuota="]]
+
+
+def test_debians_slurm_node_directory_is_found_too(tmp_path):
+    _tree(tmp_path, {"memory/slurm_node1/uid_1001/job_42/memory.limit_in_bytes": "104857600\n"})
+    assert jobcgroup.slurm_limits(1001, 42, str(tmp_path), online=4) == (100 << 20, 0)
+
+
+def test_without_slurms_cgroup_the_allocated_cpus_hold_and_memory_is_unknown(tmp_path):
+    os.makedirs(tmp_path / "memory")
+    assert jobcgroup.slurm_limits(1001, 42, str(tmp_path), online=4, allocated=1) == (0, 1_000_000_000)
+    assert jobcgroup.slurm_limits(1001, 42, str(tmp_path), online=4, allocated=4) == (0, 0)

@@ -29,3 +29,21 @@ def test_a_job_without_gpus_and_slurm_conf_takes_the_defaults():
 def test_what_slurmd_would_never_send_is_refused(key, value, says):
     with pytest.raises(jobenv.BadJobEnvironment, match=says):
         jobenv.read({**PROLOG_ENV, key: value})
+
+
+@pytest.mark.parametrize("per_node, nodelist, node, cpus", [
+    ("2", "node1", "node1", 2),
+    ("4(x2),2", "gpu[1-3]", "gpu2", 4),
+    ("4(x2),2", "gpu[1-3]", "gpu3", 2),
+    ("4(x2),2", "gpu[1-3]", "other", 0),
+    ("2", "", "", 2),
+    ("", "node1", "node1", 0),
+    ("two", "node1", "node1", 0),
+])
+def test_the_cpus_of_this_node_from_the_compressed_list(per_node, nodelist, node, cpus):
+    assert jobenv.cpus_on_node(per_node, nodelist, node) == cpus
+
+
+def test_the_prolog_environment_gives_this_nodes_cpus():
+    env = {**PROLOG_ENV, "SLURM_JOB_CPUS_PER_NODE": "1(x2)", "SLURM_NODELIST": "node[0-1]"}
+    assert jobenv.read(env).cpus == 1

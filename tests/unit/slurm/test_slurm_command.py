@@ -59,3 +59,13 @@ def test_a_user_berth_does_not_serve_is_nothing_to_do(tmp_path):
     for hook in ("prolog", "epilog"):
         assert command.main(hook, cfg, io.StringIO(), environ=env) == 0
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_the_task_prologs_wrapper_line_skips_the_cli():
+    from berth import entry
+
+    assert entry.task_prolog_config(["slurm", "task-prolog", "--config", "/etc/b.toml"]) == "/etc/b.toml"
+    assert entry.task_prolog_config(["slurm", "task-prolog"]) == ""
+    for other in (["slurm", "prolog", "--config", "x"], ["slurm", "task-prolog", "--debug"],
+                  ["slurm", "task-prolog", "--config"], ["up", "alice"]):
+        assert entry.task_prolog_config(other) is None

@@ -407,6 +407,17 @@ class Handler:
                 refusal = policy.buildkit_refusal(*await self._engine_facts())
             if refusal is None and self.hold is not None and method == "POST" and path in jobpolicy.BUILDS:
                 refusal = jobpolicy.build_refusal(await self._engine_fact("/info", "DefaultRuntime"))
+            starting = jobpolicy.STARTS.fullmatch(path) if self.hold is not None and method == "POST" else None
+            if refusal is None and starting:
+                container_id, labels = await self._labels_of(starting[1])
+                if not container_id:  # dockerd's own answer, never the request by a name that could move
+                    self._answer(writer, conn, method, target, 404, f"No such container: {starting[1]}")
+                    await self._drain(client)
+                    return False
+                refusal = jobpolicy.start_refusal(labels, self.hold)
+                if refusal is None:  # by the id that was checked: a name could be given to another meanwhile
+                    head, refusal = _by_id(head, container_id)
+                    path = f"/containers/{container_id}/{starting[2]}"  # and pins, if any, found by it too
             archive = ARCHIVE.fullmatch(path)
             if refusal is None and archive:
                 headers = []
@@ -526,6 +537,18 @@ class Handler:
         """(API version, cgroup driver) as dockerd says them."""
         return await asyncio.gather(self._engine_fact("/version", "ApiVersion"),
                                     self._engine_fact("/info", "CgroupDriver"))
+
+    async def _labels_of(self, container):
+        """(its id, its labels), asked of dockerd; ("", None) if it does
+        not know the container, or says something unreadable."""
+        try:
+            info = await proxybinds.query(self.upstream_path, f"/containers/{container}/json", self._loads)
+            container_id = str(info.field("Id") or "") if info is not None else ""
+        except (apijson.BadBody, AttributeError):
+            return "", None
+        if not re.fullmatch(r"[0-9a-f]{64}", container_id):
+            return "", None
+        return container_id, policy._get(info, "Config.Labels")
 
     async def _binds_of(self, container, headers=None):
         """(whether the container has a bind mount, its id, its inspect),

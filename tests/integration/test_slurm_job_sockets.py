@@ -356,3 +356,22 @@ def test_cdi_names_are_held_to_the_grant(job, docker_cli):
     assert f"the GPU 'nvidia.com/gpu={THEIRS}', not granted to job {JOB} (it has GPU-aaa, GPU-bbb)" in stderr
     info = created(sock, "--device", "nvidia.com/gpu=all", img, "true", cli=docker_cli, user=user)
     assert gpu_requests(info) == [("cdi", 0, [f"nvidia.com/gpu={g}" for g in GRANTED], None)]
+
+
+def test_a_container_of_another_job_starts_through_its_own_jobs_socket_alone(job, slurm_node, harness, docker_cli):
+    """A container keeps the devices it was made with: one an Epilog
+    missed, its job ended and its GPUs another's now, must not start
+    through the next job's socket or the login socket."""
+    user, img, run_dir = slurm_node
+    other = paths.in_run_dir(run_dir, user).job_socket(OTHER)
+    cid = docker(other, "create", img, "true", cli=docker_cli, user=user).stdout.strip()
+    try:
+        for sock, where in ((job[2], f"in job {JOB}"), (harness.sock(user), "outside it")):
+            for verb in ("start", "restart"):
+                r = docker(sock, verb, cid, cli=docker_cli, user=user, check=False)
+                assert r.returncode != 0 and f"berth: starting a container of Slurm job {OTHER} {where}" in r.stderr, \
+                    r.stderr
+        docker(other, "start", "-a", cid, cli=docker_cli, user=user)
+        assert json.loads(docker(other, "inspect", cid, cli=docker_cli, user=user).stdout)[0]["State"]["ExitCode"] == 0
+    finally:
+        docker(other, "rm", "-f", cid, cli=docker_cli, user=user)

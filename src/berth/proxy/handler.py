@@ -248,7 +248,8 @@ class Handler:
 
     `uids`: who may connect (the socket's mode says so too; this holds
     even if the file is ever opened wider). `max_connections`: how many
-    one user may hold open at once. `share`: the user's proxyshare.Share,
+    one user may hold open at once, on this socket and every other socket
+    whose handler was given the same `user_tasks` (a set). `share`: the user's proxyshare.Share,
     which bounds the memory and CPU their request bodies take. `recent`:
     the user's refusals.Ring, which they read back at refusals.PATH.
     `hold`: a jobpolicy.Hold for a socket whose GPUs are held (a Slurm
@@ -258,7 +259,7 @@ class Handler:
     """
 
     def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, share=None, binds=None,
-                 recent=None, hold=None, answer_all=None):
+                 recent=None, hold=None, answer_all=None, user_tasks=None):
         self.upstream_path = upstream_path
         self.share = share if share is not None else proxyshare.Share(proxyshare.Pool())
         self.binds = binds  # proxybinds.Binds: bind sources resolved and pinned as the user
@@ -276,6 +277,7 @@ class Handler:
         # pipes is otherwise garbage-collected mid-stream, and the output
         # of a `docker run` vanishes (asyncio docs, create_task).
         self.tasks = set()
+        self.user_tasks = user_tasks if user_tasks is not None else set()  # this socket's and the user's others'
 
     def _admit(self, writer):
         """A refusal for a connection that may not be served, or None."""
@@ -288,14 +290,15 @@ class Handler:
         the writer its answers go out through)."""
         writer = client
         task = asyncio.current_task()
-        if self.max_connections is not None and len(self.tasks) >= self.max_connections:
+        if self.max_connections is not None and len(self.user_tasks) >= self.max_connections:
             # Closed before anything is read: idle connections held open
             # would otherwise take the descriptors every user shares.
             self.refused += 1
-            log.warning("%s holds %d connections; closed one more at once", self.user or "-", len(self.tasks))
+            log.warning("%s holds %d connections; closed one more at once", self.user or "-", len(self.user_tasks))
             writer.close()
             return
         self.tasks.add(task)
+        self.user_tasks.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             refused = self._admit(writer)
@@ -312,6 +315,7 @@ class Handler:
         finally:
             writer.close()
             self.tasks.discard(task)
+            self.user_tasks.discard(task)
 
     async def _served(self, conn, client, writer, refused):
         """_one, with what the request holds of the user's share let go of once it is answered."""
@@ -403,6 +407,17 @@ class Handler:
                 refusal = policy.buildkit_refusal(*await self._engine_facts())
             if refusal is None and self.hold is not None and method == "POST" and path in jobpolicy.BUILDS:
                 refusal = jobpolicy.build_refusal(await self._engine_fact("/info", "DefaultRuntime"))
+            starting = jobpolicy.STARTS.fullmatch(path) if self.hold is not None and method == "POST" else None
+            if refusal is None and starting:
+                container_id, labels = await self._labels_of(starting[1])
+                if not container_id:  # dockerd's own answer, never the request by a name that could move
+                    self._answer(writer, conn, method, target, 404, f"No such container: {starting[1]}")
+                    await self._drain(client)
+                    return False
+                refusal = jobpolicy.start_refusal(labels, self.hold)
+                if refusal is None:  # by the id that was checked: a name could be given to another meanwhile
+                    head, refusal = _by_id(head, container_id)
+                    path = f"/containers/{container_id}/{starting[2]}"  # and pins, if any, found by it too
             archive = ARCHIVE.fullmatch(path)
             if refusal is None and archive:
                 headers = []
@@ -522,6 +537,18 @@ class Handler:
         """(API version, cgroup driver) as dockerd says them."""
         return await asyncio.gather(self._engine_fact("/version", "ApiVersion"),
                                     self._engine_fact("/info", "CgroupDriver"))
+
+    async def _labels_of(self, container):
+        """(its id, its labels), asked of dockerd; ("", None) if it does
+        not know the container, or says something unreadable."""
+        try:
+            info = await proxybinds.query(self.upstream_path, f"/containers/{container}/json", self._loads)
+            container_id = str(info.field("Id") or "") if info is not None else ""
+        except (apijson.BadBody, AttributeError):
+            return "", None
+        if not re.fullmatch(r"[0-9a-f]{64}", container_id):
+            return "", None
+        return container_id, policy._get(info, "Config.Labels")
 
     async def _binds_of(self, container, headers=None):
         """(whether the container has a bind mount, its id, its inspect),

@@ -37,7 +37,10 @@ UpdateContainer). A GPU field in one is still held to the grant, unchanged.
 
 On a job's socket every container also carries the label LABEL=<job>
 (whatever the client said), by which the Epilog removes them, and runs in
-the grant's cgroup where it names one.
+the grant's cgroup where it names one. A container keeps its devices for
+good: one of another job's (a job whose Epilog missed it, since ended,
+its GPUs another's now) is started through that job's socket alone, never
+through another job's or the login socket of a Slurm node.
 """
 
 import re
@@ -62,6 +65,8 @@ NVIDIA_CDI = "nvidia.com/"
 IN_A_JOB = "srun --gpus=1 docker run --gpus all ..."
 
 
+# Routes that start a container with the devices it was made with.
+STARTS = re.compile(r"/containers/([^/]+)/(start|restart)")
 # Routes that run build steps: the classic builder's and BuildKit's (buildx).
 BUILDS = ("/build", "/grpc")
 PLAIN_RUNTIMES = frozenset({"runc", "io.containerd.runc.v2"})
@@ -236,6 +241,17 @@ def build_refusal(default_runtime):
                    f"{default_runtime or 'unknown'} runtime (they would see every GPU the image asks for)",
                    "ask the administrator to leave runc the default runtime ([daemon_json] default-runtime): "
                    "containers still get GPUs with --gpus")
+
+
+def start_refusal(labels, hold):
+    """A refusal for starting a container with these labels (its
+    Config.Labels) on a socket that holds GPUs, or None."""
+    job = labels.get(LABEL) if isinstance(labels, dict) else None
+    if job is None or (hold.job_id is not None and job == str(hold.job_id)):
+        return None
+    where = "outside it" if hold.job_id is None else f"in job {hold.job_id}"
+    return Refusal(f"starting a container of Slurm job {job} {where} (it keeps that job's devices)",
+                   f"create one here instead; job {job}'s own socket starts it while the job runs")
 
 
 def update_refusal(body, hold):

@@ -108,7 +108,7 @@ class Served:
             remove(self.path)
 
 
-def user_socket(spec, upaths, share, recent, path=None, hold=None, key=None):
+def user_socket(spec, upaths, share, recent, user_tasks, path=None, hold=None, key=None):
     """A user's socket in front of their dockerd: docker.sock (held back
     from GPUs where the spec says so), or a job's at `path`, held to `hold`."""
     binds = None
@@ -120,17 +120,17 @@ def user_socket(spec, upaths, share, recent, path=None, hold=None, key=None):
         hold = jobpolicy.LOGIN
     handler = proxy.Handler(upaths.engine_socket, proxyspec.context(spec), user=spec.user,
                             uids=(spec.uid, 0), max_connections=MAX_CONNECTIONS, share=share,
-                            binds=binds, recent=recent, hold=hold)
+                            binds=binds, recent=recent, hold=hold, user_tasks=user_tasks)
     return Served(path or upaths.socket, spec.uid, handler, spec if key is None else key)
 
 
-def failed_job_socket(grant, upaths):
+def failed_job_socket(grant, upaths, user_tasks):
     """A job's socket whose grant says why it has no daemon: each request
     is answered with that, and nothing reaches a dockerd."""
     what, _, instead = grant.error.partition("; ")
     answer = (503, what, instead or "ask your administrator (see berth's log on this node)")
     handler = proxy.Handler(upaths.engine_socket, policy.Context(""), user=grant.user, uids=(grant.uid, 0),
-                            max_connections=MAX_CONNECTIONS, answer_all=answer)
+                            max_connections=MAX_CONNECTIONS, answer_all=answer, user_tasks=user_tasks)
     return Served(upaths.job_socket(grant.job_id), grant.uid, handler, grant)
 
 
@@ -143,6 +143,7 @@ class ProxyService:
         self.pool = proxyshare.Pool()
         self.shares = {}  # a user's share outlives a socket served again: their requests under way hold it
         self.recent = {}  # a user's refusals.Ring, kept while they are served (a socket served again too)
+        self.connections = {}  # a user's connections on all their sockets: MAX_CONNECTIONS is the user's
         self.control = None
 
     # --- users ------------------------------------------------------------
@@ -178,7 +179,8 @@ class ProxyService:
         upaths = paths.in_run_dir(self.run_dir, name)
         spec = self._spec(name, upaths)
         recent = self.recent.setdefault(name, refusals.Ring())
-        if await self._put(self.users, name, user_socket(spec, upaths, self._share(name), recent)):
+        served = user_socket(spec, upaths, self._share(name), recent, self.connections.setdefault(name, set()))
+        if await self._put(self.users, name, served):
             log.info("serving %s (uid %d) at %s", name, spec.uid, upaths.socket)
 
     async def serve_job(self, name, job_id):
@@ -193,14 +195,14 @@ class ProxyService:
         if grant.user != name or grant.job_id != job_id:
             raise LookupError(f"the grant in {upaths.job_grant(job_id)} is job {grant.job_id} of {grant.user!r}")
         if grant.error:
-            served = failed_job_socket(grant, upaths)
+            served = failed_job_socket(grant, upaths, self.connections.setdefault(name, set()))
         else:
             spec = self._spec(name, upaths)
             if spec.uid != grant.uid:
                 raise LookupError(f"the grant of job {job_id} names uid {grant.uid}, {name}'s spec {spec.uid}")
             recent = self.recent.setdefault(name, refusals.Ring())
-            served = user_socket(spec, upaths, self._share(name), recent, path=upaths.job_socket(job_id),
-                                 hold=jobpolicy.for_grant(grant), key=(spec, grant))
+            served = user_socket(spec, upaths, self._share(name), recent, self.connections.setdefault(name, set()),
+                                 path=upaths.job_socket(job_id), hold=jobpolicy.for_grant(grant), key=(spec, grant))
         if await self._put(self.jobs, (name, job_id), served):
             log.info("serving job %d of %s at %s (GPUs: %s%s)", job_id, name, served.path,
                      ",".join(grant.gpus) or "none", f"; refusing all: {grant.error}" if grant.error else "")
@@ -217,6 +219,7 @@ class ProxyService:
     def drop(self, name):
         self.shares.pop(name, None)  # requests under way keep theirs; a user served again starts afresh
         self.recent.pop(name, None)
+        self.connections.pop(name, None)  # connections under way end with their sockets
         for user, job_id in [k for k in self.jobs if k[0] == name]:
             self.drop_job(user, job_id)
         served = self.users.pop(name, None)

@@ -162,3 +162,14 @@ def test_a_build_is_refused_where_its_steps_would_run_with_the_nvidia_runtime(ru
     refusal = jobpolicy.build_refusal(runtime)
     assert (refusal is not None) == refused
     assert refusal is None or "default runtime" in refusal.instead
+
+
+@pytest.mark.parametrize("hold, labels, refused", [
+    (JOB, {"berth.job": "42"}, None), (JOB, None, None), (JOB, {"app": "x"}, None),
+    (JOB, {"berth.job": "41"}, "starting a container of Slurm job 41 in job 42"),
+    (LOGIN, {"berth.job": "41"}, "starting a container of Slurm job 41 outside it"),
+    (LOGIN, {"app": "x"}, None),
+])
+def test_a_container_of_another_job_starts_through_that_jobs_socket_alone(hold, labels, refused):
+    refusal = jobpolicy.start_refusal(labels, hold)
+    assert (refusal is None) if refused is None else refused in refusal.what

@@ -8,10 +8,12 @@ import os
 import socket
 import sys
 import threading
+import time
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "corpus", "tools"))
+import corpus  # noqa: E402
 import standin  # noqa: E402
 
 from berth.proxy import handler as proxy  # noqa: E402
@@ -135,3 +137,33 @@ def test_a_build_on_a_jobs_socket_asks_dockerd_its_default_runtime(socket_of):
     status, answer = request(path, b"POST", b"/v1.41/build?t=x")
     assert status == 403 and "unknown runtime" in json.loads(answer)["message"]
     assert [r.target for r in upstream.received] == [b"/info"]
+
+
+def test_the_connection_bound_is_the_users_over_all_their_sockets(socket_of):
+    """A job's socket is not a second allowance: the user's login socket and
+    their jobs' share one bound (the descriptors are every user's)."""
+    shared = set()
+    login, _ = socket_of(max_connections=1, user_tasks=shared)
+    job, _ = socket_of(max_connections=1, user_tasks=shared, hold=JOB)
+    with socket.socket(socket.AF_UNIX) as held:
+        held.connect(login)
+        held.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n")  # a head never finished: the connection stays
+        for _ in range(100):
+            if shared:
+                break
+            time.sleep(0.01)
+        with socket.socket(socket.AF_UNIX) as more:
+            more.settimeout(5)
+            more.connect(job)
+            try:
+                more.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+                answer = more.recv(100)
+            except (BrokenPipeError, ConnectionResetError):  # closed before, or with the request unread
+                answer = b""
+            assert answer == b""  # closed at once, nothing answered
+
+
+def test_a_start_on_a_jobs_socket_goes_to_dockerd_by_the_id_it_checked(socket_of):
+    path, upstream = socket_of(hold=JOB)
+    assert request(path, b"POST", b"/v1.41/containers/web/start")[0] == 200
+    assert [r.target for r in upstream.forwarded()] == [b"/v1.41/containers/%s/start" % corpus.fake_id("web").encode()]

@@ -296,6 +296,24 @@ def test_a_restarted_proxy_serves_every_grant_in_place(slurm_node, harness):
         os.unlink(upaths.job_grant(48))
 
 
+def test_a_user_served_again_gets_their_jobs_sockets_back(slurm_node, harness):
+    """The reaper took the user down mid-job (their dockerd died); the next
+    up serves the job's socket with the login socket."""
+    user, img, run_dir = slurm_node
+    config = f"{harness.root}/slurm.toml"
+    upaths = grant(run_dir, user, 49, ("GPU-aaa",))
+    try:
+        proxyctl.serve_job(run_dir, user, 49)
+        harness.berth("down", user, config=config)
+        assert not os.path.exists(upaths.job_socket(49))
+        harness.berth("up", user, config=config)
+        info = created(upaths.job_socket(49), "--gpus", "all", img, "true", cli=DEBIAN_CLI, user=user)
+        assert gpu_requests(info) == [("", 0, ["GPU-aaa"], [["gpu"]])]
+    finally:
+        proxyctl.drop_job(run_dir, user, 49)
+        os.unlink(upaths.job_grant(49))
+
+
 def test_a_build_on_the_jobs_socket_works_where_runc_is_the_default(job, harness):
     """Its RUN steps get no GPU from the runtime: refused only where the
     site made another runtime the default (tests/unit/proxy: test_jobsocket)."""

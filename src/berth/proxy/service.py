@@ -182,6 +182,25 @@ class ProxyService:
         served = user_socket(spec, upaths, self._share(name), recent, self.connections.setdefault(name, set()))
         if await self._put(self.users, name, served):
             log.info("serving %s (uid %d) at %s", name, spec.uid, upaths.socket)
+        # A user served again while jobs of theirs run (their dockerd died,
+        # the reaper took them down, a login brought them up): the jobs'
+        # sockets come back with the login socket.
+        await self._serve_jobs_of(name, upaths)
+
+    async def _serve_jobs_of(self, name, upaths):
+        """Every job of `name`'s whose grant is in place; their (user, id)s."""
+        try:
+            files = os.listdir(upaths.run_dir)
+        except OSError:
+            return set()
+        served = set()
+        for job_id in sorted(int(m[1]) for m in map(GRANT_FILE.fullmatch, files) if m):
+            served.add((name, job_id))
+            try:
+                await self.serve_job(name, job_id)
+            except (OSError, LookupError, ValueError) as e:
+                log.error("cannot serve job %d of %s: %s", job_id, name, e)
+        return served
 
     async def serve_job(self, name, job_id):
         """The socket of a Slurm job of `name`'s, held to its grant."""
@@ -244,16 +263,7 @@ class ProxyService:
                     await self.serve(name)
                 except (OSError, LookupError, ValueError) as e:
                     log.error("cannot serve %s: %s", name, e)
-            try:
-                files = os.listdir(upaths.run_dir)
-            except OSError:
-                continue
-            for job_id in sorted(int(m[1]) for m in map(GRANT_FILE.fullmatch, files) if m):
-                grants.add((name, job_id))
-                try:
-                    await self.serve_job(name, job_id)
-                except (OSError, LookupError, ValueError) as e:
-                    log.error("cannot serve job %d of %s: %s", job_id, name, e)
+            grants |= await self._serve_jobs_of(name, upaths)  # a failed job's socket needs no spec
         for name, job_id in [k for k in self.jobs if k not in grants]:
             self.drop_job(name, job_id)
 

@@ -22,6 +22,7 @@ import logging
 import os
 import subprocess
 
+from berth.core.limits import memory_limit
 from berth.daemon import cgroups
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,6 @@ V1_CPU_PERIOD = 100_000  # µs, the kernel's default cfs period
 
 
 # --- Slurm's cgroup of the job (pure parsers, then the reader) ---------------------
-
-def memory_limit(text):
-    """memory.max (v2) or memory.limit_in_bytes (v1) -> bytes, 0 for none."""
-    text = text.strip()
-    if text == "max" or not text.lstrip("-").isdigit():
-        return 0
-    value = int(text)
-    return 0 if value < 0 or value >= 1 << 62 else value  # v1's "none" is a page-rounded LONG_MAX
-
 
 def cpu_max(text):
     """v2 cpu.max ("200000 100000", "max 100000") -> nano-CPUs, 0 for none."""
@@ -85,22 +77,34 @@ def _read(path):
         return None
 
 
+def _slurm_patterns(uid, job_id, root, v):
+    """{controller: [glob patterns]} of Slurm's cgroup of the job ("" is v2's one tree)."""
+    if v == 2:
+        return {"": [os.path.join(root, pattern, f"job_{int(job_id)}")
+                     for pattern in ("*.slice/*slurmstepd.scope", "*slurmstepd.scope")]}
+    # slurm/, or slurm_<node>/ (Debian's 22.05)
+    return {controller: [os.path.join(root, controller, "slurm*", f"uid_{int(uid)}", f"job_{int(job_id)}")]
+            for controller in ("memory", "cpu", "cpuset")}
+
+
 def slurm_job_dirs(uid, job_id, root=cgroups.ROOT):
     """{controller: directory} of Slurm's cgroup of the job, those that exist
     ("" is the one v2 directory)."""
-    if cgroups.version(root) == 2:
-        for pattern in (f"*.slice/*slurmstepd.scope/job_{int(job_id)}", f"*slurmstepd.scope/job_{int(job_id)}"):
-            found = sorted(glob.glob(os.path.join(root, pattern)))
-            if found:
-                return {"": found[0]}
-        return {}
     out = {}
-    for controller in ("memory", "cpu", "cpuset"):
-        # slurm/, or slurm_<node>/ (Debian's 22.05)
-        found = sorted(glob.glob(os.path.join(root, controller, "slurm*", f"uid_{int(uid)}", f"job_{int(job_id)}")))
+    for controller, patterns in _slurm_patterns(uid, job_id, root, cgroups.version(root)).items():
+        found = next((sorted(hits) for hits in map(glob.glob, patterns) if hits), None)
         if found:
             out[controller] = found[0]
     return out
+
+
+def slurm_memory_files(uid, job_id, root=cgroups.ROOT, version=None):
+    """Glob patterns of the file that will hold the job's memory limit in
+    Slurm's cgroup of the job, which may not exist yet (22.05 makes it
+    after the Prolog): the proxy reads it there once it does (proxy/jobmemory.py)."""
+    v = version or cgroups.version(root)
+    patterns = _slurm_patterns(uid, job_id, root, v)["" if v == 2 else "memory"]
+    return tuple(os.path.join(p, "memory.max" if v == 2 else "memory.limit_in_bytes") for p in patterns)
 
 
 def slurm_limits(uid, job_id, root=cgroups.ROOT, online=None, allocated=0):
@@ -153,6 +157,12 @@ def file_writes(user, job_id, memory, nano_cpus, version):
     return [("memory", f"{here}/memory.limit_in_bytes", str(memory) if memory else "-1"),
             ("cpu", f"{here}/cpu.cfs_period_us", str(V1_CPU_PERIOD)),
             ("cpu", f"{here}/cpu.cfs_quota_us", str(nano_cpus * V1_CPU_PERIOD // NANO) if nano_cpus else "-1")]
+
+
+def memory_file(user, job_id, root=cgroups.ROOT, version=None):
+    """The file that holds the memory limit of berth's cgroup of the job (cgroupfs driver)."""
+    controller, relative, _ = file_writes(user, job_id, 0, 0, version or cgroups.version(root))[0]
+    return os.path.join(root, controller, relative)
 
 
 def slice_properties(memory, nano_cpus):

@@ -1,3 +1,4 @@
+import glob
 import os
 
 import pytest
@@ -5,12 +6,6 @@ import pytest
 from berth.slurm import jobcgroup
 
 G = 1 << 30
-
-
-@pytest.mark.parametrize("text, value", [
-    ("8589934592\n", 8 * G), ("max\n", 0), ("9223372036854771712\n", 0), ("-1", 0), ("", 0)])
-def test_memory_limits_read_with_none_as_zero(text, value):
-    assert jobcgroup.memory_limit(text) == value
 
 
 @pytest.mark.parametrize("text, value", [("200000 100000\n", 2_000_000_000), ("max 100000\n", 0),
@@ -114,3 +109,20 @@ def test_without_slurms_cgroup_the_allocated_cpus_hold_and_memory_is_unknown(tmp
     os.makedirs(tmp_path / "memory")
     assert jobcgroup.slurm_limits(1001, 42, str(tmp_path), online=4, allocated=1) == (0, 1_000_000_000)
     assert jobcgroup.slurm_limits(1001, 42, str(tmp_path), online=4, allocated=4) == (0, 0)
+
+
+def test_where_slurms_memory_limit_will_be_is_known_before_its_cgroup_exists(tmp_path):
+    """Globs the proxy reads once the job's cgroup exists (22.05 makes it after the Prolog)."""
+    os.makedirs(tmp_path / "memory")
+    v1 = jobcgroup.slurm_memory_files(1001, 42, str(tmp_path))
+    assert v1 == (f"{tmp_path}/memory/slurm*/uid_1001/job_42/memory.limit_in_bytes",)
+    _tree(tmp_path, {"memory/slurm_node1/uid_1001/job_42/memory.limit_in_bytes": "104857600\n"})
+    assert [p for pattern in v1 for p in glob.glob(pattern)] == [
+        f"{tmp_path}/memory/slurm_node1/uid_1001/job_42/memory.limit_in_bytes"]
+    assert jobcgroup.slurm_memory_files(1001, 42, "/cg", version=2) == (
+        "/cg/*.slice/*slurmstepd.scope/job_42/memory.max", "/cg/*slurmstepd.scope/job_42/memory.max")
+
+
+def test_berths_cgroup_of_the_job_has_its_memory_file_in_either_version():
+    assert jobcgroup.memory_file("alice", 42, "/cg", version=1) == "/cg/memory/berth/alice/job-42/memory.limit_in_bytes"
+    assert jobcgroup.memory_file("alice", 42, "/cg", version=2) == "/cg/berth/alice/job-42/memory.max"

@@ -14,6 +14,8 @@ from conftest import DEBIAN_CLI, STOCK_SSHD_PAM, Sshd
 from slurm_cluster import SlurmCluster, missing, no_cgroup_v1
 from test_slurm import IMAGE, Jobs, Transcript, assert_node_serves, install_hooks, slurm_config
 
+from berth.proxy import control
+
 pytestmark = pytest.mark.skipif((missing() or no_cgroup_v1()) is not None,
                                 reason=f"slurm with cgroups: {missing() or no_cgroup_v1()}")
 
@@ -61,14 +63,27 @@ def test_berths_cgroup_of_the_job_is_held_to_its_cores(job):
         assert quota == int(f.read())
 
 
-@pytest.mark.xfail(strict=True, reason="Slurm 22.05 tells the Prolog no job memory (no SLURM_MEM_* in its "
-                   "environment) and makes the job's cgroup after it, even with PrologFlags=Contain: berth's "
-                   "cgroup of the job is held to the user's memory limit only")
 def test_berths_cgroup_of_the_job_is_held_to_its_memory(job):
+    """Slurm 22.05 tells the Prolog no memory and makes its cgroup of the job
+    after it: the proxy copied the job's limit at the first create."""
     jobs, job_id, inspect = job
     parent = inspect["HostConfig"]["CgroupParent"]
     with open(f"/sys/fs/cgroup/memory{parent}/memory.limit_in_bytes") as f:
         assert int(f.read()) == MEMORY
+    stats = control.stats(os.path.join(jobs.h.root, "run"))
+    assert stats[jobs.user]["jobs"][job_id]["memory"] == MEMORY
+
+
+def test_a_container_past_the_jobs_memory_is_oom_killed(job):
+    """dd's one buffer is the size of its block (no swap here: past the limit, the OOM killer)."""
+    jobs, job_id, _ = job
+    def dd(size):
+        return jobs.step(job_id, DEBIAN_CLI, "run", "--rm", IMAGE, "busybox", "dd", "if=/dev/zero", "of=/dev/null",
+                         f"bs={size}", "count=1", check=False)
+    fits = dd("40M")
+    assert fits.returncode == 0, fits.stderr
+    past = dd("200M")
+    assert past.returncode == 137, (past.returncode, past.stderr)
 
 
 def adopting_sshd(harness, slurm):

@@ -256,10 +256,12 @@ class Handler:
     job's, or a Slurm node's login socket). `answer_all`: (status, what,
     instead) for a socket that answers every request so (a Slurm job
     whose user has no daemon here), and passes nothing to dockerd.
+    `job_memory`: a jobmemory.JobMemory for a job's socket whose grant
+    has no memory limit yet, taken before a create or a start.
     """
 
     def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, share=None, binds=None,
-                 recent=None, hold=None, answer_all=None, user_tasks=None):
+                 recent=None, hold=None, answer_all=None, user_tasks=None, job_memory=None):
         self.upstream_path = upstream_path
         self.share = share if share is not None else proxyshare.Share(proxyshare.Pool())
         self.binds = binds  # proxybinds.Binds: bind sources resolved and pinned as the user
@@ -270,6 +272,7 @@ class Handler:
         self.recent = recent if recent is not None else refusals.Ring()
         self.hold = hold
         self.answer_all = answer_all
+        self.job_memory = job_memory
         self.requests = 0
         self.refused = 0
         self.upgrade_threads = 0  # relay threads this user's upgraded connections hold
@@ -387,6 +390,8 @@ class Handler:
                 if refusal is not None:
                     self._refuse(writer, conn, method, target, refusal)
                     return False
+            if path == "/containers/create" and self.job_memory is not None:
+                self.job_memory.ensure()  # the container starts held to the job's memory
             if path == "/containers/create" and isinstance(body, dict) and body.field("HostConfig"):
                 key = next(k for k in body if k.casefold() == "hostconfig")
                 if self.binds is None:
@@ -415,6 +420,8 @@ class Handler:
                     await self._drain(client)
                     return False
                 refusal = jobpolicy.start_refusal(labels, self.hold)
+                if refusal is None and self.job_memory is not None:
+                    self.job_memory.ensure()
                 if refusal is None:  # by the id that was checked: a name could be given to another meanwhile
                     head, refusal = _by_id(head, container_id)
                     path = f"/containers/{container_id}/{starting[2]}"  # and pins, if any, found by it too

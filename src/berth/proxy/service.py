@@ -42,7 +42,7 @@ import sys
 
 from berth.core import paths, users
 from berth.core.fsutil import ensure_dir, read_trusted, remove
-from berth.proxy import apijson, jobgrant, jobpolicy, pins, policy, refusals
+from berth.proxy import apijson, jobgrant, jobmemory, jobpolicy, pins, policy, refusals
 from berth.proxy import binds as proxybinds
 from berth.proxy import handler as proxy
 from berth.proxy import share as proxyshare
@@ -108,9 +108,10 @@ class Served:
             remove(self.path)
 
 
-def user_socket(spec, upaths, share, recent, user_tasks, path=None, hold=None, key=None):
+def user_socket(spec, upaths, share, recent, user_tasks, path=None, hold=None, key=None, job_memory=None):
     """A user's socket in front of their dockerd: docker.sock (held back
-    from GPUs where the spec says so), or a job's at `path`, held to `hold`."""
+    from GPUs where the spec says so), or a job's at `path`, held to `hold`
+    (and to the job's memory, `job_memory`, once Slurm's cgroup holds it)."""
     binds = None
     if spec.pins:
         store = pins.Store(spec.uid, spec.pins, os.path.join(upaths.run_dir, "pins"))
@@ -120,7 +121,8 @@ def user_socket(spec, upaths, share, recent, user_tasks, path=None, hold=None, k
         hold = jobpolicy.LOGIN
     handler = proxy.Handler(upaths.engine_socket, proxyspec.context(spec), user=spec.user,
                             uids=(spec.uid, 0), max_connections=MAX_CONNECTIONS, share=share,
-                            binds=binds, recent=recent, hold=hold, user_tasks=user_tasks)
+                            binds=binds, recent=recent, hold=hold, user_tasks=user_tasks,
+                            job_memory=job_memory)
     return Served(path or upaths.socket, spec.uid, handler, spec if key is None else key)
 
 
@@ -221,7 +223,8 @@ class ProxyService:
                 raise LookupError(f"the grant of job {job_id} names uid {grant.uid}, {name}'s spec {spec.uid}")
             recent = self.recent.setdefault(name, refusals.Ring())
             served = user_socket(spec, upaths, self._share(name), recent, self.connections.setdefault(name, set()),
-                                 path=upaths.job_socket(job_id), hold=jobpolicy.for_grant(grant), key=(spec, grant))
+                                 path=upaths.job_socket(job_id), hold=jobpolicy.for_grant(grant), key=(spec, grant),
+                                 job_memory=jobmemory.for_grant(grant))
         if await self._put(self.jobs, (name, job_id), served):
             log.info("serving job %d of %s at %s (GPUs: %s%s)", job_id, name, served.path,
                      ",".join(grant.gpus) or "none", f"; refusing all: {grant.error}" if grant.error else "")
@@ -271,9 +274,14 @@ class ProxyService:
         def of(s):
             return {"connections": len(s.handler.tasks), "requests": s.handler.requests,
                     "refused": s.handler.refused}
+
+        def of_job(s):
+            grant = s.key[1] if isinstance(s.key, tuple) else s.key  # (spec, grant), or a failed job's grant
+            held = s.handler.job_memory.copied if s.handler.job_memory is not None else grant.memory
+            return {**of(s), "memory": held}  # bytes the job's containers are held to (0: none known)
         jobs = {}
         for (name, job_id), s in sorted(self.jobs.items()):
-            jobs.setdefault(name, {})[str(job_id)] = of(s)
+            jobs.setdefault(name, {})[str(job_id)] = of_job(s)
         return {name: {"uid": s.key.uid, **of(s),
                        "body_bytes": s.handler.share.account.raw, "parsed_bytes": s.handler.share.account.parsed,
                        "over_share": s.handler.share.over_cap, "paced": s.handler.share.paced,

@@ -2,7 +2,9 @@
 
 Prolog (root, once per job per node with PrologFlags=Alloc): the job
 user's daemon up, the job's grant (GPUs from SLURM_JOB_GPUS, limits from
-Slurm's cgroup of the job, a cgroup of berth's for its containers) written
+Slurm's cgroup of the job, a cgroup of berth's for its containers; where
+Slurm's cgroup comes after the Prolog, where its memory limit will be,
+for the proxy to copy at the job's first create) written
 beside the user's socket, and the proxy asked to serve the job's socket
 `job-<id>.sock` with it. A failure of the user's (no free address block,
 a daemon that will not start) is no failure of the node: the job's socket
@@ -88,9 +90,13 @@ def prolog(cfg, job, up=None, clock=time.monotonic):
     memory, nano_cpus = jobcgroup.slurm_limits(account.uid, job.job_id, allocated=job.cpus)
     cgroupfs = _cgroupfs(cfg)
     jobcgroup.make(account.name, job.job_id, memory, nano_cpus, cgroupfs)
+    # Slurm's cgroup of the job, made after the Prolog: the proxy takes its memory from there
+    later = {} if memory or not cgroupfs else {
+        "slurm_memory": jobcgroup.slurm_memory_files(account.uid, job.job_id),
+        "memory_file": jobcgroup.memory_file(account.name, job.job_id)}
     grant = jobgrant.Grant(job.job_id, account.name, account.uid, tuple(name for name, _ in resolved), memory,
                            nano_cpus, jobcgroup.parent(account.name, job.job_id, cgroupfs),
-                           gpus_mod.device_files(resolved))
+                           gpus_mod.device_files(resolved), **later)
     _serve(cfg, paths.for_user(cfg, account.name), grant)
     log.info("job %s of %s: socket served in %.2f s (GPUs %s, memory %s, CPUs %s)", job.job_id, account.name,
              clock() - t0, ",".join(grant.gpus) or "none", grant.memory or "-",

@@ -17,7 +17,7 @@ import corpus  # noqa: E402
 import standin  # noqa: E402
 
 from berth.proxy import handler as proxy  # noqa: E402
-from berth.proxy import jobpolicy, policy  # noqa: E402
+from berth.proxy import jobmemory, jobpolicy, policy  # noqa: E402
 
 JOB = jobpolicy.Hold(42, ("GPU-aaa", "GPU-bbb"), (), "/berth/alice/job-42")
 
@@ -167,3 +167,21 @@ def test_a_start_on_a_jobs_socket_goes_to_dockerd_by_the_id_it_checked(socket_of
     path, upstream = socket_of(hold=JOB)
     assert request(path, b"POST", b"/v1.41/containers/web/start")[0] == 200
     assert [r.target for r in upstream.forwarded()] == [b"/v1.41/containers/%s/start" % corpus.fake_id("web").encode()]
+
+
+def test_the_jobs_memory_is_taken_before_a_create_reaches_dockerd(socket_of, tmp_path):
+    """Slurm's cgroup of the job came after the Prolog: berth's is held to its limit before the container runs."""
+    (tmp_path / "slurm/job_42").mkdir(parents=True)
+    (tmp_path / "slurm/job_42/memory.max").write_text("104857600\n")
+    seen = []
+
+    class Watched(jobmemory.JobMemory):
+        def ensure(self):
+            seen.append(len(upstream.forwarded()))  # what dockerd had been sent by then
+            return super().ensure()
+
+    memory = Watched(42, (str(tmp_path / "slurm/job_*/memory.max"),), str(tmp_path / "berth-job-42.memory.max"))
+    path, upstream = socket_of(hold=JOB, job_memory=memory)
+    assert request(path, b"POST", b"/v1.41/containers/create", {"Image": "busybox"})[0] == 201
+    assert seen == [0] and (tmp_path / "berth-job-42.memory.max").read_text() == "104857600"
+    assert len(upstream.forwarded()) == 1

@@ -44,6 +44,7 @@ class JobMemory:
         self.patterns = tuple(patterns)
         self.target = target
         self.copied = 0  # bytes, once berth's cgroup of the job holds them
+        self.told = False  # that Slurm's cgroup holds none yet: logged once
 
     def ensure(self):
         """Hold berth's cgroup of the job to the job's memory limit where
@@ -52,6 +53,10 @@ class JobMemory:
             return self.copied
         limit = slurm_limit(self.patterns)
         if not limit:
+            if not self.told:
+                self.told = True
+                log.info("job %s: no memory limit in Slurm's cgroup of the job (yet: %s); its containers are "
+                         "held to their user's", self.job_id, " or ".join(self.patterns))
             return 0
         try:
             with open(self.target, "w") as f:

@@ -99,7 +99,8 @@ def prolog(cfg, job, up=None, clock=time.monotonic):
                            gpus_mod.device_files(resolved), **later)
     _serve(cfg, paths.for_user(cfg, account.name), grant)
     log.info("job %s of %s: socket served in %.2f s (GPUs %s, memory %s, CPUs %s)", job.job_id, account.name,
-             clock() - t0, ",".join(grant.gpus) or "none", grant.memory or "-",
+             clock() - t0, ",".join(grant.gpus) or "none",
+             grant.memory or ("from Slurm's cgroup at the first create" if grant.slurm_memory else "-"),
              f"{grant.nano_cpus / 1e9:g}" if grant.nano_cpus else "-")
     return grant
 

@@ -21,10 +21,12 @@ def _slurm_makes_its_cgroup(tmp_path, limit):
     return slurms
 
 
-def test_before_slurms_cgroup_exists_nothing_is_written(tmp_path):
+def test_before_slurms_cgroup_exists_nothing_is_written_and_it_is_said_once(tmp_path, caplog):
     memory, target = _job(tmp_path)
-    assert memory.ensure() == 0
+    with caplog.at_level(logging.INFO, logger="berth.proxy"):
+        assert memory.ensure() == 0 and memory.ensure() == 0
     assert target.read_text() == "-1" and memory.copied == 0
+    assert caplog.text.count("no memory limit in Slurm's cgroup of the job") == 1
 
 
 def test_the_jobs_limit_is_copied_once_slurms_cgroup_holds_it_then_remembered(tmp_path):

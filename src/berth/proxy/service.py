@@ -4,7 +4,7 @@ docker.sock of every hardened user, each in front of that user's dockerd
 
 berth up starts it where none answers (proxyctl) and asks it to serve a
 user; berth down asks it to drop one. It reads what it needs for a user
-from the root-owned spec berth up wrote (proxyspec), so after a crash or
+from the root-owned spec berth up wrote (spec.py), so after a crash or
 a restart it serves everyone who was up, on its own.
 
 Control: <run_dir>/berth-proxy/ctl.sock, root's alone; one line each way.
@@ -19,7 +19,7 @@ Fairness: each client connection has its own upstream connection and task,
 so one user's slow or stuck client holds up nobody else; a user may hold at
 most MAX_CONNECTIONS at once, so no one can take the process's descriptors;
 the memory and CPU one user's request bodies take are bounded by their
-proxyshare.Share (one for each user, on every socket of theirs).
+share.Share (one for each user, on every socket of theirs).
 """
 
 import asyncio
@@ -34,11 +34,10 @@ import sys
 
 from berth.core import paths, users
 from berth.core.fsutil import ensure_dir, read_trusted, remove
-from berth.proxy import apijson, pins, refusals
-from berth.proxy import binds as proxybinds
-from berth.proxy import handler as proxy
-from berth.proxy import share as proxyshare
-from berth.proxy import spec as proxyspec
+from berth.proxy import apijson, handler, pins, refusals
+from berth.proxy.binds import Binds
+from berth.proxy.share import Pool, Share
+from berth.proxy.spec import context, parse
 
 log = logging.getLogger("berth.proxy")
 
@@ -76,9 +75,9 @@ class UserSocket:
         binds = None
         if spec.pins:
             store = pins.Store(spec.uid, spec.pins, os.path.join(upaths.run_dir, "pins"))
-            binds = proxybinds.Binds(store, upaths, upaths.engine_socket,
+            binds = Binds(store, upaths, upaths.engine_socket,
                                      loads=lambda body: share.work(apijson.loads, (body,), len(body)))
-        self.handler = proxy.Handler(upaths.engine_socket, proxyspec.context(spec), user=spec.user,
+        self.handler = handler.Handler(upaths.engine_socket, context(spec), user=spec.user,
                                      uids=(spec.uid, 0), max_connections=MAX_CONNECTIONS, share=share,
                                      binds=binds, recent=recent)
         self.server = None
@@ -86,7 +85,7 @@ class UserSocket:
 
     async def open(self):
         sock, self.inode = bind_private(self.upaths.socket, self.spec.uid)
-        self.server = await proxy.serve_socket(self.handler, sock)
+        self.server = await handler.serve_socket(self.handler, sock)
 
     def in_place(self):
         """Our socket file is still the one at the path (nobody replaced or removed it)."""
@@ -107,7 +106,7 @@ class ProxyService:
         self.run_dir = run_dir
         self.dir = paths.proxy_dir(run_dir)
         self.users = {}
-        self.pool = proxyshare.Pool()
+        self.pool = Pool()
         self.shares = {}  # a user's share outlives a socket served again: their requests under way hold it
         self.recent = {}  # a user's refusals.Ring, kept while they are served (a socket served again too)
         self.control = None
@@ -120,7 +119,7 @@ class ProxyService:
         raw = read_trusted(upaths.proxy_spec)
         if raw is None:
             raise LookupError(f"no proxy spec for {name} ({upaths.proxy_spec})")
-        spec = proxyspec.parse(raw.decode())
+        spec = parse(raw.decode())
         if spec.user != name:
             raise LookupError(f"the proxy spec in {upaths.proxy_spec} names {spec.user!r}")
         current = self.users.get(name)
@@ -130,7 +129,7 @@ class ProxyService:
             current.close(unlink=False)  # the new socket replaces it by rename
         share = self.shares.get(name)
         if share is None:
-            share = self.shares[name] = proxyshare.Share(self.pool)
+            share = self.shares[name] = Share(self.pool)
         recent = self.recent.setdefault(name, refusals.Ring())
         served = UserSocket(spec, upaths, share, recent)
         await served.open()
@@ -181,7 +180,7 @@ class ProxyService:
 
     async def on_control(self, reader, writer):
         try:
-            if proxy.peer_uid(writer) != 0:
+            if handler.peer_uid(writer) != 0:
                 return
             line = (await reader.readline()).decode(errors="replace").split()
             writer.write((await self.answer(line) + "\n").encode())

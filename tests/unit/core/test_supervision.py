@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import namedtuple
 
 import pytest
 
@@ -88,7 +89,8 @@ def test_a_reused_pid_is_neither_ours_nor_signalled(tmp_path):
         reused = record.Process(stranger.pid, now - 1)
         record.save(sup.record_path, reused)
         sup.stop(reused, 0.2)
-        assert stranger.poll() is None, "a pid with another start time was signalled"
+        with pytest.raises(subprocess.TimeoutExpired):  # a pid with another start time was signalled
+            stranger.wait(timeout=0.5)
     finally:
         stranger.kill()
         stranger.wait()
@@ -178,3 +180,88 @@ def test_the_shared_containerds_unit_passes_systemd_analyze_verify(tmp_path):
 def test_the_choice_of_start():
     assert supervision.uses_systemd("systemd") and not supervision.uses_systemd("direct")
     assert supervision.uses_systemd("auto") == supervision.systemd_booted()
+
+
+# Stand-ins for systemd-run and systemctl (systemd is not PID 1 on every
+# test box): they start the command in a session of its own and keep its
+# pid as the unit's MainPID, so the supervisor's path through systemd runs.
+FAKE_SYSTEMD_RUN = """#!/bin/sh
+echo "systemd-run $*" >> "$FAKE_SYSTEMD/calls"
+for a; do case "$a" in --unit=*) unit="${a#--unit=}";; esac; done
+if [ -s "$FAKE_SYSTEMD/$unit.pid" ] && kill -0 "$(cat "$FAKE_SYSTEMD/$unit.pid")" 2>/dev/null; then
+    echo "Unit $unit was already loaded or has a fragment file." >&2; exit 1
+fi
+while [ "$1" != "--" ]; do shift; done; shift
+setsid "$@" > /dev/null 2>&1 &
+echo $! > "$FAKE_SYSTEMD/$unit.pid"
+"""
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "systemctl $*" >> "$FAKE_SYSTEMD/calls"
+for unit; do :; done
+pid=$(cat "$FAKE_SYSTEMD/$unit.pid" 2>/dev/null)
+case "$1" in
+show) if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; else echo 0; fi;;
+stop) [ -n "$pid" ] && kill "$pid" 2>/dev/null; while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done;;
+esac
+exit 0
+"""
+
+
+Recorded = namedtuple("Recorded", "pid start_ticks config")
+
+
+@pytest.fixture
+def fake_systemd(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("systemd-run", FAKE_SYSTEMD_RUN), ("systemctl", FAKE_SYSTEMCTL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SYSTEMD", str(tmp_path))
+    (tmp_path / "calls").write_text("")
+    return tmp_path / "calls"
+
+
+def test_as_a_unit_it_is_started_recorded_by_its_main_pid_and_stopped_through_systemd(tmp_path, fake_systemd):
+    sup = _supervisor(tmp_path, use_systemd=True, mark=str(tmp_path / "mark-x.py"))
+    rec = sup.start(_argv(tmp_path), unit_argv=[*_argv(tmp_path), "unit"])
+    try:
+        assert rec.pid and sup.running() == rec == record.load(sup.record_path)
+        assert proc.cmdline(rec.pid)[-1] == "unit", "the unit's own command"
+        calls = fake_systemd.read_text().splitlines()
+        assert calls[0] == "systemctl reset-failed berth-test.service"
+        assert calls[1].startswith("systemd-run --unit=berth-test.service --collect --quiet --no-block "
+                                   "--description=berth: a test --property Type=exec -- ")
+        with pytest.raises(DaemonError, match="berth-test.service runs, but not as berth started it"):
+            sup.start(_argv(tmp_path))
+        sup.stop(rec, 10)
+        assert "systemctl stop berth-test.service" in fake_systemd.read_text()
+        assert not proc.alive(rec.pid, rec.start_ticks)
+    finally:
+        supervision.kill_all([rec.pid])
+
+
+def test_a_unit_that_systemd_restarts_is_followed(tmp_path, fake_systemd):
+    """containerd's unit has Restart=always: another process may be the
+    unit's now, and the record follows it (its command line checked)."""
+    sup = _supervisor(tmp_path, use_systemd=True, mark=str(tmp_path / "mark-x.py"), follows_unit=True, block=True,
+                      kind=Recorded, fields={"config": "c.toml"})
+    first = sup.start(_argv(tmp_path))
+    assert "--no-block" not in fake_systemd.read_text()
+    again = subprocess.Popen(_argv(tmp_path), stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        supervision.kill_all([first.pid])
+        (tmp_path / "berth-test.service.pid").write_text(f"{again.pid}\n")
+        rec = sup.running()
+        assert rec == Recorded(again.pid, proc.stat(again.pid).start_ticks, "c.toml") == record.load(sup.record_path,
+                                                                                                   Recorded)
+        # a pid of the unit without the mark on its command line is not the process
+        again.kill()
+        again.wait()
+        (tmp_path / "berth-test.service.pid").write_text(f"{os.getpid()}\n")
+        assert sup.running() is None
+    finally:
+        again.kill()
+        again.wait()
+        proc.reap(first.pid)

@@ -63,7 +63,7 @@ class Supervisor:
     fields       what its record holds besides pid and start time
     mark         an argument its command line holds: a recorded pid without it is not this process
     follows_unit systemd restarts it (Restart=): the unit's main process is the truth
-    block        systemd-run returns once it runs, not at once (it has no readiness of its own to wait for)
+    block        systemd-run waits until the unit runs, rather than returning at once
     log_mode, banner  the log's mode, and a line written to it before each start ("": none)
     delays       the first and the longest pause between two pings
     singleton    a second one exits 0 at start when one runs already (the proxy): not a failure
@@ -78,10 +78,6 @@ class Supervisor:
         self.fields, self.mark, self.follows_unit, self.block = dict(fields or {}), mark, follows_unit, block
         self.log_mode, self.banner, self.delays = log_mode, banner, delays
         self.singleton, self.error = singleton, error
-
-    @property
-    def kind_of_start(self):
-        return "unit " + self.unit if self.use_systemd else "direct"
 
     # --- the record ------------------------------------------------------------------
 
@@ -127,7 +123,8 @@ class Supervisor:
             except BaseException:
                 self.stop(rec, 0, now=True)  # a process berth could not record would be nobody's
                 raise
-        _log().info("started %s: %s(%s)", self.what, f"pid {pid} " if pid else "", self.kind_of_start)
+        _log().info("started %s (%s%s)", self.what, f"pid {pid}, " if pid else "",
+                    "unit " + self.unit if self.use_systemd else "direct")
         return rec
 
     def open_log(self):
@@ -210,13 +207,6 @@ class Supervisor:
             _wait_gone(rec, 10.0)
         proc.reap(rec.pid)
 
-    # --- systemd's view --------------------------------------------------------------------
-
-    def unit_text(self, argv):
-        """The unit as a file (what `systemd-analyze verify` checks): the
-        same properties systemd-run is given."""
-        return unit_text(self.properties, argv)
-
 
 def identify(pid):
     """The process `pid` is now (its start time taken), or None."""
@@ -270,6 +260,8 @@ def systemd_run_argv(unit, properties, argv, block=False):
 
 
 def unit_text(properties, argv):
+    """The unit as a file (what `systemd-analyze verify` checks): the same
+    properties systemd-run is given."""
     service = "\n".join(f"{k}={v}" for k, v in properties if k != "Description")
     return (f"[Unit]\nDescription={dict(properties)['Description']}\n\n[Service]\n"
             f"ExecStart={' '.join(argv)}\n{service}\n")

@@ -54,10 +54,11 @@ class DirectSupervisor:
 
     def record(self):
         """The recorded daemon, or None. Says nothing about whether it runs."""
-        return record.read(self.paths)
+        return self.process.recorded()
 
     def running(self):
-        return record.running(self.paths)
+        """Its record while our dockerd runs (pid, start time, our daemon.json on its command line), else None."""
+        return self.process.running()
 
     def poll(self):
         """None while our dockerd runs, else a short reason it does not."""

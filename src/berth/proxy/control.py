@@ -1,5 +1,5 @@
 """The policy proxy from berth's side: ask it, start it where none answers,
-stop it. (proxyd is the service itself.)
+stop it. (service.py is the service itself.)
 
 It is found by its control socket, not by a pidfile: only root reaches
 that socket, so an answer on it is from berth's proxy, and the answer

@@ -22,6 +22,7 @@ when they are needed).
 
 import _signal  # not the signal module: its enums cost 4 ms of the prelaunch
 import os
+import sys
 import time
 
 from berth.core import proc, record
@@ -45,9 +46,17 @@ def uses_systemd(setting="auto"):
 
 
 def _log():
-    import logging  # 12 ms: not before the prelaunch's dockerd is on its way
+    import logging  # 12 ms: not on the prelaunch's way (see _told)
 
     return logging.getLogger(__name__)
+
+
+def _told(message, *args):
+    """An info line, where logging is loaded already. Before (the
+    prelaunch, ahead of the CLI) no handler could take it, and importing
+    logging there would hold up the bridge a dockerd just started waits for."""
+    if "logging" in sys.modules:
+        _log().info(message, *args)
 
 
 class Supervisor:
@@ -123,7 +132,7 @@ class Supervisor:
             except BaseException:
                 self.stop(rec, 0, now=True)  # a process berth could not record would be nobody's
                 raise
-        _log().info("started %s (%s%s)", self.what, f"pid {pid}, " if pid else "",
+        _told("started %s (%s%s)", self.what, f"pid {pid}, " if pid else "",
                     "unit " + self.unit if self.use_systemd else "direct")
         return rec
 

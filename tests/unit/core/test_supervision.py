@@ -265,3 +265,16 @@ def test_a_unit_that_systemd_restarts_is_followed(tmp_path, fake_systemd):
         again.kill()
         again.wait()
         proc.reap(first.pid)
+
+
+def test_a_start_loads_neither_logging_nor_subprocess(tmp_path):
+    """The prelaunch starts dockerd before the CLI loads anything: a start
+    that imported logging (12 ms) would hold up the bridge that dockerd
+    looks for ~60 ms into its own start."""
+    code = (f"import sys\nfrom berth.core import supervision\n"
+            f"sup = supervision.Supervisor('x', {str(tmp_path / 'x.log')!r}, 'x.service', "
+            f"record_path={str(tmp_path / 'x.rec')!r})\n"
+            f"rec = sup.start(['/bin/true'])\n"
+            f"print(sorted(m for m in ('logging', 'subprocess', 'signal', 'json', 're') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "[]", r.stderr

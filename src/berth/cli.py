@@ -10,10 +10,8 @@ import sys
 from collections import namedtuple
 from types import SimpleNamespace
 
-from berth.core import config as config_mod
-from berth.core import logsetup
-from berth.core import users as users_mod
-from berth.core.errors import BerthError
+from berth.core import config, logsetup, users
+from berth.core.errors import BerthError, need_root
 
 log = logging.getLogger("berth")
 
@@ -47,7 +45,7 @@ def build_parser():
                     "subnet and net container.",
         epilog="Example: berth up alice && sudo -u alice DOCKER_HOST=unix:///run/berth/alice/docker.sock docker ps")
     p.add_argument("--config", metavar="FILE",
-                   help=f"config file (default: ${config_mod.ENV_VAR} or {config_mod.DEFAULT_PATH})")
+                   help=f"config file (default: ${config.ENV_VAR} or {config.DEFAULT_PATH})")
     p.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -123,16 +121,11 @@ def _raise_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _need_root(command, why):
-    if os.geteuid() != 0:
-        raise BerthError(f"'berth {command}' needs root: {why}", hint=f"run it with sudo (sudo berth {command} ...)")
-
-
 # --- one handler per command, in the order of the subcommands ---------------
 
 def _up(args, cfg, out):
     from berth.lifecycle import logindigest
-    from berth.lifecycle.actions import up
+    from berth.lifecycle.up import up
 
     r = up(cfg, args.user, prelaunched=args.prelaunched, launch_key=args.config_identity)
     # Where the next `berth up` finds the run dir (and so the launch plan) without the config;
@@ -150,7 +143,7 @@ def _up(args, cfg, out):
 def _down(args, cfg, out):
     if args.purge:
         return _purge(args, cfg, out)
-    from berth.lifecycle.actions import down
+    from berth.lifecycle.down import down
 
     r = down(cfg, args.user)
     what = "dockerd stopped" if r.was_running else "dockerd was not running"
@@ -159,8 +152,8 @@ def _down(args, cfg, out):
 
 
 def _purge(args, cfg, out):
-    from berth.core import paths, users
-    from berth.lifecycle import actions as lifecycle
+    from berth.core import paths
+    from berth.lifecycle.down import purge
 
     users.check_name(args.user)
     where = os.path.dirname(paths.for_user(cfg, args.user).data_root)
@@ -173,12 +166,11 @@ def _purge(args, cfg, out):
         if answer.strip() != args.user:
             print("nothing deleted", file=out)
             return
-    released = lifecycle.purge(cfg, args.user)
+    released = purge(cfg, args.user)
     print(f"{args.user} is purged: {where} deleted" + (", subnet released" if released else ""), file=out)
 
 
 def _reap(args, cfg, out):
-    from berth.core import users
     from berth.ops import reaper
 
     if args.user:
@@ -214,7 +206,6 @@ def _top(args, cfg, out):
 
 
 def _status(args, cfg, out):
-    from berth.core import users
     from berth.ops import status
 
     if args.user:
@@ -231,7 +222,7 @@ def _status(args, cfg, out):
 
 
 def _env(args, cfg, out):
-    from berth.core import paths, users
+    from berth.core import paths
 
     name = args.user or pwd.getpwuid(os.getuid()).pw_name
     account = users.resolve(name, cfg.users.min_uid, cfg.users.max_uid)
@@ -247,7 +238,7 @@ def _install(args, cfg, out):
     # Where systemd runs, the reaper gets a timer; elsewhere a cron file.
     use_systemd = args.root == "/" and systemd_booted()
     if args.command == "install":
-        config_path = args.config or os.environ.get(config_mod.ENV_VAR) or None
+        config_path = args.config or os.environ.get(config.ENV_VAR) or None
         python = args.python or _this_python()
         install.check_interpreter(python)
         changes = install.plan_install(cfg, python, host.read, services, config_path,
@@ -268,19 +259,19 @@ def _install(args, cfg, out):
 
 
 def _pam(args, cfg, out):
-    from berth.login import hook as pam
+    from berth.login import hook
 
-    return pam.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
+    return hook.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
 
 
 def _proxy(args, cfg, out):
-    from berth.proxy import service as proxyd
+    from berth.proxy import service
 
-    return proxyd.main(args.run_dir)
+    return service.main(args.run_dir)
 
 
 def _logs(args, cfg, out):
-    from berth.core import paths, users
+    from berth.core import paths
     from berth.ops import logs
 
     users.check_name(args.user)
@@ -290,7 +281,6 @@ def _logs(args, cfg, out):
 
 
 def _refusals(args, cfg, out):
-    from berth.core import users
     from berth.proxy import refusals
 
     if os.geteuid() != 0:
@@ -335,14 +325,14 @@ def _own_refusals(cfg, name):
 
 def _any_refusals(cfg, name):
     """Root: one user's refusals, or everyone's, on the proxy's control socket."""
-    from berth.proxy import control as proxyctl
+    from berth.proxy import control
 
     try:
-        return proxyctl.refusals(cfg.paths.run_dir, name)
+        return control.refusals(cfg.paths.run_dir, name)
     except OSError:
         raise BerthError("the policy proxy is not running, so it keeps no refusals",
                          hint="'berth up USER' starts it; it keeps refusals from then on") from None
-    except proxyctl.ProxyError:
+    except control.ProxyError:
         raise BerthError(f"the policy proxy does not serve {name}",
                          hint="'berth status' shows who is up; in trusted mode berth refuses nothing") from None
 
@@ -357,9 +347,9 @@ def _doctor(args, cfg, out):
     from berth.ops import doctor
 
     try:
-        cfg, config_error = config_mod.load(args.config), None
+        cfg, config_error = config.load(args.config), None
     except BerthError as e:  # reported as a check; the others run on the defaults
-        cfg, config_error = config_mod.Config(), e
+        cfg, config_error = config.Config(), e
     checks = doctor.run(cfg, args.root, _this_python(), config_error)
     failed = any(c.level == doctor.FAIL for c in checks)
     if args.json:
@@ -372,9 +362,9 @@ def _doctor(args, cfg, out):
 
 def _config(args, cfg, out):
     if args.example:
-        out.write(config_mod.example_text())
+        out.write(config.example_text())
         return
-    where = cfg.source if cfg.source != "(defaults)" else f"no config at {config_mod.config_path()}, defaults"
+    where = cfg.source if cfg.source != "(defaults)" else f"no config at {config.config_path()}, defaults"
     print(f"{where}: ok (pool {cfg.network.pool}, /{cfg.network.block_prefix} blocks, "
           f"state in {cfg.paths.state_dir})", file=out)
 
@@ -410,7 +400,7 @@ COMMANDS = {
 def run(args, cfg, out):
     command = COMMANDS[args.command]
     if command.root_for and args.root_check:
-        _need_root(args.command, command.root_for)
+        need_root(args.command, command.root_for)
     return command.handler(args, cfg, out) or 0
 
 
@@ -419,7 +409,7 @@ def fast_args(argv):
     without argparse: importing it and building the parser is 27 ms of a
     cold start that should beat the seed's shell sequence. Anything else
     (a flag, --help, a typo) goes through argparse as usual."""
-    if len(argv) == 2 and argv[0] == "up" and users_mod.is_valid_name(argv[1]):
+    if len(argv) == 2 and argv[0] == "up" and users.is_valid_name(argv[1]):
         return SimpleNamespace(command="up", user=argv[1], config=None, debug=False)
     return None
 
@@ -435,7 +425,7 @@ def main(argv=None, out=None, prelaunched=None):
         # Taken before the config is read: a file changed meanwhile leaves no plan that names it.
         from berth.lifecycle import logindigest
 
-        args.config_path = args.config or config_mod.config_path()
+        args.config_path = args.config or config.config_path()
         args.config_identity = logindigest.identity(args.config_path)
     # install into a scratch root (tests) needs no root; doctor always does
     args.root_check = args.command == "doctor" or os.path.realpath(getattr(args, "root", "/")) == "/"
@@ -446,7 +436,7 @@ def main(argv=None, out=None, prelaunched=None):
     cfg, log_path, logging_ready = None, None, False
     try:
         if COMMANDS[args.command].needs_config and not (args.command == "config" and args.example):
-            cfg = config_mod.load(args.config)
+            cfg = config.load(args.config)
         log_path = logsetup.for_cli(cfg, args.debug)
         logging_ready = True
         return run(args, cfg, out)

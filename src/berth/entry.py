@@ -24,18 +24,15 @@ def main():
 
         return hook(**options)
     launched = prelaunch_up(sys.argv[1:])
-    try:
+    if launched is None:
+        from berth.cli import main as cli
+
+        return cli()
+    with launched:  # undone unless `up` takes it over (it failed first, or never ran)
         from berth.cli import main as cli
 
         code = cli(prelaunched=launched)
-    finally:
-        if launched is not None and not launched.done:  # `up` failed before it took it over, or never ran
-            from berth.lifecycle.prelaunch import abandon
-
-            abandon(launched)
-    if launched is not None:
-        _exit_now(code)
-    return code
+    _exit_now(code)
 
 
 def _exit_now(code):

@@ -59,23 +59,39 @@ def write(upaths, plan):
 
 
 class Launched:
-    """A dockerd launched from a plan, and the user's lock, held until `up`
-    is done with it (`close`)."""
+    """A dockerd launched from a plan, and the user's lock, owned by the
+    `with` block it is used in: leaving the block releases the lock and
+    undoes the launch (that dockerd, the bridge and cgroup made for it),
+    unless `up` took it over or it was handed on to a child. Blocks nest
+    (the console script's, then `up`'s): the first one left settles it."""
 
     def __init__(self, rec, plan, made_bridge, lock_fd):
         self.rec, self.plan, self.made_bridge, self.lock_fd = rec, plan, made_bridge, lock_fd
-        self.done = False  # `up` finished with it: taken over, or replaced by its own start
+        self.settled = False  # taken over, handed on or undone: nothing is left to undo here
 
-    def close(self):
-        if self.lock_fd is not None:
-            os.close(self.lock_fd)  # releases the user's lock
-            self.lock_fd = None
+    def take_over(self):
+        """`up` is done with it: what was launched, or what `up` started in
+        its place, is the user's daemon now."""
+        self.settled = True
+
+    def hand_on(self):
+        """A child forked with the lock owns it now: this process lets go
+        of the lock and undoes nothing."""
+        self.settled = True
+        self._release()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.close()
+        if not self.settled:
+            _abandon(self)
+        self._release()
+
+    def _release(self):
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # releases the user's lock (once the child's copy is closed too)
+            self.lock_fd = None
 
 
 SYSTEMD_BOOTED = "/run/systemd/system"  # sd_booted(3)
@@ -254,10 +270,10 @@ def _remove_bridge(name):
     bridge.remove_bridge(name)
 
 
-def abandon(launched):
+def _abandon(launched):
     """Undo a launch `up` never took over (it failed before it could, or
-    the caller did): stop that dockerd and what it started, remove the
-    bridge made for it, release the lock. Idempotent."""
+    never ran): stop that dockerd and what it started, remove the bridge
+    and the cgroup made for it, release the lock."""
     from berth.daemon.supervisor import DirectSupervisor
 
     plan = launched.plan
@@ -272,9 +288,9 @@ def abandon(launched):
             if launched.made_bridge:
                 _remove_bridge(plan["bridge"])
             if plan["cgroup"]:
-                from berth.daemon.cgroups import remove as remove_cgroup
+                from berth.daemon import cgroups
 
-                remove_cgroup(plan["user"])  # made for it, empty now
+                cgroups.remove(plan["user"])  # made for it, empty now
         finally:
-            launched.done = True
-            launched.close()
+            launched.settled = True
+            launched._release()

@@ -17,11 +17,11 @@ from berth.core.fsutil import check_trusted, read_text
 from berth.core.paths import SYSTEM_PATH
 from berth.daemon import engine, hostns, pause, subids
 from berth.daemon.supervisor import systemd_booted
-from berth.lifecycle import hostobjects as host
+from berth.lifecycle import hostobjects
 from berth.login import pamlayout
 from berth.net import bridge
 from berth.ops import install
-from berth.proxy import control as proxyctl
+from berth.proxy import control
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -258,7 +258,7 @@ def _user_run_dirs(cfg):
 def check_leases_and_orphans(cfg):
     out = []
     try:
-        table = host.lease_table(cfg).read()
+        table = hostobjects.lease_table(cfg).read()
     except BerthError as e:
         return [Check("leases", FAIL, e.message, e.hint)]
     out.append(Check("leases", OK, f"{len(table)} lease(s) in {cfg.paths.state_dir}/leases.json"))
@@ -273,7 +273,7 @@ def check_leases_and_orphans(cfg):
         if name not in leased:
             out.append(Check("orphan bridge", WARN, f"bridge {name} belongs to no lease", "berth reap"))
     try:
-        for user in sorted(host.firewall(cfg).users_with_rules() - set(table)):
+        for user in sorted(hostobjects.firewall(cfg).users_with_rules() - set(table)):
             out.append(Check("orphan rules", WARN, f"iptables rules of {user} belong to no lease", "berth reap"))
     except BerthError:
         pass  # reported by the NAT check
@@ -284,8 +284,8 @@ def check_security(cfg):
     """The mode (the config's, and each running daemon's), the kernel's user
     namespaces and berth's subordinate ranges."""
     behind, hardened = [], []
-    for name in host.known_users(cfg, {}):
-        rec = host.supervisor_for(cfg, paths.for_user(cfg, name)).running()
+    for name in hostobjects.known_users(cfg, {}):
+        rec = hostobjects.supervisor_for(cfg, paths.for_user(cfg, name)).running()
         if rec is not None and rec.mode != cfg.security.mode:
             behind.append(f"{name} ({rec.mode})")
         if rec is not None and rec.mode == "hardened":
@@ -293,8 +293,8 @@ def check_security(cfg):
     lagging = [Check("daemon modes", WARN, f"running in another mode than the config's {cfg.security.mode}: "
                                            + ", ".join(behind),
                      "berth down each of them (their next login starts them in the config's mode)")] if behind else []
-    info = proxyctl.ping(cfg.paths.run_dir)
-    served = (proxyctl.stats(cfg.paths.run_dir) or {}) if info else {}
+    info = control.ping(cfg.paths.run_dir)
+    served = (control.stats(cfg.paths.run_dir) or {}) if info else {}
     return lagging + _check_mode(cfg) + [judge_proxy(hardened, info, served), _check_confinement(cfg, hardened)] \
         + _check_buildkit(cfg)
 
@@ -334,7 +334,7 @@ def _check_confinement(cfg, hardened):
     berth_ns = hostns.namespace_id(ns_path) if hostns.is_mount_namespace(ns_path) else None
     unfiltered, outside = [], []
     for name in hardened:
-        rec = host.supervisor_for(cfg, paths.for_user(cfg, name)).running()
+        rec = hostobjects.supervisor_for(cfg, paths.for_user(cfg, name)).running()
         if rec is None:
             continue
         try:
@@ -383,12 +383,12 @@ def judge_proxy(hardened_up, info, served):
 
 def check_containerd(cfg):
     """The shared containerd against the daemons that run on it."""
-    shared = host.shared_containerd(cfg)
+    shared = hostobjects.shared_containerd(cfg)
     if shared is None:
         return [judge_containerd("own", None, [], "")]
     on_it = []
-    for name in host.known_users(cfg, {}):
-        rec = host.supervisor_for(cfg, paths.for_user(cfg, name)).running()
+    for name in hostobjects.known_users(cfg, {}):
+        rec = hostobjects.supervisor_for(cfg, paths.for_user(cfg, name)).running()
         if rec is not None and rec.containerd:
             on_it.append(name)
     address = shared.address()

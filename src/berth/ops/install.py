@@ -8,7 +8,7 @@ file it edits. What install adds is marked, so uninstall removes exactly that.
 import os
 from dataclasses import dataclass
 
-from berth.core import config as config_mod
+from berth.core import config
 from berth.core.errors import BerthError, NotTrusted
 from berth.core.fsutil import atomic_write, check_trusted_path
 from berth.login import pamlayout
@@ -175,7 +175,7 @@ def plan_install(cfg, python, read, services=("sshd",), config_path=None, schedu
         if other != schedule:
             changes += [Change(p, None, f"remove {p}") for p in SCHEDULES[other] if written_by_berth(read(p))]
     if read(CONFIG) is None and config_path is None:
-        changes.append(Change(CONFIG, config_mod.example_text(), f"write the default config {CONFIG}"))
+        changes.append(Change(CONFIG, config.example_text(), f"write the default config {CONFIG}"))
     return changes
 
 

@@ -21,13 +21,12 @@ from berth.core import paths, proc
 from berth.core.errors import BerthError
 from berth.core.locks import user_lock
 from berth.daemon import engine
-from berth.lifecycle import actions as lifecycle
-from berth.lifecycle import activity
-from berth.lifecycle import hostobjects as host
+from berth.lifecycle import activity, hostobjects, repair
+from berth.lifecycle.down import down
 from berth.net import bridge
 from berth.ops import usage
 from berth.ops.humanize import human_duration
-from berth.proxy import control as proxyctl
+from berth.proxy import control
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +101,9 @@ def observe(cfg, name, lease, now, dry_run=False):
     """What the pass sees of one user. A dry run changes nothing, not even
     the session files of ended logins it would otherwise drop."""
     upaths = paths.for_user(cfg, name)
-    supervisor = host.supervisor_for(cfg, upaths)
-    state, _ = host.daemon_state(supervisor, upaths)
-    uid = host.uid_of(name, lease)
+    supervisor = hostobjects.supervisor_for(cfg, upaths)
+    state, _ = hostobjects.daemon_state(supervisor, upaths)
+    uid = hostobjects.uid_of(name, lease)
     sessions = len(activity.open_sessions(upaths, prune=not dry_run))
     containers = _running_containers(upaths, cfg.net_container.name) if state == "up" else ()
     processes = _user_processes(uid, set(supervisor.processes())) if uid >= 0 and state == "up" else 0
@@ -128,9 +127,9 @@ class Outcome:
 
 def reap_pass(cfg, only=None, dry_run=False, now=None):
     now = time.time() if now is None else now
-    table = host.lease_table(cfg).read()
-    names = [only] if only else host.known_users(cfg, table)
-    fw = host.firewall(cfg)
+    table = hostobjects.lease_table(cfg).read()
+    names = [only] if only else hostobjects.known_users(cfg, table)
+    fw = hostobjects.firewall(cfg)
     rules = fw.rules_by_user()  # read once; only users whose rules differ are touched
     # A flush of the built-in chains (iptables -F) leaves berth's chains
     # whole but unhooked: every user's rules are then put back, jumps first.
@@ -140,7 +139,7 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
     # over many idle users stops them side by side.
     outcomes = [] if dry_run else restore_containerd(cfg, names) + restore_proxy(cfg, names)
     if not dry_run:
-        for link, address, owner, holder in lifecycle.clear_trespassers(
+        for link, address, owner, holder in repair.clear_trespassers(
                 cfg, {n: str(lease.block) for n, lease in table.items()}):
             outcomes.append(Outcome(holder, Decision("repair", f"{address} on {link} lay in {owner}'s block; "
                                                                "removed"), True))
@@ -182,11 +181,11 @@ def restore_containerd(cfg, names):
     """A shared containerd that died leaves its daemons' containers running
     but unmanageable (no start, stop or exec) until their next login: the
     pass starts it again, and dockerd reconnects by itself."""
-    shared = host.shared_containerd(cfg)
+    shared = hostobjects.shared_containerd(cfg)
     if shared is None or shared.running() is not None:
         return []
     # berth's own, for the daemons started on it (even where the distribution's runs by now)
-    on_it = [n for n in lifecycle.daemons_on_shared_containerd(cfg, shared.own_address) if n in names]
+    on_it = [n for n in repair.daemons_on_shared_containerd(cfg, shared.own_address) if n in names]
     if not on_it:
         return []
     try:
@@ -195,7 +194,7 @@ def restore_containerd(cfg, names):
         log.error("the shared containerd is not running and could not be started: %s", e.one_line())
         return [Outcome("shared containerd", Decision("repair", f"it is not running, and starting it failed: "
                                                                 f"{e.one_line()}"), False)]
-    lifecycle.wait_reconnected(cfg, on_it)
+    repair.wait_reconnected(cfg, on_it)
     log.warning("the shared containerd was not running; started it again (pid %d) for %s",
                 shared.running().pid, ", ".join(on_it))
     return [Outcome("shared containerd", Decision("repair", f"it was not running; started again for "
@@ -208,9 +207,9 @@ def restore_proxy(cfg, names):
     whose spec berth up left in place."""
     if not any(os.path.exists(paths.for_user(cfg, n).proxy_spec) for n in names):
         return []
-    if proxyctl.ping(cfg.paths.run_dir) is not None:
+    if control.ping(cfg.paths.run_dir) is not None:
         return []
-    info = host.proxy_supervisor(cfg).ensure()
+    info = hostobjects.proxy_supervisor(cfg).ensure()
     log.warning("the policy proxy was not running; started it again (pid %d, %d user(s))", info["pid"],
                 info["users"])
     return [Outcome("policy proxy", Decision("repair", f"it was not running; started again, serving "
@@ -224,7 +223,7 @@ def _one(cfg, name, lease, dry_run, now, rules_seen=(), jumps_ok=True):
     if d.action == "keep" and not dry_run and (o.sessions or o.processes or o.containers):
         activity.touch(upaths, now)  # activity seen by this pass counts as activity
     if (d.action == "keep" and not dry_run and o.state == "up" and lease is not None
-            and (not jumps_ok or list(rules_seen) != list(host.user_rules(cfg, name, lease.block, lease.uid)))):
+            and (not jumps_ok or list(rules_seen) != list(hostobjects.user_rules(cfg, name, lease.block, lease.uid)))):
         if _restore_rules(cfg, name, lease):
             d = Decision("keep", d.reason + "; its firewall rules were missing and are back")
     if d.action in ("none", "keep") or dry_run:
@@ -232,7 +231,7 @@ def _one(cfg, name, lease, dry_run, now, rules_seen=(), jumps_ok=True):
             log.info("kept %s: %s", name, d.reason)
         return Outcome(name, d, False)
     if d.action == "collect":
-        lifecycle.down(cfg, name)
+        down(cfg, name)
         log.info("collected %s: %s", name, d.reason)
         return Outcome(name, d, True)
     return _reap(cfg, name, d, lease, now)
@@ -243,9 +242,9 @@ def _restore_rules(cfg, name, lease):
     (iptables-restore, firewalld) wiped; True if any were missing. Under the
     user's lock, so a concurrent `down` never gets rules re-added after it."""
     with user_lock(cfg, name):
-        if host.supervisor_for(cfg, paths.for_user(cfg, name)).running() is None:
+        if hostobjects.supervisor_for(cfg, paths.for_user(cfg, name)).running() is None:
             return False
-        changed = host.ensure_user_rules(cfg, host.firewall(cfg), name, lease.block, lease.uid)
+        changed = hostobjects.ensure_user_rules(cfg, hostobjects.firewall(cfg), name, lease.block, lease.uid)
     if changed:
         log.warning("restored the firewall rules of %s (wiped by a firewall reload?)", name)
     return changed
@@ -271,9 +270,9 @@ def _reap(cfg, name, d, lease, now):
             if again.action != "reap":
                 log.info("kept %s: %s (seen while reaping)", name, again.reason)
                 return Outcome(name, Decision("keep", again.reason + " (seen while reaping)"), False)
-            supervisor = host.supervisor_for(cfg, upaths)
+            supervisor = hostobjects.supervisor_for(cfg, upaths)
             freed = sum(proc.rss_bytes(p) for p in supervisor.processes())
-            lifecycle.down(cfg, name, locked=True)
+            down(cfg, name, locked=True)
         finally:
             try:
                 os.unlink(flag)
@@ -295,7 +294,7 @@ def collect_orphans(cfg, table, dry_run):
                 bridge.remove_bridge(name)
                 log.info("removed orphan bridge %s", name)
             outcomes.append(Outcome(name, d, not dry_run))
-    fw = host.firewall(cfg)
+    fw = hostobjects.firewall(cfg)
     for user in sorted(fw.users_with_rules() - set(table)):
         d = Decision("collect", f"rules of {user} belong to no lease")
         if not dry_run:

@@ -17,7 +17,7 @@ def unit_name(user):
     return f"berth-dockerd-{user}.service"
 
 
-def supervisor(upaths, use_systemd=False, properties=()):
+def dockerd_supervisor(upaths, use_systemd=False, properties=()):
     """The supervisor of the user's dockerd: known by its record and by
     its daemon.json on its command line."""
     return supervision.Supervisor(
@@ -26,8 +26,8 @@ def supervisor(upaths, use_systemd=False, properties=()):
         log_mode=0o640, banner=f"starting dockerd for {upaths.user}", delays=(0.01, 0.1))
 
 
-def start(sup, upaths, dockerd, mode, bridge, containerd, mount_ns=None, cgroup="", unit_argv=None):
-    """dockerd started by `sup` (supervisor() above); its DaemonRecord. A
+def start_dockerd(sup, upaths, dockerd, mode, bridge, containerd, mount_ns=None, cgroup="", unit_argv=None):
+    """dockerd started by `sup` (dockerd_supervisor); its DaemonRecord. A
     hardened user's direct dockerd starts under nodevices' filter (loaded
     in the forked child, before the exec)."""
     in_child = None

@@ -48,7 +48,7 @@ class DirectSupervisor:
         self.bridge_name = bridge_name  # recorded for the warm login check
         self.mode = mode  # recorded: the mode this start runs in
         self.cgroup = cgroup  # the cgroup2 directory dockerd is born in ("": where berth runs)
-        self.process = launch.supervisor(upaths, self.kind != "direct", unit_properties(upaths, stop_timeout))
+        self.process = launch.dockerd_supervisor(upaths, self.kind != "direct", unit_properties(upaths, stop_timeout))
 
     # --- the record -----------------------------------------------------
 
@@ -78,7 +78,7 @@ class DirectSupervisor:
         unit_argv = None
         if self.process.use_systemd:  # systemd runs it in the host's mount namespace, or enters a held one
             unit_argv = exec_start(self.paths, self.dockerd, self.mode == "hardened", self._held_namespace(mount_ns))
-        return launch.start(self.process, self.paths, self.dockerd, self.mode, self.bridge_name, containerd,
+        return launch.start_dockerd(self.process, self.paths, self.dockerd, self.mode, self.bridge_name, containerd,
                             mount_ns=mount_ns, cgroup=self.cgroup, unit_argv=unit_argv)
 
     def _held_namespace(self, mount_ns):

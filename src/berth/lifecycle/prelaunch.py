@@ -27,7 +27,7 @@ import pwd
 from berth import __version__
 from berth.core import keyvalue, paths, proc, record
 from berth.core.fsutil import atomic_write, read_trusted, remove
-from berth.daemon import launch as daemonlaunch
+from berth.daemon.launch import dockerd_supervisor, start_dockerd
 from berth.lifecycle import logindigest
 
 NAME = "launch.plan"
@@ -179,14 +179,14 @@ def _launch_in(upaths, plan, fd, ns):
         return None
     rec, made_bridge = None, False
     try:
-        rec = daemonlaunch.start(daemonlaunch.supervisor(upaths), upaths, plan["dockerd"], plan["mode"],
-                                 plan["bridge"], plan["containerd"], mount_ns=ns, cgroup=plan["daemon_cgroup"])
+        rec = start_dockerd(dockerd_supervisor(upaths), upaths, plan["dockerd"], plan["mode"], plan["bridge"],
+                            plan["containerd"], mount_ns=ns, cgroup=plan["daemon_cgroup"])
         # dockerd looks for its bridge after ~60 ms of its own start-up; had
         # it looked first, it exits, and `up` starts it again.
         made_bridge = _make_bridge(plan["bridge"], plan["bridge_cidr"], plan["user"])
     except BaseException:
         if rec is not None:
-            daemonlaunch.supervisor(upaths).stop(rec, 0, now=True)
+            dockerd_supervisor(upaths).stop(rec, 0, now=True)
             remove(upaths.record)
         if made_bridge:
             _remove_bridge(plan["bridge"])

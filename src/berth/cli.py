@@ -29,8 +29,11 @@ EXAMPLES = {
                 "  sudo berth refusals alice --json",
     "proxy": "/opt/berth/bin/python -I -m berth proxy --run-dir /run/berth   # as berth up starts it",
     "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
-    "install": "sudo berth install --dry-run && sudo berth install",
+    "install": "sudo berth install --dry-run && sudo berth install\n"
+               "  sudo berth install --slurm     # a Slurm node: the hooks too, and the slurm.conf lines to add",
     "uninstall": "sudo berth uninstall",
+    "slurm": "Prolog=/usr/local/lib/berth/slurm/prolog   # in slurm.conf: the wrapper 'berth install --slurm' "
+             "writes,\n  # which runs: berth slurm prolog --config /etc/berth/berth.toml",
     "pam": "session optional pam_exec.so quiet stdout type=open_session /opt/berth/bin/python -I -m berth pam\n"
            "  # in /etc/pam.d/sshd, above any pam_env user_readenv=1 line (berth install places it)",
 }
@@ -88,10 +91,18 @@ def build_parser():
             c.add_argument("--python", metavar="PATH",
                            help="the interpreter berth is installed for, which the PAM line runs "
                                 "(default: this one)")
+            c.add_argument("--slurm", action="store_true",
+                           help="a Slurm node: also Slurm's hooks (wrappers under /usr/local/lib/berth/slurm), "
+                                "and print the slurm.conf lines to add")
     c = command("pam", "the PAM session hook (run by pam_exec at session open; reads PAM_USER and PAM_TYPE); "
                        "always exits 0")
     c.add_argument("--config", dest="pam_config", metavar="FILE", help=argparse.SUPPRESS)
     c.add_argument("--run-dir", metavar="DIR", help=argparse.SUPPRESS)
+    c = command("slurm", "Slurm's hooks on a node: prolog and epilog (root, from slurmd), task-prolog (as the "
+                         "job's user); see docs/slurm.md")
+    c.add_argument("hook", choices=("prolog", "epilog", "task-prolog"))
+    c.add_argument("--config", dest="slurm_config", metavar="FILE", help="config file (default: "
+                   f"{config.DEFAULT_PATH}; BERTH_CONFIG is not read)")
     c = command("proxy", "the policy proxy in front of hardened users' daemons (berth up starts it); "
                          "runs until SIGTERM")
     c.add_argument("--run-dir", required=True, metavar="DIR", help="berth's run dir ([paths].run_dir)")
@@ -243,7 +254,7 @@ def _install(args, cfg, out):
         install.check_interpreter(python)
         changes = install.plan_install(cfg, python, host.read, services, config_path,
                                        schedule="systemd" if use_systemd else "cron", others=host.pam_services(),
-                                       env_conf_path=args.env_conf or install.ENV_CONF)
+                                       env_conf_path=args.env_conf or install.ENV_CONF, slurm=args.slurm)
     else:
         changes = install.plan_uninstall(host.read, services)
     if args.dry_run:
@@ -256,12 +267,25 @@ def _install(args, cfg, out):
         print(f"nothing to do: berth is {'already' if args.command == 'install' else 'not'} installed", file=out)
     elif args.command == "uninstall" and not args.dry_run:
         print(f"kept {install.CONFIG} and the users' data; remove them by hand if you want them gone", file=out)
+    if args.command == "install" and args.slurm:
+        print(install.slurm_advice(), file=out)
 
 
 def _pam(args, cfg, out):
     from berth.login import hook
 
     return hook.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
+
+
+def _slurm(args, cfg, out):
+    from berth.slurm import command
+
+    def let_go(cfg, name):  # the Epilog's: the reaper's rule (not imported for the others)
+        from berth.ops import reaper
+
+        return reaper.reconsider(cfg, name)
+
+    return command.main(args.hook, args.slurm_config or args.config, out, let_go=let_go, debug=args.debug)
 
 
 def _proxy(args, cfg, out):
@@ -389,6 +413,7 @@ COMMANDS = {
     "uninstall": Command(_install, True, "it edits PAM files and removes files under /etc"),
     "pam": Command(_pam, False, None),  # loads its own config and never fails a login
     "proxy": Command(_proxy, False, None),  # a service: says itself that it needs root
+    "slurm": Command(_slurm, False, None),  # slurmd's hooks: their own config, logging and exit codes
     "logs": Command(_logs, True, "dockerd logs are root's"),
     "refusals": Command(_refusals, True, None),  # a user sees their own, root anyone's
     "demo": Command(_demo, True, "it makes users, bridges, firewall rules and daemons"),
@@ -429,7 +454,7 @@ def main(argv=None, out=None, prelaunched=None):
         args.config_identity = logindigest.identity(args.config_path)
     # install into a scratch root (tests) needs no root; doctor always does
     args.root_check = args.command == "doctor" or os.path.realpath(getattr(args, "root", "/")) == "/"
-    if args.command in ("pam", "proxy"):  # their own config, logging and signals
+    if args.command in ("pam", "proxy", "slurm"):  # their own config, logging and signals
         return COMMANDS[args.command].handler(args, None, out)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_exit)

@@ -6,6 +6,7 @@ so a shortcut taken inside a function shows here as well.
     net, daemon, proxy          core only, and not each other
     lifecycle                   the three above
     login, ops                  anything below them
+    slurm                       the layers below lifecycle, and lifecycle (not login or ops)
     cli, entry                  on top: nothing imports them
 """
 
@@ -21,6 +22,7 @@ ALLOWED = {
     "lifecycle": {"core", "net", "daemon", "proxy", "lifecycle"},
     "login": {"core", "net", "daemon", "proxy", "lifecycle", "login"},
     "ops": {"core", "net", "daemon", "proxy", "lifecycle", "login", "ops"},
+    "slurm": {"core", "net", "daemon", "proxy", "lifecycle", "slurm"},
 }
 
 

@@ -28,6 +28,7 @@ EXCEPTIONS = {
     ("proxy/handler.py", "os.kill"): "that copy child, when its client went away",
     ("daemon/nodevices.py", "os.execv"): "as a script it execs the unit's dockerd (the supervisor's ExecStart)",
     ("daemon/cgroups.py", "systemctl"): "limits on a user's slice, and the slice removed: no process of berth's",
+    ("slurm/jobcgroup.py", "systemctl"): "limits on a Slurm job's slice, and the slice removed: no process of berth's",
     ("ops/install.py", "systemctl"): "the reaper's timer, a unit berth installs for good (enable/disable)",
     ("ops/doctor.py", "systemctl"): "whether the reaper's timer is enabled",
 }

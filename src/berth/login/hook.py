@@ -114,8 +114,13 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
 
 
 def _session(name, out, config_path, recorded_in=None):
+    from berth.daemon import cgroups
     from berth.lifecycle import prelaunch
 
+    # A login pam_slurm_adopt put into a job: nothing berth starts from
+    # here (dockerd, containerd, the proxy) may be born in the job's
+    # cgroups, to be counted as the job and die with it.
+    cgroups.leave_slurm_job()
     path = config_path or paths.DEFAULT_CONFIG
     # A returning user whose daemon is down: dockerd starts from the last
     # start's plan while the config is read (prelaunch.py).

@@ -1,6 +1,7 @@
 """`berth reap`: take idle users down, collect what died, keep everyone else.
 
 A user is active while any of these holds: a login session is open, a
+Slurm job of theirs has a grant on this node (its Epilog has not run), a
 process of theirs runs on the host, or a container other than the net
 container runs in their daemon. Idle = none of these for
 [reaper].idle_timeout seconds. The decision is a pure function of what was
@@ -42,6 +43,7 @@ class Observed:
     containers: tuple          # names of running containers, net container excluded
     last_active: float | None  # when anything above last held
     has_leftovers: bool = False  # a bridge of a daemon that is not running
+    jobs: tuple = ()           # Slurm jobs with a grant on this node (their Epilog has not run)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ def decide(o, idle_timeout, now):
         return Decision("keep", "its daemon is starting")
     if o.sessions:
         return Decision("keep", f"{o.sessions} session{'s' if o.sessions > 1 else ''} open")
+    if o.jobs:
+        return Decision("keep", f"Slurm job{'s' if len(o.jobs) > 1 else ''} {', '.join(map(str, o.jobs[:3]))}"
+                                f"{' ...' if len(o.jobs) > 3 else ''} running")
     if o.containers:
         names = ", ".join(f'"{c}"' for c in o.containers[:3]) + (" ..." if len(o.containers) > 3 else "")
         return Decision("keep", f"container{'s' if len(o.containers) > 1 else ''} {names} running")
@@ -112,7 +117,7 @@ def observe(cfg, name, lease, now, dry_run=False):
     if last is None and rec is not None:
         last = rec.started_at
     leftovers = state == "down" and uid >= 0 and bridge.bridge_exists(paths.bridge_name(cfg, uid))
-    return Observed(name, state, sessions, processes, containers, last, leftovers)
+    return Observed(name, state, sessions, processes, containers, last, leftovers, activity.live_jobs(upaths))
 
 
 # --- the pass ----------------------------------------------------------------------
@@ -216,13 +221,21 @@ def restore_proxy(cfg, names):
                                                        f"{info['users']} user(s)"), True)]
 
 
+def reconsider(cfg, name, now=None):
+    """One user, by the pass's own rule, now (a Slurm job of theirs just
+    ended): reaped if idle, else kept, and why. Their firewall rules are
+    the pass's to check, not this."""
+    now = time.time() if now is None else now
+    return _one(cfg, name, hostobjects.lease_table(cfg).read().get(name), False, now, rules_seen=None)
+
+
 def _one(cfg, name, lease, dry_run, now, rules_seen=(), jumps_ok=True):
     o = observe(cfg, name, lease, now, dry_run)
     d = decide(o, cfg.reaper.idle_timeout, now)
     upaths = paths.for_user(cfg, name)
-    if d.action == "keep" and not dry_run and (o.sessions or o.processes or o.containers):
+    if d.action == "keep" and not dry_run and (o.sessions or o.jobs or o.processes or o.containers):
         activity.touch(upaths, now)  # activity seen by this pass counts as activity
-    if (d.action == "keep" and not dry_run and o.state == "up" and lease is not None
+    if (d.action == "keep" and not dry_run and o.state == "up" and lease is not None and rules_seen is not None
             and (not jumps_ok or list(rules_seen) != list(hostobjects.user_rules(cfg, name, lease.block, lease.uid)))):
         if _restore_rules(cfg, name, lease):
             d = Decision("keep", d.reason + "; its firewall rules were missing and are back")

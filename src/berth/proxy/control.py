@@ -50,7 +50,7 @@ def ask(run_dir, *words, timeout=5.0):
 
 
 def ping(run_dir, timeout=2.0):
-    """{'pid': ..., 'users': ..., 'connections': ...} from the running proxy, or None."""
+    """{'pid': ..., 'users': ..., 'jobs': ..., 'connections': ...} from the running proxy, or None."""
     try:
         answer = ask(run_dir, "ping", timeout=timeout)
         return {k: int(v) for k, v in (w.split("=", 1) for w in answer.split())}
@@ -58,8 +58,20 @@ def ping(run_dir, timeout=2.0):
         return None
 
 
+def serve_job(run_dir, user, job_id, timeout=5.0):
+    """Have the proxy serve a Slurm job's socket, held to the grant in
+    place (job-<id>.grant in the user's run dir). Raises OSError when no
+    proxy answers, ProxyError when it cannot (no grant, no spec)."""
+    ask(run_dir, "serve-job", user, str(int(job_id)), timeout=timeout)
+
+
+def drop_job(run_dir, user, job_id, timeout=5.0):
+    """Have the proxy close a job's socket and remove it; raises as serve_job."""
+    ask(run_dir, "drop-job", user, str(int(job_id)), timeout=timeout)
+
+
 def stats(run_dir, timeout=2.0):
-    """{user: {'uid', 'connections', 'requests', 'refused'}} from the running proxy, or None."""
+    """{user: {'uid', 'connections', 'requests', 'refused', 'jobs': {id: {...}}}} from the running proxy, or None."""
     try:
         import json
 

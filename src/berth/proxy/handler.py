@@ -41,7 +41,7 @@ from email.utils import formatdate
 
 import h11
 
-from berth.proxy import apijson, binds, clientside, containercopy, pins, policy, refusals, splicerelay
+from berth.proxy import apijson, binds, clientside, containercopy, jobpolicy, pins, policy, refusals, splicerelay
 from berth.proxy.share import RAW_CAP, Pool, Share
 
 log = logging.getLogger(__name__)
@@ -247,13 +247,18 @@ class Handler:
 
     `uids`: who may connect (the socket's mode says so too; this holds
     even if the file is ever opened wider). `max_connections`: how many
-    one user may hold open at once. `share`: the user's Share (share.py),
+    one user may hold open at once, on this socket and every other socket
+    whose handler was given the same `user_tasks` (a set). `share`: the user's Share (share.py),
     which bounds the memory and CPU their request bodies take. `recent`:
     the user's refusals.Ring, which they read back at refusals.PATH.
+    `hold`: a jobpolicy.Hold for a socket whose GPUs are held (a Slurm
+    job's, or a Slurm node's login socket). `answer_all`: (status, what,
+    instead) for a socket that answers every request so (a Slurm job
+    whose user has no daemon here), and passes nothing to dockerd.
     """
 
     def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, share=None, binds=None,
-                 recent=None):
+                 recent=None, hold=None, answer_all=None, user_tasks=None):
         self.upstream_path = upstream_path
         self.share = share if share is not None else Share(Pool())
         self.binds = binds  # binds.Binds: bind sources resolved and pinned as the user
@@ -262,6 +267,8 @@ class Handler:
         self.uids = uids
         self.max_connections = max_connections
         self.recent = recent if recent is not None else refusals.Ring()
+        self.hold = hold
+        self.answer_all = answer_all
         self.requests = 0
         self.refused = 0
         self.upgrade_threads = 0  # relay threads this user's upgraded connections hold
@@ -269,26 +276,28 @@ class Handler:
         # pipes is otherwise garbage-collected mid-stream, and the output
         # of a `docker run` vanishes (asyncio docs, create_task).
         self.tasks = set()
+        self.user_tasks = user_tasks if user_tasks is not None else set()  # this socket's and the user's others'
 
     def _admit(self, writer):
         """A refusal for a connection that may not be served, or None."""
         if self.uids is not None and peer_uid(writer) not in self.uids:
             return 403, "a connection from another user", "use your own socket ($DOCKER_HOST)"
-        return None
+        return self.answer_all
 
     async def __call__(self, client):
         """Serve one client connection (a clientside.Client, which is also
         the writer its answers go out through)."""
         writer = client
         task = asyncio.current_task()
-        if self.max_connections is not None and len(self.tasks) >= self.max_connections:
+        if self.max_connections is not None and len(self.user_tasks) >= self.max_connections:
             # Closed before anything is read: idle connections held open
             # would otherwise take the descriptors every user shares.
             self.refused += 1
-            log.warning("%s holds %d connections; closed one more at once", self.user or "-", len(self.tasks))
+            log.warning("%s holds %d connections; closed one more at once", self.user or "-", len(self.user_tasks))
             writer.close()
             return
         self.tasks.add(task)
+        self.user_tasks.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             refused = self._admit(writer)
@@ -305,6 +314,7 @@ class Handler:
         finally:
             writer.close()
             self.tasks.discard(task)
+            self.user_tasks.discard(task)
 
     async def _served(self, conn, client, writer, refused):
         """_one, with what the request holds of the user's share let go of once it is answered."""
@@ -368,6 +378,14 @@ class Handler:
                 return False
             if path == "/containers/create":
                 body = policy.create_body_for_dockerd(body)
+            if self.hold is not None:
+                if path == "/containers/create":
+                    body, refusal = jobpolicy.create(body, self.hold)
+                elif policy.UPDATE_PATH.fullmatch(path):
+                    refusal = jobpolicy.update_refusal(body, self.hold)
+                if refusal is not None:
+                    self._refuse(writer, conn, method, target, refusal)
+                    return False
             if path == "/containers/create" and isinstance(body, dict) and body.field("HostConfig"):
                 key = next(k for k in body if k.casefold() == "hostconfig")
                 if self.binds is None:
@@ -386,6 +404,19 @@ class Handler:
             refusal = policy.check(method, target, None, self.ctx)
             if refusal is None and policy.asks_buildkit(method, *found):
                 refusal = policy.buildkit_refusal(*await self._engine_facts())
+            if refusal is None and self.hold is not None and method == "POST" and path in jobpolicy.BUILDS:
+                refusal = jobpolicy.build_refusal(await self._engine_fact("/info", "DefaultRuntime"))
+            starting = jobpolicy.STARTS.fullmatch(path) if self.hold is not None and method == "POST" else None
+            if refusal is None and starting:
+                container_id, labels = await self._labels_of(starting[1])
+                if not container_id:  # dockerd's own answer, never the request by a name that could move
+                    self._answer(writer, conn, method, target, 404, f"No such container: {starting[1]}")
+                    await self._drain(client)
+                    return False
+                refusal = jobpolicy.start_refusal(labels, self.hold)
+                if refusal is None:  # by the id that was checked: a name could be given to another meanwhile
+                    head, refusal = _by_id(head, container_id)
+                    path = f"/containers/{container_id}/{starting[2]}"  # and pins, if any, found by it too
             archive = ARCHIVE.fullmatch(path)
             if refusal is None and archive:
                 headers = []
@@ -491,17 +522,32 @@ class Handler:
         inspect is as big as the labels it was made with."""
         return await self.share.work(apijson.loads, (body,), len(body))
 
-    async def _engine_facts(self):
-        """(API version, cgroup driver) as dockerd says them, asked at each
-        use: dockerd may have been upgraded or reconfigured since (None
+    async def _engine_fact(self, target, name):
+        """A field of what dockerd says of itself (/version, /info), asked at
+        each use: dockerd may have been upgraded or reconfigured since (None
         for what it does not say)."""
-        async def field(target, name):
-            try:
-                info = await binds.query(self.upstream_path, target, self._loads)
-                return info.field(name) if info is not None else None
-            except (apijson.BadBody, AttributeError):
-                return None
-        return await asyncio.gather(field("/version", "ApiVersion"), field("/info", "CgroupDriver"))
+        try:
+            info = await binds.query(self.upstream_path, target, self._loads)
+            return info.field(name) if info is not None else None
+        except (apijson.BadBody, AttributeError):
+            return None
+
+    async def _engine_facts(self):
+        """(API version, cgroup driver) as dockerd says them."""
+        return await asyncio.gather(self._engine_fact("/version", "ApiVersion"),
+                                    self._engine_fact("/info", "CgroupDriver"))
+
+    async def _labels_of(self, container):
+        """(its id, its labels), asked of dockerd; ("", None) if it does
+        not know the container, or says something unreadable."""
+        try:
+            info = await binds.query(self.upstream_path, f"/containers/{container}/json", self._loads)
+            container_id = str(info.field("Id") or "") if info is not None else ""
+        except (apijson.BadBody, AttributeError):
+            return "", None
+        if not re.fullmatch(r"[0-9a-f]{64}", container_id):
+            return "", None
+        return container_id, policy._get(info, "Config.Labels")
 
     async def _binds_of(self, container, headers=None):
         """(whether the container has a bind mount, its id, its inspect),

@@ -10,6 +10,15 @@ def test_a_grant_reads_back_as_written():
     assert jobgrant.parse(jobgrant.render(grant)) == grant
 
 
+def test_a_grant_with_device_files_or_an_error_reads_back():
+    for grant in (jobgrant.Grant(42, "alice", 1001, ("0",), devices=("/dev/nvidia0",)),
+                  jobgrant.Grant(43, "alice", 1001, (), error="no free address block in 10.213.0.0/16; ask "
+                                                              "your administrator to enlarge [network].pool")):
+        assert jobgrant.parse(jobgrant.render(grant)) == grant
+    # one a berth without these fields wrote
+    assert jobgrant.parse("job=1\nuser=a\nuid=1001\ngpus=0\n") == jobgrant.Grant(1, "a", 1001, ("0",))
+
+
 def test_a_grant_without_gpus_or_limits():
     grant = jobgrant.Grant(7, "bob", 1002, ())
     assert jobgrant.parse(jobgrant.render(grant)) == grant

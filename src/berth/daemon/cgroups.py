@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 
-from berth.core import limits as limits_mod
+from berth.core import limits
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,16 @@ def slice_of(user):
     return f"{PARENT}-" + user.replace("-", "\\x2d") + ".slice"
 
 
-def slice_properties(limits):
-    """systemd's names for the limits. Pure."""
-    return [f"MemoryMax={limits.memory or 'infinity'}", f"CPUWeight={limits.cpu_weight}",
-            f"TasksMax={limits.pids or 'infinity'}"]
+def slice_properties(share):
+    """systemd's names for the user's share (core/limits.py). Pure."""
+    return [f"MemoryMax={share.memory or 'infinity'}", f"CPUWeight={share.cpu_weight}",
+            f"TasksMax={share.pids or 'infinity'}"]
 
 
-def apply_slice(user, limits, run=subprocess.run):
+def apply_slice(user, share, run=subprocess.run):
     """systemd's driver: the limits on the user's slice (for this boot: the
     next `berth up` sets them again)."""
-    argv = ["systemctl", "set-property", "--runtime", slice_of(user), *slice_properties(limits)]
+    argv = ["systemctl", "set-property", "--runtime", slice_of(user), *slice_properties(share)]
     r = run(argv, capture_output=True, text=True)
     if r.returncode != 0:
         sentence = f"{' '.join(argv[3:])}: {r.stderr.strip()}"
@@ -109,7 +109,7 @@ def _enable_v2_controllers(root):
             _write(os.path.join(directory, "cgroup.subtree_control"), " ".join("+" + c for c in missing))
 
 
-def apply(user, limits, root=ROOT):
+def apply(user, share, root=ROOT):
     """Make the user's cgroup where missing and set its limits, also under
     containers that run (a lower memory limit than they use now is
     refused by the kernel: that one is reported and left as it was).
@@ -124,7 +124,7 @@ def apply(user, limits, root=ROOT):
             failed.append(f"the controllers for /{PARENT}: {e.strerror}")
     missing = [c for c in CONTROLLERS if v == 1 and not os.path.isdir(os.path.join(root, c))]
     failed += [f"cgroup v1 has no {c} hierarchy here" for c in missing]
-    for path, value in file_writes(user, limits, root, v):
+    for path, value in file_writes(user, share, root, v):
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             _write(path, value)
@@ -136,13 +136,13 @@ def apply(user, limits, root=ROOT):
     return failed
 
 
-def file_writes(user, limits, root=ROOT, v=None):
-    """[(file, value)] that set `limits` on the user's cgroup (the v1
+def file_writes(user, share, root=ROOT, v=None):
+    """[(file, value)] that set the user's `share` on the user's cgroup (the v1
     hierarchies this host has), in order; what `apply` writes, and what a
     launch plan writes before dockerd starts (prelaunch.py)."""
     v = version(root) if v is None else v
     out = []
-    for controller, name, value in limits_mod.writes(limits, v):
+    for controller, name, value in limits.writes(share, v):
         if v == 2:
             out.append((os.path.join(root, PARENT, user, name), value))
         elif os.path.isdir(os.path.join(root, controller)):

@@ -23,12 +23,11 @@ Imports nothing heavy: it runs before everything else.
 import fcntl
 import os
 import pwd
-import time
 
 from berth import __version__
 from berth.core import keyvalue, paths, proc, record
 from berth.core.fsutil import atomic_write, read_trusted, remove
-from berth.daemon import launch as daemonlaunch
+from berth.daemon.launch import dockerd_supervisor, start_dockerd
 from berth.lifecycle import logindigest
 
 NAME = "launch.plan"
@@ -178,22 +177,16 @@ def _launch_in(upaths, plan, fd, ns):
     made_cgroup = _set_limits(plan["cgroup"])
     if made_cgroup is None:
         return None
-    pid, made_bridge = None, False
+    rec, made_bridge = None, False
     try:
-        with daemonlaunch.open_log(upaths.log_file, upaths.user) as logf:
-            pid = daemonlaunch.spawn(daemonlaunch.argv(plan["dockerd"], plan["daemon_json"]), logf,
-                                     no_devices=plan["mode"] == "hardened", mount_ns=ns,
-                                     cgroup=plan["daemon_cgroup"])
-        st = proc.stat(pid)
-        rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), plan["dockerd"], plan["bridge"],
-                                  plan["mode"], plan["containerd"])
-        record.write(upaths, rec)
+        rec = start_dockerd(dockerd_supervisor(upaths), upaths, plan["dockerd"], plan["mode"], plan["bridge"],
+                            plan["containerd"], mount_ns=ns, cgroup=plan["daemon_cgroup"])
         # dockerd looks for its bridge after ~60 ms of its own start-up; had
         # it looked first, it exits, and `up` starts it again.
         made_bridge = _make_bridge(plan["bridge"], plan["bridge_cidr"], plan["user"])
     except BaseException:
-        if pid is not None:
-            daemonlaunch.kill(pid)
+        if rec is not None:
+            dockerd_supervisor(upaths).stop(rec, 0, now=True)
             remove(upaths.record)
         if made_bridge:
             _remove_bridge(plan["bridge"])
@@ -236,12 +229,8 @@ def _containerd_namespace(record_path):
     or False when the containerd the plan names does not run."""
     if not record_path:
         return None  # a containerd of dockerd's own, or the distribution's: where berth runs, as in `up`
-    raw = read_trusted(record_path)
-    if raw is None:
-        return False
-    data = keyvalue.parse(raw)
-    rec = int(data["pid"]), int(data["start_ticks"])
-    if not proc.alive(*rec):
+    rec = record.load(record_path)
+    if rec is None or not proc.alive(*rec):
         return False
     try:
         ns = os.open(f"/proc/{rec[0]}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)

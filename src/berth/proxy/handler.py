@@ -41,9 +41,8 @@ from email.utils import formatdate
 
 import h11
 
-from berth.proxy import apijson, clientside, containercopy, jobpolicy, pins, policy, refusals, splicerelay
-from berth.proxy import binds as proxybinds
-from berth.proxy import share as proxyshare
+from berth.proxy import apijson, binds, clientside, containercopy, jobpolicy, pins, policy, refusals, splicerelay
+from berth.proxy.share import RAW_CAP, Pool, Share
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +66,13 @@ SPLICED_UPGRADES = ("/session", "/grpc")
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 DRAIN_LIMIT = 1 << 30  # a refused upload is read and dropped up to this, then cut off
 REWRITE_LIMIT = 64 << 20  # an answer read whole to show pins as the user's paths (a listing of many containers)
-OVER_SHARE = policy.Refusal(f"your requests hold over {proxyshare.RAW_CAP >> 20} MiB of request bodies in the "
+OVER_SHARE = policy.Refusal(f"your requests hold over {RAW_CAP >> 20} MiB of request bodies in the "
                             "proxy at once", "send fewer at once, or wait for the ones under way")
 
 
 def _parsed_and_checked(raw, method, target, ctx):
     """(the body as dockerd reads it, the policy's refusal or None): run in
-    the user's turn (proxyshare), in a worker thread when the body is big."""
+    the user's turn (share.py), in a worker thread when the body is big."""
     try:
         body = apijson.loads(raw)
     except apijson.BadBody as e:
@@ -249,7 +248,7 @@ class Handler:
     `uids`: who may connect (the socket's mode says so too; this holds
     even if the file is ever opened wider). `max_connections`: how many
     one user may hold open at once, on this socket and every other socket
-    whose handler was given the same `user_tasks` (a set). `share`: the user's proxyshare.Share,
+    whose handler was given the same `user_tasks` (a set). `share`: the user's Share (share.py),
     which bounds the memory and CPU their request bodies take. `recent`:
     the user's refusals.Ring, which they read back at refusals.PATH.
     `hold`: a jobpolicy.Hold for a socket whose GPUs are held (a Slurm
@@ -263,8 +262,8 @@ class Handler:
     def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, share=None, binds=None,
                  recent=None, hold=None, answer_all=None, user_tasks=None, job_memory=None):
         self.upstream_path = upstream_path
-        self.share = share if share is not None else proxyshare.Share(proxyshare.Pool())
-        self.binds = binds  # proxybinds.Binds: bind sources resolved and pinned as the user
+        self.share = share if share is not None else Share(Pool())
+        self.binds = binds  # binds.Binds: bind sources resolved and pinned as the user
         self.ctx = ctx
         self.user = user
         self.uids = uids
@@ -428,11 +427,11 @@ class Handler:
             archive = ARCHIVE.fullmatch(path)
             if refusal is None and archive:
                 headers = []
-                binds, container_id, info = await self._binds_of(archive[1], headers)
-                if binds and info is not None and self.binds is not None:
+                has_binds, container_id, info = await self._binds_of(archive[1], headers)
+                if has_binds and info is not None and self.binds is not None:
                     return await self._copy_with_binds(conn, client, writer, head, method, target, archive[1],
                                                        info, headers, charges)
-                if binds:
+                if has_binds:
                     refusal = policy.Refusal("docker cp to or from a container with bind mounts (dockerd copies "
                                              "as root on the host, through them)",
                                              "copy through the bound directory itself, or use a container without -v")
@@ -459,7 +458,7 @@ class Handler:
         """A request that starts a container (its pins made again, as the
         user, first), removes one (its pins swept after), or shows one (the
         user's paths, not the pins)."""
-        start = proxybinds.START.fullmatch(path) if method == "POST" else None
+        start = binds.START.fullmatch(path) if method == "POST" else None
         if start:
             # Held till dockerd answers: a copy of a stopped container blanks its pins meanwhile.
             async with self.binds.starting:
@@ -486,7 +485,7 @@ class Handler:
             finally:
                 self.binds.sweep_soon()
         elif method == "GET" and (path in ("/containers/json", "/system/df")
-                                  or proxybinds.CONTAINER_JSON.fullmatch(path)) \
+                                  or binds.CONTAINER_JSON.fullmatch(path)) \
                 and self.binds.has_pins():
             return await self._forward(conn, client, writer, head, None, charges, rewrite=self.binds.display)
         return await self._forward(conn, client, writer, head, None, charges)
@@ -535,7 +534,7 @@ class Handler:
         each use: dockerd may have been upgraded or reconfigured since (None
         for what it does not say)."""
         try:
-            info = await proxybinds.query(self.upstream_path, target, self._loads)
+            info = await binds.query(self.upstream_path, target, self._loads)
             return info.field(name) if info is not None else None
         except (apijson.BadBody, AttributeError):
             return None
@@ -549,7 +548,7 @@ class Handler:
         """(its id, its labels), asked of dockerd; ("", None) if it does
         not know the container, or says something unreadable."""
         try:
-            info = await proxybinds.query(self.upstream_path, f"/containers/{container}/json", self._loads)
+            info = await binds.query(self.upstream_path, f"/containers/{container}/json", self._loads)
             container_id = str(info.field("Id") or "") if info is not None else ""
         except (apijson.BadBody, AttributeError):
             return "", None
@@ -562,7 +561,7 @@ class Handler:
         asked of dockerd itself; (False, None, None) if it does not know the
         container (it answers the request that way itself)."""
         try:
-            info = await proxybinds.query(self.upstream_path, f"/containers/{container}/json", self._loads,
+            info = await binds.query(self.upstream_path, f"/containers/{container}/json", self._loads,
                                           headers)
             if info is None:
                 return False, None, None
@@ -571,8 +570,8 @@ class Handler:
             return True, None, None  # unreadable: refuse rather than guess
         if not re.fullmatch(r"[0-9a-f]{64}", container_id):
             return True, None, None
-        binds = any(isinstance(m, dict) and str(m.get("Type", "")).casefold() == "bind" for m in mounts)
-        return binds, container_id, info
+        has_binds = any(isinstance(m, dict) and str(m.get("Type", "")).casefold() == "bind" for m in mounts)
+        return has_binds, container_id, info
 
     async def _copy_with_binds(self, conn, client, writer, head, method, target, name, info, headers, charges):
         """`docker cp` on a container with bind mounts: done by berth, as the
@@ -669,7 +668,7 @@ class Handler:
                 held[0] = False
                 lock.release()
         try:
-            info = await proxybinds.query(self.upstream_path, f"/containers/{container_id}/json", self._loads)
+            info = await binds.query(self.upstream_path, f"/containers/{container_id}/json", self._loads)
             way = self.binds.copy_way(info, "/") if info is not None else ("dockerd", [])
             if way[0] != "dockerd" or policy._get(info, "State.Restarting") is True:
                 self._answer(writer, conn, method, target, 409,
@@ -781,7 +780,7 @@ class Handler:
 
     async def _checked_body(self, client, charges, method, target):
         """(the body, parsed as dockerd parses it, a refusal or None): read
-        whole and parsed and checked in the user's share (proxyshare)."""
+        whole and parsed and checked in the user's share (share.py)."""
         raw, refusal = await self._read_body(client, charges)
         if refusal is not None:
             return None, refusal

@@ -4,7 +4,7 @@ docker.sock of every hardened user, each in front of that user's dockerd
 
 berth up starts it where none answers (proxyctl) and asks it to serve a
 user; berth down asks it to drop one. It reads what it needs for a user
-from the root-owned spec berth up wrote (proxyspec), so after a crash or
+from the root-owned spec berth up wrote (spec.py), so after a crash or
 a restart it serves everyone who was up, on its own.
 
 Control: <run_dir>/berth-proxy/ctl.sock, root's alone; one line each way.
@@ -26,7 +26,7 @@ Fairness: each client connection has its own upstream connection and task,
 so one user's slow or stuck client holds up nobody else; a user may hold at
 most MAX_CONNECTIONS at once, so no one can take the process's descriptors;
 the memory and CPU one user's request bodies take are bounded by their
-proxyshare.Share (one for each user, on every socket of theirs).
+share.Share (one for each user, on every socket of theirs).
 """
 
 import asyncio
@@ -43,10 +43,10 @@ import sys
 from berth.core import paths, users
 from berth.core.fsutil import ensure_dir, read_trusted, remove
 from berth.proxy import apijson, jobgrant, jobmemory, jobpolicy, pins, policy, refusals
-from berth.proxy import binds as proxybinds
-from berth.proxy import handler as proxy
-from berth.proxy import share as proxyshare
-from berth.proxy import spec as proxyspec
+from berth.proxy.binds import Binds
+from berth.proxy.handler import Handler, peer_uid, serve_socket
+from berth.proxy.share import Pool, Share
+from berth.proxy.spec import NO_GPUS, context, parse
 
 log = logging.getLogger("berth.proxy")
 
@@ -92,7 +92,7 @@ class Served:
 
     async def open(self):
         sock, self.inode = bind_private(self.path, self.uid)
-        self.server = await proxy.serve_socket(self.handler, sock)
+        self.server = await serve_socket(self.handler, sock)
 
     def in_place(self):
         """Our socket file is still the one at the path (nobody replaced or removed it)."""
@@ -115,14 +115,13 @@ def user_socket(spec, upaths, share, recent, user_tasks, path=None, hold=None, k
     binds = None
     if spec.pins:
         store = pins.Store(spec.uid, spec.pins, os.path.join(upaths.run_dir, "pins"))
-        binds = proxybinds.Binds(store, upaths, upaths.engine_socket,
-                                 loads=lambda body: share.work(apijson.loads, (body,), len(body)))
-    if hold is None and spec.gpus == proxyspec.NO_GPUS:
+        binds = Binds(store, upaths, upaths.engine_socket,
+                      loads=lambda body: share.work(apijson.loads, (body,), len(body)))
+    if hold is None and spec.gpus == NO_GPUS:
         hold = jobpolicy.LOGIN
-    handler = proxy.Handler(upaths.engine_socket, proxyspec.context(spec), user=spec.user,
-                            uids=(spec.uid, 0), max_connections=MAX_CONNECTIONS, share=share,
-                            binds=binds, recent=recent, hold=hold, user_tasks=user_tasks,
-                            job_memory=job_memory)
+    handler = Handler(upaths.engine_socket, context(spec), user=spec.user,
+                      uids=(spec.uid, 0), max_connections=MAX_CONNECTIONS, share=share,
+                      binds=binds, recent=recent, hold=hold, user_tasks=user_tasks, job_memory=job_memory)
     return Served(path or upaths.socket, spec.uid, handler, spec if key is None else key)
 
 
@@ -131,8 +130,8 @@ def failed_job_socket(grant, upaths, user_tasks):
     is answered with that, and nothing reaches a dockerd."""
     what, _, instead = grant.error.partition("; ")
     answer = (503, what, instead or "ask your administrator (see berth's log on this node)")
-    handler = proxy.Handler(upaths.engine_socket, policy.Context(""), user=grant.user, uids=(grant.uid, 0),
-                            max_connections=MAX_CONNECTIONS, answer_all=answer, user_tasks=user_tasks)
+    handler = Handler(upaths.engine_socket, policy.Context(""), user=grant.user, uids=(grant.uid, 0),
+                      max_connections=MAX_CONNECTIONS, answer_all=answer, user_tasks=user_tasks)
     return Served(upaths.job_socket(grant.job_id), grant.uid, handler, grant)
 
 
@@ -142,7 +141,7 @@ class ProxyService:
         self.dir = paths.proxy_dir(run_dir)
         self.users = {}
         self.jobs = {}  # (user, job id) -> Served: Slurm jobs' sockets
-        self.pool = proxyshare.Pool()
+        self.pool = Pool()
         self.shares = {}  # a user's share outlives a socket served again: their requests under way hold it
         self.recent = {}  # a user's refusals.Ring, kept while they are served (a socket served again too)
         self.connections = {}  # a user's connections on all their sockets: MAX_CONNECTIONS is the user's
@@ -154,7 +153,7 @@ class ProxyService:
         raw = read_trusted(upaths.proxy_spec)
         if raw is None:
             raise LookupError(f"no proxy spec for {name} ({upaths.proxy_spec})")
-        spec = proxyspec.parse(raw.decode())
+        spec = parse(raw.decode())
         if spec.user != name:
             raise LookupError(f"the proxy spec in {upaths.proxy_spec} names {spec.user!r}")
         return spec
@@ -162,7 +161,7 @@ class ProxyService:
     def _share(self, name):
         share = self.shares.get(name)
         if share is None:
-            share = self.shares[name] = proxyshare.Share(self.pool)
+            share = self.shares[name] = Share(self.pool)
         return share
 
     async def _put(self, table, key, served):
@@ -302,7 +301,7 @@ class ProxyService:
 
     async def on_control(self, reader, writer):
         try:
-            if proxy.peer_uid(writer) != 0:
+            if peer_uid(writer) != 0:
                 return
             line = (await reader.readline()).decode(errors="replace").split()
             writer.write((await self.answer(line) + "\n").encode())

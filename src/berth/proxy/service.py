@@ -275,7 +275,7 @@ class ProxyService:
                     "refused": s.handler.refused}
 
         def of_job(s):
-            grant = s.key[1] if isinstance(s.key, tuple) else s.key  # (spec, grant), or a failed job's grant
+            grant = s.key if isinstance(s.key, jobgrant.Grant) else s.key[1]  # a failed job's grant, or (spec, grant)
             held = s.handler.job_memory.copied if s.handler.job_memory is not None else grant.memory
             return {**of(s), "memory": held}  # bytes the job's containers are held to (0: none known)
         jobs = {}

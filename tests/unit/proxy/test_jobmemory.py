@@ -69,3 +69,27 @@ def test_only_a_grant_without_memory_that_names_both_files_takes_it_later():
     assert later.patterns == files["slurm_memory"] and later.target == files["memory_file"]
     assert jobmemory.for_grant(jobgrant.Grant(42, "alice", 1001, (), 100 * M, **files)) is None
     assert jobmemory.for_grant(jobgrant.Grant(42, "alice", 1001, ())) is None
+
+
+def test_the_proxys_stats_give_each_jobs_memory_failed_jobs_too():
+    from types import SimpleNamespace as NS
+
+    from berth.proxy.service import ProxyService
+
+    def served(key, job_memory=None):
+        account = NS(raw=0, parsed=0)
+        handler = NS(tasks=set(), requests=0, refused=0, job_memory=job_memory,
+                     share=NS(account=account, over_cap=0, paced=0))
+        return NS(key=key, handler=handler)
+
+    service = ProxyService("/nonexistent")
+    spec = NS(uid=1001)
+    copied = jobmemory.JobMemory(42, (), "/x")
+    copied.copied = 100 * M
+    service.users["alice"] = served(spec)
+    service.jobs[("alice", 42)] = served((spec, jobgrant.Grant(42, "alice", 1001, ())), copied)
+    service.jobs[("alice", 43)] = served((spec, jobgrant.Grant(43, "alice", 1001, (), 8 * M)))
+    service.jobs[("alice", 44)] = served(jobgrant.Grant(44, "alice", 1001, (), error="no daemon; ask"))
+    jobs = service.stats()["alice"]["jobs"]
+    assert {job: figures["memory"] for job, figures in jobs.items()} == {"42": 100 * M, "43": 8 * M, "44": 0}
+    service.pool.close()

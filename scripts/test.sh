@@ -16,6 +16,19 @@ fi
 # scenarios with it (the corpus itself is recorded bytes: no client replays it)
 apt-get install -y -qq --no-install-recommends openssh-client procps iproute2 util-linux gcc libc6-dev acl \
     docker-compose >/dev/null
+# munge and Slurm (slurmctld, slurmd, the client commands, pam_slurm_adopt): test_slurm*.py
+# starts a private one-node cluster of its own (key, socket, config, ports,
+# spool in a temporary dir; /etc/munge and /etc/slurm unread). Where PID 1 is
+# not systemd, installing them would start the host's munged (invoke-rc.d):
+# a policy-rc.d denies it for this install, unless the host has its own.
+policy=/usr/sbin/policy-rc.d made_policy=
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
+    trap 'rm -f "$policy"' EXIT
+fi
+apt-get install -y -qq --no-install-recommends munge slurmctld slurmd slurm-client \
+    libpam-slurm-adopt >/dev/null
+if [ -n "$made_policy" ]; then rm -f "$policy"; trap - EXIT; fi
 venv=${BERTH_TEST_VENV:-$here/.venv}
 [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"

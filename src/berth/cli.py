@@ -10,10 +10,8 @@ import sys
 from collections import namedtuple
 from types import SimpleNamespace
 
-from berth.core import config as config_mod
-from berth.core import logsetup
-from berth.core import users as users_mod
-from berth.core.errors import BerthError
+from berth.core import config, logsetup, users
+from berth.core.errors import BerthError, need_root
 
 log = logging.getLogger("berth")
 
@@ -31,8 +29,11 @@ EXAMPLES = {
                 "  sudo berth refusals alice --json",
     "proxy": "/opt/berth/bin/python -I -m berth proxy --run-dir /run/berth   # as berth up starts it",
     "config": "berth config --example > /etc/berth/berth.toml && berth config --check",
-    "install": "sudo berth install --dry-run && sudo berth install",
+    "install": "sudo berth install --dry-run && sudo berth install\n"
+               "  sudo berth install --slurm     # a Slurm node: the hooks too, and the slurm.conf lines to add",
     "uninstall": "sudo berth uninstall",
+    "slurm": "Prolog=/usr/local/lib/berth/slurm/prolog   # in slurm.conf: the wrapper 'berth install --slurm' "
+             "writes,\n  # which runs: berth slurm prolog --config /etc/berth/berth.toml",
     "pam": "session optional pam_exec.so quiet stdout type=open_session /opt/berth/bin/python -I -m berth pam\n"
            "  # in /etc/pam.d/sshd, above any pam_env user_readenv=1 line (berth install places it)",
 }
@@ -47,7 +48,7 @@ def build_parser():
                     "subnet and net container.",
         epilog="Example: berth up alice && sudo -u alice DOCKER_HOST=unix:///run/berth/alice/docker.sock docker ps")
     p.add_argument("--config", metavar="FILE",
-                   help=f"config file (default: ${config_mod.ENV_VAR} or {config_mod.DEFAULT_PATH})")
+                   help=f"config file (default: ${config.ENV_VAR} or {config.DEFAULT_PATH})")
     p.add_argument("--debug", action="store_true", help="log debug detail and show tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -90,10 +91,18 @@ def build_parser():
             c.add_argument("--python", metavar="PATH",
                            help="the interpreter berth is installed for, which the PAM line runs "
                                 "(default: this one)")
+            c.add_argument("--slurm", action="store_true",
+                           help="a Slurm node: also Slurm's hooks (wrappers under /usr/local/lib/berth/slurm), "
+                                "and print the slurm.conf lines to add")
     c = command("pam", "the PAM session hook (run by pam_exec at session open; reads PAM_USER and PAM_TYPE); "
                        "always exits 0")
     c.add_argument("--config", dest="pam_config", metavar="FILE", help=argparse.SUPPRESS)
     c.add_argument("--run-dir", metavar="DIR", help=argparse.SUPPRESS)
+    c = command("slurm", "Slurm's hooks on a node: prolog and epilog (root, from slurmd), task-prolog (as the "
+                         "job's user); see docs/slurm.md")
+    c.add_argument("hook", choices=("prolog", "epilog", "task-prolog"))
+    c.add_argument("--config", dest="slurm_config", metavar="FILE", help="config file (default: "
+                   f"{config.DEFAULT_PATH}; BERTH_CONFIG is not read)")
     c = command("proxy", "the policy proxy in front of hardened users' daemons (berth up starts it); "
                          "runs until SIGTERM")
     c.add_argument("--run-dir", required=True, metavar="DIR", help="berth's run dir ([paths].run_dir)")
@@ -123,16 +132,11 @@ def _raise_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _need_root(command, why):
-    if os.geteuid() != 0:
-        raise BerthError(f"'berth {command}' needs root: {why}", hint=f"run it with sudo (sudo berth {command} ...)")
-
-
 # --- one handler per command, in the order of the subcommands ---------------
 
 def _up(args, cfg, out):
     from berth.lifecycle import logindigest
-    from berth.lifecycle.actions import up
+    from berth.lifecycle.up import up
 
     r = up(cfg, args.user, prelaunched=args.prelaunched, launch_key=args.config_identity)
     # Where the next `berth up` finds the run dir (and so the launch plan) without the config;
@@ -150,7 +154,7 @@ def _up(args, cfg, out):
 def _down(args, cfg, out):
     if args.purge:
         return _purge(args, cfg, out)
-    from berth.lifecycle.actions import down
+    from berth.lifecycle.down import down
 
     r = down(cfg, args.user)
     what = "dockerd stopped" if r.was_running else "dockerd was not running"
@@ -159,8 +163,8 @@ def _down(args, cfg, out):
 
 
 def _purge(args, cfg, out):
-    from berth.core import paths, users
-    from berth.lifecycle import actions as lifecycle
+    from berth.core import paths
+    from berth.lifecycle.down import purge
 
     users.check_name(args.user)
     where = os.path.dirname(paths.for_user(cfg, args.user).data_root)
@@ -173,12 +177,11 @@ def _purge(args, cfg, out):
         if answer.strip() != args.user:
             print("nothing deleted", file=out)
             return
-    released = lifecycle.purge(cfg, args.user)
+    released = purge(cfg, args.user)
     print(f"{args.user} is purged: {where} deleted" + (", subnet released" if released else ""), file=out)
 
 
 def _reap(args, cfg, out):
-    from berth.core import users
     from berth.ops import reaper
 
     if args.user:
@@ -214,7 +217,6 @@ def _top(args, cfg, out):
 
 
 def _status(args, cfg, out):
-    from berth.core import users
     from berth.ops import status
 
     if args.user:
@@ -231,7 +233,7 @@ def _status(args, cfg, out):
 
 
 def _env(args, cfg, out):
-    from berth.core import paths, users
+    from berth.core import paths
 
     name = args.user or pwd.getpwuid(os.getuid()).pw_name
     account = users.resolve(name, cfg.users.min_uid, cfg.users.max_uid)
@@ -247,12 +249,12 @@ def _install(args, cfg, out):
     # Where systemd runs, the reaper gets a timer; elsewhere a cron file.
     use_systemd = args.root == "/" and systemd_booted()
     if args.command == "install":
-        config_path = args.config or os.environ.get(config_mod.ENV_VAR) or None
+        config_path = args.config or os.environ.get(config.ENV_VAR) or None
         python = args.python or _this_python()
         install.check_interpreter(python)
         changes = install.plan_install(cfg, python, host.read, services, config_path,
                                        schedule="systemd" if use_systemd else "cron", others=host.pam_services(),
-                                       env_conf_path=args.env_conf or install.ENV_CONF)
+                                       env_conf_path=args.env_conf or install.ENV_CONF, slurm=args.slurm)
     else:
         changes = install.plan_uninstall(host.read, services)
     if args.dry_run:
@@ -265,22 +267,35 @@ def _install(args, cfg, out):
         print(f"nothing to do: berth is {'already' if args.command == 'install' else 'not'} installed", file=out)
     elif args.command == "uninstall" and not args.dry_run:
         print(f"kept {install.CONFIG} and the users' data; remove them by hand if you want them gone", file=out)
+    if args.command == "install" and args.slurm:
+        print(install.slurm_advice(), file=out)
 
 
 def _pam(args, cfg, out):
-    from berth.login import hook as pam
+    from berth.login import hook
 
-    return pam.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
+    return hook.main(out=out, config_path=args.pam_config or args.config, run_dir=args.run_dir)
+
+
+def _slurm(args, cfg, out):
+    from berth.slurm import command
+
+    def let_go(cfg, name):  # the Epilog's: the reaper's rule (not imported for the others)
+        from berth.ops import reaper
+
+        return reaper.reconsider(cfg, name)
+
+    return command.main(args.hook, args.slurm_config or args.config, out, let_go=let_go, debug=args.debug)
 
 
 def _proxy(args, cfg, out):
-    from berth.proxy import service as proxyd
+    from berth.proxy import service
 
-    return proxyd.main(args.run_dir)
+    return service.main(args.run_dir)
 
 
 def _logs(args, cfg, out):
-    from berth.core import paths, users
+    from berth.core import paths
     from berth.ops import logs
 
     users.check_name(args.user)
@@ -290,7 +305,6 @@ def _logs(args, cfg, out):
 
 
 def _refusals(args, cfg, out):
-    from berth.core import users
     from berth.proxy import refusals
 
     if os.geteuid() != 0:
@@ -335,14 +349,14 @@ def _own_refusals(cfg, name):
 
 def _any_refusals(cfg, name):
     """Root: one user's refusals, or everyone's, on the proxy's control socket."""
-    from berth.proxy import control as proxyctl
+    from berth.proxy import control
 
     try:
-        return proxyctl.refusals(cfg.paths.run_dir, name)
+        return control.refusals(cfg.paths.run_dir, name)
     except OSError:
         raise BerthError("the policy proxy is not running, so it keeps no refusals",
                          hint="'berth up USER' starts it; it keeps refusals from then on") from None
-    except proxyctl.ProxyError:
+    except control.ProxyError:
         raise BerthError(f"the policy proxy does not serve {name}",
                          hint="'berth status' shows who is up; in trusted mode berth refuses nothing") from None
 
@@ -357,9 +371,9 @@ def _doctor(args, cfg, out):
     from berth.ops import doctor
 
     try:
-        cfg, config_error = config_mod.load(args.config), None
+        cfg, config_error = config.load(args.config), None
     except BerthError as e:  # reported as a check; the others run on the defaults
-        cfg, config_error = config_mod.Config(), e
+        cfg, config_error = config.Config(), e
     checks = doctor.run(cfg, args.root, _this_python(), config_error)
     failed = any(c.level == doctor.FAIL for c in checks)
     if args.json:
@@ -372,9 +386,9 @@ def _doctor(args, cfg, out):
 
 def _config(args, cfg, out):
     if args.example:
-        out.write(config_mod.example_text())
+        out.write(config.example_text())
         return
-    where = cfg.source if cfg.source != "(defaults)" else f"no config at {config_mod.config_path()}, defaults"
+    where = cfg.source if cfg.source != "(defaults)" else f"no config at {config.config_path()}, defaults"
     print(f"{where}: ok (pool {cfg.network.pool}, /{cfg.network.block_prefix} blocks, "
           f"state in {cfg.paths.state_dir})", file=out)
 
@@ -399,6 +413,7 @@ COMMANDS = {
     "uninstall": Command(_install, True, "it edits PAM files and removes files under /etc"),
     "pam": Command(_pam, False, None),  # loads its own config and never fails a login
     "proxy": Command(_proxy, False, None),  # a service: says itself that it needs root
+    "slurm": Command(_slurm, False, None),  # slurmd's hooks: their own config, logging and exit codes
     "logs": Command(_logs, True, "dockerd logs are root's"),
     "refusals": Command(_refusals, True, None),  # a user sees their own, root anyone's
     "demo": Command(_demo, True, "it makes users, bridges, firewall rules and daemons"),
@@ -410,7 +425,7 @@ COMMANDS = {
 def run(args, cfg, out):
     command = COMMANDS[args.command]
     if command.root_for and args.root_check:
-        _need_root(args.command, command.root_for)
+        need_root(args.command, command.root_for)
     return command.handler(args, cfg, out) or 0
 
 
@@ -419,7 +434,7 @@ def fast_args(argv):
     without argparse: importing it and building the parser is 27 ms of a
     cold start that should beat the seed's shell sequence. Anything else
     (a flag, --help, a typo) goes through argparse as usual."""
-    if len(argv) == 2 and argv[0] == "up" and users_mod.is_valid_name(argv[1]):
+    if len(argv) == 2 and argv[0] == "up" and users.is_valid_name(argv[1]):
         return SimpleNamespace(command="up", user=argv[1], config=None, debug=False)
     return None
 
@@ -435,18 +450,18 @@ def main(argv=None, out=None, prelaunched=None):
         # Taken before the config is read: a file changed meanwhile leaves no plan that names it.
         from berth.lifecycle import logindigest
 
-        args.config_path = args.config or config_mod.config_path()
+        args.config_path = args.config or config.config_path()
         args.config_identity = logindigest.identity(args.config_path)
     # install into a scratch root (tests) needs no root; doctor always does
     args.root_check = args.command == "doctor" or os.path.realpath(getattr(args, "root", "/")) == "/"
-    if args.command in ("pam", "proxy"):  # their own config, logging and signals
+    if args.command in ("pam", "proxy", "slurm"):  # their own config, logging and signals
         return COMMANDS[args.command].handler(args, None, out)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_exit)
     cfg, log_path, logging_ready = None, None, False
     try:
         if COMMANDS[args.command].needs_config and not (args.command == "config" and args.example):
-            cfg = config_mod.load(args.config)
+            cfg = config.load(args.config)
         log_path = logsetup.for_cli(cfg, args.debug)
         logging_ready = True
         return run(args, cfg, out)

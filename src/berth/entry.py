@@ -17,25 +17,35 @@ def hook_options(args):
     return options
 
 
+def task_prolog_config(args):
+    """`slurm task-prolog [--config FILE]`, as its wrapper runs it before
+    every task of a job: the config's path ("" for the default), or None."""
+    if args[:2] != ["slurm", "task-prolog"] or len(args) not in (2, 4) or args[2:3] not in ([], ["--config"]):
+        return None
+    return args[3] if len(args) == 4 else ""
+
+
 def main():
     options = hook_options(sys.argv[1:])
     if options is not None:
         from berth.login.hook import main as hook
 
         return hook(**options)
+    config = task_prolog_config(sys.argv[1:])
+    if config is not None:  # no argparse, no CLI: it runs before every task
+        from berth.slurm.command import main as slurm_hook
+
+        return slurm_hook("task-prolog", config or None)
     launched = prelaunch_up(sys.argv[1:])
-    try:
+    if launched is None:
+        from berth.cli import main as cli
+
+        return cli()
+    with launched:  # undone unless `up` takes it over (it failed first, or never ran)
         from berth.cli import main as cli
 
         code = cli(prelaunched=launched)
-    finally:
-        if launched is not None and not launched.done:  # `up` failed before it took it over, or never ran
-            from berth.lifecycle.prelaunch import abandon
-
-            abandon(launched)
-    if launched is not None:
-        _exit_now(code)
-    return code
+    _exit_now(code)
 
 
 def _exit_now(code):

@@ -326,15 +326,15 @@ chain_prefix = "{self.chain_prefix}"
     def cleanup(self):
         """Remove everything this run made; each step runs even if one fails."""
         from berth.core import paths
-        from berth.lifecycle import actions as lifecycle
         from berth.lifecycle import hostobjects as host
+        from berth.lifecycle.down import down
         from berth.net import bridge
         errors = []
         for user in self.users:
             for cfg_path in self.configs:
                 try:
                     cfg = self.cfg(cfg_path)
-                    lifecycle.down(cfg, user)
+                    down(cfg, user)
                 except Exception as e:  # keep cleaning; report at the end
                     errors.append(f"down {user}: {e}")
             try:

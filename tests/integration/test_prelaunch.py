@@ -112,12 +112,11 @@ def test_a_launch_nobody_takes_over_is_undone(harness):
 
     launched = prelaunch.launch(harness.config, user)
     assert launched is not None
-    assert harness.dockerd_pids(user) == [launched.rec.pid]
-    assert f"{harness.bridge_prefix}{pwd.getpwnam(user).pw_uid}" in harness.bridges()
-    lock = launched.plan["lock"]
-    assert prelaunch.launch(harness.config, user) is None, "the lock is held: a second launch waits for `up`"
-
-    prelaunch.abandon(launched)
+    with launched:  # nobody takes it over
+        assert harness.dockerd_pids(user) == [launched.rec.pid]
+        assert f"{harness.bridge_prefix}{pwd.getpwnam(user).pw_uid}" in harness.bridges()
+        lock = launched.plan["lock"]
+        assert prelaunch.launch(harness.config, user) is None, "the lock is held: a second launch waits for `up`"
     assert_nothing_left(harness, user)
     assert not os.path.exists(f"{harness.root}/run/{user}/dockerd.rec")
     fd = os.open(lock, os.O_RDWR)
@@ -131,8 +130,8 @@ def test_a_failed_up_after_a_launch_leaves_nothing(harness):
     """dockerd launched from the plan, then `up` gives up waiting for it
     (and for the one it starts in its place): nothing of either is left."""
     from berth.core.errors import DaemonError
-    from berth.lifecycle import actions as lifecycle
     from berth.lifecycle import logindigest, prelaunch
+    from berth.lifecycle.up import up
 
     user = harness.add_user()
     harness.berth("up", user)
@@ -144,12 +143,12 @@ def test_a_failed_up_after_a_launch_leaves_nothing(harness):
     # Held still, it never answers, however long `up` takes before it waits (its rules, IPv6 too)
     os.kill(launched.rec.pid, signal.SIGSTOP)
     try:
-        lifecycle.up(impatient, user, prelaunched=launched, launch_key=logindigest.identity(harness.config))
+        up(impatient, user, prelaunched=launched, launch_key=logindigest.identity(harness.config))
     except DaemonError:
         pass
     else:
         raise AssertionError("up did not time out")
-    assert launched.done and launched.lock_fd is None
+    assert launched.settled and launched.lock_fd is None
     assert_nothing_left(harness, user)
     harness.berth("up", user)  # and the next one works
     harness.berth("down", user)
@@ -223,14 +222,12 @@ def test_the_limits_are_in_place_before_dockerd_is_launched(harness):
 
     launched = prelaunch.launch(config, user)
     assert launched is not None
-    try:
+    with launched:  # nobody takes it over
         writes = dict(entry.rsplit("=", 1) for entry in launched.plan["cgroup"].split(";"))
         assert str(96 << 20) in writes.values() and "300" in writes.values()
         for path, value in writes.items():
             with open(path) as f:
                 assert f.read().strip() == value, path
-    finally:
-        prelaunch.abandon(launched)
     assert not [d for d in cgroups.user_dirs(user) if os.path.isdir(d)]
     assert_nothing_left(harness, user)
 
@@ -238,8 +235,8 @@ def test_the_limits_are_in_place_before_dockerd_is_launched(harness):
 def test_a_config_changed_during_the_launch_is_the_one_that_counts(harness):
     """Saved between the launch and its reading: what was launched goes, and
     the up runs as the config now says, under its own lock."""
-    from berth.lifecycle import actions as lifecycle
     from berth.lifecycle import logindigest, prelaunch
+    from berth.lifecycle.up import up
 
     config = harness.write_config("prelaunch-edited.toml")
     user = harness.add_user()
@@ -249,9 +246,9 @@ def test_a_config_changed_during_the_launch_is_the_one_that_counts(harness):
     assert launched is not None
     with open(config, "a") as f:
         f.write("# saved meanwhile\n")
-    result = lifecycle.up(harness.cfg(config), user, prelaunched=launched, launch_key=logindigest.identity(config))
+    result = up(harness.cfg(config), user, prelaunched=launched, launch_key=logindigest.identity(config))
     assert result.started and result.pid != launched.rec.pid
-    assert launched.done and launched.lock_fd is None
+    assert launched.settled and launched.lock_fd is None
     assert harness.dockerd_pids(user) == [result.pid]
     harness.berth("down", user, config=config)
     assert_nothing_left(harness, user)

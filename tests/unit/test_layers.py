@@ -6,6 +6,7 @@ so a shortcut taken inside a function shows here as well.
     net, daemon, proxy          core only, and not each other
     lifecycle                   the three above
     login, ops                  anything below them
+    slurm                       the layers below lifecycle, and lifecycle (not login or ops)
     cli, entry                  on top: nothing imports them
 """
 
@@ -21,6 +22,7 @@ ALLOWED = {
     "lifecycle": {"core", "net", "daemon", "proxy", "lifecycle"},
     "login": {"core", "net", "daemon", "proxy", "lifecycle", "login"},
     "ops": {"core", "net", "daemon", "proxy", "lifecycle", "login", "ops"},
+    "slurm": {"core", "net", "daemon", "proxy", "lifecycle", "slurm"},
 }
 
 
@@ -76,3 +78,38 @@ def test_the_check_sees_a_shortcut_inside_a_function(tmp_path):
     path = tmp_path / "m.py"
     path.write_text("def f():\n    from berth.ops import status\n    from berth import __version__\n")
     assert _imports(str(path)) == {"ops"}
+
+
+def _imported_modules(path):
+    """The dotted names of the berth modules a module imports (what comes
+    from a layer's package is a module: the packages are empty)."""
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("berth."):
+            package = os.path.isdir(os.path.join(PACKAGE, *node.module.split(".")[1:]))
+            yield from ([f"{node.module}.{a.name}" for a in node.names] if package else [node.module])
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith("berth."))
+
+
+def _exists(module):
+    where = os.path.join(PACKAGE, *module.split(".")[1:])
+    return os.path.isfile(where + ".py") or os.path.isfile(os.path.join(where, "__init__.py"))
+
+
+def test_every_import_names_a_module_that_is_there():
+    """A module moved or split (lifecycle.actions, say) leaves no import of
+    its old name behind, not even one inside a function that only runs on
+    a Slurm node or at a login, nor in a test or benchmark."""
+    repo = os.path.join(PACKAGE, "..", "..")
+    files = [path for _, path in _modules()] + [
+        os.path.join(dirpath, name) for top in ("tests", "benchmarks")
+        for dirpath, _, names in os.walk(os.path.join(repo, top)) for name in names if name.endswith(".py")]
+    missing = [f"{os.path.relpath(path, repo)} imports {module}"
+               for path in files for module in _imported_modules(path) if not _exists(module)]
+    assert missing == [], "\n".join(missing)
+
+
+def test_the_check_sees_an_import_of_a_module_that_is_gone(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    from berth.lifecycle import gone\n    from berth.lifecycle.up import up\n")
+    assert [m for m in _imported_modules(str(path)) if not _exists(m)] == ["berth.lifecycle.gone"]

@@ -6,6 +6,8 @@ None of them is an OSError: an `except OSError` around a system call must
 never swallow one of berth's own refusals.
 """
 
+import os
+
 
 class BerthError(Exception):
     """A known failure: `message` says what is wrong, `hint` what to do."""
@@ -56,3 +58,9 @@ class DaemonError(BerthError):
 
 class LockTimeout(BerthError):
     pass
+
+
+def need_root(command, why):
+    """Refuse `berth COMMAND` to anyone but root, saying why it needs root."""
+    if os.geteuid() != 0:
+        raise BerthError(f"'berth {command}' needs root: {why}", hint=f"run it with sudo (sudo berth {command} ...)")

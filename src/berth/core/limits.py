@@ -77,6 +77,15 @@ def for_user(defaults, overrides, user):
     return Limits(**{**NONE._asdict(), **defaults, **overrides.get(user, {})})
 
 
+def memory_limit(text):
+    """A cgroup's memory.max (v2) or memory.limit_in_bytes (v1) -> bytes, 0 for none."""
+    text = text.strip()
+    if text == "max" or not text.lstrip("-").isdigit():
+        return 0
+    value = int(text)
+    return 0 if value < 0 or value >= 1 << 62 else value  # v1's "none" is a page-rounded LONG_MAX
+
+
 def v1_shares(weight):
     """cgroup v1 cpu.shares for a v2-style weight (100 -> 1024, the default)."""
     return max(2, weight * 1024 // 100)

@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 
-from berth.core import limits as limits_mod
+from berth.core import limits
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,16 @@ def slice_of(user):
     return f"{PARENT}-" + user.replace("-", "\\x2d") + ".slice"
 
 
-def slice_properties(limits):
-    """systemd's names for the limits. Pure."""
-    return [f"MemoryMax={limits.memory or 'infinity'}", f"CPUWeight={limits.cpu_weight}",
-            f"TasksMax={limits.pids or 'infinity'}"]
+def slice_properties(share):
+    """systemd's names for the user's share (core/limits.py). Pure."""
+    return [f"MemoryMax={share.memory or 'infinity'}", f"CPUWeight={share.cpu_weight}",
+            f"TasksMax={share.pids or 'infinity'}"]
 
 
-def apply_slice(user, limits, run=subprocess.run):
+def apply_slice(user, share, run=subprocess.run):
     """systemd's driver: the limits on the user's slice (for this boot: the
     next `berth up` sets them again)."""
-    argv = ["systemctl", "set-property", "--runtime", slice_of(user), *slice_properties(limits)]
+    argv = ["systemctl", "set-property", "--runtime", slice_of(user), *slice_properties(share)]
     r = run(argv, capture_output=True, text=True)
     if r.returncode != 0:
         sentence = f"{' '.join(argv[3:])}: {r.stderr.strip()}"
@@ -109,7 +109,7 @@ def _enable_v2_controllers(root):
             _write(os.path.join(directory, "cgroup.subtree_control"), " ".join("+" + c for c in missing))
 
 
-def apply(user, limits, root=ROOT):
+def apply(user, share, root=ROOT):
     """Make the user's cgroup where missing and set its limits, also under
     containers that run (a lower memory limit than they use now is
     refused by the kernel: that one is reported and left as it was).
@@ -124,7 +124,7 @@ def apply(user, limits, root=ROOT):
             failed.append(f"the controllers for /{PARENT}: {e.strerror}")
     missing = [c for c in CONTROLLERS if v == 1 and not os.path.isdir(os.path.join(root, c))]
     failed += [f"cgroup v1 has no {c} hierarchy here" for c in missing]
-    for path, value in file_writes(user, limits, root, v):
+    for path, value in file_writes(user, share, root, v):
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             _write(path, value)
@@ -136,13 +136,13 @@ def apply(user, limits, root=ROOT):
     return failed
 
 
-def file_writes(user, limits, root=ROOT, v=None):
-    """[(file, value)] that set `limits` on the user's cgroup (the v1
+def file_writes(user, share, root=ROOT, v=None):
+    """[(file, value)] that set the user's `share` on the user's cgroup (the v1
     hierarchies this host has), in order; what `apply` writes, and what a
     launch plan writes before dockerd starts (prelaunch.py)."""
     v = version(root) if v is None else v
     out = []
-    for controller, name, value in limits_mod.writes(limits, v):
+    for controller, name, value in limits.writes(share, v):
         if v == 2:
             out.append((os.path.join(root, PARENT, user, name), value))
         elif os.path.isdir(os.path.join(root, controller)):
@@ -150,12 +150,14 @@ def file_writes(user, limits, root=ROOT, v=None):
     return out
 
 
-def remove(user, root=ROOT):
+def remove(user, root=ROOT, below=""):
     """Remove the user's cgroup (their daemon is down: runc has removed the
-    containers' own). Empty ones left by a killed daemon go too, deepest
-    first; a cgroup something still runs in stays, and is reported."""
+    containers' own), or the one `below` it (a Slurm job's). Empty ones
+    left by a killed daemon go too, deepest first; a cgroup something still
+    runs in stays, and is reported."""
     left = []
     for top in user_dirs(user, root):
+        top = os.path.join(top, below) if below else top
         if not os.path.isdir(top):
             continue
         for directory, _, _ in sorted(os.walk(top), key=lambda w: w[0].count("/"), reverse=True):
@@ -289,3 +291,60 @@ def remove_daemon_cgroup(user, root=None, wait=2):
         time.sleep(0.05)  # a process killed a moment ago leaves it once its exit is done
     log.info("cgroup %s is still in use; left in place (the next down removes it)", path)
     return False
+
+
+# --- out of a Slurm job's cgroups -----------------------------------------------------
+# A login adopted into a job by pam_slurm_adopt runs in the job's cgroups:
+# what berth starts from it (dockerd, the shared containerd, the proxy)
+# would be born there, be counted and limited as the job, and die with it
+# (proctrack/cgroup kills every process in the job's cgroup at its end).
+# So berth moves itself out before it starts anything.
+
+def slurm_job_of(proc_cgroup):
+    """The Slurm job whose cgroup a /proc/<pid>/cgroup text names
+    (".../job_42/step_extern/..."), or None. Pure."""
+    for line in proc_cgroup.splitlines():
+        for part in line.split(":", 2)[-1].split("/"):
+            if part.startswith("job_") and part[4:].isdigit():
+                return int(part[4:])
+    return None
+
+
+def leave_plan(proc_cgroup, root=ROOT):
+    """The cgroup.procs files (each hierarchy's top) that take a process out
+    of the Slurm job cgroups its /proc/<pid>/cgroup text names. Pure but
+    for where the hierarchies are mounted."""
+    out = []
+    for line in proc_cgroup.splitlines():
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if slurm_job_of(path) is None:
+            continue
+        if controllers == "":
+            top = v2_root(root)
+        else:
+            top = os.path.join(root, controllers.removeprefix("name="))
+        if top and os.path.exists(os.path.join(top, "cgroup.procs")):
+            out.append(os.path.join(top, "cgroup.procs"))
+    return out
+
+
+def leave_slurm_job(root=ROOT, proc_self="/proc/self/cgroup"):
+    """Move this process (and so what it starts from now on) out of any
+    Slurm job's cgroups, to the top of each hierarchy; the job it was in,
+    or None."""
+    try:
+        with open(proc_self) as f:
+            text = f.read()
+    except OSError:
+        return None
+    job = slurm_job_of(text)
+    if job is None:
+        return None
+    for procs in leave_plan(text, root):
+        try:
+            with open(procs, "w") as f:
+                f.write("0")  # "0": the writing process
+        except OSError as e:
+            log.warning("could not leave job %s's cgroup (%s): %s", job, procs, e.strerror)
+    log.info("left Slurm job %s's cgroups: what berth starts is not the job's", job)
+    return job

@@ -21,14 +21,12 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
-import time
 from collections import namedtuple
 
-from berth.core import keyvalue, paths, proc
+from berth.core import paths, proc, supervision
 from berth.core.errors import DaemonError, MissingBinary
-from berth.core.fsutil import atomic_write, ensure_dir, log_tail, read_trusted, remove
+from berth.core.fsutil import atomic_write, ensure_dir, remove
 from berth.core.locks import flock
 from berth.core.paths import ROOT_ONLY, SYSTEM_PATH, TRAVERSE_ONLY
 from berth.daemon import engine, hostns
@@ -88,7 +86,13 @@ class Shared:
         self.record_path = os.path.join(self.dir, "containerd.rec")
         self.log_file = paths.own_log(log_dir, paths.CONTAINERD_LOG)
         self.use_systemd = use_systemd
-        self.child = None
+        # Known by its record and its config on its command line; under
+        # systemd (Restart=always) the unit's main process is the truth.
+        self.process = supervision.Supervisor(
+            "the shared containerd", self.log_file, UNIT, unit_properties(self.log_file), use_systemd=use_systemd,
+            record_path=self.record_path, kind=Record, fields={"config": self.config}, mark=self.config,
+            follows_unit=True, block=True, delays=(0.002, 0.05))
+        self.started = None  # the record of the one this object started
 
     @property
     def own_address(self):
@@ -112,14 +116,7 @@ class Shared:
     # --- the record ---------------------------------------------------------------
 
     def record(self):
-        raw = read_trusted(self.record_path)
-        if raw is None:
-            return None
-        try:
-            data = keyvalue.parse(raw)
-            return Record(int(data["pid"]), int(data["start_ticks"]), data["config"])
-        except (ValueError, KeyError, UnicodeDecodeError):
-            return None
+        return self.process.recorded()
 
     def mount_namespace(self):
         """Where users' dockerds must run so that runc, under containerd,
@@ -142,24 +139,8 @@ class Shared:
         return fd
 
     def running(self):
-        """The record of berth's containerd while it runs, else None. Under
-        systemd the unit's main process is the truth (Restart=always may
-        have started another one): the record follows it."""
-        rec = self.record()
-        if self.use_systemd:
-            pid = _unit_main_pid()
-            st = proc.stat(pid) if pid else None
-            if st is not None and self.config in proc.cmdline(pid):
-                if rec is None or (rec.pid, rec.start_ticks) != (pid, st.start_ticks):
-                    rec = Record(pid, st.start_ticks, self.config)
-                    self._write_record(rec)
-                return rec
-        if rec is None or not proc.alive(rec.pid, rec.start_ticks):
-            return None
-        return rec if self.config in proc.cmdline(rec.pid) else None
-
-    def _write_record(self, rec):
-        atomic_write(self.record_path, keyvalue.render(rec._asdict()), mode=0o600)
+        """The record of berth's containerd while it runs, else None."""
+        return self.process.running()
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -199,49 +180,13 @@ class Shared:
             log.warning("containerd starts in the host's mount namespace: %s; containers' root "
                         "filesystems are visible from the host", e)
             argv = in_mount_namespace(argv)
-        if self.use_systemd:
-            pid = self._launch_unit(argv)
-        else:
-            with open(self.log_file, "ab") as logf:
-                os.fchmod(logf.fileno(), 0o600)
-                self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                              cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
-                                              close_fds=True, start_new_session=True)
-            pid = self.child.pid
-        st = proc.stat(pid)
-        self._write_record(Record(pid, st.start_ticks if st else 0, self.config))
-        log.info("started the shared containerd: pid %d (%s)", pid, "unit " + UNIT if self.use_systemd else "direct")
+        self.started = self.process.start(argv)
         return True
-
-    def _launch_unit(self, argv):
-        if _unit_main_pid():
-            raise DaemonError(f"{UNIT} runs, but not with berth's config {self.config}",
-                              hint=f"systemctl stop {UNIT}, then berth up again")
-        subprocess.run(["systemctl", "reset-failed", UNIT], capture_output=True)
-        cmd = ["systemd-run", "--unit=" + UNIT, "--collect", "--quiet"]
-        for key, value in unit_properties(self.log_file):
-            cmd += [f"--description={value}"] if key == "Description" else ["--property", f"{key}={value}"]
-        r = subprocess.run(cmd + ["--", *argv], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise DaemonError(f"systemd-run could not start {UNIT}: {r.stderr.strip()}",
-                              hint="see journalctl -u " + UNIT)
-        return _unit_main_pid()
 
     def wait_ready(self, timeout=10.0, own=False):
         """Until the socket dockerd is given (berth's own, with `own`) accepts connections."""
         address = self.own_address if own else self.address()
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while not answers(address):
-            code = self.child.poll() if self.child is not None else None
-            if code is not None:
-                raise DaemonError(f"the shared containerd exited at start (status {code}): {self.log_tail()}",
-                                  hint=f"see {self.log_file}")
-            if time.monotonic() > deadline:
-                raise DaemonError(f"containerd did not answer on {address} within {timeout:g} s: {self.log_tail()}",
-                                  hint=f"see {self.log_file}")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
+        self.process.wait_ready(lambda: answers(address), timeout, self.started, where=f" on {address}")
         return address
 
     def ensure(self, own=False):
@@ -253,26 +198,11 @@ class Shared:
         rec = self.running()
         if rec is None:
             return False
-        if self.use_systemd:
-            subprocess.run(["systemctl", "stop", UNIT], capture_output=True)
-        if not proc.alive(rec.pid, rec.start_ticks):
-            return True  # gone (systemd stopped it): its pid is nobody's to signal now
-        try:
-            os.kill(rec.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return True
-        deadline = time.monotonic() + timeout
-        while proc.alive(rec.pid, rec.start_ticks):
-            proc.reap(rec.pid)
-            if time.monotonic() > deadline:
-                os.kill(rec.pid, signal.SIGKILL)
-                deadline += 5
-            time.sleep(0.02)
-        proc.reap(rec.pid)
+        self.process.stop(rec, timeout)
         return True
 
     def log_tail(self, lines=3):
-        return log_tail(self.log_file, lines)
+        return self.process.log_tail(lines)
 
     def remove_namespaces(self, names):
         """Forget a purged user's (empty) namespaces; containerd refuses
@@ -305,20 +235,8 @@ def unit_properties(log_file):
 
 
 def unit_text(log_file, config):
-    props = unit_properties(log_file)
-    service = "\n".join(f"{k}={v}" for k, v in props if k != "Description")
     binary = shutil.which("containerd", path=SYSTEM_PATH) or "/usr/bin/containerd"
-    return f"[Unit]\nDescription={props[0][1]}\n\n[Service]\nExecStart={binary} --config {config}\n{service}\n"
-
-
-def _unit_main_pid():
-    """The main pid of berth's containerd unit, 0 when it does not run."""
-    try:
-        out = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", UNIT],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-        return int(out or 0)
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return 0
+    return supervision.unit_text(unit_properties(log_file), [binary, "--config", config])
 
 
 def shim_namespace(args):

@@ -1,4 +1,4 @@
-"""A few read-only Docker API calls over the unix socket, without the SDK.
+"""A few Docker API calls (reads, and a body-less DELETE) over the unix socket, without the SDK.
 
 The warm path and `status` only need "does it answer" and small GETs; the
 Docker SDK (requests, urllib3, ...) costs more to import than this whole
@@ -14,13 +14,14 @@ class EngineError(OSError):
     pass
 
 
-def request(sock_path, path, timeout=2.0):
-    """GET `path`; returns (status, body bytes). Raises OSError if unreachable."""
+def request(sock_path, path, timeout=2.0, method="GET"):
+    """`method` (a body-less one) `path`; returns (status, body bytes).
+    Raises OSError if unreachable."""
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         s.settimeout(timeout)
         s.connect(sock_path)
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+        s.sendall(f"{method} {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
         chunks = []
         while True:
             data = s.recv(65536)

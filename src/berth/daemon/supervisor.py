@@ -1,28 +1,26 @@
-"""Supervising one user's dockerd: start / poll / stop, JupyterHub-Spawner style.
-
-DirectSupervisor forks dockerd into its own session (the path for hosts without
-systemd). It records the pid *and* the start time, so a restarted berth picks
-its daemon back up and never signals a reused pid.
+"""Supervising one user's dockerd: start / poll / stop, JupyterHub-Spawner
+style, as a configuration of the supervisor (core/supervision.py): a direct
+child in a session of its own, or a transient systemd unit. Besides what
+the supervisor does for every process, a dockerd leaves things to clear:
+a stale pidfile and socket after a crash, and its containerd, shims and
+containers when it is killed.
 """
 
 import logging
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 
-from berth.core import proc, record
-from berth.core.errors import DaemonError, MissingBinary
-from berth.core.fsutil import ensure_dir, log_tail, read_trusted, remove
-from berth.core.paths import ROOT_ONLY, SYSTEM_PATH
-from berth.daemon import cgroups, containerd, hostns
-from berth.daemon import launch as daemonlaunch
-from berth.daemon.hostns import HOST, in_mount_namespace
+from berth.core import proc, record, supervision
+from berth.core.errors import MissingBinary
+from berth.core.fsutil import read_trusted, remove
+from berth.core.paths import SYSTEM_PATH
+from berth.core.supervision import systemd_booted, uses_systemd  # noqa: F401 - callers take them from here
+from berth.daemon import cgroups, containerd, hostns, launch
+from berth.daemon.hostns import HOST
+from berth.daemon.launch import unit_name
 
 log = logging.getLogger(__name__)
-
 
 
 def find_dockerd(name, environ=None):
@@ -39,6 +37,10 @@ def find_dockerd(name, environ=None):
 
 
 class DirectSupervisor:
+    """dockerd as a direct child: its own session, born in the user's daemon cgroup."""
+
+    kind = "direct"
+
     def __init__(self, upaths, dockerd, stop_timeout=30.0, bridge_name="", mode="trusted", cgroup=""):
         self.paths = upaths
         self.dockerd = dockerd
@@ -46,15 +48,17 @@ class DirectSupervisor:
         self.bridge_name = bridge_name  # recorded for the warm login check
         self.mode = mode  # recorded: the mode this start runs in
         self.cgroup = cgroup  # the cgroup2 directory dockerd is born in ("": where berth runs)
+        self.process = launch.dockerd_supervisor(upaths, self.kind != "direct", unit_properties(upaths, stop_timeout))
 
     # --- the record -----------------------------------------------------
 
     def record(self):
         """The recorded daemon, or None. Says nothing about whether it runs."""
-        return record.read(self.paths)
+        return self.process.recorded()
 
     def running(self):
-        return record.running(self.paths)
+        """Its record while our dockerd runs (pid, start time, our daemon.json on its command line), else None."""
+        return self.process.running()
 
     def poll(self):
         """None while our dockerd runs, else a short reason it does not."""
@@ -68,30 +72,24 @@ class DirectSupervisor:
     def start(self, containerd="", mount_ns=HOST):
         """Launch dockerd detached; returns its record. Does not wait for the socket.
         `containerd`: the shared containerd's socket its daemon.json names, if
-        any; `mount_ns`: the mount namespace it runs in (the containerd's)."""
+        any; `mount_ns`: the mount namespace it runs in (the containerd's: a
+        path, or an open descriptor)."""
         self.clear_stale()
-        ensure_dir(os.path.dirname(self.paths.log_file), ROOT_ONLY)
-        with daemonlaunch.open_log(self.paths.log_file, self.paths.user) as logf:
-            pid = self._launch(logf, mount_ns)
-        st = proc.stat(pid)
-        rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), self.dockerd, self.bridge_name,
-                                  self.mode, containerd)
-        record.write(self.paths, rec)
-        log.info("started dockerd for %s: pid %d (%s)", self.paths.user, pid, self.kind)
-        return rec
+        unit_argv = None
+        if self.process.use_systemd:  # systemd runs it in the host's mount namespace, or enters a held one
+            unit_argv = exec_start(self.paths, self.dockerd, self.mode == "hardened", self._held_namespace(mount_ns))
+        return launch.start_dockerd(self.process, self.paths, self.dockerd, self.mode, self.bridge_name, containerd,
+                            mount_ns=mount_ns, cgroup=self.cgroup, unit_argv=unit_argv)
 
-    kind = "direct"
-
-    def argv(self):
-        return daemonlaunch.argv(self.dockerd, self.paths.daemon_json)
-
-    def _launch(self, logf, mount_ns=HOST):
-        """`mount_ns`: a path, or an open descriptor of the namespace (passed
-        to the child, which enters it through its own /proc/self/fd)."""
-        passed = (mount_ns,) if isinstance(mount_ns, int) else ()
-        ns = f"/proc/self/fd/{mount_ns}" if passed else mount_ns
-        return daemonlaunch.spawn(in_mount_namespace(self.argv(), ns), logf, passed,
-                                  no_devices=self.mode == "hardened", cgroup=self.cgroup)
+    def _held_namespace(self, mount_ns):
+        """The path systemd can enter for `mount_ns` (a descriptor of the
+        shared containerd's namespace): berth's own, held in the run dir;
+        None for the host's, where systemd starts units anyway."""
+        held = hostns.berth_namespace_path(os.path.dirname(self.paths.run_dir))
+        if isinstance(mount_ns, int) and hostns.is_mount_namespace(held) \
+                and os.fstat(mount_ns).st_ino == hostns.namespace_id(held):
+            return held
+        return None
 
     def clear_stale(self):
         """After a crash: drop a pidfile and socket no live dockerd of ours owns.
@@ -118,43 +116,16 @@ class DirectSupervisor:
         """Stop our dockerd; returns when it no longer runs.
 
         SIGTERM lets dockerd stop its containers; past stop_timeout comes
-        SIGKILL, and then whatever it left (containerd, shims, containers)
-        under this user's exec-root.
+        SIGKILL (under systemd: the unit is stopped first), and then
+        whatever it left (containerd, shims, containers) under this user's
+        exec-root.
         """
         rec = self.running()
         if rec is not None:
-            self._terminate(rec, now)
+            self.process.stop(rec, self.stop_timeout, now)
         self.kill_leftovers()
         for path in (self.paths.pidfile, self.paths.engine_socket, self.paths.socket, self.paths.record):
             remove(path)
-
-    def _terminate(self, rec, now):
-        if not now:
-            self._signal(rec, signal.SIGTERM)
-            if self._wait_gone(rec, self.stop_timeout):
-                log.info("dockerd of %s (pid %d) stopped", self.paths.user, rec.pid)
-            else:
-                log.warning("dockerd of %s (pid %d) ignored SIGTERM for %gs; killing it",
-                            self.paths.user, rec.pid, self.stop_timeout)
-        if proc.alive(rec.pid, rec.start_ticks):
-            self._signal(rec, signal.SIGKILL)
-            self._wait_gone(rec, 10.0)
-
-    def _signal(self, rec, sig):
-        try:
-            os.kill(rec.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def _wait_gone(self, rec, timeout):
-        deadline = time.monotonic() + timeout
-        while proc.alive(rec.pid, rec.start_ticks):
-            proc.reap(rec.pid)
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        proc.reap(rec.pid)
-        return True
 
     def leftovers(self):
         """Processes that belong to this user's daemon by their command line.
@@ -208,11 +179,7 @@ class DirectSupervisor:
         for pid in found:
             victims.append(pid)
             victims.extend(proc.descendants(pid, tree))
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        supervision.kill_all(victims)
         log.info("killed %d leftover process(es) of %s's daemon: %s", len(victims), self.paths.user, victims)
         return victims
 
@@ -220,37 +187,14 @@ class DirectSupervisor:
 
     def wait_ready(self, rec, timeout, ping):
         """Wait until `ping()` is true; fail early if dockerd exits."""
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            if ping():
-                return
-            if not proc.alive(rec.pid, rec.start_ticks):
-                proc.reap(rec.pid)
-                raise DaemonError(f"dockerd for {self.paths.user} exited at start: {self.log_tail(3)}",
-                                  hint=f"see {self.paths.log_file}")
-            if time.monotonic() > deadline:
-                raise DaemonError(
-                    f"dockerd for {self.paths.user} did not answer on {self.paths.engine_socket} within "
-                    f"{timeout:g} s: {self.log_tail(3)}",
-                    hint=f"see {self.paths.log_file}, or raise [daemon].start_timeout")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
+        self.process.wait_ready(ping, timeout, rec, where=f" on {self.paths.engine_socket}",
+                                slower=", or raise [daemon].start_timeout")
 
     def log_tail(self, lines=5):
-        return log_tail(self.paths.log_file, lines, 8192, skip="--- berth:")
+        return self.process.log_tail(lines)
 
 
 # --- systemd hosts ------------------------------------------------------------
-
-def systemd_booted(run="/run/systemd/system"):
-    """sd_booted(3): systemd is PID 1."""
-    return os.path.isdir(run)
-
-
-def unit_name(user):
-    return f"berth-dockerd-{user}.service"
-
 
 def unit_properties(upaths, stop_timeout):
     """How the unit runs dockerd: the same list feeds systemd-run and the
@@ -280,7 +224,7 @@ def exec_start(upaths, dockerd, hardened=False, mount_ns=None):
     (loaded by root's interpreter, isolated from the environment, then
     exec'd), in the mount namespace held at `mount_ns` (berth's, where the
     shared containerd runs) if given."""
-    command = daemonlaunch.argv(dockerd, upaths.daemon_json)
+    command = launch.argv(dockerd, upaths.daemon_json)
     if hardened:
         from berth.daemon import nodevices
         command = [sys.executable, "-I", "-S", nodevices.__file__, *command]
@@ -290,79 +234,19 @@ def exec_start(upaths, dockerd, hardened=False, mount_ns=None):
 
 
 def systemd_run_argv(upaths, dockerd, stop_timeout, hardened=False, mount_ns=None):
-    argv = ["systemd-run", f"--unit={unit_name(upaths.user)}", "--collect", "--quiet",
-            # Return at once: berth does its other work while dockerd starts.
-            "--no-block"]
-    for key, value in unit_properties(upaths, stop_timeout):
-        if key == "Description":
-            argv.append(f"--description={value}")
-        else:
-            argv += ["--property", f"{key}={value}"]
-    return argv + ["--", *exec_start(upaths, dockerd, hardened, mount_ns)]
+    return supervision.systemd_run_argv(unit_name(upaths.user), unit_properties(upaths, stop_timeout),
+                                        exec_start(upaths, dockerd, hardened, mount_ns))
 
 
 def unit_text(upaths, dockerd, stop_timeout, hardened=False):
-    props = dict(unit_properties(upaths, stop_timeout))
-    service = "\n".join(f"{k}={v}" for k, v in unit_properties(upaths, stop_timeout) if k != "Description")
-    return (f"[Unit]\nDescription={props['Description']}\n\n[Service]\n"
-            f"ExecStart={' '.join(exec_start(upaths, dockerd, hardened))}\n{service}\n")
+    return supervision.unit_text(unit_properties(upaths, stop_timeout), exec_start(upaths, dockerd, hardened))
 
 
 class SystemdSupervisor(DirectSupervisor):
-    """dockerd as a transient unit of its own.
-
-    Forked from a PAM session, dockerd would live in that session's scope,
-    and logind's KillUserProcesses kills the scope at logout (systemd#2900).
-    The record, identity checks and leftover cleanup are the direct ones.
-    """
+    """dockerd as a transient unit of its own (in berthd.slice). The record,
+    identity checks and leftover cleanup are the direct ones."""
 
     kind = "systemd unit"
-
-    def _systemctl(self, *args, check=True):
-        r = subprocess.run(["systemctl", *args], capture_output=True, text=True)
-        if check and r.returncode != 0:
-            raise DaemonError(f"systemctl {' '.join(args)} failed: {r.stderr.strip()}",
-                              hint="see journalctl -u " + unit_name(self.paths.user))
-        return r.stdout.strip()
-
-    def _launch(self, logf, mount_ns=HOST):
-        unit = unit_name(self.paths.user)  # systemd runs it in the host's mount namespace
-        # A failed run of the same unit would block the name.
-        self._systemctl("reset-failed", unit, check=False)
-        r = subprocess.run(systemd_run_argv(self.paths, self.dockerd, self.stop_timeout,
-                                            hardened=self.mode == "hardened",
-                                            mount_ns=self._held_namespace(mount_ns)),
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise DaemonError(f"systemd-run could not start {unit}: {r.stderr.strip()}",
-                              hint="see journalctl -u " + unit)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pid = int(self._systemctl("show", "--property=MainPID", "--value", unit) or 0)
-            if pid:
-                return pid
-            time.sleep(0.02)
-        raise DaemonError(f"{unit} has no main process", hint="see journalctl -u " + unit)
-
-    def _held_namespace(self, mount_ns):
-        """The path systemd can enter for `mount_ns` (a descriptor of the
-        shared containerd's namespace): berth's own, held in the run dir;
-        None for the host's, where systemd starts units anyway."""
-        held = hostns.berth_namespace_path(os.path.dirname(self.paths.run_dir))
-        if isinstance(mount_ns, int) and hostns.is_mount_namespace(held) \
-                and os.fstat(mount_ns).st_ino == hostns.namespace_id(held):
-            return held
-        return None
-
-    def _terminate(self, rec, now):
-        if not now:
-            # systemd escalates to SIGKILL after TimeoutStopSec by itself.
-            self._systemctl("stop", unit_name(self.paths.user), check=False)
-        super()._terminate(rec, now)  # whatever still runs gets the direct treatment
-
-
-def uses_systemd(supervisor="auto"):
-    return supervisor == "systemd" or (supervisor == "auto" and systemd_booted())
 
 
 def for_host(upaths, dockerd, stop_timeout, supervisor="auto", bridge_name="", mode="trusted"):

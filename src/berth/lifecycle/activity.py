@@ -1,4 +1,4 @@
-"""Who is using their daemon: open login sessions and the last activity.
+"""Who is using their daemon: open login sessions, Slurm jobs, and the last activity.
 
 The PAM hook records a session when it opens, named by the pid and start
 time of the process that opened it (sshd's per-connection process). Its end
@@ -69,3 +69,14 @@ def open_sessions(upaths, prune=True):
         elif prune:
             remove(os.path.join(_sessions_dir(upaths), name))
     return sorted(live)
+
+
+def live_jobs(upaths):
+    """The Slurm jobs with a grant in the user's run dir (written by the
+    Prolog, removed by the Epilog), by id."""
+    try:
+        names = os.listdir(upaths.run_dir)
+    except FileNotFoundError:
+        return ()
+    return tuple(sorted(int(n[4:-6]) for n in names
+                        if n.startswith("job-") and n.endswith(".grant") and n[4:-6].isdigit()))

@@ -9,7 +9,7 @@ import pwd
 from berth.core import paths, users
 from berth.daemon import cgroups, containerd, engine, supervisor
 from berth.net.leases import LeaseTable
-from berth.proxy import control as proxyctl
+from berth.proxy import control
 
 
 def lease_table(cfg):
@@ -84,7 +84,7 @@ def proxy_supervisor(cfg):
     """How this host runs the policy proxy: a systemd unit where systemd runs."""
     use_systemd = cfg.daemon.supervisor == "systemd" or (cfg.daemon.supervisor == "auto"
                                                           and supervisor.systemd_booted())
-    return proxyctl.ProxySupervisor(cfg.paths.run_dir, cfg.paths.log_dir, use_systemd)
+    return control.ProxySupervisor(cfg.paths.run_dir, cfg.paths.log_dir, use_systemd)
 
 
 def shared_containerd(cfg):

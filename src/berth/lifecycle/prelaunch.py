@@ -23,12 +23,11 @@ Imports nothing heavy: it runs before everything else.
 import fcntl
 import os
 import pwd
-import time
 
 from berth import __version__
 from berth.core import keyvalue, paths, proc, record
 from berth.core.fsutil import atomic_write, read_trusted, remove
-from berth.daemon import launch as daemonlaunch
+from berth.daemon.launch import dockerd_supervisor, start_dockerd
 from berth.lifecycle import logindigest
 
 NAME = "launch.plan"
@@ -60,23 +59,39 @@ def write(upaths, plan):
 
 
 class Launched:
-    """A dockerd launched from a plan, and the user's lock, held until `up`
-    is done with it (`close`)."""
+    """A dockerd launched from a plan, and the user's lock, owned by the
+    `with` block it is used in: leaving the block releases the lock and
+    undoes the launch (that dockerd, the bridge and cgroup made for it),
+    unless `up` took it over or it was handed on to a child. Blocks nest
+    (the console script's, then `up`'s): the first one left settles it."""
 
     def __init__(self, rec, plan, made_bridge, lock_fd):
         self.rec, self.plan, self.made_bridge, self.lock_fd = rec, plan, made_bridge, lock_fd
-        self.done = False  # `up` finished with it: taken over, or replaced by its own start
+        self.settled = False  # taken over, handed on or undone: nothing is left to undo here
 
-    def close(self):
-        if self.lock_fd is not None:
-            os.close(self.lock_fd)  # releases the user's lock
-            self.lock_fd = None
+    def take_over(self):
+        """`up` is done with it: what was launched, or what `up` started in
+        its place, is the user's daemon now."""
+        self.settled = True
+
+    def hand_on(self):
+        """A child forked with the lock owns it now: this process lets go
+        of the lock and undoes nothing."""
+        self.settled = True
+        self._release()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.close()
+        if not self.settled:
+            _abandon(self)
+        self._release()
+
+    def _release(self):
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # releases the user's lock (once the child's copy is closed too)
+            self.lock_fd = None
 
 
 SYSTEMD_BOOTED = "/run/systemd/system"  # sd_booted(3)
@@ -162,22 +177,16 @@ def _launch_in(upaths, plan, fd, ns):
     made_cgroup = _set_limits(plan["cgroup"])
     if made_cgroup is None:
         return None
-    pid, made_bridge = None, False
+    rec, made_bridge = None, False
     try:
-        with daemonlaunch.open_log(upaths.log_file, upaths.user) as logf:
-            pid = daemonlaunch.spawn(daemonlaunch.argv(plan["dockerd"], plan["daemon_json"]), logf,
-                                     no_devices=plan["mode"] == "hardened", mount_ns=ns,
-                                     cgroup=plan["daemon_cgroup"])
-        st = proc.stat(pid)
-        rec = record.DaemonRecord(pid, st.start_ticks if st else 0, time.time(), plan["dockerd"], plan["bridge"],
-                                  plan["mode"], plan["containerd"])
-        record.write(upaths, rec)
+        rec = start_dockerd(dockerd_supervisor(upaths), upaths, plan["dockerd"], plan["mode"], plan["bridge"],
+                            plan["containerd"], mount_ns=ns, cgroup=plan["daemon_cgroup"])
         # dockerd looks for its bridge after ~60 ms of its own start-up; had
         # it looked first, it exits, and `up` starts it again.
         made_bridge = _make_bridge(plan["bridge"], plan["bridge_cidr"], plan["user"])
     except BaseException:
-        if pid is not None:
-            daemonlaunch.kill(pid)
+        if rec is not None:
+            dockerd_supervisor(upaths).stop(rec, 0, now=True)
             remove(upaths.record)
         if made_bridge:
             _remove_bridge(plan["bridge"])
@@ -220,12 +229,8 @@ def _containerd_namespace(record_path):
     or False when the containerd the plan names does not run."""
     if not record_path:
         return None  # a containerd of dockerd's own, or the distribution's: where berth runs, as in `up`
-    raw = read_trusted(record_path)
-    if raw is None:
-        return False
-    data = keyvalue.parse(raw)
-    rec = int(data["pid"]), int(data["start_ticks"])
-    if not proc.alive(*rec):
+    rec = record.load(record_path)
+    if rec is None or not proc.alive(*rec):
         return False
     try:
         ns = os.open(f"/proc/{rec[0]}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
@@ -265,10 +270,10 @@ def _remove_bridge(name):
     bridge.remove_bridge(name)
 
 
-def abandon(launched):
+def _abandon(launched):
     """Undo a launch `up` never took over (it failed before it could, or
-    the caller did): stop that dockerd and what it started, remove the
-    bridge made for it, release the lock. Idempotent."""
+    never ran): stop that dockerd and what it started, remove the bridge
+    and the cgroup made for it, release the lock."""
     from berth.daemon.supervisor import DirectSupervisor
 
     plan = launched.plan
@@ -283,9 +288,9 @@ def abandon(launched):
             if launched.made_bridge:
                 _remove_bridge(plan["bridge"])
             if plan["cgroup"]:
-                from berth.daemon.cgroups import remove as remove_cgroup
+                from berth.daemon import cgroups
 
-                remove_cgroup(plan["user"])  # made for it, empty now
+                cgroups.remove(plan["user"])  # made for it, empty now
         finally:
-            launched.done = True
-            launched.close()
+            launched.settled = True
+            launched._release()

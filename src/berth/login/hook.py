@@ -114,17 +114,21 @@ def main(environ=None, out=None, config_path=None, run_dir=None):
 
 
 def _session(name, out, config_path, recorded_in=None):
+    from berth.daemon import cgroups
     from berth.lifecycle import prelaunch
 
+    # A login pam_slurm_adopt put into a job: nothing berth starts from
+    # here (dockerd, containerd, the proxy) may be born in the job's
+    # cgroups, to be counted as the job and die with it.
+    cgroups.leave_slurm_job()
     path = config_path or paths.DEFAULT_CONFIG
     # A returning user whose daemon is down: dockerd starts from the last
     # start's plan while the config is read (prelaunch.py).
     launched = prelaunch.launch(path, name)
-    try:
+    if launched is None:
+        return _session_for(name, out, config_path, path, recorded_in, None)
+    with launched:  # undone unless handed on to the child that brings the user up
         _session_for(name, out, config_path, path, recorded_in, launched)
-    finally:
-        if launched is not None and launched.lock_fd is not None and not launched.done:
-            prelaunch.abandon(launched)  # not handed to the child that brings it up
 
 
 def _session_for(name, out, config_path, path, recorded_in, launched):
@@ -168,7 +172,7 @@ def _cold_start(cfg, account, out, launched=None, seen=None):
         _child(cfg, account, w, launched, seen)  # never returns
     os.close(w)
     if launched is not None:
-        launched.close()  # the child holds the user's lock now
+        launched.hand_on()  # the child holds the user's lock now, and undoes it if its `up` fails
     message = _read_until(r, cfg.login.deadline)
     os.close(r)
     if message is None:
@@ -201,28 +205,27 @@ def _read_until(fd, timeout):
 
 def _child(cfg, account, w, launched=None, seen=None):
     try:
-        os.setsid()
-        # pam_exec reads our stdout until EOF: holding it would hold the login.
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        log = _log(cfg)
-        from berth.core.errors import BerthError
-        from berth.lifecycle.actions import up
+        import contextlib
 
-        try:
-            result = up(cfg, account.name, prelaunched=launched, launch_key=seen)
-            message = READY.format(seconds=result.seconds) if result.started else ""
-        except BerthError as e:
-            log.error("berth pam: could not bring %s up: %s", account.name, e.one_line())
-            message = FAILED.format(reason=e.message, contact=cfg.login.contact)
+        with launched if launched is not None else contextlib.nullcontext():  # undone if `up` never takes it
+            os.setsid()
+            # pam_exec reads our stdout until EOF: holding it would hold the login.
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            log = _log(cfg)
+            from berth.core.errors import BerthError
+            from berth.lifecycle.up import up
+
+            try:
+                result = up(cfg, account.name, prelaunched=launched, launch_key=seen)
+                message = READY.format(seconds=result.seconds) if result.started else ""
+            except BerthError as e:
+                log.error("berth pam: could not bring %s up: %s", account.name, e.one_line())
+                message = FAILED.format(reason=e.message, contact=cfg.login.contact)
         os.write(w, message.encode() + b"\n")
     except BaseException:  # a child that raised would run the parent's code: never
         try:
-            if launched is not None and not launched.done:
-                from berth.lifecycle import prelaunch
-
-                prelaunch.abandon(launched)
             _log(cfg).error("berth pam: bringing %s up failed", account.name, exc_info=True)
             os.write(w, FAILED.format(reason="unexpected error, see berth's log",
                                       contact=cfg.login.contact).encode() + b"\n")

@@ -23,7 +23,7 @@ def is_up(run_dir, user):
     if rec is None or not rec.bridge or not os.path.isdir(f"/sys/class/net/{rec.bridge}/bridge"):
         return False
     if not os.path.exists(upaths.engine_socket):
-        return False  # lifecycle.serves_the_users_socket_itself: the slow path restarts it
+        return False  # lifecycle.up.serves_the_users_socket_itself: the slow path restarts it
     if rec.containerd and not engine.listens(rec.containerd):
         return False  # the shared containerd died: the slow path starts it again
     # In hardened mode this answer comes through the policy proxy: a proxy

@@ -15,9 +15,10 @@ import time
 
 from berth.core import paths
 from berth.core.errors import BerthError
-from berth.lifecycle import actions as lifecycle
-from berth.lifecycle import hostobjects as host
-from berth.proxy import control as proxyctl
+from berth.lifecycle import hostobjects, repair
+from berth.lifecycle.down import purge
+from berth.lifecycle.up import up
+from berth.proxy import control
 
 BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
 APPLETS = ("sh", "httpd", "wget", "mkdir", "echo", "sleep")
@@ -32,8 +33,8 @@ class Demo:
         self.users = [f"demo{tag}a", f"demo{tag}b"]
         self.made_users = []
         # Left as found: a policy proxy or shared containerd the demo started goes with it.
-        self.proxy_was_running = proxyctl.ping(cfg.paths.run_dir) is not None
-        shared = host.shared_containerd(cfg)
+        self.proxy_was_running = control.ping(cfg.paths.run_dir) is not None
+        shared = hostobjects.shared_containerd(cfg)
         self.containerd_was_running = shared is None or shared.external or shared.running() is not None
 
     def say(self, text):
@@ -71,7 +72,7 @@ class Demo:
         ips = {}
         for user in self.users:
             t = time.monotonic()
-            r = lifecycle.up(self.cfg, user)
+            r = up(self.cfg, user)
             ips[user] = r.net_ip
             self.say(f"berth up {user}: own dockerd (pid {r.pid}), bridge {r.bridge}, block {r.block}, "
                      f"net container {r.net_ip} ({time.monotonic() - t:.2f} s)")
@@ -121,15 +122,15 @@ class Demo:
             except BerthError:
                 pass  # never started, or the daemon is gone: purge copes with both
             try:
-                lifecycle.purge(self.cfg, user)
+                purge(self.cfg, user)
             except BerthError as e:
                 self.say(f"could not purge {user}: {e.one_line()}")
             subprocess.run(["userdel", user], capture_output=True)
-        info = proxyctl.ping(self.cfg.paths.run_dir)
+        info = control.ping(self.cfg.paths.run_dir)
         if not self.proxy_was_running and info is not None and info["users"] == 0:
-            host.proxy_supervisor(self.cfg).stop()
-        if not self.containerd_was_running and not lifecycle.daemons_on_shared_containerd(self.cfg):
-            host.shared_containerd(self.cfg).stop()
+            hostobjects.proxy_supervisor(self.cfg).stop()
+        if not self.containerd_was_running and not repair.daemons_on_shared_containerd(self.cfg):
+            hostobjects.shared_containerd(self.cfg).stop()
         if self.made_users:
             self.say("cleaned up: users, daemons, bridges, rules, data and leases are gone")
 

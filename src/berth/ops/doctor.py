@@ -2,6 +2,7 @@
 non-ok line with the fix. Each check gathers a fact or two and judges it;
 a check that cannot run says so rather than taking the others down."""
 
+import glob
 import ipaddress
 import os
 import pwd
@@ -17,11 +18,11 @@ from berth.core.fsutil import check_trusted, read_text
 from berth.core.paths import SYSTEM_PATH
 from berth.daemon import engine, hostns, pause, subids
 from berth.daemon.supervisor import systemd_booted
-from berth.lifecycle import hostobjects as host
+from berth.lifecycle import hostobjects
 from berth.login import pamlayout
 from berth.net import bridge
 from berth.ops import install
-from berth.proxy import control as proxyctl
+from berth.proxy import control
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -258,7 +259,7 @@ def _user_run_dirs(cfg):
 def check_leases_and_orphans(cfg):
     out = []
     try:
-        table = host.lease_table(cfg).read()
+        table = hostobjects.lease_table(cfg).read()
     except BerthError as e:
         return [Check("leases", FAIL, e.message, e.hint)]
     out.append(Check("leases", OK, f"{len(table)} lease(s) in {cfg.paths.state_dir}/leases.json"))
@@ -273,7 +274,7 @@ def check_leases_and_orphans(cfg):
         if name not in leased:
             out.append(Check("orphan bridge", WARN, f"bridge {name} belongs to no lease", "berth reap"))
     try:
-        for user in sorted(host.firewall(cfg).users_with_rules() - set(table)):
+        for user in sorted(hostobjects.firewall(cfg).users_with_rules() - set(table)):
             out.append(Check("orphan rules", WARN, f"iptables rules of {user} belong to no lease", "berth reap"))
     except BerthError:
         pass  # reported by the NAT check
@@ -284,8 +285,8 @@ def check_security(cfg):
     """The mode (the config's, and each running daemon's), the kernel's user
     namespaces and berth's subordinate ranges."""
     behind, hardened = [], []
-    for name in host.known_users(cfg, {}):
-        rec = host.supervisor_for(cfg, paths.for_user(cfg, name)).running()
+    for name in hostobjects.known_users(cfg, {}):
+        rec = hostobjects.supervisor_for(cfg, paths.for_user(cfg, name)).running()
         if rec is not None and rec.mode != cfg.security.mode:
             behind.append(f"{name} ({rec.mode})")
         if rec is not None and rec.mode == "hardened":
@@ -293,8 +294,8 @@ def check_security(cfg):
     lagging = [Check("daemon modes", WARN, f"running in another mode than the config's {cfg.security.mode}: "
                                            + ", ".join(behind),
                      "berth down each of them (their next login starts them in the config's mode)")] if behind else []
-    info = proxyctl.ping(cfg.paths.run_dir)
-    served = (proxyctl.stats(cfg.paths.run_dir) or {}) if info else {}
+    info = control.ping(cfg.paths.run_dir)
+    served = (control.stats(cfg.paths.run_dir) or {}) if info else {}
     return lagging + _check_mode(cfg) + [judge_proxy(hardened, info, served), _check_confinement(cfg, hardened)] \
         + _check_buildkit(cfg)
 
@@ -334,7 +335,7 @@ def _check_confinement(cfg, hardened):
     berth_ns = hostns.namespace_id(ns_path) if hostns.is_mount_namespace(ns_path) else None
     unfiltered, outside = [], []
     for name in hardened:
-        rec = host.supervisor_for(cfg, paths.for_user(cfg, name)).running()
+        rec = hostobjects.supervisor_for(cfg, paths.for_user(cfg, name)).running()
         if rec is None:
             continue
         try:
@@ -383,12 +384,12 @@ def judge_proxy(hardened_up, info, served):
 
 def check_containerd(cfg):
     """The shared containerd against the daemons that run on it."""
-    shared = host.shared_containerd(cfg)
+    shared = hostobjects.shared_containerd(cfg)
     if shared is None:
         return [judge_containerd("own", None, [], "")]
     on_it = []
-    for name in host.known_users(cfg, {}):
-        rec = host.supervisor_for(cfg, paths.for_user(cfg, name)).running()
+    for name in hostobjects.known_users(cfg, {}):
+        rec = hostobjects.supervisor_for(cfg, paths.for_user(cfg, name)).running()
         if rec is not None and rec.containerd:
             on_it.append(name)
     address = shared.address()
@@ -481,6 +482,94 @@ def judge_subids(subuid, subgid):
     return out
 
 
+def check_slurm(cfg, root="/", python=None, environ=None):
+    """Where [slurm] enabled: berth's wrappers in place, root's, running
+    this berth with this config; slurm.conf naming them, where readable."""
+    if not cfg.slurm.enabled:
+        return []
+    environ = os.environ if environ is None else environ
+    host = install.Host(root)
+    config_path = cfg.source if os.path.isabs(cfg.source) else install.CONFIG
+    wanted = install.slurm_wrappers(python or "?", config_path)
+    found = {}
+    for path in wanted:
+        try:
+            st = os.stat(host.real(path))
+            found[path] = (host.read(path), st.st_uid, stat.S_IMODE(st.st_mode))
+        except OSError:
+            found[path] = None
+    conf = os.path.join(root, (environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf").lstrip("/"))
+    try:
+        with open(conf) as f:
+            conf_text = f.read()
+    except OSError:
+        conf_text = None
+
+    def expand(value):  # slurm.conf's Prolog= may be a glob (/etc/slurm/prolog.d/*)
+        where = os.path.join(root, value.lstrip("/"))
+        return [os.path.realpath(p) for p in (glob.glob(where) if glob.has_magic(value) else [where])]
+
+    out = judge_slurm_wrappers(wanted, found, python is not None)
+    out.append(judge_slurm_conf(conf, conf_text, expand, root))
+    if cfg.security.mode != "hardened":
+        out.append(Check("Slurm hooks", WARN, "trusted mode: jobs get no socket of their own, nor their GPUs alone",
+                         'set [security] mode = "hardened" (docs/slurm.md)'))
+    return out
+
+
+def judge_slurm_wrappers(wanted, found, know_python=True):
+    """wanted: {path: text}; found: {path: (text, uid, mode) or None}."""
+    out = []
+    for path, text in wanted.items():
+        have = found.get(path)
+        name = f"Slurm {install.SLURM_HOOKS[os.path.basename(path)]}"
+        if have is None:
+            out.append(Check(name, FAIL, f"{path} missing", "berth install --slurm"))
+        elif have[1] != 0 or have[2] & 0o022:
+            out.append(Check(name, FAIL, f"{path} is not root's alone (uid {have[1]}, mode {have[2]:o}), and "
+                                         f"root runs it for every job", "berth install --slurm"))
+        elif know_python and have[0] != text:
+            runs = (have[0] or "").strip().splitlines()[-1:] or ["?"]
+            out.append(Check(name, WARN, f"{path} runs '{runs[0]}', not this berth with this config",
+                             "berth install --slurm (rewrites it)"))
+        else:
+            out.append(Check(name, OK, f"{path}, root's"))
+    return out
+
+
+def slurm_conf_keys(text):
+    """slurm.conf's key=value pairs, keys in lower case, the last one winning. Pure."""
+    keys = {}
+    for line in text.splitlines():
+        for word in line.split("#", 1)[0].split():
+            key, sep, value = word.partition("=")
+            if sep:
+                keys[key.lower()] = value
+    return keys
+
+
+def judge_slurm_conf(path, text, expand, root="/"):
+    """Do slurm.conf's Prolog=, Epilog=, TaskProlog= run berth's wrappers
+    (themselves, or a link among a glob's), with PrologFlags=Alloc?
+    `expand(pattern)`: the real paths a glob names."""
+    if text is None:
+        return Check("slurm.conf", WARN, f"{path} not readable here: its hook lines not checked",
+                     "run berth doctor with SLURM_CONF=<its path> where it lives elsewhere")
+    keys = slurm_conf_keys(text)
+    missing = []
+    for hook, key in install.SLURM_HOOKS.items():
+        ours = os.path.realpath(os.path.join(root, install.SLURM_DIR.lstrip("/"), hook))
+        value = keys.get(key.lower(), "")
+        if not value or ours not in expand(value):
+            missing.append(f"{key}={install.SLURM_DIR}/{hook}")
+    if "alloc" not in keys.get("prologflags", "").lower().split(","):
+        missing.append("PrologFlags=Alloc")
+    if missing:
+        return Check("slurm.conf", FAIL, f"{path} lacks {', '.join(missing)}",
+                     "add them (berth install --slurm prints them; a site's own prologs: docs/slurm.md)")
+    return Check("slurm.conf", OK, f"{path} runs berth's Prolog, Epilog and TaskProlog, with PrologFlags=Alloc")
+
+
 def check_config(cfg, error):
     if error is not None:
         return [Check("config", FAIL, error.message + "; the other checks use the defaults", error.hint)]
@@ -492,7 +581,7 @@ def run(cfg, root="/", python=None, config_error=None):
     checks = check_config(cfg, config_error)
     for step in (lambda: check_binaries(cfg), check_kernel, lambda: check_iptables_backend(cfg),
                  lambda: check_pool(cfg), lambda: check_security(cfg), lambda: check_containerd(cfg),
-                 lambda: check_install(cfg, root, python),
+                 lambda: check_install(cfg, root, python), lambda: check_slurm(cfg, root, python),
                  lambda: check_dirs(cfg), lambda: check_leases_and_orphans(cfg)):
         try:
             checks += step()

@@ -8,7 +8,7 @@ file it edits. What install adds is marked, so uninstall removes exactly that.
 import os
 from dataclasses import dataclass
 
-from berth.core import config as config_mod
+from berth.core import config
 from berth.core.errors import BerthError, NotTrusted
 from berth.core.fsutil import atomic_write, check_trusted_path
 from berth.login import pamlayout
@@ -28,6 +28,10 @@ CRON = "/etc/cron.d/berth"
 REAP_SERVICE = "/etc/systemd/system/berth-reap.service"
 REAP_TIMER = "/etc/systemd/system/berth-reap.timer"
 SCHEDULES = {"cron": (CRON,), "systemd": (REAP_SERVICE, REAP_TIMER)}
+# Slurm's hooks: slurm.conf takes a program's path without arguments, so
+# each is a wrapper that runs `berth slurm <hook>` with the config named.
+SLURM_DIR = "/usr/local/lib/berth/slurm"
+SLURM_HOOKS = {"prolog": "Prolog", "epilog": "Epilog", "task-prolog": "TaskProlog"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Change:
     path: str          # on the target system (before the --root prefix)
     content: str | None  # the file's new text; None removes the file
     summary: str
+    mode: int = 0o644
 
 
 def template(name):
@@ -131,13 +136,41 @@ def schedule_files(cfg, python, config_path=None, schedule="cron"):
             .replace("@LOG_DIR@", str(cfg.paths.log_dir)) for path in SCHEDULES[schedule]}
 
 
+def slurm_wrapper(hook, python, config_path=None):
+    """The program slurm.conf's Prolog=, Epilog= or TaskProlog= names: the
+    interpreter isolated, the config named (never BERTH_CONFIG from a
+    task's environment), no PATH needed."""
+    return (f"#!/bin/sh\n# berth: Slurm's {SLURM_HOOKS[hook]} {MARK}; slurm.conf takes a path, not arguments\n"
+            f"exec {berth_command(python)} slurm {hook} --config {config_path or CONFIG}\n")
+
+
+def slurm_wrappers(python, config_path=None):
+    return {f"{SLURM_DIR}/{hook}": slurm_wrapper(hook, python, config_path) for hook in SLURM_HOOKS}
+
+
+def slurm_conf_lines():
+    """The lines a Slurm node's slurm.conf needs for berth's hooks."""
+    return [f"{key}={SLURM_DIR}/{hook}" for hook, key in SLURM_HOOKS.items()] + ["PrologFlags=Alloc"]
+
+
+def slurm_advice():
+    """What `berth install --slurm` prints: the lines, and how a site keeps its own hooks."""
+    return "\n".join(
+        ["Add to slurm.conf on every node (then 'scontrol reconfigure'; docs/slurm.md):"]
+        + [f"    {line}" for line in slurm_conf_lines()]
+        + ["A site with prologs of its own: Prolog= and Epilog= take a glob (Prolog=/etc/slurm/prolog.d/*),",
+           f"so link {SLURM_DIR}/prolog and epilog in there instead; TaskProlog= takes one program,",
+           f"so yours runs {SLURM_DIR}/task-prolog and passes its output on."])
+
+
 def pam_files(services):
     return [f"/etc/pam.d/{s}" for s in services]
 
 
 def plan_install(cfg, python, read, services=("sshd",), config_path=None, schedule="cron", others=(),
-                 env_conf_path=ENV_CONF):
+                 env_conf_path=ENV_CONF, slurm=False):
     """Changes that make the host match; `read(path)` gives current text or None.
+    `slurm`: Slurm's hooks too (slurm_wrappers).
 
     `others`: the other PAM services on the host, checked too when an edited
     file is included by them (common-session).
@@ -170,12 +203,15 @@ def plan_install(cfg, python, read, services=("sshd",), config_path=None, schedu
     for path, text in files.items():
         if read(path) != text:
             changes.append(Change(path, text, f"write {path}"))
+    if slurm:
+        changes += [Change(path, text, f"write {path}", 0o755)
+                    for path, text in slurm_wrappers(python, config_path).items() if read(path) != text]
     # A host that changed from cron to systemd (or back) keeps one schedule.
     for other in SCHEDULES:
         if other != schedule:
             changes += [Change(p, None, f"remove {p}") for p in SCHEDULES[other] if written_by_berth(read(p))]
     if read(CONFIG) is None and config_path is None:
-        changes.append(Change(CONFIG, config_mod.example_text(), f"write the default config {CONFIG}"))
+        changes.append(Change(CONFIG, config.example_text(), f"write the default config {CONFIG}"))
     return changes
 
 
@@ -185,14 +221,15 @@ def plan_uninstall(read, services=("sshd",)):
         current = read(path)
         if current is not None and BEGIN in current:
             changes.append(Change(path, strip_block(current), f"remove berth's session lines from {path}"))
-    for path in (ENV_CONF, PROFILE, COMPLETION, LOGROTATE, CRON, REAP_SERVICE, REAP_TIMER):
+    for path in (ENV_CONF, PROFILE, COMPLETION, LOGROTATE, CRON, REAP_SERVICE, REAP_TIMER, *slurm_wrappers("")):
         if written_by_berth(read(path)):
             changes.append(Change(path, None, f"remove {path}"))
     return changes
 
 
 def written_by_berth(text):
-    return bool(text) and MARK in text.splitlines()[0]
+    """berth's mark on the first line (a wrapper's second: its first is #!)."""
+    return bool(text) and any(MARK in line for line in text.splitlines()[:2])
 
 
 class Host:
@@ -228,7 +265,7 @@ class Host:
             if not os.path.exists(backup):
                 with open(path, "rb") as src:
                     atomic_write(backup, src.read(), mode=0o644)
-        atomic_write(path, change.content, mode=0o644)
+        atomic_write(path, change.content, mode=change.mode)
 
 
 def describe(change):

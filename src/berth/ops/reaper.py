@@ -1,6 +1,7 @@
 """`berth reap`: take idle users down, collect what died, keep everyone else.
 
 A user is active while any of these holds: a login session is open, a
+Slurm job of theirs has a grant on this node (its Epilog has not run), a
 process of theirs runs on the host, or a container other than the net
 container runs in their daemon. Idle = none of these for
 [reaper].idle_timeout seconds. The decision is a pure function of what was
@@ -21,13 +22,12 @@ from berth.core import paths, proc
 from berth.core.errors import BerthError
 from berth.core.locks import user_lock
 from berth.daemon import engine
-from berth.lifecycle import actions as lifecycle
-from berth.lifecycle import activity
-from berth.lifecycle import hostobjects as host
+from berth.lifecycle import activity, hostobjects, repair
+from berth.lifecycle.down import down
 from berth.net import bridge
 from berth.ops import usage
 from berth.ops.humanize import human_duration
-from berth.proxy import control as proxyctl
+from berth.proxy import control
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Observed:
     containers: tuple          # names of running containers, net container excluded
     last_active: float | None  # when anything above last held
     has_leftovers: bool = False  # a bridge of a daemon that is not running
+    jobs: tuple = ()           # Slurm jobs with a grant on this node (their Epilog has not run)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ def decide(o, idle_timeout, now):
         return Decision("keep", "its daemon is starting")
     if o.sessions:
         return Decision("keep", f"{o.sessions} session{'s' if o.sessions > 1 else ''} open")
+    if o.jobs:
+        return Decision("keep", f"Slurm job{'s' if len(o.jobs) > 1 else ''} {', '.join(map(str, o.jobs[:3]))}"
+                                f"{' ...' if len(o.jobs) > 3 else ''} running")
     if o.containers:
         names = ", ".join(f'"{c}"' for c in o.containers[:3]) + (" ..." if len(o.containers) > 3 else "")
         return Decision("keep", f"container{'s' if len(o.containers) > 1 else ''} {names} running")
@@ -102,9 +106,9 @@ def observe(cfg, name, lease, now, dry_run=False):
     """What the pass sees of one user. A dry run changes nothing, not even
     the session files of ended logins it would otherwise drop."""
     upaths = paths.for_user(cfg, name)
-    supervisor = host.supervisor_for(cfg, upaths)
-    state, _ = host.daemon_state(supervisor, upaths)
-    uid = host.uid_of(name, lease)
+    supervisor = hostobjects.supervisor_for(cfg, upaths)
+    state, _ = hostobjects.daemon_state(supervisor, upaths)
+    uid = hostobjects.uid_of(name, lease)
     sessions = len(activity.open_sessions(upaths, prune=not dry_run))
     containers = _running_containers(upaths, cfg.net_container.name) if state == "up" else ()
     processes = _user_processes(uid, set(supervisor.processes())) if uid >= 0 and state == "up" else 0
@@ -113,7 +117,7 @@ def observe(cfg, name, lease, now, dry_run=False):
     if last is None and rec is not None:
         last = rec.started_at
     leftovers = state == "down" and uid >= 0 and bridge.bridge_exists(paths.bridge_name(cfg, uid))
-    return Observed(name, state, sessions, processes, containers, last, leftovers)
+    return Observed(name, state, sessions, processes, containers, last, leftovers, activity.live_jobs(upaths))
 
 
 # --- the pass ----------------------------------------------------------------------
@@ -128,9 +132,9 @@ class Outcome:
 
 def reap_pass(cfg, only=None, dry_run=False, now=None):
     now = time.time() if now is None else now
-    table = host.lease_table(cfg).read()
-    names = [only] if only else host.known_users(cfg, table)
-    fw = host.firewall(cfg)
+    table = hostobjects.lease_table(cfg).read()
+    names = [only] if only else hostobjects.known_users(cfg, table)
+    fw = hostobjects.firewall(cfg)
     rules = fw.rules_by_user()  # read once; only users whose rules differ are touched
     # A flush of the built-in chains (iptables -F) leaves berth's chains
     # whole but unhooked: every user's rules are then put back, jumps first.
@@ -140,7 +144,7 @@ def reap_pass(cfg, only=None, dry_run=False, now=None):
     # over many idle users stops them side by side.
     outcomes = [] if dry_run else restore_containerd(cfg, names) + restore_proxy(cfg, names)
     if not dry_run:
-        for link, address, owner, holder in lifecycle.clear_trespassers(
+        for link, address, owner, holder in repair.clear_trespassers(
                 cfg, {n: str(lease.block) for n, lease in table.items()}):
             outcomes.append(Outcome(holder, Decision("repair", f"{address} on {link} lay in {owner}'s block; "
                                                                "removed"), True))
@@ -182,11 +186,11 @@ def restore_containerd(cfg, names):
     """A shared containerd that died leaves its daemons' containers running
     but unmanageable (no start, stop or exec) until their next login: the
     pass starts it again, and dockerd reconnects by itself."""
-    shared = host.shared_containerd(cfg)
+    shared = hostobjects.shared_containerd(cfg)
     if shared is None or shared.running() is not None:
         return []
     # berth's own, for the daemons started on it (even where the distribution's runs by now)
-    on_it = [n for n in lifecycle.daemons_on_shared_containerd(cfg, shared.own_address) if n in names]
+    on_it = [n for n in repair.daemons_on_shared_containerd(cfg, shared.own_address) if n in names]
     if not on_it:
         return []
     try:
@@ -195,7 +199,7 @@ def restore_containerd(cfg, names):
         log.error("the shared containerd is not running and could not be started: %s", e.one_line())
         return [Outcome("shared containerd", Decision("repair", f"it is not running, and starting it failed: "
                                                                 f"{e.one_line()}"), False)]
-    lifecycle.wait_reconnected(cfg, on_it)
+    repair.wait_reconnected(cfg, on_it)
     log.warning("the shared containerd was not running; started it again (pid %d) for %s",
                 shared.running().pid, ", ".join(on_it))
     return [Outcome("shared containerd", Decision("repair", f"it was not running; started again for "
@@ -208,23 +212,31 @@ def restore_proxy(cfg, names):
     whose spec berth up left in place."""
     if not any(os.path.exists(paths.for_user(cfg, n).proxy_spec) for n in names):
         return []
-    if proxyctl.ping(cfg.paths.run_dir) is not None:
+    if control.ping(cfg.paths.run_dir) is not None:
         return []
-    info = host.proxy_supervisor(cfg).ensure()
+    info = hostobjects.proxy_supervisor(cfg).ensure()
     log.warning("the policy proxy was not running; started it again (pid %d, %d user(s))", info["pid"],
                 info["users"])
     return [Outcome("policy proxy", Decision("repair", f"it was not running; started again, serving "
                                                        f"{info['users']} user(s)"), True)]
 
 
+def reconsider(cfg, name, now=None):
+    """One user, by the pass's own rule, now (a Slurm job of theirs just
+    ended): reaped if idle, else kept, and why. Their firewall rules are
+    the pass's to check, not this."""
+    now = time.time() if now is None else now
+    return _one(cfg, name, hostobjects.lease_table(cfg).read().get(name), False, now, rules_seen=None)
+
+
 def _one(cfg, name, lease, dry_run, now, rules_seen=(), jumps_ok=True):
     o = observe(cfg, name, lease, now, dry_run)
     d = decide(o, cfg.reaper.idle_timeout, now)
     upaths = paths.for_user(cfg, name)
-    if d.action == "keep" and not dry_run and (o.sessions or o.processes or o.containers):
+    if d.action == "keep" and not dry_run and (o.sessions or o.jobs or o.processes or o.containers):
         activity.touch(upaths, now)  # activity seen by this pass counts as activity
-    if (d.action == "keep" and not dry_run and o.state == "up" and lease is not None
-            and (not jumps_ok or list(rules_seen) != list(host.user_rules(cfg, name, lease.block, lease.uid)))):
+    if (d.action == "keep" and not dry_run and o.state == "up" and lease is not None and rules_seen is not None
+            and (not jumps_ok or list(rules_seen) != list(hostobjects.user_rules(cfg, name, lease.block, lease.uid)))):
         if _restore_rules(cfg, name, lease):
             d = Decision("keep", d.reason + "; its firewall rules were missing and are back")
     if d.action in ("none", "keep") or dry_run:
@@ -232,7 +244,7 @@ def _one(cfg, name, lease, dry_run, now, rules_seen=(), jumps_ok=True):
             log.info("kept %s: %s", name, d.reason)
         return Outcome(name, d, False)
     if d.action == "collect":
-        lifecycle.down(cfg, name)
+        down(cfg, name)
         log.info("collected %s: %s", name, d.reason)
         return Outcome(name, d, True)
     return _reap(cfg, name, d, lease, now)
@@ -243,9 +255,9 @@ def _restore_rules(cfg, name, lease):
     (iptables-restore, firewalld) wiped; True if any were missing. Under the
     user's lock, so a concurrent `down` never gets rules re-added after it."""
     with user_lock(cfg, name):
-        if host.supervisor_for(cfg, paths.for_user(cfg, name)).running() is None:
+        if hostobjects.supervisor_for(cfg, paths.for_user(cfg, name)).running() is None:
             return False
-        changed = host.ensure_user_rules(cfg, host.firewall(cfg), name, lease.block, lease.uid)
+        changed = hostobjects.ensure_user_rules(cfg, hostobjects.firewall(cfg), name, lease.block, lease.uid)
     if changed:
         log.warning("restored the firewall rules of %s (wiped by a firewall reload?)", name)
     return changed
@@ -271,9 +283,9 @@ def _reap(cfg, name, d, lease, now):
             if again.action != "reap":
                 log.info("kept %s: %s (seen while reaping)", name, again.reason)
                 return Outcome(name, Decision("keep", again.reason + " (seen while reaping)"), False)
-            supervisor = host.supervisor_for(cfg, upaths)
+            supervisor = hostobjects.supervisor_for(cfg, upaths)
             freed = sum(proc.rss_bytes(p) for p in supervisor.processes())
-            lifecycle.down(cfg, name, locked=True)
+            down(cfg, name, locked=True)
         finally:
             try:
                 os.unlink(flag)
@@ -295,7 +307,7 @@ def collect_orphans(cfg, table, dry_run):
                 bridge.remove_bridge(name)
                 log.info("removed orphan bridge %s", name)
             outcomes.append(Outcome(name, d, not dry_run))
-    fw = host.firewall(cfg)
+    fw = hostobjects.firewall(cfg)
     for user in sorted(fw.users_with_rules() - set(table)):
         d = Decision("collect", f"rules of {user} belong to no lease")
         if not dry_run:

@@ -10,12 +10,11 @@ from dataclasses import asdict, dataclass
 from berth.core import paths, proc
 from berth.core.errors import BerthError
 from berth.daemon import cgroups, engine, netcontainer
-from berth.lifecycle import activity
-from berth.lifecycle import hostobjects as host
+from berth.lifecycle import activity, hostobjects
 from berth.net import blocks, bridge
 from berth.ops import usage
 from berth.ops.humanize import human_bytes, human_duration
-from berth.proxy import control as proxyctl
+from berth.proxy import control
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +58,10 @@ def user_status(cfg, name, lease, now=None, cpu=None, gpus=None):
     processes by user (usage.gpu_processes; None: no nvidia-smi here)."""
     now = time.time() if now is None else now
     upaths = paths.for_user(cfg, name)
-    supervisor = host.supervisor_for(cfg, upaths)
-    uid = host.uid_of(name, lease)
+    supervisor = hostobjects.supervisor_for(cfg, upaths)
+    uid = hostobjects.uid_of(name, lease)
     br = paths.bridge_name(cfg, uid) if uid >= 0 else ""
-    state, rec = host.daemon_state(supervisor, upaths)
+    state, rec = hostobjects.daemon_state(supervisor, upaths)
     running, net_ip = None, ""
     if state == "up":
         try:
@@ -99,7 +98,7 @@ def own_status(cfg, name):
     socket tells. berth's files are root's alone (they name other users),
     so pid, memory, sessions and times are not known here."""
     upaths = paths.for_user(cfg, name)
-    uid = host.uid_of(name)
+    uid = hostobjects.uid_of(name)
     br = paths.bridge_name(cfg, uid)
     state, running, net_ip, block = "down", None, "", ""
     if engine.ping(upaths.socket):
@@ -126,10 +125,10 @@ def collect(cfg, only=None, now=None):
             raise BerthError(f"only root can look at {only}'s daemon",
                              hint=f"berth status (yours), or sudo berth status {only}")
         return [own_status(cfg, me)], None
-    table = host.lease_table(cfg).read()
-    if only and only not in host.known_users(cfg, table) and host.uid_of(only) < 0:
+    table = hostobjects.lease_table(cfg).read()
+    if only and only not in hostobjects.known_users(cfg, table) and hostobjects.uid_of(only) < 0:
         raise BerthError(f"berth knows no user {only!r}", hint="'berth status' lists the users it serves")
-    names = [only] if only else host.known_users(cfg, table)
+    names = [only] if only else hostobjects.known_users(cfg, table)
     cpu = usage.cpu_percents(cfg, names)
     gpus = usage.gpu_processes()
     return [user_status(cfg, n, table.get(n), now, cpu.get(n), gpus) for n in names], table
@@ -139,10 +138,10 @@ def proxy_status(cfg):
     """The policy proxy, which every hardened user's socket goes through
     (root only: it is asked on its control socket). Its memory is the
     host's, not any one user's."""
-    info = proxyctl.ping(cfg.paths.run_dir)
+    info = control.ping(cfg.paths.run_dir)
     if info is None:
         return {"state": "down", "pid": None, "users": [], "connections": 0, "memory_bytes": 0}
-    served = proxyctl.stats(cfg.paths.run_dir) or {}
+    served = control.stats(cfg.paths.run_dir) or {}
     return {"state": "up", "pid": info["pid"], "users": sorted(served), "connections": info["connections"],
             "memory_bytes": proc.pss_bytes(info["pid"])}
 
@@ -151,7 +150,7 @@ def containerd_status(cfg):
     """The containerd users' daemons share: berth's (state up or down), one
     berth was given (external), or none (own: each dockerd runs its own).
     Its memory is the host's, counted once, not any one user's."""
-    shared = host.shared_containerd(cfg)
+    shared = hostobjects.shared_containerd(cfg)
     if shared is None:
         return {"state": "own", "pid": None, "address": "", "memory_bytes": 0}
     if shared.external:

@@ -1,5 +1,5 @@
 """The policy proxy from berth's side: ask it, start it where none answers,
-stop it. (proxyd is the service itself.)
+stop it. (service.py is the service itself.)
 
 It is found by its control socket, not by a pidfile: only root reaches
 that socket, so an answer on it is from berth's proxy, and the answer
@@ -8,19 +8,12 @@ race finds the first one's lock and exits 0.
 """
 
 import _socket
-import logging
 import os
-import signal
-import subprocess
 import sys
-import time
 
-from berth.core import paths, proc
+from berth.core import paths, supervision
 from berth.core.errors import DaemonError
-from berth.core.fsutil import ensure_dir, log_tail
-from berth.core.paths import ROOT_ONLY, SYSTEM_PATH
-
-log = logging.getLogger(__name__)
+from berth.core.paths import SYSTEM_PATH
 
 UNIT = "berth-proxy.service"
 
@@ -57,7 +50,7 @@ def ask(run_dir, *words, timeout=5.0):
 
 
 def ping(run_dir, timeout=2.0):
-    """{'pid': ..., 'users': ..., 'connections': ...} from the running proxy, or None."""
+    """{'pid': ..., 'users': ..., 'jobs': ..., 'connections': ...} from the running proxy, or None."""
     try:
         answer = ask(run_dir, "ping", timeout=timeout)
         return {k: int(v) for k, v in (w.split("=", 1) for w in answer.split())}
@@ -65,8 +58,20 @@ def ping(run_dir, timeout=2.0):
         return None
 
 
+def serve_job(run_dir, user, job_id, timeout=5.0):
+    """Have the proxy serve a Slurm job's socket, held to the grant in
+    place (job-<id>.grant in the user's run dir). Raises OSError when no
+    proxy answers, ProxyError when it cannot (no grant, no spec)."""
+    ask(run_dir, "serve-job", user, str(int(job_id)), timeout=timeout)
+
+
+def drop_job(run_dir, user, job_id, timeout=5.0):
+    """Have the proxy close a job's socket and remove it; raises as serve_job."""
+    ask(run_dir, "drop-job", user, str(int(job_id)), timeout=timeout)
+
+
 def stats(run_dir, timeout=2.0):
-    """{user: {'uid', 'connections', 'requests', 'refused'}} from the running proxy, or None."""
+    """{user: {'uid', 'connections', 'requests', 'refused', 'jobs': {id: {...}}}} from the running proxy, or None."""
     try:
         import json
 
@@ -101,69 +106,35 @@ def unit_properties(log_file):
 
 
 def unit_text(run_dir, log_file, python):
-    props = unit_properties(log_file)
-    service = "\n".join(f"{k}={v}" for k, v in props if k != "Description")
-    return (f"[Unit]\nDescription={props[0][1]}\n\n[Service]\n"
-            f"ExecStart={' '.join(argv(run_dir, python))}\n{service}\n")
+    return supervision.unit_text(unit_properties(log_file), argv(run_dir, python))
 
 
 class ProxySupervisor:
     """Starts the proxy detached (its own session, or a systemd unit) and
-    waits for its control socket."""
+    waits for its control socket: the supervisor (core/supervision.py)
+    with no record, since the proxy is found by its control socket."""
 
     def __init__(self, run_dir, log_dir, use_systemd=False, python=None):
         self.run_dir = str(run_dir)
         self.log_file = paths.own_log(log_dir, paths.PROXY_LOG)
         self.use_systemd = use_systemd
         self.python = python or sys.executable
-        self.child = None
+        # A second proxy, started in a race, finds the first one's lock and exits 0.
+        self.process = supervision.Supervisor("the policy proxy", self.log_file, UNIT, unit_properties(self.log_file),
+                                              use_systemd=use_systemd, singleton=True, error=ProxyError)
+        self.started = None  # the proxy this object started
 
     def launch(self):
         """Start a proxy unless one answers; returns at once (see wait_ready)."""
         if ping(self.run_dir, timeout=1.0) is not None:
             return False
-        ensure_dir(os.path.dirname(self.log_file), ROOT_ONLY)
-        if self.use_systemd:
-            self._launch_unit()
-        else:
-            with open(self.log_file, "ab") as logf:
-                os.fchmod(logf.fileno(), 0o600)
-                self.child = subprocess.Popen(
-                    argv(self.run_dir, self.python), stdin=subprocess.DEVNULL, stdout=logf,
-                    stderr=subprocess.STDOUT, cwd="/", env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
-                    close_fds=True, start_new_session=True)
-        log.info("started the policy proxy for %s (%s)", self.run_dir,
-                 "unit " + UNIT if self.use_systemd else f"pid {self.child.pid}")
+        self.started = self.process.start(argv(self.run_dir, self.python))
         return True
 
-    def _launch_unit(self):
-        subprocess.run(["systemctl", "reset-failed", UNIT], capture_output=True)
-        cmd = ["systemd-run", "--unit=" + UNIT, "--collect", "--quiet", "--no-block"]
-        for key, value in unit_properties(self.log_file):
-            cmd += [f"--description={value}"] if key == "Description" else ["--property", f"{key}={value}"]
-        r = subprocess.run(cmd + ["--", *argv(self.run_dir, self.python)], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise ProxyError(f"systemd-run could not start {UNIT}: {r.stderr.strip()}",
-                             hint="see journalctl -u " + UNIT)
-
     def wait_ready(self, timeout=10.0):
-        """Until a proxy answers. A child of ours that failed fails this at
-        once; one that exited 0 found another proxy, which will answer."""
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            info = ping(self.run_dir, timeout=1.0)
-            if info is not None:
-                return info
-            code = self.child.poll() if self.child is not None else None
-            if code:
-                raise ProxyError(f"the policy proxy exited at start (status {code}): {self.log_tail()}",
-                                 hint=f"see {self.log_file}")
-            if time.monotonic() > deadline:
-                raise ProxyError(f"the policy proxy did not answer within {timeout:g} s: {self.log_tail()}",
-                                 hint=f"see {self.log_file}")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
+        """Until a proxy answers; its ping. A child of ours that failed fails
+        this at once; one that exited 0 found another proxy, which will answer."""
+        return self.process.wait_ready(lambda: ping(self.run_dir, timeout=1.0), timeout, self.started)
 
     def ensure(self):
         self.launch()
@@ -174,22 +145,10 @@ class ProxySupervisor:
         info = ping(self.run_dir)
         if info is None:
             return False
-        if self.use_systemd:
-            subprocess.run(["systemctl", "stop", UNIT], capture_output=True)
-        pid, start = info["pid"], proc.stat(info["pid"])
-        if start is None:
-            return True
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return True
-        deadline = time.monotonic() + timeout
-        while proc.alive(pid, start.start_ticks) and time.monotonic() < deadline:
-            proc.reap(pid)
-            time.sleep(0.02)
-        proc.reap(pid)
+        rec = supervision.identify(info["pid"])
+        if rec is not None:
+            self.process.stop(rec, timeout)
         return True
 
     def log_tail(self, lines=3):
-        return log_tail(self.log_file, lines)
-
+        return self.process.log_tail(lines)

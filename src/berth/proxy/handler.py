@@ -41,9 +41,8 @@ from email.utils import formatdate
 
 import h11
 
-from berth.proxy import apijson, clientside, containercopy, pins, policy, refusals, splicerelay
-from berth.proxy import binds as proxybinds
-from berth.proxy import share as proxyshare
+from berth.proxy import apijson, binds, clientside, containercopy, jobpolicy, pins, policy, refusals, splicerelay
+from berth.proxy.share import RAW_CAP, Pool, Share
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +66,13 @@ SPLICED_UPGRADES = ("/session", "/grpc")
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 DRAIN_LIMIT = 1 << 30  # a refused upload is read and dropped up to this, then cut off
 REWRITE_LIMIT = 64 << 20  # an answer read whole to show pins as the user's paths (a listing of many containers)
-OVER_SHARE = policy.Refusal(f"your requests hold over {proxyshare.RAW_CAP >> 20} MiB of request bodies in the "
+OVER_SHARE = policy.Refusal(f"your requests hold over {RAW_CAP >> 20} MiB of request bodies in the "
                             "proxy at once", "send fewer at once, or wait for the ones under way")
 
 
 def _parsed_and_checked(raw, method, target, ctx):
     """(the body as dockerd reads it, the policy's refusal or None): run in
-    the user's turn (proxyshare), in a worker thread when the body is big."""
+    the user's turn (share.py), in a worker thread when the body is big."""
     try:
         body = apijson.loads(raw)
     except apijson.BadBody as e:
@@ -248,21 +247,31 @@ class Handler:
 
     `uids`: who may connect (the socket's mode says so too; this holds
     even if the file is ever opened wider). `max_connections`: how many
-    one user may hold open at once. `share`: the user's proxyshare.Share,
+    one user may hold open at once, on this socket and every other socket
+    whose handler was given the same `user_tasks` (a set). `share`: the user's Share (share.py),
     which bounds the memory and CPU their request bodies take. `recent`:
     the user's refusals.Ring, which they read back at refusals.PATH.
+    `hold`: a jobpolicy.Hold for a socket whose GPUs are held (a Slurm
+    job's, or a Slurm node's login socket). `answer_all`: (status, what,
+    instead) for a socket that answers every request so (a Slurm job
+    whose user has no daemon here), and passes nothing to dockerd.
+    `job_memory`: a jobmemory.JobMemory for a job's socket whose grant
+    has no memory limit yet, taken before a create or a start.
     """
 
     def __init__(self, upstream_path, ctx, user="", uids=None, max_connections=None, share=None, binds=None,
-                 recent=None):
+                 recent=None, hold=None, answer_all=None, user_tasks=None, job_memory=None):
         self.upstream_path = upstream_path
-        self.share = share if share is not None else proxyshare.Share(proxyshare.Pool())
-        self.binds = binds  # proxybinds.Binds: bind sources resolved and pinned as the user
+        self.share = share if share is not None else Share(Pool())
+        self.binds = binds  # binds.Binds: bind sources resolved and pinned as the user
         self.ctx = ctx
         self.user = user
         self.uids = uids
         self.max_connections = max_connections
         self.recent = recent if recent is not None else refusals.Ring()
+        self.hold = hold
+        self.answer_all = answer_all
+        self.job_memory = job_memory
         self.requests = 0
         self.refused = 0
         self.upgrade_threads = 0  # relay threads this user's upgraded connections hold
@@ -270,26 +279,28 @@ class Handler:
         # pipes is otherwise garbage-collected mid-stream, and the output
         # of a `docker run` vanishes (asyncio docs, create_task).
         self.tasks = set()
+        self.user_tasks = user_tasks if user_tasks is not None else set()  # this socket's and the user's others'
 
     def _admit(self, writer):
         """A refusal for a connection that may not be served, or None."""
         if self.uids is not None and peer_uid(writer) not in self.uids:
             return 403, "a connection from another user", "use your own socket ($DOCKER_HOST)"
-        return None
+        return self.answer_all
 
     async def __call__(self, client):
         """Serve one client connection (a clientside.Client, which is also
         the writer its answers go out through)."""
         writer = client
         task = asyncio.current_task()
-        if self.max_connections is not None and len(self.tasks) >= self.max_connections:
+        if self.max_connections is not None and len(self.user_tasks) >= self.max_connections:
             # Closed before anything is read: idle connections held open
             # would otherwise take the descriptors every user shares.
             self.refused += 1
-            log.warning("%s holds %d connections; closed one more at once", self.user or "-", len(self.tasks))
+            log.warning("%s holds %d connections; closed one more at once", self.user or "-", len(self.user_tasks))
             writer.close()
             return
         self.tasks.add(task)
+        self.user_tasks.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             refused = self._admit(writer)
@@ -306,6 +317,7 @@ class Handler:
         finally:
             writer.close()
             self.tasks.discard(task)
+            self.user_tasks.discard(task)
 
     async def _served(self, conn, client, writer, refused):
         """_one, with what the request holds of the user's share let go of once it is answered."""
@@ -369,6 +381,16 @@ class Handler:
                 return False
             if path == "/containers/create":
                 body = policy.create_body_for_dockerd(body)
+            if self.hold is not None:
+                if path == "/containers/create":
+                    body, refusal = jobpolicy.create(body, self.hold)
+                elif policy.UPDATE_PATH.fullmatch(path):
+                    refusal = jobpolicy.update_refusal(body, self.hold)
+                if refusal is not None:
+                    self._refuse(writer, conn, method, target, refusal)
+                    return False
+            if path == "/containers/create" and self.job_memory is not None:
+                self.job_memory.ensure()  # the container starts held to the job's memory
             if path == "/containers/create" and isinstance(body, dict) and body.field("HostConfig"):
                 key = next(k for k in body if k.casefold() == "hostconfig")
                 if self.binds is None:
@@ -387,14 +409,29 @@ class Handler:
             refusal = policy.check(method, target, None, self.ctx)
             if refusal is None and policy.asks_buildkit(method, *found):
                 refusal = policy.buildkit_refusal(*await self._engine_facts())
+            if refusal is None and self.hold is not None and method == "POST" and path in jobpolicy.BUILDS:
+                refusal = jobpolicy.build_refusal(await self._engine_fact("/info", "DefaultRuntime"))
+            starting = jobpolicy.STARTS.fullmatch(path) if self.hold is not None and method == "POST" else None
+            if refusal is None and starting:
+                container_id, labels = await self._labels_of(starting[1])
+                if not container_id:  # dockerd's own answer, never the request by a name that could move
+                    self._answer(writer, conn, method, target, 404, f"No such container: {starting[1]}")
+                    await self._drain(client)
+                    return False
+                refusal = jobpolicy.start_refusal(labels, self.hold)
+                if refusal is None and self.job_memory is not None:
+                    self.job_memory.ensure()
+                if refusal is None:  # by the id that was checked: a name could be given to another meanwhile
+                    head, refusal = _by_id(head, container_id)
+                    path = f"/containers/{container_id}/{starting[2]}"  # and pins, if any, found by it too
             archive = ARCHIVE.fullmatch(path)
             if refusal is None and archive:
                 headers = []
-                binds, container_id, info = await self._binds_of(archive[1], headers)
-                if binds and info is not None and self.binds is not None:
+                has_binds, container_id, info = await self._binds_of(archive[1], headers)
+                if has_binds and info is not None and self.binds is not None:
                     return await self._copy_with_binds(conn, client, writer, head, method, target, archive[1],
                                                        info, headers, charges)
-                if binds:
+                if has_binds:
                     refusal = policy.Refusal("docker cp to or from a container with bind mounts (dockerd copies "
                                              "as root on the host, through them)",
                                              "copy through the bound directory itself, or use a container without -v")
@@ -421,7 +458,7 @@ class Handler:
         """A request that starts a container (its pins made again, as the
         user, first), removes one (its pins swept after), or shows one (the
         user's paths, not the pins)."""
-        start = proxybinds.START.fullmatch(path) if method == "POST" else None
+        start = binds.START.fullmatch(path) if method == "POST" else None
         if start:
             # Held till dockerd answers: a copy of a stopped container blanks its pins meanwhile.
             async with self.binds.starting:
@@ -448,7 +485,7 @@ class Handler:
             finally:
                 self.binds.sweep_soon()
         elif method == "GET" and (path in ("/containers/json", "/system/df")
-                                  or proxybinds.CONTAINER_JSON.fullmatch(path)) \
+                                  or binds.CONTAINER_JSON.fullmatch(path)) \
                 and self.binds.has_pins():
             return await self._forward(conn, client, writer, head, None, charges, rewrite=self.binds.display)
         return await self._forward(conn, client, writer, head, None, charges)
@@ -492,24 +529,39 @@ class Handler:
         inspect is as big as the labels it was made with."""
         return await self.share.work(apijson.loads, (body,), len(body))
 
-    async def _engine_facts(self):
-        """(API version, cgroup driver) as dockerd says them, asked at each
-        use: dockerd may have been upgraded or reconfigured since (None
+    async def _engine_fact(self, target, name):
+        """A field of what dockerd says of itself (/version, /info), asked at
+        each use: dockerd may have been upgraded or reconfigured since (None
         for what it does not say)."""
-        async def field(target, name):
-            try:
-                info = await proxybinds.query(self.upstream_path, target, self._loads)
-                return info.field(name) if info is not None else None
-            except (apijson.BadBody, AttributeError):
-                return None
-        return await asyncio.gather(field("/version", "ApiVersion"), field("/info", "CgroupDriver"))
+        try:
+            info = await binds.query(self.upstream_path, target, self._loads)
+            return info.field(name) if info is not None else None
+        except (apijson.BadBody, AttributeError):
+            return None
+
+    async def _engine_facts(self):
+        """(API version, cgroup driver) as dockerd says them."""
+        return await asyncio.gather(self._engine_fact("/version", "ApiVersion"),
+                                    self._engine_fact("/info", "CgroupDriver"))
+
+    async def _labels_of(self, container):
+        """(its id, its labels), asked of dockerd; ("", None) if it does
+        not know the container, or says something unreadable."""
+        try:
+            info = await binds.query(self.upstream_path, f"/containers/{container}/json", self._loads)
+            container_id = str(info.field("Id") or "") if info is not None else ""
+        except (apijson.BadBody, AttributeError):
+            return "", None
+        if not re.fullmatch(r"[0-9a-f]{64}", container_id):
+            return "", None
+        return container_id, policy._get(info, "Config.Labels")
 
     async def _binds_of(self, container, headers=None):
         """(whether the container has a bind mount, its id, its inspect),
         asked of dockerd itself; (False, None, None) if it does not know the
         container (it answers the request that way itself)."""
         try:
-            info = await proxybinds.query(self.upstream_path, f"/containers/{container}/json", self._loads,
+            info = await binds.query(self.upstream_path, f"/containers/{container}/json", self._loads,
                                           headers)
             if info is None:
                 return False, None, None
@@ -518,8 +570,8 @@ class Handler:
             return True, None, None  # unreadable: refuse rather than guess
         if not re.fullmatch(r"[0-9a-f]{64}", container_id):
             return True, None, None
-        binds = any(isinstance(m, dict) and str(m.get("Type", "")).casefold() == "bind" for m in mounts)
-        return binds, container_id, info
+        has_binds = any(isinstance(m, dict) and str(m.get("Type", "")).casefold() == "bind" for m in mounts)
+        return has_binds, container_id, info
 
     async def _copy_with_binds(self, conn, client, writer, head, method, target, name, info, headers, charges):
         """`docker cp` on a container with bind mounts: done by berth, as the
@@ -616,7 +668,7 @@ class Handler:
                 held[0] = False
                 lock.release()
         try:
-            info = await proxybinds.query(self.upstream_path, f"/containers/{container_id}/json", self._loads)
+            info = await binds.query(self.upstream_path, f"/containers/{container_id}/json", self._loads)
             way = self.binds.copy_way(info, "/") if info is not None else ("dockerd", [])
             if way[0] != "dockerd" or policy._get(info, "State.Restarting") is True:
                 self._answer(writer, conn, method, target, 409,
@@ -728,7 +780,7 @@ class Handler:
 
     async def _checked_body(self, client, charges, method, target):
         """(the body, parsed as dockerd parses it, a refusal or None): read
-        whole and parsed and checked in the user's share (proxyshare)."""
+        whole and parsed and checked in the user's share (share.py)."""
         raw, refusal = await self._read_body(client, charges)
         if refusal is not None:
             return None, refusal

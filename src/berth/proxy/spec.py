@@ -15,7 +15,10 @@ from berth.proxy import policy
 # their block (policy.Context); runtimes: what the site configured.
 # bridge: the user's bridge, whose name prefixes their networks' bridges.
 # pins: where the records of the user's pinned bind sources live (pins.py).
-Spec = namedtuple("Spec", "user uid networks runtimes bridge pins", defaults=("", ""))
+# gpus: ALL_GPUS, or NO_GPUS on a Slurm node whose [slurm] login_gpus is
+# "none" (the node's GPUs are its jobs': jobpolicy.LOGIN).
+Spec = namedtuple("Spec", "user uid networks runtimes bridge pins gpus", defaults=("", "", "all"))
+ALL_GPUS, NO_GPUS = "all", "none"
 
 
 class BadSpec(ValueError):
@@ -25,7 +28,12 @@ class BadSpec(ValueError):
 def for_user(cfg, account, layout):
     runtimes = ("runc", *sorted(dict(cfg.daemon_json).get("runtimes", {}) or {}))
     return Spec(account.name, account.uid, str(layout.user_pool), tuple(dict.fromkeys(runtimes)),
-                f"{cfg.network.bridge_prefix}{account.uid}", pins_records(cfg, account.name))
+                f"{cfg.network.bridge_prefix}{account.uid}", pins_records(cfg, account.name), login_gpus(cfg))
+
+
+def login_gpus(cfg):
+    """What the login socket gives of the node's GPUs."""
+    return NO_GPUS if cfg.slurm.enabled and cfg.slurm.login_gpus == "none" else ALL_GPUS
 
 
 def pins_records(cfg, user):
@@ -35,15 +43,18 @@ def pins_records(cfg, user):
 
 def render(spec):
     return keyvalue.render({"user": spec.user, "uid": spec.uid, "networks": spec.networks,
-                            "runtimes": ",".join(spec.runtimes), "bridge": spec.bridge, "pins": spec.pins})
+                            "runtimes": ",".join(spec.runtimes), "bridge": spec.bridge, "pins": spec.pins,
+                            "gpus": spec.gpus})
 
 
 def parse(text):
     try:
         fields = keyvalue.parse(text)
+        if fields.get("gpus", ALL_GPUS) not in (ALL_GPUS, NO_GPUS):
+            raise ValueError(f"gpus={fields['gpus']}")
         return Spec(fields["user"], int(fields["uid"]), fields["networks"],
                     tuple(r for r in fields["runtimes"].split(",") if r), fields.get("bridge", ""),
-                    fields.get("pins", ""))
+                    fields.get("pins", ""), fields.get("gpus", ALL_GPUS))
     except (KeyError, ValueError) as e:
         raise BadSpec(f"unreadable proxy spec ({e})") from None
 

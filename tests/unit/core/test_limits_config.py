@@ -49,3 +49,9 @@ def test_what_is_written_for_cgroup_v1_and_v2():
     assert limits.writes(limits.NONE, 1) == [("memory", "memory.limit_in_bytes", "-1"), ("cpu", "cpu.shares", "1024"),
                                              ("pids", "pids.max", "max")]
     assert limits.v1_shares(1) == 10 and limits.v1_shares(100) == 1024
+
+
+@pytest.mark.parametrize("text, value", [
+    ("8589934592\n", 8 << 30), ("max\n", 0), ("9223372036854771712\n", 0), ("-1", 0), ("", 0)])
+def test_a_cgroups_memory_limit_reads_with_none_as_zero(text, value):
+    assert limits.memory_limit(text) == value

@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from berth.core import limits
 from berth.daemon import cgroups
 
@@ -101,3 +103,41 @@ def test_a_slice_made_by_systemds_driver_is_read_too(tmp_path):
     (d / "memory.usage_in_bytes").write_text("4096")
     (d / "memory.limit_in_bytes").write_text("8192")
     assert cgroups.read("alice", str(tmp_path)) == (4096, 8192)
+
+
+# --- out of a Slurm job's cgroups ----------------------------------------------------
+
+ADOPTED_V1 = """12:pids:/slurm/uid_1001/job_42/step_extern
+11:memory:/slurm/uid_1001/job_42/step_extern/task_0
+10:freezer:/slurm/uid_1001/job_42/step_extern
+9:name=systemd:/user.slice/user-1001.slice/session-3.scope
+2:cpu,cpuacct:/slurm/uid_1001/job_42/step_extern
+0::/user.slice/user-1001.slice/session-3.scope
+"""
+ADOPTED_V2 = "0::/system.slice/slurmstepd.scope/job_42/step_extern/user/task_special\n"
+
+
+@pytest.mark.parametrize("text, job", [(ADOPTED_V1, 42), (ADOPTED_V2, 42),
+                                       ("0::/user.slice/user-1001.slice/session-3.scope\n", None),
+                                       ("4:memory:/process_api/job_x\n", None)])
+def test_a_slurm_job_is_told_by_its_cgroup(text, job):
+    assert cgroups.slurm_job_of(text) == job
+
+
+def test_leaving_a_job_writes_to_the_top_of_each_of_its_hierarchies(tmp_path):
+    for d in ("pids", "memory", "freezer", "systemd", "cpu,cpuacct", "unified"):
+        os.makedirs(tmp_path / d)
+        (tmp_path / d / "cgroup.procs").write_text("")
+    assert cgroups.leave_plan(ADOPTED_V1, str(tmp_path)) == [
+        str(tmp_path / d / "cgroup.procs") for d in ("pids", "memory", "freezer", "cpu,cpuacct")]
+    v2 = tmp_path / "v2"
+    os.makedirs(v2)
+    (v2 / "cgroup.controllers").write_text("")
+    (v2 / "cgroup.procs").write_text("")
+    assert cgroups.leave_plan(ADOPTED_V2, str(v2)) == [str(v2 / "cgroup.procs")]
+
+
+def test_a_process_in_no_job_stays_where_it_is(tmp_path):
+    own = tmp_path / "cgroup"
+    own.write_text("0::/user.slice\n")
+    assert cgroups.leave_slurm_job(str(tmp_path), str(own)) is None

@@ -39,3 +39,12 @@ def test_a_reader_that_asks_not_to_prune_changes_nothing(tmp_path):
     open(stale, "w").close()
     assert activity.open_sessions(up, prune=False) == []
     assert os.path.exists(stale)
+
+
+def test_live_jobs_are_the_grants_in_the_run_dir(tmp_path):
+    u = paths.in_run_dir(str(tmp_path), "alice")
+    assert activity.live_jobs(u) == ()
+    os.makedirs(u.run_dir)
+    for name in ("job-42.grant", "job-7.grant", "job-7.sock", "job-x.grant", "docker.sock"):
+        open(os.path.join(u.run_dir, name), "w").close()
+    assert activity.live_jobs(u) == (7, 42)

@@ -49,15 +49,55 @@ def test_no_prelaunch_without_root(monkeypatch, tmp_path):
     assert prelaunch.launch("/etc/berth/berth.toml", "alice") == "launched" and tried == ["alice"]
 
 
-def test_a_closed_launch_closes_once(tmp_path):
+def launched_holding_a_lock(tmp_path):
+    import fcntl
     import os
 
     fd = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT)
-    launched = prelaunch.Launched(None, PLAN, False, fd)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    # Nothing of it on disk (no record, no bridge or cgroup made): undoing it only lets go of the lock.
+    return prelaunch.Launched(None, dict(PLAN, run_dir=str(tmp_path / "alice"), cgroup=""), False, fd)
+
+
+def lock_is_free(tmp_path):
+    import fcntl
+    import os
+
+    fd = os.open(tmp_path / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def undone(monkeypatch):
+    calls, real = [], prelaunch._abandon
+    monkeypatch.setattr(prelaunch, "_abandon", lambda launched: (calls.append(launched), real(launched)))
+    return calls
+
+
+@pytest.mark.parametrize(("settle", "is_undone"), [(None, True), ("take_over", False), ("hand_on", False)])
+def test_a_launch_is_undone_unless_taken_over_or_handed_on(tmp_path, undone, settle, is_undone):
+    launched = launched_holding_a_lock(tmp_path)
     with launched:
-        pass
-    assert launched.lock_fd is None
-    launched.close()
+        if settle:
+            getattr(launched, settle)()
+        assert lock_is_free(tmp_path) == (settle == "hand_on"), "handed on: let go of at once"
+    assert (undone == [launched]) == is_undone
+    assert launched.settled and launched.lock_fd is None and lock_is_free(tmp_path)
+
+
+def test_a_failure_in_the_block_undoes_it_once_however_deep(tmp_path, undone):
+    launched = launched_holding_a_lock(tmp_path)
+    with pytest.raises(RuntimeError):
+        with launched:  # the console script's
+            with launched:  # `up`'s
+                raise RuntimeError("up failed")
+    assert undone == [launched] and lock_is_free(tmp_path)
 
 
 def test_limits_are_set_before_the_launch_and_nothing_is_left_of_a_failure(tmp_path):

@@ -1,4 +1,4 @@
-from berth.ops import doctor
+from berth.ops import doctor, install
 
 
 def judge(**kw):
@@ -94,3 +94,57 @@ def test_buildkit_is_judged_as_the_proxy_judges_it():
     assert doctor.judge_buildkit("", cgroupfs=True).level == doctor.WARN  # unknown: as the proxy, refused
     systemd = doctor.judge_buildkit("Docker version 20.10.24+dfsg1, build 5d6db84", cgroupfs=False)
     assert systemd.level == doctor.WARN and "systemd" in systemd.detail
+
+
+# --- Slurm's hooks --------------------------------------------------------------------
+
+def _wrappers(python="/opt/berth/bin/python"):
+    return install.slurm_wrappers(python, "/etc/berth/berth.toml")
+
+
+def test_slurm_wrappers_missing_open_or_stale_are_said():
+    wanted = _wrappers()
+    prolog, epilog, task = wanted
+    found = {prolog: (wanted[prolog], 0, 0o755), epilog: (wanted[epilog], 1000, 0o755), task: None}
+    checks = {c.name: c for c in doctor.judge_slurm_wrappers(wanted, found)}
+    assert checks["Slurm Prolog"].level == doctor.OK
+    assert checks["Slurm Epilog"].level == doctor.FAIL and "not root's alone" in checks["Slurm Epilog"].detail
+    assert checks["Slurm TaskProlog"].level == doctor.FAIL and checks["Slurm TaskProlog"].fix == \
+        "berth install --slurm"
+    stale = {p: (t, 0, 0o755) for p, t in _wrappers("/usr/bin/python3").items()}
+    assert {c.level for c in doctor.judge_slurm_wrappers(wanted, stale)} == {doctor.WARN}
+
+
+def test_slurm_conf_naming_the_wrappers_directly_or_through_a_glob_is_ok():
+    lines = "\n".join(install.slurm_conf_lines())
+    real = lambda value: [value] if "*" not in value else ["/usr/local/lib/berth/slurm/prolog", "/x"]  # noqa: E731
+    assert doctor.judge_slurm_conf("/etc/slurm/slurm.conf", lines, real).level == doctor.OK
+    globbed = lines.replace("Prolog=/usr/local/lib/berth/slurm/prolog", "Prolog=/etc/slurm/prolog.d/*") \
+        .replace("PrologFlags=Alloc", "PrologFlags=Contain,Alloc  # both")
+    assert doctor.judge_slurm_conf("/etc/slurm/slurm.conf", globbed, real).level == doctor.OK
+    bare = doctor.judge_slurm_conf("/etc/slurm/slurm.conf", "Prolog=/etc/slurm/site-prolog\n", real)
+    assert bare.level == doctor.FAIL and "PrologFlags=Alloc" in bare.detail and "TaskProlog=" in bare.detail
+    assert doctor.judge_slurm_conf("/etc/slurm/slurm.conf", None, real).level == doctor.WARN
+
+
+def test_doctor_checks_an_installed_slurm_node(tmp_path):
+    import os
+
+    from berth.core import config
+
+    cfg = config.parse({"slurm": {"enabled": True}})
+    host = install.Host(str(tmp_path))
+    for path, text in install.slurm_wrappers("/opt/berth/bin/python").items():
+        host.apply(install.Change(path, text, "", 0o755))
+    os.makedirs(tmp_path / "etc/slurm/prolog.d")
+    os.symlink(f"{install.SLURM_DIR}/prolog".replace("/usr", str(tmp_path / "usr"), 1),
+               tmp_path / "etc/slurm/prolog.d/50-berth")
+    conf = "\n".join(install.slurm_conf_lines()).replace(f"Prolog={install.SLURM_DIR}/prolog",
+                                                           "Prolog=/etc/slurm/prolog.d/*")
+    (tmp_path / "etc/slurm/slurm.conf").write_text(conf + "\n")
+    checks = doctor.check_slurm(cfg, str(tmp_path), "/opt/berth/bin/python", environ={})
+    expected = doctor.OK if os.geteuid() == 0 else doctor.FAIL  # root's wrappers, when root made them
+    assert [(c.name, c.level) for c in checks] == [
+        ("Slurm Prolog", expected), ("Slurm Epilog", expected), ("Slurm TaskProlog", expected),
+        ("slurm.conf", doctor.OK)]
+    assert doctor.check_slurm(config.Config(), str(tmp_path), None) == []  # [slurm] not enabled

@@ -208,3 +208,88 @@ def test_berths_own_jump_and_jumps_that_land_before_it_are_fine():
                                  "session required pam_env.so user_readenv=1\n")}
     after = apply(files, install.plan_install(config.Config(), PY, fake_fs(files)))
     assert pamlayout.findings("sshd", fake_fs(after)) == []
+
+
+def _profile_docker_host(tmp_path, env, sockets):
+    import socket
+    import subprocess
+
+    run_dir = tmp_path / "run"
+    os.makedirs(run_dir / "alice", exist_ok=True)
+    held = []
+    for name in sockets:
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(run_dir / "alice" / name))
+        held.append(s)
+    cfg = config.parse({"paths": {"run_dir": str(run_dir)}})
+    script = install.profile_script(cfg) + 'printf %s "${DOCKER_HOST:-}"\n'
+    try:
+        r = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                           env={"USER": "alice", **{k: v.replace("RUN", str(run_dir)) for k, v in env.items()}})
+    finally:
+        for s in held:
+            s.close()
+    return r.stdout.replace(str(run_dir), "RUN")
+
+
+def test_the_profile_script_takes_an_adopted_jobs_socket_over_the_logins(tmp_path):
+    login = "unix://RUN/alice/docker.sock"
+    assert _profile_docker_host(tmp_path, {}, ["docker.sock"]) == login
+    # pam_slurm_adopt sets SLURM_JOB_ID; pam_env set the login socket before the shell
+    adopted = {"SLURM_JOB_ID": "42", "DOCKER_HOST": login}
+    assert _profile_docker_host(tmp_path / "a", adopted, ["docker.sock", "job-42.sock"]) == \
+        "unix://RUN/alice/job-42.sock"
+    assert _profile_docker_host(tmp_path / "b", {"SLURM_JOB_ID": "42"}, ["docker.sock"]) == login  # no job socket
+    mine = {"SLURM_JOB_ID": "42", "DOCKER_HOST": "tcp://elsewhere:2375"}
+    assert _profile_docker_host(tmp_path / "c", mine, ["docker.sock", "job-42.sock"]) == "tcp://elsewhere:2375"
+
+
+def test_slurm_hooks_are_root_run_wrappers_that_uninstall_removes():
+    cfg = config.Config()
+    files = {"/etc/pam.d/sshd": SSHD}
+    changes = install.plan_install(cfg, PY, fake_fs(files), slurm=True)
+    wrappers = {c.path: c for c in changes if c.path.startswith(install.SLURM_DIR)}
+    assert sorted(wrappers) == [f"{install.SLURM_DIR}/{h}" for h in ("epilog", "prolog", "task-prolog")]
+    prolog = wrappers[f"{install.SLURM_DIR}/prolog"]
+    assert prolog.mode == 0o755 and prolog.content.startswith("#!/bin/sh\n")
+    assert prolog.content.splitlines()[-1] == \
+        "exec /opt/berth/bin/python -I -m berth slurm prolog --config /etc/berth/berth.toml"
+    installed = apply(files, changes)
+    assert install.plan_install(cfg, PY, fake_fs(installed), slurm=True) == []
+    assert not any(p.startswith(install.SLURM_DIR) for p in apply(installed, install.plan_uninstall(
+        fake_fs(installed))))
+    assert not any(c.path.startswith(install.SLURM_DIR) for c in install.plan_install(cfg, PY, fake_fs(files)))
+
+
+def test_the_slurm_conf_lines_name_the_wrappers():
+    assert install.slurm_conf_lines() == [
+        "Prolog=/usr/local/lib/berth/slurm/prolog", "Epilog=/usr/local/lib/berth/slurm/epilog",
+        "TaskProlog=/usr/local/lib/berth/slurm/task-prolog", "PrologFlags=Alloc"]
+    assert "Prolog=/etc/slurm/prolog.d/*" in install.slurm_advice()
+
+
+def test_berth_install_slurm_into_a_scratch_root_writes_wrappers_that_run(tmp_path):
+    import subprocess
+    import sys
+
+    from berth import cli
+
+    root, run_dir = tmp_path / "root", tmp_path / "run"
+    (root / "etc/pam.d").mkdir(parents=True)
+    (root / "etc/pam.d/sshd").write_text(SSHD)
+    conf = tmp_path / "berth.toml"
+    conf.write_text(f'[paths]\nrun_dir = "{run_dir}"\n')
+    python = os.path.abspath(sys.executable)
+    out = __import__("io").StringIO()
+    assert cli.main(["--config", str(conf), "install", "--root", str(root), "--slurm", "--python", python],
+                    out=out) == 0
+    assert "    PrologFlags=Alloc" in out.getvalue()
+    wrapper = root / install.SLURM_DIR.lstrip("/") / "task-prolog"
+    assert os.stat(wrapper).st_mode & 0o777 == 0o755
+    me = __import__("pwd").getpwuid(os.getuid()).pw_name
+    (run_dir / me).mkdir(parents=True)
+    (run_dir / me / "job-7.sock").write_text("")
+    # as slurmstepd runs it: no PATH, the task's environment
+    r = subprocess.run([str(wrapper)], env={"SLURM_JOB_ID": "7", "BERTH_CONFIG": "/nonexistent"},
+                       capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, f"export DOCKER_HOST=unix://{run_dir}/{me}/job-7.sock\n"), r.stderr

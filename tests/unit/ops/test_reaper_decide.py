@@ -1,4 +1,4 @@
-from berth.ops.reaper import Observed, decide
+from berth.ops.reaper import Decision, Observed, decide
 
 NOW = 100_000.0
 
@@ -37,3 +37,9 @@ def test_a_starting_daemon_is_never_reaped():
 
 def test_zero_timeout_reaps_any_idle_user():
     assert decide(obs(last_active=NOW), 0, NOW).action == "reap"
+
+
+def test_a_slurm_job_keeps_the_user_before_any_process_or_idle_time():
+    assert decide(obs(jobs=(42,), last_active=0), 0, NOW) == Decision("keep", "Slurm job 42 running")
+    assert decide(obs(jobs=(1, 2, 3, 4), processes=9), 0, NOW).reason == "Slurm jobs 1, 2, 3 ... running"
+    assert decide(obs(jobs=(42,), sessions=1), 0, NOW).reason == "1 session open"

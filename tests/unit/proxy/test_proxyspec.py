@@ -31,3 +31,17 @@ def test_the_proxy_runs_isolated_with_its_run_dir_only():
     assert proxyctl.argv("/run/berth", "/opt/berth/bin/python") == [
         "/opt/berth/bin/python", "-I", "-m", "berth", "proxy", "--run-dir", "/run/berth"]
     assert proxyctl.control_path("/run/berth") == "/run/berth/berth-proxy/ctl.sock"
+
+
+@pytest.mark.parametrize("slurm, gpus", [({}, "all"), ({"enabled": True}, "none"),
+                                         ({"enabled": True, "login_gpus": "all"}, "all"),
+                                         ({"enabled": False, "login_gpus": "none"}, "all")])
+def test_the_login_socket_holds_gpus_back_on_a_slurm_node_unless_the_admin_says_otherwise(slurm, gpus):
+    cfg = config.Config(slurm=config.SlurmConfig(**slurm))
+    spec = proxyspec.for_user(cfg, users.Account("alice", 1001, 1001, "/home/alice"), blocks.layout("10.213.7.0/24"))
+    assert spec.gpus == gpus and proxyspec.parse(proxyspec.render(spec)) == spec
+
+
+def test_a_spec_with_an_unknown_gpu_setting_is_refused():
+    with pytest.raises(proxyspec.BadSpec):
+        proxyspec.parse("user=alice\nuid=1001\nnetworks=10.213.7.128/25\nruntimes=runc\ngpus=some\n")

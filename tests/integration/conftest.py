@@ -230,6 +230,33 @@ chain_prefix = "{self.chain_prefix}"
                     os.chmod(os.path.join(dirpath, name), 0o644)
         return [*env, f"PYTHONPATH={copy}", "/usr/bin/python3", "-s", "-m", "berth"]
 
+    def hook_python(self):
+        """An interpreter for programs that run berth as root and as users
+        alike with `python -I` (Slurm's hook wrappers): this one where anyone
+        may reach it, else a venv under this run's root (0755) whose .pth
+        puts user_berth's copy of the package first, then this venv's
+        site-packages, which root reaches for the third-party packages and a
+        test user (who needs none) does not. Like /opt/berth on a real node."""
+        if _reachable_by_anyone(sys.executable) and _reachable_by_anyone(os.path.dirname(berth_package())):
+            return sys.executable
+        venv = os.path.join(self.root, "hook-venv")
+        python = os.path.join(venv, "bin", "python3")
+        if not os.path.exists(python):
+            self.user_berth()  # makes the copy
+            subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", venv], check=True)
+            site = subprocess.run([python, "-I", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+            ours = [p for p in sys.path if p.endswith("-packages") and os.path.isdir(p)]
+            with open(os.path.join(site, "berth-tests.pth"), "w") as f:
+                f.write("\n".join([os.path.join(self.root, "user-berth"), *ours]) + "\n")
+            for dirpath, _, filenames in os.walk(venv):
+                os.chmod(dirpath, 0o755)
+                for name in filenames:
+                    path = os.path.join(dirpath, name)
+                    if not os.path.islink(path):
+                        os.chmod(path, os.stat(path).st_mode | 0o444)
+        return python
+
     def sock(self, user):
         return f"{self.root}/run/{user}/docker.sock"
 

@@ -72,7 +72,8 @@ def install_hooks(harness, config, transcript=None):
     root = os.path.join(harness.root, "install-root")
     shutil.copytree("/etc/pam.d", os.path.join(root, "etc", "pam.d"), symlinks=True)
     shutil.copy(STOCK_SSHD_PAM, os.path.join(root, "etc", "pam.d", "sshd"))
-    argv = ["install", "--slurm", "--root", root, "--python", sys.executable]
+    # The TaskProlog runs as the job's user: the wrappers' interpreter must be one they reach.
+    argv = ["install", "--slurm", "--root", root, "--python", harness.hook_python()]
     r = harness.berth(*argv, config=config)
     if transcript:
         transcript.add("root", ["berth", *argv], r)

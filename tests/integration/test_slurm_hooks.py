@@ -51,9 +51,10 @@ def job_env(node, user, job, gpus=""):
     return env
 
 
-def hook(name, env, config, user=None):
-    """As slurmd runs it (root, this environment and nothing else), or slurmstepd a TaskProlog (the user)."""
-    argv = [sys.executable, "-I", "-m", "berth", "slurm", name, "--config", config]
+def hook(name, env, config, user=None, python=sys.executable):
+    """As slurmd runs it (root, this environment and nothing else), or slurmstepd a TaskProlog (the user,
+    who needs a `python` they reach: harness.hook_python())."""
+    argv = [python, "-I", "-m", "berth", "slurm", name, "--config", config]
     if user:
         argv = ["/usr/sbin/runuser", "-u", user, "--", "/usr/bin/env", "-i",
                 *(f"{k}={v}" for k, v in env.items()), *argv]
@@ -108,7 +109,8 @@ def test_two_jobs_get_their_own_gpus_and_the_epilog_takes_only_its_own(harness, 
     st = os.stat(upaths.job_socket(101))
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (pwd.getpwnam(user).pw_uid, 0o600)
 
-    task = hook("task-prolog", {**job_env(node, user, 101), "HOME": "/"}, config, user=user)
+    task = hook("task-prolog", {**job_env(node, user, 101), "HOME": "/"}, config, user=user,
+                python=harness.hook_python())
     assert (task.returncode, task.stdout) == (0, f"export DOCKER_HOST=unix://{upaths.job_socket(101)}\n")
 
     image = harness.import_busybox(user)

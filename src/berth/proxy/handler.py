@@ -281,6 +281,16 @@ class Handler:
         self.tasks = set()
         self.user_tasks = user_tasks if user_tasks is not None else set()  # this socket's and the user's others'
 
+    def end_connections(self):
+        """End every connection open on this socket, mid-request too: a job's
+        socket closed at its end must not go on serving one held open from
+        outside the job (it would create containers with the job's GPUs,
+        the next job's, after the Epilog removed the job's). Their tasks."""
+        tasks = set(self.tasks)
+        for task in tasks:
+            task.cancel()
+        return tasks
+
     def _admit(self, writer):
         """A refusal for a connection that may not be served, or None."""
         if self.uids is not None and peer_uid(writer) not in self.uids:

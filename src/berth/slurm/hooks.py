@@ -192,7 +192,11 @@ def epilog(cfg, job_id, user, let_go=None):
 
 def remove_containers(engine_socket, job_id, attempts=2):
     """Remove (force, with anonymous volumes) the containers labelled with
-    the job; the ids of those still there after `attempts`."""
+    the job; the ids of those still there after `attempts`, of the ones
+    there at the first look (the job's socket is closed by then: one that
+    carries the label only since came through another socket, the login
+    socket's `--label` or an image's LABEL, with none of the job's GPUs,
+    and must not drain the node)."""
     import json
     import urllib.parse
 
@@ -200,12 +204,14 @@ def remove_containers(engine_socket, job_id, attempts=2):
 
     query = urllib.parse.quote(json.dumps({"label": [f"{jobgrant.LABEL}={int(job_id)}"]}))
     left = []
+    first = None
     for _ in range(attempts):
         try:
             listing = engine.get_json(engine_socket, f"/containers/json?all=1&filters={query}", timeout=30)
         except (OSError, ValueError):
             return []  # no daemon answers: no container of its runs
-        left = [c["Id"][:12] for c in listing]
+        first = {c["Id"] for c in listing} if first is None else first
+        left = [c["Id"][:12] for c in listing if c["Id"] in first]
         for c in listing:
             try:
                 status, body = engine.request(engine_socket, f"/containers/{c['Id']}?force=1&v=1", timeout=60,
@@ -221,8 +227,8 @@ def remove_containers(engine_socket, job_id, attempts=2):
         else:
             return []
     try:
-        return [c["Id"][:12] for c in engine.get_json(engine_socket,
-                                                       f"/containers/json?all=1&filters={query}", timeout=30)]
+        return [c["Id"][:12] for c in engine.get_json(engine_socket, f"/containers/json?all=1&filters={query}",
+                                                       timeout=30) if c["Id"] in first]
     except (OSError, ValueError):
         return left
 

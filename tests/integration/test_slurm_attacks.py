@@ -82,3 +82,35 @@ def test_a_connection_held_open_gets_nothing_once_the_job_ended(slurm_node):
     left = hooks.remove_containers(upaths.engine_socket, JOB)  # the Epilog's second look finds none
     assert answer == "closed", f"a container of ended job {JOB} was made after its Epilog: {answer}"
     assert not left
+
+
+# As the user: a create whose body never finishes, under way when the job ends.
+BODY_NEVER_SENT = textwrap.dedent("""
+    import socket, sys, time
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    s.sendall(b"POST /containers/create HTTP/1.1\\r\\nHost: docker\\r\\nContent-Type: application/json\\r\\n"
+              b"Content-Length: 100000\\r\\n\\r\\n{")
+    print("sent", flush=True)
+    t0 = time.monotonic()
+    s.settimeout(30)
+    print("closed" if s.recv(65536) == b"" else "answered", round(time.monotonic() - t0), flush=True)
+""")
+
+
+def test_a_request_under_way_when_the_job_ends_is_cut_off(slurm_node):
+    """The Epilog waits (a moment) for a request under way on the job's
+    socket, then cuts it off: the job's socket serves nothing after it."""
+    user, img, run_dir = slurm_node
+    upaths = grant(run_dir, user, JOB, GRANTED)
+    proxyctl.serve_job(run_dir, user, JOB)
+    trickle = subprocess.Popen(["runuser", "-u", user, "--", sys.executable, "-I", "-c", BODY_NEVER_SENT,
+                                upaths.job_socket(JOB)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert trickle.stdout.readline().strip() == "sent"
+        proxyctl.drop_job(run_dir, user, JOB)
+        os.unlink(upaths.job_grant(JOB))
+        what, seconds = trickle.stdout.readline().split()
+    finally:
+        trickle.wait(timeout=40)
+    assert what == "closed" and int(seconds) <= 3, (what, seconds)

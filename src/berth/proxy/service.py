@@ -331,7 +331,9 @@ class ProxyService:
                 case ["drop-job", name, job_id]:
                     ending = self.drop_job(name, job_id)
                     if ending:  # answered once they are: the Epilog then lists the job's containers
-                        await asyncio.wait(ending, timeout=DROP_WAIT)
+                        _, outlasting = await asyncio.wait(ending, timeout=DROP_WAIT)
+                        for task in outlasting:  # a stream (logs -f, attach) or a body never sent
+                            task.cancel()
                 case ["stats"]:
                     return "ok " + json.dumps(self.stats(), separators=(",", ":"))
                 case ["refusals", name] if name not in self.recent:

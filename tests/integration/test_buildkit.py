@@ -8,13 +8,10 @@ entitlement is granted."""
 import io
 import os
 import pwd
-import socket
 import subprocess
 import tarfile
 
-import h2.config
-import h2.connection
-import h2.events
+import grpc_h2c
 import pytest
 
 from berth.daemon import cgroups
@@ -113,43 +110,10 @@ def test_a_host_network_build_is_refused_by_berth_and_by_dockerd_itself(limited,
     assert r.returncode != 0 and b"entitlement network.host is not allowed" in r.stderr, r.stderr.decode()
 
 
-def grpc_call(sock_path, method, message=b""):
-    """One unary gRPC call to dockerd's BuildKit over `POST /grpc` upgraded to
-    h2c, as buildx's docker driver makes it: (grpc-status, reply bytes)."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(20)
-        s.connect(str(sock_path))
-        s.sendall(b"POST /grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += s.recv(1)  # byte by byte: what follows the head is HTTP/2
-        assert head.startswith(b"HTTP/1.1 101"), head
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        conn.initiate_connection()
-        stream = conn.get_next_available_stream_id()
-        conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":authority", "localhost"),
-                                   (":path", method), ("content-type", "application/grpc"), ("te", "trailers")])
-        conn.send_data(stream, b"\0" + len(message).to_bytes(4, "big") + message, end_stream=True)
-        s.sendall(conn.data_to_send())
-        reply, trailers = b"", {}
-        while True:
-            data = s.recv(65536)
-            assert data, "dockerd closed the connection before the call ended"
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.DataReceived):
-                    reply += event.data
-                    conn.acknowledge_received_data(event.flow_controlled_length, stream)
-                elif isinstance(event, (h2.events.TrailersReceived, h2.events.ResponseReceived)):
-                    trailers.update((k.decode(), v.decode()) for k, v in event.headers)
-                elif isinstance(event, h2.events.StreamEnded):
-                    return trailers.get("grpc-status"), reply[5:]
-            s.sendall(conn.data_to_send())
-
-
 def test_buildx_grpc_reaches_dockerds_buildkit_through_the_proxy(limited, harness):
     user, _, sock = limited
-    status, reply = grpc_call(sock, "/moby.buildkit.v1.Control/ListWorkers")
+    status, reply, _ = grpc_h2c.call(sock, "/moby.buildkit.v1.Control/ListWorkers")
     assert status == "0", (status, reply)
     assert b"amd64" in reply or b"arm64" in reply  # a worker and its platforms
     # dockerd's own answer, as on its own socket
-    assert grpc_call(engine_socket(harness, user), "/moby.buildkit.v1.Control/ListWorkers") == (status, reply)
+    assert grpc_h2c.call(engine_socket(harness, user), "/moby.buildkit.v1.Control/ListWorkers")[:2] == (status, reply)

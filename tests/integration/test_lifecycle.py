@@ -20,6 +20,10 @@ def assert_nothing_left(harness, user):
     assert not [b for b in harness.bridges() if b.endswith(str(__import__("pwd").getpwnam(user).pw_uid))]
     assert harness.rules_mentioning(f"berth:{user}") == []
     assert not os.path.exists(harness.sock(user))
+    from berth.daemon import cgroups
+    if cgroups.v2_root():  # nothing of the daemon's left running where it ran
+        procs = os.path.join(cgroups.v2_root(), cgroups.DAEMONS, user, "cgroup.procs")
+        assert not os.path.exists(procs) or open(procs).read() == "", open(procs).read()
 
 
 def test_data_and_block_survive_down_and_up(harness):
@@ -107,8 +111,10 @@ def _fake_dockerd(harness, name, body):
 
 @pytest.mark.parametrize("body, words", [
     ("echo 'failed to start daemon: pretend the disk is gone' >&2; exit 1", "pretend the disk is gone"),
-    ("echo 'hanging on purpose'; exec sleep 600", "did not answer"),
-])
+    # hangs as dockerd would, its command line (what berth knows its daemon by) kept
+    ("echo 'hanging on purpose'; exec /usr/bin/python3 -c 'import time; time.sleep(600)' \"$0\" \"$@\"",
+     "did not answer"),
+], ids=["exits-at-start", "hangs"])
 def test_failed_up_leaves_nothing_behind(harness, body, words):
     user = harness.add_user()
     fake = _fake_dockerd(harness, f"dockerd-{len(harness.users)}", body)

@@ -280,7 +280,8 @@ def test_down_leaves_no_mount_after_a_host_network_container(harness):
     user = harness.add_user()
     harness.berth("up", user, config=trusted)
     img = harness.import_busybox(user)
-    harness.docker(user, "run", "-d", "--net=host", "--name", "hostnet", img, "sleep", "600", cli=DEBIAN_CLI)
+    harness.docker(user, "run", "-d", "--net=host", "--name", "hostnet", "--stop-timeout", "1", img, "sleep", "600",
+                   cli=DEBIAN_CLI)  # sleep, PID 1, ignores SIGTERM: the down kills it after 1 s, not 10
     run_dir = f"{harness.root}/run/{user}"
 
     def mounts_below():

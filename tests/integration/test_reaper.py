@@ -56,7 +56,8 @@ def test_running_container_keeps_the_user(harness, reap0):
     user = harness.add_user()
     harness.berth("up", user)
     image = harness.import_busybox(user)
-    harness.docker(user, "run", "-d", "--name", "train", image, "sleep", "600", cli=DEBIAN_CLI)
+    # sleep, PID 1, ignores SIGTERM: the down kills it after 1 s, not 10
+    harness.docker(user, "run", "-d", "--stop-timeout", "1", "--name", "train", image, "sleep", "600", cli=DEBIAN_CLI)
     out = reap(harness, reap0, "--user", user)
     assert f'{user} kept: container "train" running' in out
     assert state(harness, user)["state"] == "up"

@@ -25,8 +25,10 @@ def status(harness, user):
 
 
 def serve(harness, user, page):
-    """A busybox httpd on :8080 inside the user's net container's namespace."""
-    harness.docker(user, "run", "-d", "--name", "web", "--net=container:net", "bt-busybox:1", "sh", "-c",
+    """A busybox httpd on :8080 inside the user's net container's namespace. As PID 1 it ignores
+    SIGTERM: dockerd stopping it at a down waits its stop timeout (10 s unless told) for nothing."""
+    harness.docker(user, "run", "-d", "--stop-timeout", "1", "--name", "web", "--net=container:net", "bt-busybox:1",
+                   "sh", "-c",
                    f"echo {page} > /www/index.html && exec httpd -f -p 8080 -h /www", cli=DEBIAN_CLI)
 
 

@@ -279,7 +279,23 @@ class Handler:
         # pipes is otherwise garbage-collected mid-stream, and the output
         # of a `docker run` vanishes (asyncio docs, create_task).
         self.tasks = set()
+        self.idle = set()  # of them, those waiting for their next request
+        self.ending = False  # end_connections: no request more
         self.user_tasks = user_tasks if user_tasks is not None else set()  # this socket's and the user's others'
+
+    def end_connections(self):
+        """End every connection open on this socket: a job's socket closed at
+        its end must not go on serving one held open from outside the job
+        (it would create containers with the job's GPUs, the next job's,
+        after the Epilog removed the job's). One waiting for a request ends
+        now; one with a request under way once it is answered (a create
+        cut off after dockerd got it would still make its container, after
+        the Epilog looked). Their tasks, for the caller to wait on and
+        cancel those that outlast it."""
+        self.ending = True
+        for task in self.idle:
+            task.cancel()
+        return set(self.tasks)
 
     def _admit(self, writer):
         """A refusal for a connection that may not be served, or None."""
@@ -330,10 +346,16 @@ class Handler:
     async def _one(self, conn, client, writer, refused, charges):
         """Serve one request; True if the connection may carry another.
         `refused`: (status, what, instead) for a connection not admitted."""
+        if self.ending:
+            return False
+        task = asyncio.current_task()
+        self.idle.add(task)
         try:
             head = await asyncio.wait_for(client.next(), IDLE_TIMEOUT)
         except asyncio.TimeoutError:
             return False  # idle between requests, or a head never finished
+        finally:
+            self.idle.discard(task)
         if not isinstance(head, clientside.Head):
             return False
         conn.receive_data(clientside.bodiless_head(head))

@@ -11,8 +11,9 @@ Every way a create reaches a GPU is held to the same grant:
 - CDI requests (Driver "cdi", `--device nvidia.com/gpu=0`): nvidia.com's
   devices held to the grant, `=all` becoming the granted ones.
 - `--device /dev/nvidia<N>`: only a device file the grant lists (nvidiactl,
-  nvidia-uvm and the like open no GPU by themselves); /dev/nvidia-caps and
-  /dev/dri name no GPU berth can tell apart: refused.
+  nvidia-uvm and the like open no GPU by themselves: SHARED_DEVICES); any
+  other, /dev/nvidia-caps (MIG's, a directory: dockerd adds every device
+  below it) and /dev/dri name no GPU berth can tell apart: refused.
 - The nvidia runtime reads NVIDIA_VISIBLE_DEVICES from the container's
   environment, where the image's comes in unless the container sets its
   own (nvidia/cuda images say `all`): set in every container, to the grant
@@ -60,6 +61,10 @@ VISIBLE = "NVIDIA_VISIBLE_DEVICES"
 NO_GPU = "void"  # the runtime acts as runc: neither devices nor driver libraries
 NUMBERED = re.compile(r"/dev/nvidia[0-9]+")
 UNNAMED = re.compile(r"/dev/(nvidia-caps/.*|dri/.*)")
+# The device files every GPU container opens, which open no GPU by themselves:
+# any other /dev/nvidia* but a granted GPU's is refused in a job, a directory
+# too (dockerd adds every device below one: /dev/nvidia-caps holds MIG's).
+SHARED_DEVICES = frozenset({"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"})
 CDI_ANNOTATION = "cdi.k8s.io/"
 NVIDIA_CDI = "nvidia.com/"
 IN_A_JOB = "srun --gpus=1 docker run --gpus all ..."
@@ -156,14 +161,16 @@ def _device_refusal(device, hold):
         return None  # not a GPU's (the policy allows no other)
     if hold.job_id is None:
         return _outside_a_job(f"the GPU device {path}")
-    if UNNAMED.fullmatch(path):
-        return Refusal(f"the device {path} in a Slurm job (berth cannot tell whose GPU it is)",
-                       "use --gpus all: the job's own GPUs")
-    if NUMBERED.fullmatch(path) and path not in hold.devices:
+    if NUMBERED.fullmatch(path):
+        if path in hold.devices:
+            return None
         if not hold.devices and hold.gpus:
             return Refusal(f"the device {path} in job {hold.job_id} (berth cannot tell it is one of the "
                            f"job's: {_granted(hold)})", "use --gpus all: the job's own GPUs")
         return _not_granted(hold, f"the device {path}")
+    if path not in SHARED_DEVICES:
+        return Refusal(f"the device {path} in a Slurm job (berth cannot tell whose GPU it is)",
+                       "use --gpus all: the job's own GPUs")
     return None
 
 

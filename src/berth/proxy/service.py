@@ -13,7 +13,7 @@ Control: <run_dir>/berth-proxy/ctl.sock, root's alone; one line each way.
     drop <user>   -> ok        (closes and removes it, and the user's job sockets)
     serve-job <user> <id> -> ok (binds <run_dir>/<user>/job-<id>.sock, user:root 0600,
                                  held to the job's grant, job-<id>.grant: jobpolicy)
-    drop-job <user> <id>  -> ok (closes and removes it)
+    drop-job <user> <id>  -> ok (closes and removes it, and ends the connections open on it)
     stats         -> ok <json> (per user: open connections, requests, refusals; their jobs')
     refusals [<user>] -> ok <json> (that user's recent refusals, or everyone's: refusals.document)
 A failure is `error <sentence>`.
@@ -52,6 +52,7 @@ log = logging.getLogger("berth.proxy")
 
 MAX_CONNECTIONS = 256
 GRANT_FILE = re.compile(r"job-([0-9]+)\.grant")
+DROP_WAIT = 2.0  # s a drop-job waits for the connections it ended (the control call waits 5)
 
 
 def bind_private(path, uid):
@@ -229,13 +230,16 @@ class ProxyService:
                      ",".join(grant.gpus) or "none", f"; refusing all: {grant.error}" if grant.error else "")
 
     def drop_job(self, name, job_id):
+        """Close the job's socket and end the connections open on it; the
+        tasks of those, ending."""
         users.check_name(name)
         served = self.jobs.pop((name, int(job_id)), None)
-        if served is not None:
-            served.close()
-            log.info("no longer serving job %d of %s", int(job_id), name)
-        else:  # one a proxy before this one served: gone all the same
+        if served is None:  # one a proxy before this one served: gone all the same
             remove(paths.in_run_dir(self.run_dir, name).job_socket(job_id))
+            return set()
+        served.close()
+        log.info("no longer serving job %d of %s", int(job_id), name)
+        return served.handler.end_connections()  # the job has ended: so has what was open on its socket
 
     def drop(self, name):
         self.shares.pop(name, None)  # requests under way keep theirs; a user served again starts afresh
@@ -325,7 +329,11 @@ class ProxyService:
                 case ["serve-job", name, job_id]:
                     await self.serve_job(name, job_id)
                 case ["drop-job", name, job_id]:
-                    self.drop_job(name, job_id)
+                    ending = self.drop_job(name, job_id)
+                    if ending:  # answered once they are: the Epilog then lists the job's containers
+                        _, outlasting = await asyncio.wait(ending, timeout=DROP_WAIT)
+                        for task in outlasting:  # a stream (logs -f, attach) or a body never sent
+                            task.cancel()
                 case ["stats"]:
                     return "ok " + json.dumps(self.stats(), separators=(",", ":"))
                 case ["refusals", name] if name not in self.recent:

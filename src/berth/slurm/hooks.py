@@ -168,12 +168,7 @@ def epilog(cfg, job_id, user, let_go=None):
         log.info("job %s of %s: not a user berth serves; nothing to do", job_id, user)
         return
     upaths = paths.for_user(cfg, account.name)
-    try:
-        proxyctl.drop_job(cfg.paths.run_dir, account.name, job_id)
-    except OSError:
-        pass  # no proxy runs: nothing serves the socket
-    except proxyctl.ProxyError as e:
-        log.info("job %s of %s: %s", job_id, account.name, e.message)
+    close_socket(cfg.paths.run_dir, account.name, job_id)
     left = remove_containers(upaths.engine_socket, job_id)
     if left:
         raise NodeBroken(f"job {job_id} of {account.name}: container(s) {', '.join(left)} could not be removed",
@@ -190,9 +185,33 @@ def epilog(cfg, job_id, user, let_go=None):
         let_go(cfg, account.name)
 
 
+def close_socket(run_dir, user, job_id, drop=proxyctl.drop_job, patience=30.0):
+    """Have the proxy close the job's socket (and what is open on it).
+    Raises NodeBroken when a proxy runs but does not answer even in
+    `patience` seconds: it may go on serving the job's socket, whose
+    containers would get the job's GPUs, the next job's."""
+    for timeout in (5.0, patience):
+        try:
+            drop(run_dir, user, job_id, timeout=timeout)
+            return
+        except TimeoutError:
+            log.warning("job %s of %s: the policy proxy did not close its socket in %g s", job_id, user, timeout)
+        except OSError:
+            return  # no proxy runs: nothing serves the socket
+        except proxyctl.ProxyError as e:
+            log.info("job %s of %s: %s", job_id, user, e.message)
+            return
+    raise NodeBroken(f"job {job_id} of {user}: the policy proxy does not answer, and may still serve the job's "
+                     f"socket", hint="see proxy.log in berth's log dir; restart it (systemctl restart berth-proxy)")
+
+
 def remove_containers(engine_socket, job_id, attempts=2):
     """Remove (force, with anonymous volumes) the containers labelled with
-    the job; the ids of those still there after `attempts`."""
+    the job; the ids of those still there after `attempts`, of the ones
+    there at the first look (the job's socket is closed by then: one that
+    carries the label only since came through another socket, the login
+    socket's `--label` or an image's LABEL, with none of the job's GPUs,
+    and must not drain the node)."""
     import json
     import urllib.parse
 
@@ -200,12 +219,14 @@ def remove_containers(engine_socket, job_id, attempts=2):
 
     query = urllib.parse.quote(json.dumps({"label": [f"{jobgrant.LABEL}={int(job_id)}"]}))
     left = []
+    first = None
     for _ in range(attempts):
         try:
             listing = engine.get_json(engine_socket, f"/containers/json?all=1&filters={query}", timeout=30)
         except (OSError, ValueError):
             return []  # no daemon answers: no container of its runs
-        left = [c["Id"][:12] for c in listing]
+        first = {c["Id"] for c in listing} if first is None else first
+        left = [c["Id"][:12] for c in listing if c["Id"] in first]
         for c in listing:
             try:
                 status, body = engine.request(engine_socket, f"/containers/{c['Id']}?force=1&v=1", timeout=60,
@@ -221,8 +242,8 @@ def remove_containers(engine_socket, job_id, attempts=2):
         else:
             return []
     try:
-        return [c["Id"][:12] for c in engine.get_json(engine_socket,
-                                                       f"/containers/json?all=1&filters={query}", timeout=30)]
+        return [c["Id"][:12] for c in engine.get_json(engine_socket, f"/containers/json?all=1&filters={query}",
+                                                       timeout=30) if c["Id"] in first]
     except (OSError, ValueError):
         return left
 

@@ -73,6 +73,9 @@ REFUSALS = [
     (INDICES, {"Devices": [{"PathOnHost": "/dev/nvidia1"}]}, "berth cannot tell it is one of the job's"),
     (JOB, {"Devices": [{"PathOnHost": "/dev/nvidia-caps/nvidia-cap1"}]}, "berth cannot tell whose GPU"),
     (JOB, {"Devices": [{"PathOnHost": "/dev/dri/renderD128"}]}, "berth cannot tell whose GPU"),
+    # a directory: dockerd adds every device below it (moby oci.DevicesFromPath), MIG's and IMEX's
+    (JOB, {"Devices": [{"PathOnHost": "/dev/nvidia-caps"}]}, "berth cannot tell whose GPU"),
+    (JOB, {"Devices": [{"PathOnHost": "/dev/nvidia-caps-imex-channels"}]}, "berth cannot tell whose GPU"),
     (LOGIN, {"Devices": [{"PathOnHost": "/dev/nvidiactl"}]}, "the GPU device /dev/nvidiactl outside a Slurm job"),
     (LOGIN, {"Devices": [{"PathOnHost": "/dev/nvidia0"}]}, "outside a Slurm job"),
     (JOB, {"Annotations": {"cdi.k8s.io/x": "nvidia.com/gpu=all"}}, "CDI annotation"),

@@ -9,7 +9,6 @@ and served through the control socket, as in test_slurm_job_sockets.py.
 
 import os
 import subprocess
-import sys
 import textwrap
 
 import test_slurm_job_sockets as job_sockets
@@ -66,7 +65,7 @@ def test_a_connection_held_open_gets_nothing_once_the_job_ended(slurm_node):
     user, img, run_dir = slurm_node
     upaths = grant(run_dir, user, JOB, GRANTED)
     proxyctl.serve_job(run_dir, user, JOB)
-    held = subprocess.Popen(["runuser", "-u", user, "--", sys.executable, "-I", "-c", HELD_CONNECTION,
+    held = subprocess.Popen(["runuser", "-u", user, "--", "/usr/bin/python3", "-I", "-c", HELD_CONNECTION,
                              upaths.job_socket(JOB), img], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     try:
@@ -104,7 +103,7 @@ def test_a_request_under_way_when_the_job_ends_is_cut_off(slurm_node):
     user, img, run_dir = slurm_node
     upaths = grant(run_dir, user, JOB, GRANTED)
     proxyctl.serve_job(run_dir, user, JOB)
-    trickle = subprocess.Popen(["runuser", "-u", user, "--", sys.executable, "-I", "-c", BODY_NEVER_SENT,
+    trickle = subprocess.Popen(["runuser", "-u", user, "--", "/usr/bin/python3", "-I", "-c", BODY_NEVER_SENT,
                                 upaths.job_socket(JOB)], stdout=subprocess.PIPE, text=True)
     try:
         assert trickle.stdout.readline().strip() == "sent"

@@ -713,6 +713,17 @@ class Handler:
     async def _copy_answer(self, conn, client, writer, head, method, sock, daemon_headers, pid):
         """Relay a copy child's answer as dockerd's (containercopy's protocol)."""
         reader, to_child = await asyncio.open_unix_connection(sock=sock, limit=BUFFER)
+        try:
+            return await self._relay_copy(conn, client, writer, head, method, reader, to_child, daemon_headers, pid)
+        finally:
+            # Closed here, not left to the garbage collector: there the socket
+            # object's finalizer may close the descriptor before the loop's
+            # handle does, and the loop's later close then takes whatever a
+            # worker thread opened meanwhile under that number (a pin's pipe).
+            # Closing the transport detaches the socket: one close, now.
+            to_child.transport.abort()
+
+    async def _relay_copy(self, conn, client, writer, head, method, reader, to_child, daemon_headers, pid):
         pump = None
         line_task = asyncio.ensure_future(reader.readline())
         if method == "PUT":

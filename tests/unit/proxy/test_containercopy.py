@@ -120,3 +120,45 @@ def test_extract_checks_the_extraction_point_and_overwrites(tree):
                         _tar(("y", b"y", "file")))
     assert answer == {"status": 500, "message": "container rootfs is marked read-only"}
     assert not os.path.exists(tree / "d" / "y")
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_the_copy_childs_socket_is_closed_by_the_relay_not_left_to_the_collector(loop_name):
+    """Left to the garbage collector, the socket object's finalizer could
+    close the descriptor before the loop's handle did, and the handle's
+    later close took whatever a worker thread had opened under that number
+    meanwhile (a pin's pipe: 'your bind mounts could not be prepared (Bad
+    file descriptor)'). Closed by the relay, the socket is detached at once."""
+    import asyncio
+
+    import h11
+
+    from berth.proxy.handler import Handler
+
+    runner = asyncio.run
+    if loop_name == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        runner = uvloop.run
+
+    class Sink:
+        def __init__(self):
+            self.data = b""
+
+        def write(self, data):
+            self.data += data
+
+    async def relay():
+        ours, childs = socket.socketpair()
+        childs.sendall(json.dumps({"status": 404, "message": "Could not find the file /x"}).encode() + b"\n")
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"GET /containers/c/archive?path=/x HTTP/1.1\r\nHost: docker\r\n\r\n")
+        conn.next_event()
+        sink = Sink()
+        kept = await Handler.__new__(Handler)._copy_answer(conn, None, sink, None, "GET", ours, [], 0)
+        await asyncio.sleep(0)
+        childs.close()
+        return kept, ours.fileno(), sink.data
+
+    kept, fileno, answer = runner(relay())
+    assert kept is False and answer.startswith(b"HTTP/1.1 404 ") and b"Could not find the file /x" in answer
+    assert fileno == -1, "the relay left the copy child's socket open for the collector to close"

@@ -180,7 +180,9 @@ def epilog(cfg, job_id, user, let_go=None):
         return
     if had_grant:
         activity.touch(upaths)  # the job was activity until now: the idle time starts here
-    log.info("job %s of %s: ended; its socket, containers and grant are gone", job_id, account.name)
+        log.info("job %s of %s: ended; its socket, containers and grant are gone", job_id, account.name)
+    else:
+        log.info("job %s of %s: ended with no grant here (its Prolog did not run on this node)", job_id, account.name)
     if let_go is not None:
         let_go(cfg, account.name)
 

@@ -11,8 +11,7 @@ import logging
 import os
 import sys
 
-from berth.core import config as config_mod
-from berth.core import logsetup
+from berth.core import config, logsetup
 from berth.core.errors import BerthError
 from berth.core.paths import SYSTEM_PATH
 from berth.slurm import hooks, jobenv
@@ -35,7 +34,7 @@ def main(hook, config_path=None, out=None, let_go=None, debug=False, environ=Non
         return _task_prolog(config_path, environ, out)
     try:
         # The wrapper names the config; BERTH_CONFIG is never read here.
-        cfg = config_mod.load(config_path, environ={})
+        cfg = config.load(config_path, environ={})
     except BerthError as e:
         logsetup.for_cli(None, debug)
         log.error("%s: the config does not load: %s", hook, e.one_line())
@@ -67,7 +66,7 @@ def main(hook, config_path=None, out=None, let_go=None, debug=False, environ=Non
 
 def _task_prolog(config_path, environ, out):
     try:
-        cfg = config_mod.load(config_path, environ={})
+        cfg = config.load(config_path, environ={})
         for line in hooks.task_prolog(str(cfg.paths.run_dir), environ, os.getuid()):
             print(line, file=out)
     except Exception as e:  # a failing TaskProlog cancels the task: never

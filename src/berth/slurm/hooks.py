@@ -34,10 +34,8 @@ from berth.core.fsutil import atomic_write, ensure_dir, remove
 from berth.core.paths import SYSTEM_PATH, TRAVERSE_ONLY
 from berth.daemon import cgroups
 from berth.lifecycle import activity
-from berth.proxy import control as proxyctl
-from berth.proxy import jobgrant
-from berth.slurm import gpus as gpus_mod
-from berth.slurm import gres, jobcgroup, jobenv
+from berth.proxy import control, jobgrant
+from berth.slurm import gpus, gres, jobcgroup, jobenv
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +80,7 @@ def prolog(cfg, job, up=None, clock=time.monotonic):
         return None
     try:
         resolved = job_gpus(job)
-    except (gpus_mod.UnknownGpu, OSError, ValueError) as e:
+    except (gpus.UnknownGpu, OSError, ValueError) as e:
         log.error("job %s of %s: its GPUs %s cannot be told apart: %s", job.job_id, account.name,
                   ",".join(map(str, job.gpus)), e)
         return _serve_failure(cfg, job, account, f"berth cannot tell which GPUs job {job.job_id} was given "
@@ -96,7 +94,7 @@ def prolog(cfg, job, up=None, clock=time.monotonic):
         "memory_file": jobcgroup.memory_file(account.name, job.job_id)}
     grant = jobgrant.Grant(job.job_id, account.name, account.uid, tuple(name for name, _ in resolved), memory,
                            nano_cpus, jobcgroup.parent(account.name, job.job_id, cgroupfs),
-                           gpus_mod.device_files(resolved), **later)
+                           gpus.device_files(resolved), **later)
     _serve(cfg, paths.for_user(cfg, account.name), grant)
     log.info("job %s of %s: socket served in %.2f s (GPUs %s, memory %s, CPUs %s)", job.job_id, account.name,
              clock() - t0, ",".join(grant.gpus) or "none",
@@ -112,8 +110,8 @@ def job_gpus(job, smi_path=None):
         return []
     with open(os.path.join(os.path.dirname(job.slurm_conf), "gres.conf")) as f:
         layout = gres.gpu_layout(f.read(), job.node or os.uname().nodename.split(".")[0])
-    smi = gpus_mod.nvidia_smi(smi_path or _which("nvidia-smi"))
-    return gpus_mod.resolve(job.gpus, layout, gpus_mod.device_numbers(layout.files), smi)
+    smi = gpus.nvidia_smi(smi_path or _which("nvidia-smi"))
+    return gpus.resolve(job.gpus, layout, gpus.device_numbers(layout.files), smi)
 
 
 def _which(program):
@@ -134,7 +132,7 @@ def _serve(cfg, upaths, grant):
         ensure_dir(cfg.paths.run_dir, TRAVERSE_ONLY)
         ensure_dir(upaths.run_dir, TRAVERSE_ONLY)
         atomic_write(upaths.job_grant(grant.job_id), jobgrant.render(grant), mode=0o600)
-        proxyctl.serve_job(cfg.paths.run_dir, grant.user, grant.job_id)
+        control.serve_job(cfg.paths.run_dir, grant.user, grant.job_id)
     except (OSError, BerthError) as e:
         what = e.one_line() if isinstance(e, BerthError) else (e.strerror or str(e))
         raise NodeBroken(f"job {grant.job_id} of {grant.user}: its socket cannot be served ({what})",
@@ -187,7 +185,7 @@ def epilog(cfg, job_id, user, let_go=None):
         let_go(cfg, account.name)
 
 
-def close_socket(run_dir, user, job_id, drop=proxyctl.drop_job, patience=30.0):
+def close_socket(run_dir, user, job_id, drop=control.drop_job, patience=30.0):
     """Have the proxy close the job's socket (and what is open on it).
     Raises NodeBroken when a proxy runs but does not answer even in
     `patience` seconds: it may go on serving the job's socket, whose
@@ -200,7 +198,7 @@ def close_socket(run_dir, user, job_id, drop=proxyctl.drop_job, patience=30.0):
             log.warning("job %s of %s: the policy proxy did not close its socket in %g s", job_id, user, timeout)
         except OSError:
             return  # no proxy runs: nothing serves the socket
-        except proxyctl.ProxyError as e:
+        except control.ProxyError as e:
             log.info("job %s of %s: %s", job_id, user, e.message)
             return
     raise NodeBroken(f"job {job_id} of {user}: the policy proxy does not answer, and may still serve the job's "
